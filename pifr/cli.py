@@ -1,0 +1,133 @@
+"""Command line: ``pifr verify A B``, ``pifr detect IMG...``, ``pifr yaw IMG...``, ``pifr embed IMG... -o F``, ``pifr models``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import List, Optional
+
+import numpy as np
+
+from .errors import PifrError
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from .verification import verify
+
+    r = verify(args.a, args.b, embedder=args.embedder, threshold=args.threshold, detector=args.detector)
+    if args.json:
+        print(json.dumps(r.to_dict()))
+    else:
+        verdict = "SAME person" if r.same else "DIFFERENT people"
+        ya, yb = (f"{y:+.0f}°" if y is not None else "?" for y in r.yaw)
+        print(f"{verdict}: cosine {r.score:.3f} vs threshold {r.threshold:.3f} ({r.embedder}); "
+              f"yaw {ya} / {yb}; {r.seconds * 1000:.0f} ms")
+    return 0 if r.same else 1 if args.exit_code else 0
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from .detection import detect
+
+    bad = 0
+    for path in args.images:
+        try:
+            faces = detect(path, detector=args.detector)
+            print(json.dumps({"image": path, "faces": [f.to_dict() for f in faces]}))
+        except PifrError as e:
+            bad += 1
+            print(json.dumps({"image": path, "error": f"{type(e).__name__}: {e}"}))
+    return 2 if bad else 0
+
+
+def _cmd_yaw(args: argparse.Namespace) -> int:
+    from .pose import estimate_yaw
+
+    bad = 0
+    for path in args.images:
+        try:
+            print(f"{path}\t{estimate_yaw(path, method=args.method):+.1f}")
+        except PifrError as e:
+            bad += 1
+            print(f"{path}\terror: {type(e).__name__}: {e}")
+    return 2 if bad else 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from .embedders import embed_many
+
+    res = embed_many(args.images, embedder=args.embedder, detector=args.detector, progress=len(args.images) > 1)
+    ok = [r for r in res if r.ok]
+    for r in res:
+        if not r.ok:
+            print(f"{args.images[r.index]}: {type(r.error).__name__}: {r.error}", file=sys.stderr)
+    if ok:
+        np.savez(args.output, embeddings=np.stack([r.embedding for r in ok]),
+                 paths=np.array([args.images[r.index] for r in ok]))
+        print(f"wrote {len(ok)} embeddings to {args.output}")
+    return 0 if len(ok) == len(res) else 2
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .detection import list_detectors
+    from .embedders import list_embedders
+
+    print("embedders:")
+    for e in list_embedders():
+        state = "ready" if e.available else "missing weights"
+        print(f"  {e.name:18s} dim {e.dim:4d}  template {e.template:12s} threshold {e.threshold:.4f}  {state}")
+        if e.reason and args.verbose:
+            print(f"      {e.reason}")
+    print("detectors:", ", ".join(list_detectors()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pifr", description="Pose-invariant face recognition.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    v = sub.add_parser("verify", help="are two photos the same person?")
+    v.add_argument("a")
+    v.add_argument("b")
+    v.add_argument("--embedder", default=None)
+    v.add_argument("--detector", default=None)
+    v.add_argument("--threshold", type=float, default=None)
+    v.add_argument("--json", action="store_true", help="print the full result as JSON")
+    v.add_argument("--exit-code", action="store_true", help="exit 1 when the faces differ")
+    v.set_defaults(func=_cmd_verify)
+
+    d = sub.add_parser("detect", help="faces, landmarks and yaw (JSON lines)")
+    d.add_argument("images", nargs="+")
+    d.add_argument("--detector", default="retinaface")
+    d.set_defaults(func=_cmd_detect)
+
+    y = sub.add_parser("yaw", help="estimated yaw in degrees (+ = face turned to the image's right)")
+    y.add_argument("images", nargs="+")
+    y.add_argument("--method", default="3ddfa", choices=["3ddfa", "landmarks"])
+    y.set_defaults(func=_cmd_yaw)
+
+    e = sub.add_parser("embed", help="write embeddings of the largest face of each image to an .npz")
+    e.add_argument("images", nargs="+")
+    e.add_argument("-o", "--output", required=True)
+    e.add_argument("--embedder", default="dlib_resnet")
+    e.add_argument("--detector", default=None)
+    e.set_defaults(func=_cmd_embed)
+
+    m = sub.add_parser("models", help="registered embedders and detectors, and whether their weights are here")
+    m.set_defaults(func=_cmd_models)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except PifrError as e:
+        print(f"pifr: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Readers for the evaluation datasets' own file layouts and protocols (LFW, CFP).
+
+Identity splits used throughout pifr (write them into every run record):
+* ``train``: CFP identities 001–350 and LFW;
+* ``tune``: CFP identities 351–400 and LFW ``pairsDevTrain`` (thresholds, policies);
+* everything else is only reported.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+log = logging.getLogger("pifr")
+
+SPLITS = {
+    "train": "CFP identities 001-350; LFW",
+    "tune": "CFP identities 351-400; LFW pairsDevTrain",
+    "report": "everything else (LFW pairs.txt 10 folds, CFP protocol folds) is reported, never tuned on",
+}
+CFP_TRAIN = range(1, 351)
+CFP_TUNE = range(351, 401)
+
+
+def shared_root(root: Optional[str] = None) -> Path:
+    """Root of the shared data: ``root`` → ``$PIFR_SHARED`` → ``../shared`` beside the repository."""
+    if root:
+        return Path(root)
+    env = os.environ.get("PIFR_SHARED")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A verification pair: two image paths, whether they show the same person, and its fold."""
+
+    a: Path
+    b: Path
+    same: bool
+    fold: int
+
+
+def lfw_pairs(lfw_dir: Path, pairs_file: str = "pairs.txt") -> List[Pair]:
+    """LFW pairs in the official format (``pairs.txt``: 10 folds × 300 same + 300 different;
+    ``pairsDevTrain.txt``: one block of N same then N different)."""
+    lfw_dir = Path(lfw_dir)
+    lines = (lfw_dir / pairs_file).read_text().split("\n")
+    head = lines[0].split()
+    if len(head) == 2:
+        n_folds, n = int(head[0]), int(head[1])
+    else:
+        n_folds, n = 1, int(head[0])
+    img = lambda name, i: lfw_dir / name / f"{name}_{int(i):04d}.jpg"  # noqa: E731
+    out: List[Pair] = []
+    rows = [l.split() for l in lines[1:] if l.strip()]
+    if len(rows) != n_folds * 2 * n:
+        raise ValueError(f"{pairs_file}: expected {n_folds * 2 * n} pairs, found {len(rows)}")
+    for k, r in enumerate(rows):
+        fold = k // (2 * n)
+        if len(r) == 3:
+            out.append(Pair(img(r[0], r[1]), img(r[0], r[2]), True, fold))
+        else:
+            out.append(Pair(img(r[0], r[1]), img(r[2], r[3]), False, fold))
+    return out
+
+
+@dataclass(frozen=True)
+class CFPImage:
+    path: Path
+    identity: int
+    pose: str  # "frontal" or "profile"
+    index: int
+
+
+def cfp_images(cfp_dir: Path, identities: Optional[range] = None, pose: Optional[str] = None) -> List[CFPImage]:
+    """All CFP images present under ``cfp_dir/Data/Images``, optionally filtered."""
+    root = Path(cfp_dir) / "Data" / "Images"
+    out = []
+    for d in sorted(root.iterdir()):
+        if not d.name.isdigit():
+            continue
+        ident = int(d.name)
+        if identities is not None and ident not in identities:
+            continue
+        for p in ("frontal", "profile"):
+            if pose and p != pose:
+                continue
+            for f in sorted((d / p).glob("*.jpg")):
+                out.append(CFPImage(f, ident, p, int(f.stem)))
+    return out
+
+
+@dataclass(frozen=True)
+class CFPProtocol:
+    pairs: List[Pair]
+    skipped: int  # protocol pairs whose images are absent here (identities 401–500)
+
+
+def cfp_protocol(cfp_dir: Path, setting: str = "FP") -> CFPProtocol:
+    """CFP 10-fold verification pairs (``setting`` "FF" or "FP"); absent images are skipped and counted."""
+    cfp_dir = Path(cfp_dir)
+    if setting not in ("FF", "FP"):
+        raise ValueError("setting must be 'FF' or 'FP'")
+    proto = cfp_dir / "Protocol"
+
+    def index(name: str) -> Dict[int, Path]:
+        m = {}
+        for line in (proto / name).read_text().splitlines():
+            if line.strip():
+                i, rel = line.split(maxsplit=1)
+                m[int(i)] = (proto / rel.strip()).resolve()
+        return m
+
+    first = index("Pair_list_F.txt")
+    second = first if setting == "FF" else index("Pair_list_P.txt")
+    pairs, skipped = [], 0
+    for fold in range(1, 11):
+        for kind in ("same", "diff"):
+            for line in (proto / "Split" / setting / f"{fold:02d}" / f"{kind}.txt").read_text().splitlines():
+                if not line.strip():
+                    continue
+                i, j = (int(v) for v in line.split(","))
+                a, b = first[i], second[j]
+                if not (a.is_file() and b.is_file()):
+                    skipped += 1
+                    continue
+                pairs.append(Pair(a, b, kind == "same", fold - 1))
+    if skipped:
+        log.info("CFP %s: skipped %d protocol pairs with absent images", setting, skipped)
+    return CFPProtocol(pairs, skipped)
+
+
+def cfp_identity(path: Path) -> int:
+    """Identity number of a CFP image path (``.../Images/<id>/<pose>/NN.jpg``)."""
+    return int(Path(path).parent.parent.name)

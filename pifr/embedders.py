@@ -1,0 +1,295 @@
+"""Face embedders: aligned crop → L2-normalised identity vector.
+
+Every embedder has the same small protocol (:class:`Embedder`): a registry name, the
+alignment template it expects, the output dimension, a differentiable ``module`` (a torch
+network taking ``(B, 3, S, S)`` RGB in [0, 255]) and :meth:`Embedder.embed_crops`.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from ._device import resolve_device
+from .alignment import ARCFACE_112, DLIB_150, TPGAN_128, AlignmentTemplate, align
+from .errors import NoFaceError, ShapeError, UnknownModelError
+from .image import ImageLike, load_image
+from .types import Face
+
+log = logging.getLogger("pifr")
+
+#: Measured best on CFP identities 351–400 (validation split); see docs/embedders.md.
+DEFAULT_EMBEDDER = "dlib_resnet"
+
+#: facenet-pytorch's InceptionResnetV1 is fed 160 px crops: the ArcFace template scaled up.
+FACENET_160 = AlignmentTemplate("facenet_160", 160, tuple((x * 160 / 112, y * 160 / 112) for x, y in ARCFACE_112.points))
+
+
+@dataclass(frozen=True)
+class EmbedderInfo:
+    """What :func:`list_embedders` reports for one embedder."""
+
+    name: str
+    weights: str
+    template: str
+    dim: int
+    threshold: float
+    available: bool
+    reason: str = ""
+
+
+
+
+def _gray_module(net: Any) -> Any:
+    import torch.nn as nn
+
+    class GrayIn(nn.Module):
+        """RGB [0, 255] → luminance [0, 1], the Light-CNN input contract."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: Any) -> Any:
+            g = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+            return self.net(g / 255.0)
+
+        def features(self, x: Any) -> Any:
+            g = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+            return self.net.features(g / 255.0)
+
+    return GrayIn()
+
+
+def _build_dlib() -> Any:
+    from .models.dlib_resnet import DlibResNet
+
+    return DlibResNet()
+
+
+def _build_mobilefacenet() -> Any:
+    from .models.mobilefacenet import MobileFaceNet
+
+    return MobileFaceNet()
+
+
+def _build_facenet() -> Any:
+    from .models.facenet import FaceNet
+
+    return FaceNet()
+
+
+def _build_lightcnn() -> Any:
+    from .models.lightcnn import LightCNN29v2
+
+    return _gray_module(LightCNN29v2())
+
+
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    weights: str
+    template: AlignmentTemplate
+    dim: int
+    build: Callable[[], Any]
+    #: Cosine-similarity threshold (same if score ≥ threshold); see docs/embedders.md for how each was set.
+    threshold: float
+    #: Prefix of the module the weight keys belong to, and weight keys to drop (training heads).
+    target: str = ""
+    ignore: tuple = ()
+
+
+# Thresholds: best-accuracy cosine threshold on LFW pairsDevTrain (the tuning split), from
+# `python benchmarks/calibrate.py` — see docs/embedders.md. User-supplied models carry none measured
+# here; their value is a placeholder the user should calibrate and is flagged as such.
+_EMBEDDERS: Dict[str, _Entry] = {
+    "dlib_resnet": _Entry("dlib_resnet", "dlib_resnet", DLIB_150, 128, _build_dlib, threshold=0.9247),
+    "mobilefacenet": _Entry("mobilefacenet", "mobilefacenet", ARCFACE_112, 128, _build_mobilefacenet, threshold=0.3568),
+    "facenet_vggface2": _Entry("facenet_vggface2", "facenet_vggface2", FACENET_160, 512, _build_facenet,
+                               threshold=0.5, target="net", ignore=("logits.",)),
+    "lightcnn29_v2": _Entry("lightcnn29_v2", "lightcnn29_v2", TPGAN_128, 256, _build_lightcnn,
+                            threshold=0.5, target="net", ignore=("fc2.",)),
+}
+_UNCALIBRATED = {"facenet_vggface2", "lightcnn29_v2"}
+
+
+class Embedder:
+    """A loaded embedder. Build with :func:`get_embedder`."""
+
+    def __init__(self, entry: _Entry, device: Any = None, weights_path: Optional[str] = None) -> None:
+        import torch
+
+        from .weights import load_into
+
+        self.name = entry.name
+        self.template = entry.template
+        self.dim = entry.dim
+        self.threshold = entry.threshold
+        self.device = resolve_device(device)
+        module = entry.build()
+        target = getattr(module, entry.target) if entry.target else module
+        self.spec = load_into(target, entry.weights, weights_path, ignore=entry.ignore)
+        self.module = module.eval().to(self.device)
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self._torch = torch
+
+    def embed_crops(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """``crops``: ``(N, S, S, 3)`` uint8 RGB aligned to :attr:`template` → ``(N, dim)`` float32, unit L2 norm."""
+        crops = np.asarray(crops)
+        s = self.template.size
+        if crops.ndim == 3:
+            crops = crops[None]
+        if crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
+            raise ShapeError(f"{self.name} expects crops of shape (N, {s}, {s}, 3), got {crops.shape}")
+        torch = self._torch
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(crops), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(crops[i : i + batch_size])).to(self.device)
+                e = self.module(x.permute(0, 3, 1, 2).float())
+                out.append(torch.nn.functional.normalize(e.float(), dim=1).cpu().numpy())
+        return np.concatenate(out, 0) if out else np.zeros((0, self.dim), np.float32)
+
+    def align(self, img: np.ndarray, face: Face) -> np.ndarray:
+        return align(img, face, self.template)
+
+    def __repr__(self) -> str:
+        return f"Embedder({self.name!r}, template={self.template.name}, dim={self.dim}, device={self.device})"
+
+
+@functools.lru_cache(maxsize=16)
+def _cached(name: str, device: Any, weights_path: Optional[str]) -> Embedder:
+    return Embedder(_EMBEDDERS[name], device=device, weights_path=weights_path)
+
+
+def get_embedder(name: str = DEFAULT_EMBEDDER, device: Any = None, weights_path: Optional[str] = None) -> Embedder:
+    """The embedder ``name`` on ``device``, loaded once and cached.
+
+    Raises:
+        UnknownModelError: not a registered embedder.
+        WeightsNotFoundError / WeightsChecksumError / WeightsFormatError: its weights are missing or wrong.
+    """
+    if name not in _EMBEDDERS:
+        raise UnknownModelError(f"unknown embedder {name!r}; known: {sorted(_EMBEDDERS)}")
+    dev = resolve_device(device)
+    return _cached(name, str(dev), None if weights_path is None else str(weights_path))
+
+
+def list_embedders() -> List[EmbedderInfo]:
+    """Every registered embedder, with whether its weights are present here (nothing is loaded)."""
+    from .errors import WeightsError
+    from .weights import resolve
+
+    out = []
+    for e in _EMBEDDERS.values():
+        try:
+            resolve(e.weights, verify=False)
+            ok, why = True, ""
+        except WeightsError as err:
+            ok, why = False, str(err)
+        if e.name in _UNCALIBRATED:
+            why = (why + " " if why else "") + "(threshold not calibrated here: call Gallery.calibrate or pass threshold=)"
+        out.append(EmbedderInfo(e.name, e.weights, e.template.name, e.dim, e.threshold, ok, why))
+    return out
+
+
+def embed_face(img: np.ndarray, face: Face, embedder: Union[str, Embedder] = DEFAULT_EMBEDDER, device: Any = None) -> np.ndarray:
+    """Embedding ``(dim,)`` of one detected ``face`` in ``img`` (``(H, W, 3)`` uint8 RGB)."""
+    emb = embedder if isinstance(embedder, Embedder) else get_embedder(embedder, device)
+    return emb.embed_crops(emb.align(img, face)[None])[0]
+
+
+def embed(img: ImageLike, *, embedder: str = DEFAULT_EMBEDDER, face: Optional[Face] = None,
+          frontalize: str = "never", detector: Optional[str] = None, device: Any = None, bgr: bool = False) -> np.ndarray:
+    """L2-normalised embedding of the largest face in ``img`` (or of ``face``).
+
+    Args:
+        img: anything :func:`pifr.load_image` accepts.
+        embedder: registry name (see :func:`list_embedders`).
+        face: skip detection and use this face.
+        frontalize: ``"never"`` (only value until the frontalizer ships).
+        detector: detector name (default :data:`pifr.detect.DEFAULT_DETECTOR`).
+
+    Returns:
+        ``(dim,)`` float32 unit vector.
+
+    Raises:
+        NoFaceError: no face detected.
+    """
+    if frontalize != "never":
+        raise UnknownModelError(f"frontalize={frontalize!r}: no frontalizer weights are installed yet; use 'never'")
+    arr = load_image(img, bgr=bgr)
+    if face is None:
+        from .detection import DEFAULT_DETECTOR, detect
+
+        faces = detect(arr, detector=detector or DEFAULT_DETECTOR, yaw=False, device=device)
+        if not faces:
+            raise NoFaceError("no face found")
+        face = faces[0]
+    return embed_face(arr, face, embedder, device)
+
+
+def pick_face(faces: Sequence[Face], shape: tuple, select: str = "largest") -> Face:
+    """Choose one face: ``"largest"`` box, or ``"center"`` (closest to the image centre, for
+    datasets such as LFW whose subject is centred)."""
+    if not faces:
+        raise NoFaceError("no face found")
+    if select == "largest":
+        return max(faces, key=lambda f: f.width * f.height)
+    if select == "center":
+        cy, cx = shape[0] / 2, shape[1] / 2
+        return min(faces, key=lambda f: np.hypot((f.bbox[0] + f.bbox[2]) / 2 - cx, (f.bbox[1] + f.bbox[3]) / 2 - cy))
+    raise ValueError(f"select must be 'largest' or 'center', got {select!r}")
+
+
+@dataclass(frozen=True)
+class EmbedResult:
+    """One item of :func:`embed_many`: the embedding and face, or the error that input raised."""
+
+    index: int
+    embedding: Optional[np.ndarray]
+    face: Optional[Face]
+    error: Optional[Exception] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def embed_many(images: Sequence[ImageLike], *, embedder: str = DEFAULT_EMBEDDER, detector: Optional[str] = None,
+               select: str = "largest", retry_min_score: Optional[float] = 0.5, device: Any = None,
+               progress: bool = False) -> List[EmbedResult]:
+    """Embed the chosen face of each image; a bad or faceless image yields an error item, never stops the batch.
+
+    Args:
+        retry_min_score: when nothing is found at the detector's default confidence, retry once at
+            this lower cut-off (``None`` disables the retry).
+        progress: show a tqdm progress bar.
+    """
+    from .detection import DEFAULT_DETECTOR, detect
+    from .errors import PifrError
+
+    emb = get_embedder(embedder, device)
+    det = detector or DEFAULT_DETECTOR
+    it = enumerate(images)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, total=len(images), desc=f"embed[{embedder}]", unit="img")
+    out: List[EmbedResult] = []
+    for i, src in it:
+        try:
+            arr = load_image(src)
+            faces = detect(arr, detector=det, device=device)
+            if not faces and retry_min_score is not None:
+                faces = detect(arr, detector=det, device=device, min_score=retry_min_score)
+            face = pick_face(faces, arr.shape, select)
+            out.append(EmbedResult(i, emb.embed_crops(emb.align(arr, face)[None])[0], face))
+        except PifrError as e:
+            log.warning("item %d: %s", i, e)
+            out.append(EmbedResult(i, None, None, e))
+    return out

@@ -1,0 +1,124 @@
+"""Evaluation metrics on similarity scores (higher = more alike). Pure numpy."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+
+def roc(scores: np.ndarray, same: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC over every distinct threshold.
+
+    Returns:
+        ``(far, tar, thresholds)``: false-accept rate, true-accept rate, and the threshold
+        (accept if score ≥ threshold) at each point, FAR increasing.
+    """
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(same, bool)
+    if s.shape != y.shape or s.ndim != 1:
+        raise ValueError(f"scores and labels must be equal-length 1-D arrays, got {s.shape} and {y.shape}")
+    npos, nneg = int(y.sum()), int((~y).sum())
+    if npos == 0 or nneg == 0:
+        raise ValueError("need both genuine and impostor pairs")
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    tp = np.cumsum(y)
+    fp = np.cumsum(~y)
+    last = np.r_[np.diff(s) != 0, True]  # one point per distinct score
+    far = np.r_[0.0, fp[last] / nneg]
+    tar = np.r_[0.0, tp[last] / npos]
+    thr = np.r_[np.inf, s[last]]
+    return far, tar, thr
+
+
+def auc(scores: np.ndarray, same: np.ndarray) -> float:
+    far, tar, _ = roc(scores, same)
+    return float(np.trapezoid(tar, far))
+
+
+def eer(scores: np.ndarray, same: np.ndarray) -> float:
+    """Equal error rate (FAR = FRR), linearly interpolated on the ROC."""
+    far, tar, _ = roc(scores, same)
+    frr = 1 - tar
+    i = int(np.argmax(far >= frr))
+    if i == 0:
+        return float(far[0])
+    # Interpolate between points i-1 and i where far - frr changes sign.
+    d0, d1 = far[i - 1] - frr[i - 1], far[i] - frr[i]
+    t = d0 / (d0 - d1) if d0 != d1 else 0.0
+    return float(far[i - 1] + t * (far[i] - far[i - 1]))
+
+
+def tar_at_far(scores: np.ndarray, same: np.ndarray, target_far: float) -> Tuple[float, float]:
+    """Highest TAR whose FAR ≤ ``target_far``; returns ``(tar, threshold)``."""
+    far, tar, thr = roc(scores, same)
+    ok = far <= target_far
+    i = int(np.nonzero(ok)[0][-1])
+    return float(tar[i]), float(thr[i])
+
+
+def best_threshold(scores: np.ndarray, same: np.ndarray) -> Tuple[float, float]:
+    """Threshold maximising accuracy (midpoint between neighbouring scores); returns ``(threshold, accuracy)``."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(same, bool)
+    u = np.unique(s)
+    cands = np.r_[u[0] - 1e-6, (u[:-1] + u[1:]) / 2, u[-1] + 1e-6]
+    # Vectorised accuracy for all candidates via sorting.
+    order = np.argsort(s)
+    ss, yy = s[order], y[order]
+    idx = np.searchsorted(ss, cands, side="left")  # number of scores below each candidate
+    neg_below = np.r_[0, np.cumsum(~yy)][idx]
+    pos_above = y.sum() - np.r_[0, np.cumsum(yy)][idx]
+    acc = (neg_below + pos_above) / len(s)
+    j = int(np.argmax(acc))
+    return float(cands[j]), float(acc[j])
+
+
+@dataclass(frozen=True)
+class KFoldResult:
+    """10-fold verification result: per-fold accuracies and thresholds (threshold chosen on the other folds)."""
+
+    accuracies: Tuple[float, ...]
+    thresholds: Tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.accuracies))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.accuracies))
+
+
+def kfold_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> KFoldResult:
+    """Standard k-fold protocol: for each fold, pick the best threshold on the others, test on it."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(same, bool)
+    f = np.asarray(folds)
+    accs, thrs = [], []
+    for k in np.unique(f):
+        test = f == k
+        thr, _ = best_threshold(s[~test], y[~test])
+        accs.append(float(np.mean((s[test] >= thr) == y[test])))
+        thrs.append(thr)
+    return KFoldResult(tuple(accs), tuple(thrs))
+
+
+def rank1(probe: np.ndarray, probe_ids: Sequence, gallery: np.ndarray, gallery_ids: Sequence) -> float:
+    """Closed-set rank-1 identification rate with cosine similarity (rows are unit vectors)."""
+    sim = np.asarray(probe) @ np.asarray(gallery).T
+    best = np.asarray(gallery_ids)[np.argmax(sim, axis=1)]
+    return float(np.mean(best == np.asarray(probe_ids)))
+
+
+def verification_summary(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> Dict[str, float]:
+    kf = kfold_accuracy(scores, same, folds)
+    return {
+        "accuracy": kf.mean,
+        "accuracy_std": kf.std,
+        "eer": eer(scores, same),
+        "auc": auc(scores, same),
+        "tar_at_far_1e-2": tar_at_far(scores, same, 1e-2)[0],
+        "tar_at_far_1e-3": tar_at_far(scores, same, 1e-3)[0],
+    }

@@ -1,0 +1,104 @@
+"""MobileFaceNet (Chen et al., CCBR 2018) in the layout of the foamliu/MobileFaceNet weights.
+
+Input ``(B, 3, 112, 112)`` RGB normalised with ImageNet mean/std (the weights' training
+transform), aligned to :data:`pifr.align.ARCFACE_112`. Output ``(B, 128)`` (unnormalised).
+Blocks: conv 3×3/2 (64) → depthwise-separable 64 → 15 inverted residuals
+(t, c, n, s = 2,64,5,2 / 4,128,1,2 / 2,128,6,1 / 4,128,1,2 / 2,128,2,1) → 1×1 512 →
+global depthwise 7×7 → 1×1 128 → BN.
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+import torch.nn as nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _conv_bn_relu6(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU6(inplace=True),
+    )
+
+
+class _DepthwiseSeparable(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(cin, cin, 3, 1, 1, groups=cin, bias=False)
+        self.pointwise = nn.Conv2d(cin, cout, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.bn2 = nn.BatchNorm2d(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.depthwise(x)))
+        return torch.relu(self.bn2(self.pointwise(x)))
+
+
+class _GlobalDepthwise(nn.Module):
+    def __init__(self, channels: int, k: int) -> None:
+        super().__init__()
+        self.depthwise = nn.Conv2d(channels, channels, k, groups=channels, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.depthwise(x))
+
+
+class _InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        self.residual = stride == 1 and cin == cout
+        self.conv = nn.Sequential(
+            _conv_bn_relu6(cin, hidden, k=1),
+            _conv_bn_relu6(hidden, hidden, stride=stride, groups=hidden),
+            nn.Conv2d(hidden, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return x + y if self.residual else y
+
+
+class MobileFaceNet(nn.Module):
+    input_size = 112
+
+    def __init__(self, embedding_size: int = 128) -> None:
+        super().__init__()
+        self.conv1 = _conv_bn_relu6(3, 64, stride=2)
+        self.dw_conv = _DepthwiseSeparable(64, 64)
+        layers = []
+        cin = 64
+        for t, c, n, s in ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1)):
+            for i in range(n):
+                layers.append(_InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        self.features = nn.Sequential(*layers)
+        self.conv2 = _conv_bn_relu6(cin, 512, k=1)
+        self.gdconv = _GlobalDepthwise(512, 7)
+        self.conv3 = nn.Conv2d(512, embedding_size, 1)
+        self.bn = nn.BatchNorm2d(embedding_size)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
+
+    def features_dict(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``x``: ``(B, 3, 112, 112)`` RGB in [0, 255]. Returns intermediate maps and ``embedding``."""
+        x = (x - self.mean) / self.std
+        x = self.dw_conv(self.conv1(x))
+        out: Dict[str, torch.Tensor] = {}
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in (4, 11, 14):
+                out[f"s{len(out) + 1}"] = x
+        x = self.bn(self.conv3(self.gdconv(self.conv2(x))))
+        out["embedding"] = x.flatten(1)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, 3, 112, 112)`` RGB in [0, 255] → ``(B, 128)``."""
+        return self.features_dict(x)["embedding"]

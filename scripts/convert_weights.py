@@ -1,0 +1,72 @@
+"""Convert the pretrained weights in ../shared/models into the pickle-free files shipped in weights/.
+
+Run once by a maintainer (never at run time):  python scripts/convert_weights.py [--shared ../shared]
+It reads the original files (checking their sha256 against shared/models/SHA256SUMS), writes
+safetensors files into weights/, and updates the sha256 fields of weights/manifest.json.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared"))
+    args = ap.parse_args()
+    models = Path(args.shared) / "models"
+    sums = dict(reversed(line.split()) for line in (models / "SHA256SUMS").read_text().splitlines() if line.strip())
+
+    def load(rel: str):
+        p = models / rel
+        assert sha256(p) == sums[rel], f"{rel}: sha256 differs from SHA256SUMS"
+        return torch.load(p, map_location="cpu", weights_only=True)
+
+    out = {}
+    sd = load("mobilefacenet/foamliu_mobilefacenet.pt")
+    out["mobilefacenet_ms1m.safetensors"] = {k: v.contiguous() for k, v in sd.items()}
+
+    sd = load("retinaface/mobilenet0.25_Final.pth")
+    out["retinaface_mnet025.safetensors"] = {k.removeprefix("module."): v.contiguous() for k, v in sd.items()}
+
+    sd = load("3ddfa_v2/mb05_120x120.pth")["state_dict"]
+    sd = {k.removeprefix("module."): v.contiguous() for k, v in sd.items() if "fc_lm" not in k}
+    pkl = models / "3ddfa_v2/param_mean_std_62d_120x120.pkl"
+    assert sha256(pkl) == sums["3ddfa_v2/param_mean_std_62d_120x120.pkl"]
+    with open(pkl, "rb") as f:  # maintainer-side only: a checked, known file
+        ms = pickle.load(f)
+    sd["param_mean"] = torch.from_numpy(np.asarray(ms["mean"], np.float32))
+    sd["param_std"] = torch.from_numpy(np.asarray(ms["std"], np.float32))
+    out["tddfa_mb05_120.safetensors"] = sd
+
+    manifest_path = ROOT / "weights" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for fname, tensors in out.items():
+        dst = ROOT / "weights" / fname
+        save_file(tensors, str(dst))
+        for entry in manifest["weights"]:
+            if entry["file"] == fname:
+                entry["sha256"] = sha256(dst)
+        print(f"wrote {dst} ({dst.stat().st_size / 1e6:.2f} MB)")
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

