@@ -72,9 +72,10 @@ def cache_dir() -> Path:
 
 
 def embed_paths(paths: Sequence[Path], embedder: str, detector: str, select: str = "largest",
-                cache: bool = True) -> Dict[str, Optional[np.ndarray]]:
+                cache: bool = True, with_yaw: bool = False):
     """Embeddings by path string (``None`` where no face was found), cached on disk per
-    (paths, embedder weights, detector, selection)."""
+    (paths, embedder weights, detector, selection). With ``with_yaw`` also returns a dict of
+    the chosen face's estimated yaw (degrees, NaN where no face)."""
     from pifr.embedders import embed_many
 
     uniq = sorted({str(p) for p in paths})
@@ -82,21 +83,34 @@ def embed_paths(paths: Sequence[Path], embedder: str, detector: str, select: str
     f = cache_dir() / f"emb_{embedder}_{detector}_{key}.npz"
     if cache and f.is_file():
         z = np.load(f, allow_pickle=False)
-        ok = z["ok"]
-        return {p: (z["emb"][i] if ok[i] else None) for i, p in enumerate(uniq)}
+        arr, ok = z["emb"], z["ok"]
+        yaw = z["yaw"] if "yaw" in z.files else np.full(len(uniq), np.nan, np.float32)
+    else:
+        arr, ok, yaw = _embed_uncached(uniq, embedder, detector, select)
+        if cache:
+            tmp = f.with_suffix(".tmp.npz")
+            np.savez(tmp, emb=arr, ok=ok, yaw=yaw)
+            os.replace(tmp, f)
+    embs = {p: (arr[i] if ok[i] else None) for i, p in enumerate(uniq)}
+    if with_yaw:
+        return embs, {p: float(yaw[i]) for i, p in enumerate(uniq)}
+    return embs
+
+
+def _embed_uncached(uniq, embedder, detector, select):
+    from pifr.embedders import embed_many
+
     res = embed_many(uniq, embedder=embedder, detector=detector, select=select, progress=True)
     emb = pifr.embedders.get_embedder(embedder)
     arr = np.zeros((len(uniq), emb.dim), np.float32)
     ok = np.zeros(len(uniq), bool)
+    yaw = np.full(len(uniq), np.nan, np.float32)
     for r in res:
         if r.ok:
             arr[r.index] = r.embedding
             ok[r.index] = True
-    if cache:
-        tmp = f.with_suffix(".tmp.npz")
-        np.savez(tmp, emb=arr, ok=ok)
-        os.replace(tmp, f)
-    return {p: (arr[i] if ok[i] else None) for i, p in enumerate(uniq)}
+            yaw[r.index] = np.nan if r.face.yaw is None else r.face.yaw
+    return arr, ok, yaw
 
 
 def pair_scores(pairs, embs: Dict[str, Optional[np.ndarray]]):

@@ -106,8 +106,8 @@ class _Entry:
 # `python benchmarks/calibrate.py` — see docs/embedders.md. User-supplied models carry none measured
 # here; their value is a placeholder the user should calibrate and is flagged as such.
 _EMBEDDERS: Dict[str, _Entry] = {
-    "dlib_resnet": _Entry("dlib_resnet", "dlib_resnet", DLIB_150, 128, _build_dlib, threshold=0.9247),
-    "mobilefacenet": _Entry("mobilefacenet", "mobilefacenet", ARCFACE_112, 128, _build_mobilefacenet, threshold=0.3568),
+    "dlib_resnet": _Entry("dlib_resnet", "dlib_resnet", DLIB_150, 128, _build_dlib, threshold=0.9069),
+    "mobilefacenet": _Entry("mobilefacenet", "mobilefacenet", ARCFACE_112, 128, _build_mobilefacenet, threshold=0.2738),
     "facenet_vggface2": _Entry("facenet_vggface2", "facenet_vggface2", FACENET_160, 512, _build_facenet,
                                threshold=0.5, target="net", ignore=("logits.",)),
     "lightcnn29_v2": _Entry("lightcnn29_v2", "lightcnn29_v2", TPGAN_128, 256, _build_lightcnn,

@@ -1,0 +1,49 @@
+"""Calibrate each embedder's default verification threshold on the tuning split only.
+
+Threshold = the cosine threshold of best accuracy on LFW ``pairsDevTrain.txt`` (1,100 same +
+1,100 different pairs; the official development split). Also reports where that threshold
+lands on CFP 351–400 frontal–profile pairs (tuning identities), for information.
+
+    python benchmarks/calibrate.py [--embedders dlib_resnet mobilefacenet]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from _harness import append_runlog, embed_paths, pair_scores, run_header, shared_root, weights_sha
+
+from pifr.datasets import lfw_pairs
+from pifr.metrics import best_threshold, roc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", default=None)
+    ap.add_argument("--embedders", nargs="+", default=["dlib_resnet", "mobilefacenet"])
+    ap.add_argument("--detector", default="retinaface")
+    ap.add_argument("--out", default="results/calibrate")
+    args = ap.parse_args()
+    lfw = shared_root(args.shared) / "data" / "lfw"
+    pairs = lfw_pairs(lfw, "pairsDevTrain.txt")
+    rec = run_header("calibrate", str(lfw / "pairsDevTrain.txt"), weights_sha(args.embedders), "tune (LFW pairsDevTrain)")
+    same = np.array([p.same for p in pairs])
+    out = {}
+    print("\n| embedder | threshold (cosine) | DevTrain accuracy % | FAR at threshold % |")
+    print("|---|---|---|---|")
+    for name in args.embedders:
+        embs = embed_paths([p.a for p in pairs] + [p.b for p in pairs], name, args.detector, select="center")
+        scores, missing = pair_scores(pairs, embs)
+        thr, acc = best_threshold(scores, same)
+        far = float(np.mean(scores[~same] >= thr))
+        out[name] = {"threshold": round(thr, 4), "accuracy": acc, "far": far, "missing": missing}
+        print(f"| {name} | {thr:.4f} | {100 * acc:.2f} | {100 * far:.2f} |")
+    rec["results"] = out
+    append_runlog(Path(args.out), rec)
+    (Path(args.out) / "thresholds.json").write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""CFP (Sengupta et al., WACV 2016) frontal–frontal and frontal–profile verification, plus
+profile→frontal rank-1, per embedder; per-|yaw| bucket views using pifr's estimated yaw.
+
+Verification: the official 10 folds (threshold chosen on 9, tested on the 10th); protocol
+pairs that point to absent identities (401–500) are skipped and counted. Rank-1: gallery =
+frontal 01 of every identity present; probes = all profiles. Writes ROC PNG/CSV, a
+per-bucket CSV and a JSON run record to --out.
+
+    python benchmarks/cfp.py [--embedders dlib_resnet mobilefacenet] [--identities 351-400]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from _harness import append_runlog, embed_paths, pair_scores, plot_roc, run_header, shared_root, weights_sha
+
+from pifr.datasets import cfp_identity, cfp_images, cfp_protocol
+from pifr.metrics import rank1, roc, verification_summary
+
+YAW_BUCKETS = ((0, 30), (30, 45), (45, 60), (60, 75), (75, 91))
+
+
+def parse_range(s: str) -> range:
+    a, _, b = s.partition("-")
+    return range(int(a), int(b or a) + 1)
+
+
+def bucket_of(y: float) -> str:
+    if np.isnan(y):
+        return "no face"
+    for lo, hi in YAW_BUCKETS:
+        if lo <= abs(y) < hi:
+            return f"{lo}-{min(hi, 90)}"
+    return "90+"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", default=None)
+    ap.add_argument("--embedders", nargs="+", default=["dlib_resnet", "mobilefacenet"])
+    ap.add_argument("--detector", default="retinaface")
+    ap.add_argument("--identities", default="1-400", help="identity range for rank-1 (e.g. 351-400 = tuning split)")
+    ap.add_argument("--out", default="results/cfp")
+    args = ap.parse_args()
+    cfp = shared_root(args.shared) / "data" / "cfp"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ids = parse_range(args.identities)
+    split = "report (CFP protocol folds, identities 001-400 present)" if args.identities == "1-400" else f"identities {args.identities}"
+    rec = run_header("cfp", str(cfp), weights_sha(args.embedders), split)
+    t0 = time.time()
+    protos = {s: cfp_protocol(cfp, s) for s in ("FF", "FP")}
+    for s, p in protos.items():
+        kept = [x for x in p.pairs if cfp_identity(x.a) in ids and cfp_identity(x.b) in ids]
+        print(f"# CFP-{s}: {len(kept)} pairs evaluated, {p.skipped} skipped (identities absent here), "
+              f"{len(p.pairs) - len(kept)} outside identities {args.identities}")
+        protos[s] = type(p)(kept, p.skipped)
+    gallery = [im for im in cfp_images(cfp, ids, "frontal") if im.index == 1]
+    probes = cfp_images(cfp, ids, "profile")
+    all_paths = {im.path for im in cfp_images(cfp)} | {x for p in protos.values() for pr in p.pairs for x in (pr.a, pr.b)}
+    results, curves = {}, {}
+    rows = []
+    for name in args.embedders:
+        embs, yaws = embed_paths(sorted(all_paths), name, args.detector, with_yaw=True)
+        res = {}
+        for s, p in protos.items():
+            scores, missing = pair_scores(p.pairs, embs)
+            same = np.array([x.same for x in p.pairs])
+            folds = np.array([x.fold for x in p.pairs])
+            m = verification_summary(scores, same, folds)
+            m.update(pairs=len(p.pairs), skipped=p.skipped, pairs_with_missing_face=missing)
+            res[s] = m
+            far, tar, _ = roc(scores, same)
+            curves[f"{name} CFP-{s}"] = (far, tar)
+            with open(out / f"roc_{name}_{s}.csv", "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["far", "tar"])
+                w.writerows(zip(far.round(6), tar.round(6)))
+            # Per-bucket accuracy of FP pairs at each fold's threshold, bucketed by the profile's estimated |yaw|.
+            if s == "FP":
+                from pifr.metrics import kfold_accuracy
+
+                kf = kfold_accuracy(scores, same, folds)
+                correct = (scores >= np.array(kf.thresholds)[folds]) == same
+                bk = np.array([bucket_of(yaws[str(x.b)]) for x in p.pairs])
+                for b in sorted(set(bk)):
+                    sel = bk == b
+                    rows.append({"embedder": name, "view": "FP verification", "bucket": b, "n": int(sel.sum()),
+                                 "value": float(correct[sel].mean())})
+        g_ok = [im for im in gallery if embs[str(im.path)] is not None]
+        G = np.stack([embs[str(im.path)] for im in g_ok])
+        gid = [im.identity for im in g_ok]
+        P, pid, pb = [], [], []
+        for im in probes:
+            e = embs[str(im.path)]
+            P.append(e if e is not None else np.zeros(G.shape[1], np.float32))  # a missing face never matches
+            pid.append(im.identity)
+            pb.append(bucket_of(yaws[str(im.path)]))
+        P = np.stack(P)
+        res["rank1_profile_to_frontal"] = rank1(P, pid, G, gid)
+        res["rank1_probes"] = len(P)
+        pb = np.array(pb)
+        for b in sorted(set(pb)):
+            sel = pb == b
+            rows.append({"embedder": name, "view": "rank-1", "bucket": b, "n": int(sel.sum()),
+                         "value": rank1(P[sel], np.array(pid)[sel], G, gid)})
+        results[name] = res
+    plot_roc(curves, out / "roc.png", "CFP verification ROC")
+    with open(out / "yaw_buckets.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["embedder", "view", "bucket", "n", "value"])
+        w.writeheader()
+        w.writerows(rows)
+    print("\n| embedder | CFP-FF acc % | FF EER % | CFP-FP acc % | FP EER % | FP AUC | FP TAR@FAR=1% | rank-1 profile→frontal % |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in results.items():
+        ff, fp = r["FF"], r["FP"]
+        print(f"| {name} | {100 * ff['accuracy']:.2f} ± {100 * ff['accuracy_std']:.2f} | {100 * ff['eer']:.2f} | "
+              f"{100 * fp['accuracy']:.2f} ± {100 * fp['accuracy_std']:.2f} | {100 * fp['eer']:.2f} | {fp['auc']:.4f} | "
+              f"{100 * fp['tar_at_far_1e-2']:.1f} | {100 * r['rank1_profile_to_frontal']:.1f} (n={r['rank1_probes']}) |")
+    print("\nPer estimated-|yaw| bucket (profile image):\n\n| embedder | view | |yaw| bucket | n | value % |\n|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['embedder']} | {r['view']} | {r['bucket']} | {r['n']} | {100 * r['value']:.1f} |")
+    rec.update(results=results, buckets=rows, seconds=round(time.time() - t0, 1), detector=args.detector)
+    append_runlog(out, rec)
+    (out / "cfp.json").write_text(json.dumps(rec, indent=2, default=float))
+    print(f"\nwrote {out}/roc.png, roc_*.csv, yaw_buckets.csv, cfp.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""TP-GAN losses (Huang et al., ICCV 2017, eq. 1–8).
+
+L = L_pixel + λ1·L_sym + λ2·L_adv + λ3·L_ip + λ4·L_tv + α·L_ce, paper weights
+λ1 = 0.3, λ2 = 1e-3, λ3 = 3e-3, λ4 = 1e-4, α = 1e-3 (:class:`LossWeights`). All losses are
+means (the paper's scale), so the weights are the paper's, not the official code's sums.
+Images are ``(B, 3, H, W)`` in [-1, 1].
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Dict, Mapping, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    pixel: float = 1.0
+    sym: float = 0.3
+    adv: float = 1e-3
+    ip: float = 3e-3
+    tv: float = 1e-4
+    ce: float = 1e-3
+
+    def to_dict(self) -> Dict[str, float]:
+        return asdict(self)
+
+
+def pixel_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor,
+               target_patches: Optional[Mapping[str, torch.Tensor]] = None) -> torch.Tensor:
+    """Mean L1 at 128, 64 and 32 px (target area-downsampled) and on the local patch outputs."""
+    terms = [F.l1_loss(out["img128"], target)]
+    for size in (64, 32):
+        terms.append(F.l1_loss(out[f"img{size}"], F.interpolate(target, size=size, mode="area")))
+    if target_patches is not None and "patches" in out:
+        for name, p in out["patches"].items():  # type: ignore[union-attr]
+            terms.append(F.l1_loss(p, target_patches[name]))
+    return torch.stack(terms).mean()
+
+
+_LAPLACE = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def laplacian(img: torch.Tensor) -> torch.Tensor:
+    k = _LAPLACE.to(img).view(1, 1, 3, 3).repeat(img.shape[1], 1, 1, 1)
+    return F.conv2d(F.pad(img, (1, 1, 1, 1), mode="replicate"), k, groups=img.shape[1])
+
+
+def symmetry_loss(img: torch.Tensor, space: str = "laplacian") -> torch.Tensor:
+    """L1 between the image and its horizontal mirror, in pixel space (``"plain"``) or in Laplacian
+    space (``"laplacian"``: the paper's choice, robust to one-sided illumination; the Laplacian is
+    mirror-invariant, so a symmetric face gives exactly zero)."""
+    if space == "plain":
+        return F.l1_loss(img, img.flip(3))
+    if space == "laplacian":
+        lap = laplacian(img)
+        return F.l1_loss(lap, lap.flip(3))
+    raise ValueError(f"space must be 'plain' or 'laplacian', got {space!r}")
+
+
+def tv_loss(img: torch.Tensor) -> torch.Tensor:
+    """Anisotropic total variation: mean absolute difference of neighbouring pixels."""
+    return (img[..., 1:, :] - img[..., :-1, :]).abs().mean() + (img[..., :, 1:] - img[..., :, :-1]).abs().mean()
+
+
+def d_adversarial_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: float = 0.9) -> torch.Tensor:
+    """Discriminator loss: sigmoid cross-entropy with one-sided label smoothing (real target 0.9)."""
+    return F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_label)) + \
+        F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+
+
+def g_adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Generator's adversarial loss: make the discriminator call its output real."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def identity_loss(features: Callable[[torch.Tensor], Mapping[str, torch.Tensor]], fake: torch.Tensor,
+                  real: torch.Tensor) -> torch.Tensor:
+    """Mean over feature levels of the L1 distance between a frozen face network's features of the
+    generated and the true frontal (the paper uses Light-CNN's last pooling maps and feature vector)."""
+    with torch.no_grad():
+        fr = features(real)
+    ff = features(fake)
+    return torch.stack([F.l1_loss(ff[k], fr[k]) for k in fr]).mean()
+
+
+class BEGANBalance:
+    """Boundary-equilibrium state (Berthelot et al. 2017): k_{t+1} = k_t + λ_k (γ L(x) − L(G(z)))."""
+
+    def __init__(self, gamma: float = 0.5, lambda_k: float = 1e-3) -> None:
+        self.gamma, self.lambda_k, self.k = gamma, lambda_k, 0.0
+
+    def d_loss(self, recon_err_real: torch.Tensor, recon_err_fake: torch.Tensor) -> torch.Tensor:
+        return recon_err_real - self.k * recon_err_fake
+
+    def update(self, recon_err_real: float, recon_err_fake: float) -> float:
+        """Advance k and return the convergence measure M = L(x) + |γ L(x) − L(G(z))|."""
+        self.k = min(max(self.k + self.lambda_k * (self.gamma * recon_err_real - recon_err_fake), 0.0), 1.0)
+        return recon_err_real + abs(self.gamma * recon_err_real - recon_err_fake)
+
+
+class IdentityFeatures(nn.Module):
+    """A frozen face network seen from TP-GAN's 128 crop: warps the [-1, 1] TP-GAN crop onto the
+    network's own alignment template (a fixed similarity between the two frontal templates),
+    rescales to its input range and returns its feature dict (intermediate maps + ``embedding``).
+
+    ``net`` must take ``(B, 3, S, S)`` RGB in [0, 255] and have a ``features`` (or
+    ``features_dict``) method — as pifr's dlib ResNet and MobileFaceNet do.
+    """
+
+    def __init__(self, net: nn.Module, src_template, dst_template) -> None:
+        super().__init__()
+        import numpy as np
+
+        from ..alignment import similarity_transform
+
+        self.net = net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        self.size = dst_template.size
+        m = similarity_transform(dst_template.array, src_template.array)  # dst px → src px
+        # affine_grid works in normalised coordinates [-1, 1] (align_corners=False).
+        s_in, s_out = src_template.size, dst_template.size
+        to_norm = np.array([[2 / s_in, 0, 1 / s_in - 1], [0, 2 / s_in, 1 / s_in - 1], [0, 0, 1]])
+        from_norm = np.array([[s_out / 2, 0, s_out / 2 - 0.5], [0, s_out / 2, s_out / 2 - 0.5], [0, 0, 1]])
+        theta = to_norm @ np.vstack([m, [0, 0, 1]]) @ from_norm
+        self.register_buffer("theta", torch.tensor(theta[:2], dtype=torch.float32)[None])
+        self._feat = getattr(net, "features", None) or getattr(net, "features_dict")
+
+    def forward(self, img: torch.Tensor) -> Dict[str, torch.Tensor]:
+        grid = F.affine_grid(self.theta.expand(img.shape[0], 2, 3), [img.shape[0], 3, self.size, self.size], align_corners=False)
+        x = F.grid_sample((img + 1) * 127.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        return self._feat(x)
+
+
+@dataclass
+class LossTerms:
+    total: torch.Tensor
+    terms: Dict[str, float]
+
+
+def generator_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor, *, weights: LossWeights = LossWeights(),
+                   target_patches: Optional[Mapping[str, torch.Tensor]] = None,
+                   fake_logits: Optional[torch.Tensor] = None, began_fake_err: Optional[torch.Tensor] = None,
+                   id_features: Optional[Callable] = None, id_labels: Optional[torch.Tensor] = None,
+                   sym_space: str = "laplacian") -> LossTerms:
+    """The weighted TP-GAN generator objective; terms whose inputs are absent are skipped."""
+    terms: Dict[str, torch.Tensor] = {"pixel": pixel_loss(out, target, target_patches),
+                                      "sym": symmetry_loss(out["img128"], sym_space),
+                                      "tv": tv_loss(out["img128"])}
+    if fake_logits is not None:
+        terms["adv"] = g_adversarial_loss(fake_logits)
+    elif began_fake_err is not None:
+        terms["adv"] = began_fake_err
+    if id_features is not None and weights.ip:
+        terms["ip"] = identity_loss(id_features, out["img128"], target)
+    if id_labels is not None and "logits" in out:
+        terms["ce"] = F.cross_entropy(out["logits"], id_labels)
+    w = weights.to_dict()
+    total = sum(w[k] * v for k, v in terms.items())
+    return LossTerms(total, {k: float(v.detach()) for k, v in terms.items()})  # type: ignore[arg-type]

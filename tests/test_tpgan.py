@@ -1,0 +1,116 @@
+"""TP-GAN networks and losses: shapes, size, gradient flow, loss properties, and a real overfit."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pifr.alignment import DLIB_150, TPGAN_128
+from pifr.models.tpgan import (PATCHES, BEGANDiscriminator, Discriminator, Generator, count_parameters,
+                               crop_patches, paste_max)
+from pifr.train import losses as L
+
+FRONTAL_LM = torch.tensor(TPGAN_128.points, dtype=torch.float32)
+
+
+def _batch(b=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 3, 128, 128, generator=g) * 2 - 1, FRONTAL_LM.expand(b, 5, 2).clone()
+
+
+@pytest.mark.parametrize("width", [0.25, 0.5])
+def test_output_shapes(width):
+    g = Generator(width=width, id_classes=7).eval()
+    x, lm = _batch()
+    with torch.no_grad():
+        out = g(x, lm)
+    assert out["img128"].shape == (2, 3, 128, 128)
+    assert out["img64"].shape == (2, 3, 64, 64) and out["img32"].shape == (2, 3, 32, 32)
+    assert out["identity"].shape == (2, 256) and out["logits"].shape == (2, 7)
+    for name, (h, w), _ in PATCHES:
+        assert out["patches"][name].shape == (2, 3, h, w)
+    for k in ("img128", "img64", "img32"):
+        assert out[k].abs().max() <= 1.0
+    assert Discriminator(width)(out["img128"]).shape == (2, 1, 4, 4)
+    assert BEGANDiscriminator(width)(out["img128"]).shape == (2, 3, 128, 128)
+
+
+def test_full_configuration_size():
+    g = Generator(width=1.0)
+    n = count_parameters(g)
+    print(f"TP-GAN generator, width 1.0: {n / 1e6:.1f} M parameters (paper's code: ~157 M)")
+    assert abs(n - 157e6) / 157e6 <= 0.10
+    assert g.config.width == 1.0
+    x, lm = _batch(1)
+    with torch.no_grad():
+        assert g.eval()(x, lm)["img128"].shape == (1, 3, 128, 128)
+
+
+def test_gradients_reach_every_subnetwork():
+    g = Generator(width=0.25)
+    d = Discriminator(0.25)
+    x, lm = _batch()
+    out = g(x, lm)
+    target = torch.rand_like(x) * 2 - 1
+    loss = L.generator_loss(out, target, target_patches=crop_patches(target, lm), fake_logits=d(out["img128"])).total
+    loss.backward()
+    subnets = {"encoder": g.encoder, "decoder.fc": g.fc, "simple": g.simple32, "r8": g.r8, "r128": g.r128, "d": d,
+               **{f"local.{k}": v for k, v in g.local.items()}}
+    for name, m in subnets.items():
+        grads = [p.grad for p in m.parameters() if p.requires_grad]
+        assert grads and all(gr is not None for gr in grads), name
+        assert sum(float(gr.abs().sum()) for gr in grads) > 0, name
+
+
+def test_patch_crop_and_paste_are_consistent():
+    # A smooth image (ramps), so a sub-pixel difference between landmark and paste centre is tiny.
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 128), torch.linspace(-1, 1, 128), indexing="ij")
+    x = torch.stack([xx, yy, (xx + yy) / 2])[None]
+    lm = FRONTAL_LM[None]
+    crops = crop_patches(x, lm)
+    # Frontal landmarks at the template: cropping then pasting the crops returns the input there.
+    canvas = paste_max({k: v for k, v in crops.items()})
+    _, (h, w), (cy, cx) = PATCHES[0]
+    top, left = int(round(cy - h / 2)), int(round(cx - w / 2))
+    assert torch.allclose(canvas[0, :, top + 5, left + 5], x[0, :, top + 5, left + 5], atol=0.05)
+
+
+def test_losses_zero_iff_identical():
+    x, _ = _batch()
+    y = torch.rand_like(x) * 2 - 1
+    out_same = {"img128": x, "img64": torch.nn.functional.interpolate(x, size=64, mode="area"),
+                "img32": torch.nn.functional.interpolate(x, size=32, mode="area")}
+    assert float(L.pixel_loss(out_same, x)) == pytest.approx(0.0, abs=1e-7)
+    out_diff = dict(out_same, img128=y)
+    assert float(L.pixel_loss(out_diff, x)) > 0
+    flat = torch.zeros(1, 3, 16, 16)
+    assert float(L.tv_loss(flat)) == 0 and float(L.tv_loss(x)) > 0
+
+
+@pytest.mark.parametrize("space", ["plain", "laplacian"])
+def test_symmetry_loss_zero_on_mirror_symmetric(space):
+    x, _ = _batch()
+    sym = torch.cat([x[..., :64], x[..., :64].flip(3)], 3)
+    assert float(L.symmetry_loss(sym, space)) == pytest.approx(0.0, abs=1e-6)
+    assert float(L.symmetry_loss(x, space)) > 0
+
+
+def test_adversarial_losses():
+    logits = torch.zeros(2, 1, 4, 4)
+    big = torch.full((2, 1, 4, 4), 20.0)
+    assert float(L.g_adversarial_loss(big)) < 1e-6 and float(L.g_adversarial_loss(-big)) > 10
+    # With label smoothing, a perfect "real" logit is not the minimum: the target is 0.9.
+    assert float(L.d_adversarial_loss(big, -big)) > float(L.d_adversarial_loss(torch.full_like(big, 2.2), -big))
+
+
+def test_identity_features_warp_and_loss():
+    from pifr.embedders import get_embedder
+
+    net = get_embedder("dlib_resnet").module
+    feats = L.IdentityFeatures(net, TPGAN_128, DLIB_150)
+    x, _ = _batch()
+    assert float(L.identity_loss(feats, x, x)) == pytest.approx(0.0, abs=1e-6)
+    assert float(L.identity_loss(feats, x, x.flip(0))) > 0
+    x.requires_grad_(True)
+    feats(x)["embedding"].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0

@@ -1,0 +1,82 @@
+"""verify(), batch embedding and the CLI on the shipped example photos and real data."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import pifr
+from pifr.cli import main as cli_main
+
+from conftest import EXAMPLES, ROOT
+
+A, A2, A_TURNED = EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_sunglasses.png", EXAMPLES / "mitchell_turned.png"
+B, B_TURNED, C = EXAMPLES / "night_frontal.png", EXAMPLES / "night_turned.png", EXAMPLES / "phoebe_frontal.png"
+
+
+def test_same_and_different_people():
+    r = pifr.verify(A, A_TURNED)
+    assert isinstance(r, pifr.Verification) and r.same and bool(r)
+    assert r.faces[1].yaw > 25 and abs(r.faces[0].yaw) < 15  # the turned photo is recognised as turned
+    assert r.distance == pytest.approx(1 - r.score)
+    for x, y in ((A, B), (A, C), (B, C)):
+        assert not pifr.verify(x, y).same, (x.name, y.name)
+    assert pifr.verify(B, B_TURNED).same
+
+
+def test_result_is_typed_and_serialisable():
+    r = pifr.verify(A, B, embedder="mobilefacenet")
+    d = r.to_dict()
+    json.dumps(d)
+    assert d["embedder"] == "mobilefacenet" and d["metric"] == "cosine" and len(d["yaw"]) == 2
+    with pytest.raises(Exception):
+        r.same = True
+
+
+def test_explicit_threshold_is_used():
+    r = pifr.verify(A, B, threshold=-1.0)
+    assert r.same and r.threshold == -1.0
+
+
+def test_no_face_error_names_the_image():
+    with pytest.raises(pifr.NoFaceError, match="second"):
+        pifr.verify(A, np.full((160, 160, 3), 127, np.uint8))
+
+
+def test_frontalize_not_silently_ignored():
+    with pytest.raises(pifr.UnknownModelError):
+        pifr.verify(A, B, frontalize="always")
+
+
+def test_one_bad_image_does_not_stop_a_batch(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    blank = np.zeros((100, 100, 3), np.uint8)
+    res = pifr.embed_many([A, bad, blank, B])
+    assert [r.ok for r in res] == [True, False, False, True]
+    assert isinstance(res[1].error, pifr.InvalidImageError) and isinstance(res[2].error, pifr.NoFaceError)
+    assert np.allclose(res[0].embedding, pifr.embed(A))
+
+
+def test_cli_verify_and_detect(capsys, tmp_path):
+    assert cli_main(["verify", str(A), str(A2), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["same"] is True
+    assert cli_main(["verify", str(A), str(B), "--exit-code"]) == 1
+    capsys.readouterr()
+    bad = tmp_path / "x.jpg"
+    bad.write_text("nope")
+    assert cli_main(["detect", str(A), str(bad)]) == 2
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert len(lines[0]["faces"]) == 1 and "error" in lines[1]
+    assert cli_main(["models"]) == 0
+    assert "dlib_resnet" in capsys.readouterr().out
+
+
+def test_import_is_fast_and_loads_no_torch():
+    code = "import sys, pifr; assert 'torch' not in sys.modules; print(pifr.__version__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
