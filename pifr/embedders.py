@@ -57,9 +57,9 @@ def _gray_module(net: Any) -> Any:
             g = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
             return self.net(g / 255.0)
 
-        def features(self, x: Any) -> Any:
+        def feature_maps(self, x: Any) -> Any:
             g = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-            return self.net.features(g / 255.0)
+            return self.net.feature_maps(g / 255.0)
 
     return GrayIn()
 

@@ -54,8 +54,12 @@ def test_real_face_lands_on_template(lfw):
         again = pifr.detect(big, yaw=False, min_score=0.5)
         assert again, f"no face re-detected in the {t.name} crop"
         lm = again[0].landmarks * t.size / 256
-        err = np.linalg.norm(lm - t.array, axis=1).mean() / t.size
-        assert err < 0.05, f"{t.name}: mean landmark error {err:.3f} of the crop size"
+        if t.method == "similarity":
+            err = np.linalg.norm(lm - t.array, axis=1).mean() / t.size
+            assert err < 0.05, f"{t.name}: mean landmark error {err:.3f} of the crop size"
+        else:  # TP-GAN's rule fixes the eye line and the eye→mouth distance, not all five points
+            eye, mouth = lm[:2].mean(0), lm[3:].mean(0)
+            assert abs(eye[1] - 41) < 3 and abs(eye[0] - 65) < 4 and abs(mouth[1] - eye[1] - 48) < 3, lm
 
 
 def test_bad_landmarks_and_names():

@@ -54,7 +54,7 @@ def test_dlib_port_is_differentiable():
     emb = get_embedder("dlib_resnet")
     x = torch.rand(2, 3, 150, 150, requires_grad=True) * 255
     x.retain_grad()
-    feats = emb.module.features(x)
+    feats = emb.module.feature_maps(x)
     (feats["embedding"].sum() + feats["s3"].mean()).backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
 

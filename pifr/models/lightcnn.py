@@ -67,7 +67,7 @@ class LightCNN29v2(nn.Module):
         self.group4 = _Group(128, 128)
         self.fc = nn.Linear(8 * 8 * 128, 256)
 
-    def features(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def feature_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``x``: ``(B, 1, 128, 128)`` in [0, 1] → maps ``s1``..``s4`` (64², 32², 16², 8²) and ``embedding`` (256)."""
         out: Dict[str, torch.Tensor] = {}
         x = _pool(self.conv1(x))
@@ -83,4 +83,4 @@ class LightCNN29v2(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)["embedding"]
+        return self.feature_maps(x)["embedding"]

@@ -86,7 +86,7 @@ class MobileFaceNet(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255, persistent=False)
 
-    def features_dict(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def feature_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """``x``: ``(B, 3, 112, 112)`` RGB in [0, 255]. Returns intermediate maps and ``embedding``."""
         x = (x - self.mean) / self.std
         x = self.dw_conv(self.conv1(x))
@@ -101,4 +101,4 @@ class MobileFaceNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(B, 3, 112, 112)`` RGB in [0, 255] → ``(B, 128)``."""
-        return self.features_dict(x)["embedding"]
+        return self.feature_maps(x)["embedding"]

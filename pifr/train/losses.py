@@ -106,8 +106,8 @@ class IdentityFeatures(nn.Module):
     network's own alignment template (a fixed similarity between the two frontal templates),
     rescales to its input range and returns its feature dict (intermediate maps + ``embedding``).
 
-    ``net`` must take ``(B, 3, S, S)`` RGB in [0, 255] and have a ``features`` (or
-    ``features_dict``) method — as pifr's dlib ResNet and MobileFaceNet do.
+    ``net`` must take ``(B, 3, S, S)`` RGB in [0, 255] and have a ``feature_maps`` method returning
+    a dict of tensors with an ``"embedding"`` entry — as every pifr embedder network does.
     """
 
     def __init__(self, net: nn.Module, src_template, dst_template) -> None:
@@ -127,12 +127,11 @@ class IdentityFeatures(nn.Module):
         from_norm = np.array([[s_out / 2, 0, s_out / 2 - 0.5], [0, s_out / 2, s_out / 2 - 0.5], [0, 0, 1]])
         theta = to_norm @ np.vstack([m, [0, 0, 1]]) @ from_norm
         self.register_buffer("theta", torch.tensor(theta[:2], dtype=torch.float32)[None])
-        self._feat = getattr(net, "features", None) or getattr(net, "features_dict")
 
     def forward(self, img: torch.Tensor) -> Dict[str, torch.Tensor]:
         grid = F.affine_grid(self.theta.expand(img.shape[0], 2, 3), [img.shape[0], 3, self.size, self.size], align_corners=False)
         x = F.grid_sample((img + 1) * 127.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return self._feat(x)
+        return self.net.feature_maps(x)
 
 
 @dataclass

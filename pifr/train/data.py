@@ -1,0 +1,293 @@
+"""Training data for TP-GAN: packs of aligned 128×128 crops and (profile, frontal) pair datasets.
+
+A *pack* is one ``.npz`` file (no pickles) holding JPEG-encoded TP-GAN crops with their 5
+landmarks (crop pixels), estimated yaw, identity, pose label and source path, plus a JSON
+manifest — detection and alignment run once, when the pack is built, never per epoch, and
+the whole training set travels as one compact file. Sources: CFP (identity-level pairs),
+Multi-PIE in its real layout (pixel-aligned pairs), and synthetic renders when available.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+log = logging.getLogger("pifr")
+
+CROP = 128
+
+# ----------------------------------------------------------------------------- Multi-PIE layout
+
+#: Multi-PIE camera → yaw in degrees (sign as in protocols.md; papers differ, report ±).
+MULTIPIE_CAMERA_YAW: Dict[str, int] = {
+    "11_0": -90, "12_0": -75, "09_0": -60, "08_0": -45, "13_0": -30, "14_0": -15, "05_1": 0,
+    "05_0": 15, "04_1": 30, "19_0": 45, "20_0": 60, "01_0": 75, "24_0": 90,
+}
+FRONTAL_CAMERA = "05_1"
+_MPIE_RE = re.compile(r"^(\d{3})_(\d{2})_(\d{2})_(\d{3})_(\d{2})\.png$")
+
+
+@dataclass(frozen=True)
+class MultiPIEImage:
+    path: Path
+    subject: int
+    session: int
+    recording: int
+    camera: str
+    illumination: int
+
+    @property
+    def yaw(self) -> int:
+        return MULTIPIE_CAMERA_YAW[self.camera]
+
+
+def scan_multipie(root: Path, sessions: Sequence[int] = (1, 2, 3, 4)) -> List[MultiPIEImage]:
+    """Every image of the 13 yaw cameras under ``root/session0S/multiview/SSS/RR/CC_C/``."""
+    out: List[MultiPIEImage] = []
+    root = Path(root)
+    for s in sessions:
+        base = root / f"session{s:02d}" / "multiview"
+        if not base.is_dir():
+            continue
+        for cam_dir in base.glob("*/*/*"):
+            cam = cam_dir.name
+            if cam not in MULTIPIE_CAMERA_YAW:
+                continue  # elevated cameras 08_1, 19_1 are not used
+            for f in cam_dir.iterdir():
+                m = _MPIE_RE.match(f.name)
+                if not m:
+                    continue
+                subj, sess, rec, camc, ill = m.groups()
+                if f"{camc[:2]}_{camc[2]}" != cam or int(sess) != s:
+                    log.warning("skipping %s: name does not match its folder", f)
+                    continue
+                out.append(MultiPIEImage(f, int(subj), int(sess), int(rec), cam, int(ill)))
+    return sorted(out, key=lambda x: str(x.path))
+
+
+@dataclass(frozen=True)
+class MultiPIESplit:
+    setting: int
+    train_subjects: Tuple[int, ...]
+    test_subjects: Tuple[int, ...]
+    sessions: Tuple[int, ...]
+
+
+def multipie_split(images: Sequence[MultiPIEImage], setting: int) -> MultiPIESplit:
+    """Setting 1: session 1, the first 150 of its subjects train, the next 100 test. Setting 2: all
+    sessions, the first 200 subjects train, the remaining (up to 137) test. Neutral expression
+    (recording 01) only, as the protocols specify."""
+    if setting == 1:
+        sessions, n_train, n_test = (1,), 150, 100
+    elif setting == 2:
+        sessions, n_train, n_test = (1, 2, 3, 4), 200, 137
+    else:
+        raise ValueError("setting must be 1 or 2")
+    subjects = sorted({im.subject for im in images if im.session in sessions and im.recording == 1})
+    return MultiPIESplit(setting, tuple(subjects[:n_train]), tuple(subjects[n_train:n_train + n_test]), sessions)
+
+
+def multipie_pairs(images: Sequence[MultiPIEImage], split: MultiPIESplit, part: str = "train",
+                   target_illumination: int = 7) -> List[Tuple[MultiPIEImage, MultiPIEImage]]:
+    """(input, target) pairs: each neutral image of a ``part`` subject paired with camera 05_1 of the
+    same subject, session and recording under ``target_illumination`` (07 = frontal flash)."""
+    subjects = set(split.train_subjects if part == "train" else split.test_subjects)
+    frontal = {(im.subject, im.session, im.recording): im for im in images
+               if im.camera == FRONTAL_CAMERA and im.illumination == target_illumination}
+    pairs = []
+    for im in images:
+        if im.subject in subjects and im.session in split.sessions and im.recording == 1:
+            t = frontal.get((im.subject, im.session, im.recording))
+            if t is not None:
+                pairs.append((im, t))
+    return pairs
+
+
+# ----------------------------------------------------------------------------- packs
+
+
+def mirror(crop: np.ndarray, landmarks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Horizontal flip of a crop and its landmarks, keeping pifr's order (index 0 = image-left eye)."""
+    lm = landmarks.copy()
+    lm[:, 0] = crop.shape[1] - 1 - lm[:, 0]
+    lm = lm[[1, 0, 2, 4, 3]]
+    return np.ascontiguousarray(crop[:, ::-1]), lm
+
+
+def _jpeg(crop: np.ndarray, quality: int = 95) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(crop).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@dataclass
+class Pack:
+    """An in-memory pack: JPEG crops and their records."""
+
+    jpeg: np.ndarray  # uint8, all JPEG files concatenated
+    offsets: np.ndarray  # int64 (N + 1,)
+    landmarks: np.ndarray  # float32 (N, 5, 2), crop pixels
+    yaw: np.ndarray  # float32 (N,), degrees (pifr convention)
+    identity: np.ndarray  # int32 (N,)
+    frontal: np.ndarray  # bool (N,): a frontal (target-capable) image
+    group: np.ndarray  # int32 (N,): pixel-aligned pairing group (-1 = identity-level pairing only)
+    source: np.ndarray  # unicode (N,)
+    manifest: dict
+
+    def __len__(self) -> int:
+        return len(self.yaw)
+
+    def image(self, i: int) -> np.ndarray:
+        from PIL import Image
+
+        data = self.jpeg[self.offsets[i] : self.offsets[i + 1]].tobytes()
+        return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+    def save(self, path: Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, jpeg=self.jpeg, offsets=self.offsets, landmarks=self.landmarks, yaw=self.yaw,
+                 identity=self.identity, frontal=self.frontal, group=self.group, source=self.source,
+                 manifest=np.array(json.dumps(self.manifest)))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "Pack":
+        z = np.load(path, allow_pickle=False)
+        return cls(z["jpeg"], z["offsets"], z["landmarks"], z["yaw"], z["identity"], z["frontal"], z["group"],
+                   z["source"], json.loads(str(z["manifest"])))
+
+
+def build_pack(items: Iterable[Tuple[str, int, bool, int]], manifest: dict, *, detector: str = "retinaface",
+               progress: bool = True) -> Pack:
+    """Detect, align to TPGAN_128 and JPEG-encode each ``(path, identity, is_frontal, group)``.
+    Images without a face are skipped and counted in the manifest."""
+    from .. import detect, load_image
+    from ..alignment import TPGAN_128, estimate_transform, transform_points
+    from ..embedders import pick_face
+
+    items = list(items)
+    it = items
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(items, desc="pack", unit="img")
+    blobs, lms, yaws, ids, fr, groups, srcs = [], [], [], [], [], [], []
+    skipped = []
+    for path, ident, is_frontal, group in it:
+        try:
+            img = load_image(path)
+            faces = detect(img, detector=detector) or detect(img, detector=detector, min_score=0.5)
+            face = pick_face(faces, img.shape, "largest")
+        except Exception as e:  # noqa: BLE001 - one bad image must not stop the pack
+            skipped.append(f"{path}: {type(e).__name__}")
+            continue
+        import cv2
+
+        m = estimate_transform(face.landmarks, TPGAN_128)
+        crop = cv2.warpAffine(img, m, (CROP, CROP), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        blobs.append(np.frombuffer(_jpeg(crop), np.uint8))
+        lms.append(transform_points(face.landmarks, m).astype(np.float32))
+        yaws.append(face.yaw if face.yaw is not None else np.nan)
+        ids.append(ident)
+        fr.append(is_frontal)
+        groups.append(group)
+        srcs.append(str(path))
+    offsets = np.zeros(len(blobs) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(b) for b in blobs])
+    manifest = dict(manifest, images=len(blobs), skipped=len(skipped), skipped_examples=skipped[:20], detector=detector,
+                    crop="pifr.alignment.TPGAN_128 (eyes_mouth rule)")
+    return Pack(np.concatenate(blobs) if blobs else np.zeros(0, np.uint8), offsets, np.stack(lms) if lms else np.zeros((0, 5, 2), np.float32),
+                np.array(yaws, np.float32), np.array(ids, np.int32), np.array(fr, bool), np.array(groups, np.int32),
+                np.array(srcs), manifest)
+
+
+def cfp_items(cfp_dir: Path, identities: range) -> List[Tuple[str, int, bool, int]]:
+    from ..datasets import cfp_images
+
+    return [(str(im.path), im.identity, im.pose == "frontal", -1) for im in cfp_images(cfp_dir, identities)]
+
+
+def multipie_items(root: Path, setting: int, part: str = "train", target_illumination: int = 7) -> List[Tuple[str, int, bool, int]]:
+    """Multi-PIE pairs as pack items: each (input, target) pair shares a group id so the pair
+    dataset can pair pixel-aligned images exactly."""
+    imgs = scan_multipie(root)
+    split = multipie_split(imgs, setting)
+    items, groups = [], {}
+    for inp, tgt in multipie_pairs(imgs, split, part, target_illumination):
+        g = groups.setdefault(str(tgt.path), len(groups))
+        items.append((str(inp.path), inp.subject, inp.camera == FRONTAL_CAMERA and inp.illumination == target_illumination, g))
+    for tpath, g in groups.items():
+        m = _MPIE_RE.match(Path(tpath).name)
+        items.append((tpath, int(m.group(1)), True, g))
+    return sorted(set(items))
+
+
+class PairDataset:
+    """(input, target) training pairs from a pack, as float tensors in [-1, 1].
+
+    Pixel-aligned sources (group ≥ 0) pair each input with its group's frontal; identity-level
+    sources pair each non-frontal input with every frontal of the same identity (and, with
+    ``frontal_inputs``, frontals with the other frontals of that identity, so near-frontal faces
+    are trained too). Inputs with negative yaw are mirrored (with their target) so all inputs
+    face one side (positive yaw), as in the paper.
+
+    Item: dict with ``input`` (3, 128, 128), ``target`` (3, 128, 128), ``input_lm`` and
+    ``target_lm`` (5, 2) crop pixels, ``yaw`` (|yaw| after mirroring), ``identity`` (int, the
+    identity's index in :attr:`identities`).
+    """
+
+    def __init__(self, pack: Pack, identities: Optional[Iterable[int]] = None, frontal_inputs: bool = False,
+                 max_targets_per_input: int = 10) -> None:
+        self.pack = pack
+        keep = np.ones(len(pack), bool) if identities is None else np.isin(pack.identity, list(identities))
+        self.identities = sorted(set(pack.identity[keep].tolist()))
+        self._id_index = {v: i for i, v in enumerate(self.identities)}
+        self.pairs: List[Tuple[int, int]] = []
+        group_target = {int(pack.group[i]): i for i in np.nonzero(keep & pack.frontal & (pack.group >= 0))[0]}
+        frontals: Dict[int, List[int]] = {}
+        for i in np.nonzero(keep & pack.frontal)[0]:
+            frontals.setdefault(int(pack.identity[i]), []).append(int(i))
+        for i in np.nonzero(keep)[0]:
+            g = int(pack.group[i])
+            if g >= 0:
+                t = group_target.get(g)
+                if t is not None and t != i:
+                    self.pairs.append((int(i), t))
+            elif not pack.frontal[i] or frontal_inputs:
+                ts = [t for t in frontals.get(int(pack.identity[i]), []) if t != i][:max_targets_per_input]
+                self.pairs.extend((int(i), t) for t in ts)
+        self._cache: Dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _img(self, i: int) -> np.ndarray:
+        if i not in self._cache:
+            self._cache[i] = self.pack.image(i)
+        return self._cache[i]
+
+    def __getitem__(self, k: int) -> dict:
+        import torch
+
+        i, t = self.pairs[k]
+        x, xl = self._img(i), self.pack.landmarks[i]
+        y, yl = self._img(t), self.pack.landmarks[t]
+        yaw = float(self.pack.yaw[i])
+        if yaw < 0:
+            x, xl = mirror(x, xl)
+            y, yl = mirror(y, yl)
+            yaw = -yaw
+        to_t = lambda a: torch.from_numpy(np.array(a)).permute(2, 0, 1).float() / 127.5 - 1  # noqa: E731
+        return {"input": to_t(x), "target": to_t(y), "input_lm": torch.from_numpy(np.array(xl, np.float32)),
+                "target_lm": torch.from_numpy(np.array(yl, np.float32)), "yaw": yaw,
+                "identity": self._id_index[int(self.pack.identity[i])]}

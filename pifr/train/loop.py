@@ -1,0 +1,381 @@
+"""TP-GAN training loop and CLI (``pifr-train`` / ``python -m pifr.train``).
+
+    python -m pifr.train --config cfg.json --set steps=2000 width=0.25 --out runs/tpgan
+
+Separate Adam optimisers for the discriminator, the global generator and the local pathways
+(lr 1e-4, β1 0.9 by default); G:D update ratio; seeded and exactly resumable (model, optimiser,
+RNG and data-order state are checkpointed as plain state dicts, read back with
+``torch.load(weights_only=True)``); losses appended to CSV; input | output | target grids as PNG;
+identity similarity on held-out validation pairs; AMP on CUDA; multi-process via ``torchrun``
+(DDP; gloo on CPU, NCCL on GPU). Imports neither facenet-pytorch nor dlib.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..models.tpgan import BEGANDiscriminator, Discriminator, Generator, count_parameters, crop_patches
+from . import losses as L
+from .data import Pack, PairDataset
+
+log = logging.getLogger("pifr.train")
+
+
+@dataclass
+class TrainConfig:
+    pack: str = ""
+    val_pack: str = ""
+    train_identities: str = "1-350"  # CFP numbering; "" = every identity in the pack
+    val_identities: str = "351-400"
+    out: str = "runs/tpgan"
+    width: float = 0.25
+    batch: int = 10
+    steps: int = 1000
+    lr: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    g_steps_per_d: int = 2  # generator updates per discriminator update (the official code uses 2)
+    adversarial: str = "patch"  # "patch" | "began" | "none"
+    identity_net: str = "dlib_resnet"  # "dlib_resnet" | "mobilefacenet" | "lightcnn29_v2" | "none"
+    identity_weights: str = ""  # explicit weight file for the identity network (else the registry)
+    weights: Dict[str, float] = field(default_factory=lambda: L.LossWeights().to_dict())
+    sym_space: str = "laplacian"
+    frontal_inputs: bool = True
+    id_classes: bool = False  # add the encoder identity head (cross-entropy on training identities)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # used on CUDA only
+    log_every: int = 10
+    sample_every: int = 200
+    ckpt_every: int = 200
+    val_every: int = 200
+    val_pairs: int = 64
+    resume: bool = True
+
+    @classmethod
+    def from_args(cls, config: Optional[str], overrides: List[str]) -> "TrainConfig":
+        data: Dict[str, Any] = json.loads(Path(config).read_text()) if config else {}
+        types = {f.name: f.type for f in fields(cls)}
+        for ov in overrides:
+            k, _, v = ov.partition("=")
+            if k.startswith("weights."):
+                data.setdefault("weights", L.LossWeights().to_dict())[k[8:]] = float(v)
+                continue
+            if k not in types:
+                raise SystemExit(f"unknown config key {k!r}; known: {sorted(types)}")
+            t = types[k]
+            data[k] = (v.lower() in ("1", "true", "yes")) if t in (bool, "bool") else (
+                int(v) if t in (int, "int") else float(v) if t in (float, "float") else v)
+        return cls(**data)
+
+
+def _range(s: str) -> Optional[range]:
+    if not s:
+        return None
+    a, _, b = s.partition("-")
+    return range(int(a), int(b or a) + 1)
+
+
+CSV_FIELDS = ["step", "seconds", "d", "began_k", "began_M", "g_pixel", "g_sym", "g_adv", "g_ip", "g_tv", "g_ce",
+              "g_total", "val_id_cos_output", "val_id_cos_input", "val_l1"]
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.rank = int(os.environ.get("RANK", 0))
+        self.world = int(os.environ.get("WORLD_SIZE", 1))
+        if cfg.device == "auto":
+            dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+        else:
+            dev = cfg.device
+        self.device = torch.device(dev)
+        if self.world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        torch.manual_seed(cfg.seed + self.rank)
+        self.out = Path(cfg.out)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+        pack = Pack.load(Path(cfg.pack))
+        self.train = PairDataset(pack, _range(cfg.train_identities), frontal_inputs=cfg.frontal_inputs)
+        if len(self.train) == 0:
+            raise SystemExit(f"no training pairs in {cfg.pack} for identities {cfg.train_identities}")
+        self.val = None
+        if cfg.val_pack:
+            vp = pack if cfg.val_pack == cfg.pack else Pack.load(Path(cfg.val_pack))
+            self.val = PairDataset(vp, _range(cfg.val_identities), frontal_inputs=False, max_targets_per_input=1)
+            overlap = set(self.train.identities) & set(self.val.identities) if vp is pack else set()
+            if overlap:
+                raise SystemExit(f"validation identities overlap training identities: {sorted(overlap)[:5]}")
+        self.g = Generator(cfg.width, id_classes=len(self.train.identities) if cfg.id_classes else 0).to(self.device)
+        self.d: Optional[torch.nn.Module] = None
+        if cfg.adversarial == "patch":
+            self.d = Discriminator(cfg.width).to(self.device)
+        elif cfg.adversarial == "began":
+            self.d = BEGANDiscriminator(cfg.width).to(self.device)
+            self.balance = L.BEGANBalance()
+        self.gd, self.dd = self.g, self.d
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.gd = DDP(self.g, device_ids=ids, find_unused_parameters=False)
+            if self.d is not None:
+                self.dd = DDP(self.d, device_ids=ids)
+        groups = self.g.parameter_groups()
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(groups["global"], lr=cfg.lr, betas=betas)
+        self.opt_l = torch.optim.Adam(groups["local"], lr=cfg.lr, betas=betas) if groups["local"] else None
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr, betas=betas) if self.d is not None else None
+        self.weights = L.LossWeights(**cfg.weights)
+        self.id_feats = self._identity_net()
+        self.use_amp = cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.step = 0
+        self.data_gen = torch.Generator().manual_seed(cfg.seed)
+        self._order: List[int] = []
+        self._pos = 0
+        self._epoch = 0
+
+    # ---------------------------------------------------------------- setup helpers
+    def _identity_net(self):
+        name = self.cfg.identity_net
+        if name == "none" or not self.weights.ip:
+            return None
+        from ..alignment import TPGAN_128
+        from ..embedders import _EMBEDDERS
+        from ..weights import load_into
+
+        entry = _EMBEDDERS[name]
+        net = entry.build()
+        load_into(getattr(net, entry.target) if entry.target else net, entry.weights,
+                  self.cfg.identity_weights or None, ignore=entry.ignore)
+        return L.IdentityFeatures(net, TPGAN_128, entry.template).to(self.device)
+
+    def _next_batch(self) -> Dict[str, torch.Tensor]:
+        b = self.cfg.batch
+        idx = []
+        while len(idx) < b:
+            if self._pos >= len(self._order):
+                g = torch.Generator().manual_seed(self.cfg.seed * 1000003 + self._epoch)
+                perm = torch.randperm(len(self.train), generator=g).tolist()
+                self._order = perm[self.rank::self.world]
+                self._pos = 0
+                self._epoch += 1
+            idx.append(self._order[self._pos])
+            self._pos += 1
+        items = [self.train[i] for i in idx]
+        batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    # ---------------------------------------------------------------- one step
+    def train_step(self) -> Dict[str, float]:
+        cfg = self.cfg
+        batch = self._next_batch()
+        x, y, xl, yl = batch["input"], batch["target"], batch["input_lm"], batch["target_lm"]
+        logs: Dict[str, float] = {}
+        ac = torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp)
+        # Discriminator: every g_steps_per_d-th step.
+        if self.d is not None and self.step % cfg.g_steps_per_d == 0:
+            with torch.no_grad(), ac:
+                fake = self.gd(x, xl)["img128"].float()
+            with ac:
+                if cfg.adversarial == "patch":
+                    d_loss = L.d_adversarial_loss(self.dd(y), self.dd(fake))
+                else:
+                    er = (self.dd(y) - y).abs().mean()
+                    ef = (self.dd(fake) - fake).abs().mean()
+                    d_loss = self.balance.d_loss(er, ef)
+            self.opt_d.zero_grad(set_to_none=True)
+            self.scaler.scale(d_loss).backward()
+            self.scaler.step(self.opt_d)
+            if cfg.adversarial == "began":
+                logs["began_k"] = self.balance.k
+                logs["began_M"] = self.balance.update(float(er), float(ef))
+            logs["d"] = float(d_loss.detach())
+        with ac:
+            out = self.gd(x, xl)
+            fake_logits, began_err = None, None
+            if self.d is not None:
+                if cfg.adversarial == "patch":
+                    fake_logits = self.dd(out["img128"])
+                else:
+                    began_err = (self.dd(out["img128"]) - out["img128"]).abs().mean()
+            lt = L.generator_loss(out, y, weights=self.weights, target_patches=crop_patches(y, yl),
+                                  fake_logits=fake_logits, began_fake_err=began_err, id_features=self.id_feats,
+                                  id_labels=batch["identity"] if cfg.id_classes else None, sym_space=cfg.sym_space)
+        self.opt_g.zero_grad(set_to_none=True)
+        if self.opt_l:
+            self.opt_l.zero_grad(set_to_none=True)
+        self.scaler.scale(lt.total).backward()
+        self.scaler.step(self.opt_g)
+        if self.opt_l:
+            self.scaler.step(self.opt_l)
+        self.scaler.update()
+        self.step += 1
+        logs.update({f"g_{k}": v for k, v in lt.terms.items()}, g_total=float(lt.total.detach()))
+        return logs
+
+    # ---------------------------------------------------------------- checkpoints
+    def state(self) -> Dict[str, Any]:
+        s: Dict[str, Any] = {
+            "step": self.step, "epoch": self._epoch, "pos": self._pos,
+            "order": torch.tensor(self._order, dtype=torch.int64),
+            "g": self.g.state_dict(), "opt_g": self.opt_g.state_dict(),
+            "rng": torch.get_rng_state(), "config": json.dumps(asdict(self.cfg)),
+        }
+        if self.opt_l:
+            s["opt_l"] = self.opt_l.state_dict()
+        if self.d is not None:
+            s["d"], s["opt_d"] = self.d.state_dict(), self.opt_d.state_dict()
+        if self.device.type == "cuda":
+            s["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        if self.cfg.adversarial == "began":
+            s["began_k"] = self.balance.k
+        return s
+
+    def save(self, path: Optional[Path] = None) -> Path:
+        path = path or self.out / "checkpoint.pt"
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state(), tmp)
+        tmp.replace(path)
+        return path
+
+    def load(self, path: Path) -> None:
+        s = torch.load(path, map_location=self.device, weights_only=True)
+        self.g.load_state_dict(s["g"])
+        self.opt_g.load_state_dict(s["opt_g"])
+        if self.opt_l and "opt_l" in s:
+            self.opt_l.load_state_dict(s["opt_l"])
+        if self.d is not None:
+            self.d.load_state_dict(s["d"])
+            self.opt_d.load_state_dict(s["opt_d"])
+        torch.set_rng_state(s["rng"].cpu())
+        if "cuda_rng" in s and self.device.type == "cuda":
+            torch.cuda.set_rng_state(s["cuda_rng"].cpu(), self.device)
+        if "began_k" in s:
+            self.balance.k = float(s["began_k"])
+        self.step, self._epoch, self._pos = int(s["step"]), int(s["epoch"]), int(s["pos"])
+        self._order = s["order"].tolist()
+
+    # ---------------------------------------------------------------- validation and samples
+    @torch.no_grad()
+    def validate(self) -> Dict[str, float]:
+        """Identity cosine (identity network's embedding) of output→true frontal vs raw input→true frontal."""
+        if self.val is None or self.id_feats is None:
+            return {}
+        self.g.eval()
+        n = min(self.cfg.val_pairs, len(self.val))
+        sims_out, sims_in, l1 = [], [], []
+        for i in range(0, n, self.cfg.batch):
+            items = [self.val[k] for k in range(i, min(n, i + self.cfg.batch))]
+            x = torch.stack([it["input"] for it in items]).to(self.device)
+            xl = torch.stack([it["input_lm"] for it in items]).to(self.device)
+            y = torch.stack([it["target"] for it in items]).to(self.device)
+            o = self.g(x, xl)["img128"]
+            e = lambda t: F.normalize(self.id_feats(t)["embedding"].float(), dim=1)  # noqa: E731
+            ey = e(y)
+            sims_out.append((e(o) * ey).sum(1).cpu())
+            sims_in.append((e(x) * ey).sum(1).cpu())
+            l1.append((o - y).abs().mean((1, 2, 3)).cpu())
+        self.g.train()
+        return {"val_id_cos_output": float(torch.cat(sims_out).mean()), "val_id_cos_input": float(torch.cat(sims_in).mean()),
+                "val_l1": float(torch.cat(l1).mean())}
+
+    @torch.no_grad()
+    def sample_grid(self, path: Path, n: int = 6) -> None:
+        from PIL import Image
+
+        ds = self.val if self.val is not None else self.train
+        items = [ds[i] for i in range(min(n, len(ds)))]
+        x = torch.stack([it["input"] for it in items]).to(self.device)
+        xl = torch.stack([it["input_lm"] for it in items]).to(self.device)
+        y = torch.stack([it["target"] for it in items]).to(self.device)
+        self.g.eval()
+        o = self.g(x, xl)["img128"]
+        self.g.train()
+        rows = torch.cat([torch.cat([a, b, c], 2) for a, b, c in zip(x, o, y)], 1)  # (3, n*128, 384)
+        img = ((rows.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        Image.fromarray(img).save(path)
+
+    # ---------------------------------------------------------------- loop
+    def run(self) -> Dict[str, float]:
+        cfg = self.cfg
+        ck = self.out / "checkpoint.pt"
+        if cfg.resume and ck.is_file():
+            self.load(ck)
+            log.info("resumed from %s at step %d", ck, self.step)
+        if self.rank == 0:
+            (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+            (self.out / "run.json").write_text(json.dumps({
+                "generator_parameters": count_parameters(self.g), "width": cfg.width,
+                "train_pairs": len(self.train), "train_identities": len(self.train.identities),
+                "val_pairs": len(self.val) if self.val else 0,
+                "pack_manifest": self.train.pack.manifest, "device": str(self.device), "world_size": self.world,
+                "splits": "train: CFP 001-350 (+LFW / renders when packed); validation: CFP 351-400",
+            }, indent=2, default=str))
+        csv_path = self.out / "losses.csv"
+        writer, fh = None, None
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=self.rank != 0)
+        t0 = time.time()
+        last: Dict[str, float] = {}
+        self.g.train()
+        while self.step < cfg.steps:
+            logs = self.train_step()
+            bar.update(1)
+            if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                if cfg.val_every and self.step % cfg.val_every == 0:
+                    logs.update(self.validate())
+                row = {"step": self.step, "seconds": round(time.time() - t0, 2), **{k: round(v, 6) for k, v in logs.items()}}
+                if writer is None:
+                    new = not csv_path.is_file()
+                    fh = open(csv_path, "a", newline="")
+                    writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
+                    if new:
+                        writer.writeheader()
+                writer.writerow(row)
+                fh.flush()
+                bar.set_postfix(pixel=f"{logs.get('g_pixel', math.nan):.3f}")
+                last = row
+            if self.rank == 0 and cfg.sample_every and self.step % cfg.sample_every == 0:
+                self.sample_grid(self.out / f"samples_{self.step:06d}.png")
+            if self.rank == 0 and cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
+                self.save()
+        if self.rank == 0:
+            self.save()
+            from safetensors.torch import save_file
+
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.g.state_dict().items()}, str(self.out / "generator.safetensors"),
+                      metadata={"config": json.dumps(asdict(self.g.config)), "step": str(self.step)})
+        if fh:
+            fh.close()
+        bar.close()
+        return last
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="pifr-train", description="Train the TP-GAN frontalizer.")
+    ap.add_argument("--config", help="JSON file with TrainConfig fields")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. steps=500 width=0.5 weights.ip=0")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = TrainConfig.from_args(args.config, args.set)
+    last = Trainer(cfg).run()
+    print(json.dumps(last))
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return 0
