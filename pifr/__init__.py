@@ -31,7 +31,8 @@ from .image import load_image
 from .types import Face, Verification
 
 __all__ = [
-    "__version__", "load_image", "detect", "align", "estimate_yaw", "embed", "embed_many", "verify",
+    "__version__", "load_image", "detect", "align", "estimate_yaw", "embed", "embed_many", "verify", "frontalize",
+    "Frontalized",
     "list_embedders", "list_detectors", "get_embedder",
     "Face", "Verification", "AlignmentTemplate", "TPGAN_128", "ARCFACE_112", "DLIB_150",
     "PifrError", "InvalidImageError", "ImageTooLargeError", "ShapeError", "NoFaceError", "UnknownModelError",
@@ -48,6 +49,8 @@ _LAZY = {
     "get_embedder": ("embedders", "get_embedder"),
     "list_embedders": ("embedders", "list_embedders"),
     "verify": ("verification", "verify"),
+    "frontalize": ("frontalization", "frontalize"),
+    "Frontalized": ("frontalization", "Frontalized"),
 }
 
 

@@ -144,16 +144,32 @@ def align(img: np.ndarray, face: Union[Face, np.ndarray], template: Union[str, A
     Returns:
         ``(size, size, 3)`` uint8 RGB crop; pixels outside the source are black.
     """
+    return align_with_landmarks(img, face, template)[0]
+
+
+def align_with_landmarks(img: np.ndarray, face: Union[Face, np.ndarray],
+                         template: Union[str, AlignmentTemplate] = TPGAN_128) -> "tuple[np.ndarray, np.ndarray]":
+    """Like :func:`align`, also returning the face's ``(5, 2)`` landmarks in crop pixels."""
     import cv2
 
     if not isinstance(img, np.ndarray) or img.ndim != 3 or img.shape[2] != 3:
         raise ShapeError(f"img must be an (H, W, 3) array, got {getattr(img, 'shape', type(img))}")
     t = get_template(template)
-    m = estimate_transform(_as_landmarks(face), t)
-    return cv2.warpAffine(img, m, (t.size, t.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    lm = _as_landmarks(face)
+    m = estimate_transform(lm, t)
+    crop = cv2.warpAffine(img, m, (t.size, t.size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return crop, transform_points(lm, m).astype(np.float32)
 
 
 def transform_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:
     """Apply a ``(2, 3)`` affine matrix to ``(N, 2)`` points."""
     p = np.asarray(points, np.float64)
     return p @ m[:, :2].T + m[:, 2]
+
+
+def mirror(crop: np.ndarray, landmarks: np.ndarray) -> "tuple[np.ndarray, np.ndarray]":
+    """Horizontal flip of an aligned crop and its ``(5, 2)`` landmarks (crop pixels), keeping pifr's
+    landmark order (index 0 = the eye on the image's left)."""
+    lm = np.array(landmarks, dtype=np.float32).copy()
+    lm[:, 0] = crop.shape[1] - 1 - lm[:, 0]
+    return np.ascontiguousarray(crop[:, ::-1]), lm[[1, 0, 2, 4, 3]]

@@ -1,4 +1,5 @@
-"""Command line: ``pifr verify A B``, ``pifr detect IMG...``, ``pifr yaw IMG...``, ``pifr embed IMG... -o F``, ``pifr models``."""
+"""Command line: ``pifr verify A B``, ``pifr detect IMG...``, ``pifr yaw IMG...``, ``pifr embed IMG... -o F``,
+``pifr frontalize IN -o OUT``, ``pifr models``."""
 from __future__ import annotations
 
 import argparse
@@ -68,6 +69,35 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0 if len(ok) == len(res) else 2
 
 
+def _cmd_frontalize(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from PIL import Image
+
+    from .frontalization import frontalize
+
+    src, dst = Path(args.input), Path(args.output)
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp"}
+    files = sorted(p for p in src.rglob("*") if p.suffix.lower() in exts) if src.is_dir() else [src]
+    if src.is_dir():
+        dst.mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
+
+    bad = 0
+    for f in tqdm(files, desc="frontalize", unit="img", disable=len(files) < 2):
+        out = dst / (f.relative_to(src).with_suffix(".png")) if src.is_dir() else dst
+        try:
+            r = frontalize(f, weights=args.weights)
+        except PifrError as e:
+            bad += 1
+            print(f"{f}: {type(e).__name__}: {e}", file=sys.stderr)
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(r.image).save(out)
+    print(f"frontalized {len(files) - bad} of {len(files)} images into {dst}")
+    return 2 if bad else 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .detection import list_detectors
     from .embedders import list_embedders
@@ -113,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--embedder", default="dlib_resnet")
     e.add_argument("--detector", default=None)
     e.set_defaults(func=_cmd_embed)
+
+    f = sub.add_parser("frontalize", help="write the frontal view of each face (file or folder)")
+    f.add_argument("input")
+    f.add_argument("-o", "--output", required=True)
+    f.add_argument("--weights", default=None, help="generator.safetensors (default: the installed frontalizer)")
+    f.set_defaults(func=_cmd_frontalize)
 
     m = sub.add_parser("models", help="registered embedders and detectors, and whether their weights are here")
     m.set_defaults(func=_cmd_models)

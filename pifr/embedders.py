@@ -204,15 +204,17 @@ def embed_face(img: np.ndarray, face: Face, embedder: Union[str, Embedder] = DEF
 
 
 def embed(img: ImageLike, *, embedder: str = DEFAULT_EMBEDDER, face: Optional[Face] = None,
-          frontalize: str = "never", detector: Optional[str] = None, device: Any = None, bgr: bool = False) -> np.ndarray:
+          frontalize: str = "never", frontalizer: Optional[str] = None, detector: Optional[str] = None,
+          device: Any = None, bgr: bool = False) -> np.ndarray:
     """L2-normalised embedding of the largest face in ``img`` (or of ``face``).
 
     Args:
         img: anything :func:`pifr.load_image` accepts.
         embedder: registry name (see :func:`list_embedders`).
         face: skip detection and use this face.
-        frontalize: ``"never"`` (only value until the frontalizer ships).
-        detector: detector name (default :data:`pifr.detect.DEFAULT_DETECTOR`).
+        frontalize: ``"never"``, ``"always"`` or ``"auto"`` (see :func:`pifr.verify`).
+        frontalizer: generator weights file when no frontalizer is installed.
+        detector: detector name (default :data:`pifr.detection.DEFAULT_DETECTOR`).
 
     Returns:
         ``(dim,)`` float32 unit vector.
@@ -220,17 +222,25 @@ def embed(img: ImageLike, *, embedder: str = DEFAULT_EMBEDDER, face: Optional[Fa
     Raises:
         NoFaceError: no face detected.
     """
-    if frontalize != "never":
-        raise UnknownModelError(f"frontalize={frontalize!r}: no frontalizer weights are installed yet; use 'never'")
+    from .verification import AUTO_YAW_THRESHOLD, FRONTALIZE_MODES, embed_face_policy
+
+    if frontalize not in FRONTALIZE_MODES:
+        raise UnknownModelError(f"frontalize must be one of {FRONTALIZE_MODES}, got {frontalize!r}")
     arr = load_image(img, bgr=bgr)
     if face is None:
         from .detection import DEFAULT_DETECTOR, detect
 
-        faces = detect(arr, detector=detector or DEFAULT_DETECTOR, yaw=False, device=device)
+        faces = detect(arr, detector=detector or DEFAULT_DETECTOR, yaw=frontalize == "auto", device=device)
         if not faces:
             raise NoFaceError("no face found")
         face = faces[0]
-    return embed_face(arr, face, embedder, device)
+    emb = get_embedder(embedder, device)
+    gen = None
+    if frontalize != "never":
+        from .frontalization import get_frontalizer
+
+        gen = get_frontalizer(frontalizer, device)
+    return embed_face_policy(arr, face, emb, frontalize, gen, AUTO_YAW_THRESHOLD)[0]
 
 
 def pick_face(faces: Sequence[Face], shape: tuple, select: str = "largest") -> Face:

@@ -1,18 +1,41 @@
-"""1:1 verification: are two photos the same person? Data flows image → face → aligned crop → embedding → decision."""
+"""1:1 verification: are two photos the same person?
+
+Data flows image → face → aligned crop → (frontalized crop) → embedding → decision.
+"""
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from .errors import NoFaceError, UnknownModelError
 from .image import ImageLike, load_image
-from .types import Verification
+from .types import Face, Verification
+
+FRONTALIZE_MODES = ("never", "always", "auto")
+#: |yaw| above which ``frontalize="auto"`` sends a face through the frontalizer (degrees).
+AUTO_YAW_THRESHOLD = 45.0
+
+
+def embed_face_policy(arr: np.ndarray, face: Face, emb: Any, frontalize: str, frontalizer: Any,
+                      yaw_threshold: float) -> "tuple[np.ndarray, bool]":
+    """Embedding of ``face`` under the frontalization policy; returns ``(vector, frontalized?)``."""
+    use = frontalize == "always" or (frontalize == "auto" and face.yaw is not None and abs(face.yaw) > yaw_threshold)
+    if not use:
+        return emb.embed_crops(emb.align(arr, face)[None])[0], False
+    from .alignment import TPGAN_128, align_with_landmarks
+    from .frontalization import to_template
+
+    crop, lm = align_with_landmarks(arr, face, TPGAN_128)
+    frontal = frontalizer.frontalize_crops(crop[None], lm[None], [face.yaw or 0.0])[0]
+    return emb.embed_crops(to_template(frontal, emb.template)[None])[0], True
 
 
 def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, threshold: Optional[float] = None,
-           detector: Optional[str] = None, frontalize: str = "never", device: Any = None) -> Verification:
+           detector: Optional[str] = None, frontalize: str = "never", frontalizer: Optional[Union[str, Path]] = None,
+           yaw_threshold: float = AUTO_YAW_THRESHOLD, device: Any = None) -> Verification:
     """Decide whether the largest face in ``a`` and the largest face in ``b`` are the same person.
 
     Args:
@@ -20,35 +43,45 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
         embedder: registry name (default :data:`pifr.embedders.DEFAULT_EMBEDDER`).
         threshold: cosine-similarity threshold; default: the embedder's calibrated one.
         detector: detector name (default :data:`pifr.detection.DEFAULT_DETECTOR`).
-        frontalize: ``"never"`` until the frontalizer ships.
+        frontalize: ``"never"`` (default), ``"always"``, or ``"auto"`` (faces with |yaw| above
+            ``yaw_threshold`` degrees go through the TP-GAN frontalizer first).
+        frontalizer: generator weights (``generator.safetensors``) when no frontalizer is installed.
         device: torch device (``None``: CUDA if available).
 
     Returns:
         :class:`~pifr.types.Verification` with the decision, cosine score, threshold, the two
-        faces (with yaw in degrees) and the time taken.
+        faces (with yaw in degrees), which were frontalized, and the time taken.
 
     Raises:
         InvalidImageError: an input is not a usable image.
         NoFaceError: no face in one of the images (the message says which).
+        WeightsNotFoundError: frontalization asked for but no generator weights available.
     """
     from .detection import DEFAULT_DETECTOR, detect
     from .embedders import DEFAULT_EMBEDDER, get_embedder
 
-    if frontalize != "never":
-        raise UnknownModelError(f"frontalize={frontalize!r}: no frontalizer weights are installed yet; use 'never'")
+    if frontalize not in FRONTALIZE_MODES:
+        raise UnknownModelError(f"frontalize must be one of {FRONTALIZE_MODES}, got {frontalize!r}")
     t0 = time.perf_counter()
     emb = get_embedder(embedder or DEFAULT_EMBEDDER, device)
-    faces, vecs = [], []
+    gen = None
+    if frontalize != "never":
+        from .frontalization import get_frontalizer
+
+        gen = get_frontalizer(frontalizer, device)
+    faces, vecs, fronts = [], [], []
     for which, src in (("first", a), ("second", b)):
         arr = load_image(src)
         found = detect(arr, detector=detector or DEFAULT_DETECTOR, device=device)
         if not found:
             raise NoFaceError(f"no face found in the {which} image")
+        v, f = embed_face_policy(arr, found[0], emb, frontalize, gen, yaw_threshold)
         faces.append(found[0])
-        vecs.append(emb.embed_crops(emb.align(arr, found[0])[None])[0])
+        vecs.append(v)
+        fronts.append(f)
     score = float(np.dot(vecs[0], vecs[1]))
     thr = emb.threshold if threshold is None else float(threshold)
     return Verification(
         same=score >= thr, score=score, threshold=thr, embedder=emb.name,
-        faces=(faces[0], faces[1]), frontalized=(False, False), seconds=time.perf_counter() - t0,
+        faces=(faces[0], faces[1]), frontalized=(fronts[0], fronts[1]), seconds=time.perf_counter() - t0,
     )

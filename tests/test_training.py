@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from pifr.train.data import (MULTIPIE_CAMERA_YAW, Pack, PairDataset, build_pack, cfp_items, mirror, multipie_items,
+from pifr.alignment import mirror
+from pifr.train.data import (MULTIPIE_CAMERA_YAW, Pack, PairDataset, build_pack, cfp_items, multipie_items,
                              multipie_pairs, multipie_split, scan_multipie)
 from pifr.train.loop import Trainer, TrainConfig
 

@@ -46,9 +46,12 @@ def test_no_face_error_names_the_image():
         pifr.verify(A, np.full((160, 160, 3), 127, np.uint8))
 
 
-def test_frontalize_not_silently_ignored():
+def test_frontalize_modes_are_checked(tmp_path, monkeypatch):
     with pytest.raises(pifr.UnknownModelError):
-        pifr.verify(A, B, frontalize="always")
+        pifr.verify(A, B, frontalize="sometimes")
+    monkeypatch.setenv("PIFR_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(pifr.WeightsNotFoundError):
+        pifr.verify(A, B, frontalize="always", frontalizer=tmp_path / "missing.safetensors")
 
 
 def test_one_bad_image_does_not_stop_a_batch(tmp_path):

@@ -18,6 +18,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..alignment import TPGAN_128, align_with_landmarks, mirror
+
 log = logging.getLogger("pifr")
 
 CROP = 128
@@ -112,14 +114,6 @@ def multipie_pairs(images: Sequence[MultiPIEImage], split: MultiPIESplit, part: 
 # ----------------------------------------------------------------------------- packs
 
 
-def mirror(crop: np.ndarray, landmarks: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Horizontal flip of a crop and its landmarks, keeping pifr's order (index 0 = image-left eye)."""
-    lm = landmarks.copy()
-    lm[:, 0] = crop.shape[1] - 1 - lm[:, 0]
-    lm = lm[[1, 0, 2, 4, 3]]
-    return np.ascontiguousarray(crop[:, ::-1]), lm
-
-
 def _jpeg(crop: np.ndarray, quality: int = 95) -> bytes:
     from PIL import Image
 
@@ -172,7 +166,6 @@ def build_pack(items: Iterable[Tuple[str, int, bool, int]], manifest: dict, *, d
     """Detect, align to TPGAN_128 and JPEG-encode each ``(path, identity, is_frontal, group)``.
     Images without a face are skipped and counted in the manifest."""
     from .. import detect, load_image
-    from ..alignment import TPGAN_128, estimate_transform, transform_points
     from ..embedders import pick_face
 
     items = list(items)
@@ -191,12 +184,9 @@ def build_pack(items: Iterable[Tuple[str, int, bool, int]], manifest: dict, *, d
         except Exception as e:  # noqa: BLE001 - one bad image must not stop the pack
             skipped.append(f"{path}: {type(e).__name__}")
             continue
-        import cv2
-
-        m = estimate_transform(face.landmarks, TPGAN_128)
-        crop = cv2.warpAffine(img, m, (CROP, CROP), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        crop, lm = align_with_landmarks(img, face, TPGAN_128)
         blobs.append(np.frombuffer(_jpeg(crop), np.uint8))
-        lms.append(transform_points(face.landmarks, m).astype(np.float32))
+        lms.append(lm)
         yaws.append(face.yaw if face.yaw is not None else np.nan)
         ids.append(ident)
         fr.append(is_frontal)

@@ -1,0 +1,167 @@
+"""Frontalization: a face at any yaw → the 128×128 frontal face (TP-GAN, Huang et al. ICCV 2017).
+
+Data flow: image → face → TP-GAN aligned crop (mirrored so the face turns right, as in
+training) → generator → frontal crop (mirrored back) → embedder. Generator weights come from
+the registry (a shipped ``tpgan_*`` entry) or an explicit ``generator.safetensors`` written by
+``pifr-train``.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Union
+
+import numpy as np
+
+from ._device import resolve_device
+from .alignment import TPGAN_128, AlignmentTemplate, align_with_landmarks, mirror, similarity_transform
+from .errors import NoFaceError, WeightsFormatError, WeightsNotFoundError
+from .image import ImageLike, load_image
+from .types import Face
+
+log = logging.getLogger("pifr")
+
+#: Registry name of the shipped frontalizer, if any (see weights/manifest.json).
+DEFAULT_FRONTALIZER = "tpgan_cfp"
+
+
+@dataclass(frozen=True)
+class Frontalized:
+    """Result of :func:`frontalize`.
+
+    Attributes:
+        image: ``(128, 128, 3)`` uint8 RGB frontal face on the :data:`pifr.TPGAN_128` template.
+        face: the input :class:`Face` (source-image pixels, with yaw).
+        yaw: the input face's estimated yaw in degrees.
+        generator: which weights produced it.
+    """
+
+    image: np.ndarray
+    face: Face
+    yaw: float
+    generator: str
+
+
+class Frontalizer:
+    """A loaded TP-GAN generator. Build with :func:`get_frontalizer`."""
+
+    def __init__(self, weights: Optional[Union[str, Path]] = None, device: Any = None) -> None:
+        import torch
+        from safetensors import safe_open
+
+        from .models.tpgan import Generator
+
+        if weights is None:
+            from .weights import get_spec, resolve
+
+            try:
+                spec, path = resolve(get_spec(DEFAULT_FRONTALIZER))
+            except Exception as e:
+                raise WeightsNotFoundError(
+                    "no TP-GAN frontalizer weights are installed yet; pass weights=<generator.safetensors> "
+                    f"written by pifr-train ({e})") from e
+            name = spec.name
+        else:
+            path, name = Path(weights), Path(weights).name
+            if not path.is_file():
+                raise WeightsNotFoundError(f"{path}: no such generator file")
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}
+            config = json.loads(meta.get("config", "{}"))
+        except Exception as e:  # noqa: BLE001 - a corrupt file is a format error for the caller
+            raise WeightsFormatError(f"{path}: not a TP-GAN generator safetensors file ({e})") from e
+        self.device = resolve_device(device)
+        self.net = Generator(width=config.get("width", 1.0), noise_dim=config.get("noise_dim", 100),
+                             id_classes=config.get("id_classes", 0), local=config.get("local", True))
+        try:
+            missing, unexpected = self.net.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        except RuntimeError as e:  # shape mismatches
+            raise WeightsFormatError(f"{path}: does not fit a width-{config.get('width')} generator ({e})") from e
+        if missing or unexpected:
+            raise WeightsFormatError(f"{path}: does not fit a width-{config.get('width')} generator "
+                                     f"({len(missing)} missing, {len(unexpected)} unexpected keys)")
+        self.net.eval().to(self.device)
+        self.name = name
+        self._torch = torch
+
+    def frontalize_crops(self, crops: np.ndarray, landmarks: np.ndarray, yaws: Sequence[float]) -> np.ndarray:
+        """``crops`` ``(N, 128, 128, 3)`` uint8 TP-GAN crops, ``landmarks`` ``(N, 5, 2)`` crop pixels,
+        ``yaws`` degrees → ``(N, 128, 128, 3)`` uint8 frontal faces."""
+        torch = self._torch
+        xs, lms, flips = [], [], []
+        for c, l, y in zip(crops, landmarks, yaws):
+            flip = y < 0
+            if flip:
+                c, l = mirror(c, l)
+            xs.append(c)
+            lms.append(l)
+            flips.append(flip)
+        x = torch.from_numpy(np.stack(xs)).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1
+        lm = torch.from_numpy(np.stack(lms).astype(np.float32)).to(self.device)
+        with torch.inference_mode():
+            noise = torch.zeros(len(xs), self.net.noise_dim, device=self.device)  # deterministic output
+            out = self.net(x, lm, noise)["img128"]
+        imgs = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return np.stack([im[:, ::-1] if f else im for im, f in zip(imgs, flips)])
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(weights: Optional[str], device: str) -> Frontalizer:
+    return Frontalizer(weights, device)
+
+
+def get_frontalizer(weights: Optional[Union[str, Path]] = None, device: Any = None) -> Frontalizer:
+    return _cached(None if weights is None else str(weights), str(resolve_device(device)))
+
+
+def to_template(frontal: np.ndarray, template: AlignmentTemplate) -> np.ndarray:
+    """Re-crop a frontal TP-GAN output onto another frontal template (e.g. an embedder's)."""
+    import cv2
+
+    m = similarity_transform(TPGAN_128.array, template.array)
+    return cv2.warpAffine(frontal, m, (template.size, template.size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def frontalize(img: Union[ImageLike, List[ImageLike]], *, face: Optional[Face] = None,
+               weights: Optional[Union[str, Path]] = None, detector: Optional[str] = None,
+               device: Any = None) -> Union[Frontalized, List[Union[Frontalized, Exception]]]:
+    """Frontal view of the largest face in ``img`` (or of ``face``).
+
+    A list input returns a list with one :class:`Frontalized` or one exception per image (one
+    bad image never stops the batch).
+
+    Raises:
+        NoFaceError: no face found (single-image call).
+        WeightsNotFoundError: no frontalizer weights installed and none given.
+    """
+    from .detection import DEFAULT_DETECTOR, detect
+    from .errors import PifrError
+
+    fr = get_frontalizer(weights, device)
+    if isinstance(img, list):
+        out: List[Union[Frontalized, Exception]] = []
+        for one in img:
+            try:
+                out.append(frontalize(one, weights=weights, detector=detector, device=device))  # type: ignore[arg-type]
+            except PifrError as e:
+                out.append(e)
+        return out
+    arr = load_image(img)
+    if face is None:
+        faces = detect(arr, detector=detector or DEFAULT_DETECTOR, device=device)
+        if not faces:
+            raise NoFaceError("no face found to frontalize")
+        face = faces[0]
+    if face.yaw is None:
+        from .pose import estimate_yaw_faces
+
+        face = face.with_yaw(estimate_yaw_faces(arr, [face], device=device)[0])
+    crop, lm = align_with_landmarks(arr, face, TPGAN_128)
+    image = fr.frontalize_crops(crop[None], lm[None], [face.yaw])[0]
+    return Frontalized(image=image, face=face, yaw=float(face.yaw), generator=fr.name)

@@ -1,0 +1,84 @@
+"""frontalize() plumbing with a real (tiny, freshly initialised) TP-GAN generator file: shapes,
+mirroring, batches with bad items, verify/embed policies, and clear errors for bad weights."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import pifr
+from pifr.frontalization import Frontalizer, to_template
+from pifr.models.tpgan import Generator
+
+from conftest import EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def gen_file(tmp_path_factory):
+    torch.manual_seed(0)
+    g = Generator(width=0.125)
+    p = tmp_path_factory.mktemp("gen") / "generator.safetensors"
+    save_file({k: v.contiguous() for k, v in g.state_dict().items()}, str(p),
+              metadata={"config": json.dumps({"width": 0.125, "noise_dim": 100, "id_classes": 0, "local": True})})
+    return p
+
+
+def test_frontalize_one_and_many(gen_file, tmp_path):
+    r = pifr.frontalize(EXAMPLES / "mitchell_turned.png", weights=gen_file)
+    assert isinstance(r, pifr.Frontalized)
+    assert r.image.shape == (128, 128, 3) and r.image.dtype == np.uint8
+    assert r.yaw > 25 and r.face.yaw == r.yaw
+    again = pifr.frontalize(EXAMPLES / "mitchell_turned.png", weights=gen_file)
+    assert np.array_equal(again.image, r.image)  # deterministic (zero noise at inference)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    out = pifr.frontalize([EXAMPLES / "night_turned.png", bad, np.zeros((64, 64, 3), np.uint8)], weights=gen_file)
+    assert isinstance(out[0], pifr.Frontalized)
+    assert isinstance(out[1], pifr.InvalidImageError) and isinstance(out[2], pifr.NoFaceError)
+
+
+def test_mirrored_input_gives_mirrored_output(gen_file):
+    fr = Frontalizer(gen_file)
+    crop = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    lm = np.array([[44, 41], [86, 41], [64, 65], [48, 89], [82, 89]], np.float32)
+    a = fr.frontalize_crops(crop[None], lm[None], [60.0])[0]
+    from pifr.alignment import mirror
+
+    mc, ml = mirror(crop, lm)
+    b = fr.frontalize_crops(mc[None], ml[None], [-60.0])[0]
+    assert np.array_equal(a, b[:, ::-1])
+
+
+def test_policies_in_verify_and_embed(gen_file):
+    r = pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png", frontalize="auto",
+                    frontalizer=gen_file, yaw_threshold=30)
+    assert r.frontalized == (False, True)
+    r = pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png", frontalize="always", frontalizer=gen_file)
+    assert r.frontalized == (True, True)
+    v = pifr.embed(EXAMPLES / "night_turned.png", frontalize="always", frontalizer=str(gen_file))
+    assert v.shape == (128,) and abs(np.linalg.norm(v) - 1) < 1e-4
+
+
+def test_to_template_keeps_a_frontal_face_aligned():
+    from pifr.alignment import DLIB_150, TPGAN_128, transform_points, similarity_transform
+
+    m = similarity_transform(TPGAN_128.array, DLIB_150.array)
+    assert np.abs(transform_points(TPGAN_128.array, m) - DLIB_150.array).max() < 3.0
+    assert to_template(np.zeros((128, 128, 3), np.uint8), DLIB_150).shape == (150, 150, 3)
+
+
+def test_bad_generator_files(tmp_path):
+    p = tmp_path / "junk.safetensors"
+    p.write_bytes(b"\x00" * 64)
+    with pytest.raises(pifr.WeightsFormatError):
+        Frontalizer(p)
+    g = Generator(width=0.125)
+    q = tmp_path / "wrong_width.safetensors"
+    save_file({k: v.contiguous() for k, v in g.state_dict().items()}, str(q), metadata={"config": json.dumps({"width": 0.25})})
+    with pytest.raises(pifr.WeightsFormatError):
+        Frontalizer(q)
+    with pytest.raises(pifr.WeightsNotFoundError):
+        Frontalizer(tmp_path / "absent.safetensors")
