@@ -32,7 +32,7 @@ from .types import Face, Verification
 
 __all__ = [
     "__version__", "load_image", "detect", "align", "estimate_yaw", "embed", "embed_many", "verify", "frontalize",
-    "Frontalized",
+    "Frontalized", "Gallery", "Match",
     "list_embedders", "list_detectors", "get_embedder",
     "Face", "Verification", "AlignmentTemplate", "TPGAN_128", "ARCFACE_112", "DLIB_150",
     "PifrError", "InvalidImageError", "ImageTooLargeError", "ShapeError", "NoFaceError", "UnknownModelError",
@@ -51,6 +51,8 @@ _LAZY = {
     "verify": ("verification", "verify"),
     "frontalize": ("frontalization", "frontalize"),
     "Frontalized": ("frontalization", "Frontalized"),
+    "Gallery": ("gallery", "Gallery"),
+    "Match": ("gallery", "Match"),
 }
 
 

@@ -98,6 +98,62 @@ def _cmd_frontalize(args: argparse.Namespace) -> int:
     return 2 if bad else 0
 
 
+def _open_gallery(path: str, create: bool = False, embedder: Optional[str] = None):
+    from pathlib import Path
+
+    from .gallery import Gallery
+
+    if Path(path).is_file():
+        return Gallery.load(path)
+    if create:
+        return Gallery(embedder)
+    from .errors import GalleryError
+
+    raise GalleryError(f"{path}: no such gallery file")
+
+
+def _cmd_enroll(args: argparse.Namespace) -> int:
+    g = _open_gallery(args.gallery, create=True, embedder=args.embedder)
+    rep = g.enroll(args.id, args.images)
+    g.save(args.gallery)
+    for i, why in rep.failures:
+        print(f"{args.images[i]}: not enrolled: {why}", file=sys.stderr)
+    for i in rep.duplicates:
+        print(f"{args.images[i]}: already enrolled (same image)", file=sys.stderr)
+    print(f"{args.id}: {rep.added} template(s) added; gallery has {len(g)} identities, {g.templates} templates")
+    return 0 if rep.added else 2
+
+
+def _cmd_identify(args: argparse.Namespace) -> int:
+    g = _open_gallery(args.gallery)
+    bad = 0
+    for path in args.images:
+        try:
+            ms = g.identify(path, k=args.k)
+            print(json.dumps({"image": path, "matches": [m.to_dict() for m in ms], "threshold": round(g.threshold, 5)}))
+        except PifrError as e:
+            bad += 1
+            print(json.dumps({"image": path, "error": f"{type(e).__name__}: {e}"}))
+    return 2 if bad else 0
+
+
+def _cmd_gallery(args: argparse.Namespace) -> int:
+    g = _open_gallery(args.gallery)
+    if args.action == "list":
+        counts = {}
+        for name in g._labels:  # noqa: SLF001 - a read-only summary
+            counts[name] = counts.get(name, 0) + 1
+        print(f"# {args.gallery}: embedder {g.embedder}, threshold {g.threshold:.4f}"
+              + (f" (calibrated for FAR {g.calibrated_far:g})" if g.calibrated_far else ""))
+        for name in sorted(counts):
+            print(f"{name}\t{counts[name]}")
+        return 0
+    for name in args.names:
+        print(f"{name}: removed {g.remove(name)} template(s)")
+    g.save(args.gallery)
+    return 0
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from .detection import list_detectors
     from .embedders import list_embedders
@@ -149,6 +205,29 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-o", "--output", required=True)
     f.add_argument("--weights", default=None, help="generator.safetensors (default: the installed frontalizer)")
     f.set_defaults(func=_cmd_frontalize)
+
+    en = sub.add_parser("enroll", help="add a person's photos to a gallery file (created if absent)")
+    en.add_argument("--gallery", required=True)
+    en.add_argument("--id", required=True)
+    en.add_argument("--embedder", default=None)
+    en.add_argument("images", nargs="+")
+    en.set_defaults(func=_cmd_enroll)
+
+    idf = sub.add_parser("identify", help="who is in each image? (JSON lines)")
+    idf.add_argument("--gallery", required=True)
+    idf.add_argument("-k", type=int, default=1)
+    idf.add_argument("images", nargs="+")
+    idf.set_defaults(func=_cmd_identify)
+
+    ga = sub.add_parser("gallery", help="list or remove enrolled identities")
+    gsub = ga.add_subparsers(dest="action", required=True)
+    gl = gsub.add_parser("list", help="identities and their template counts")
+    gl.add_argument("--gallery", required=True)
+    gl.set_defaults(func=_cmd_gallery, names=[])
+    gr = gsub.add_parser("remove", help="remove identities")
+    gr.add_argument("--gallery", required=True)
+    gr.add_argument("names", nargs="+")
+    gr.set_defaults(func=_cmd_gallery)
 
     m = sub.add_parser("models", help="registered embedders and detectors, and whether their weights are here")
     m.set_defaults(func=_cmd_models)

@@ -1,0 +1,327 @@
+"""Gallery for access control: enroll known people, identify faces open-set at a calibrated
+false-accept rate, persist atomically in a pickle-free file.
+
+    g = pifr.Gallery()                              # default embedder
+    g.enroll("alice", ["a1.jpg", "a2.jpg"])        # per-image failures are reported, not raised
+    g.calibrate(target_far=1e-3, impostor_scores=s) # threshold for a chosen FAR
+    g.identify("door.jpg", k=3)                     # [Match(identity, score, accepted), ...]
+    g.save("staff.gallery"); pifr.Gallery.load("staff.gallery")
+
+Scores are cosine similarities; an identity's score is the best over its templates. Searches
+are exact: numpy for small galleries, a faiss flat inner-product index above
+:data:`FAISS_MIN_TEMPLATES` templates (same results, measured faster; see benchmarks/gallery.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .errors import GalleryError, NoFaceError, PifrError
+from .image import ImageLike, load_image
+
+log = logging.getLogger("pifr")
+
+SCHEMA_VERSION = 1
+#: Above this many templates identify() searches with faiss (exact inner product) instead of numpy.
+FAISS_MIN_TEMPLATES = 50_000
+_MAGIC = "pifr-gallery"
+
+
+@dataclass(frozen=True)
+class Match:
+    """One candidate of :meth:`Gallery.identify`: ``accepted`` is ``score >= threshold``."""
+
+    identity: str
+    score: float
+    accepted: bool
+
+    def to_dict(self) -> dict:
+        return {"identity": self.identity, "score": round(self.score, 5), "accepted": self.accepted}
+
+
+@dataclass(frozen=True)
+class EnrollReport:
+    """What :meth:`Gallery.enroll` did: templates added, and per-image failures and duplicates (by input index)."""
+
+    identity: str
+    added: int
+    failures: Tuple[Tuple[int, str], ...] = ()
+    duplicates: Tuple[int, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and not self.duplicates
+
+
+def _pixels_hash(arr: np.ndarray) -> str:
+    return hashlib.sha256(arr.tobytes() + str(arr.shape).encode()).hexdigest()
+
+
+class Gallery:
+    """An in-memory gallery of face templates with an operating threshold.
+
+    Args:
+        embedder: embedder name (its weights' sha256 is stored with the gallery).
+        threshold: operating cosine threshold; default: the embedder's verification threshold.
+        detector: detector name for enrollment and probes.
+        frontalize: probe policy, as in :func:`pifr.verify` (``"never"``, ``"auto"``, ``"always"``).
+        frontalizer: generator weights when frontalizing and none is installed.
+    """
+
+    def __init__(self, embedder: Optional[str] = None, *, threshold: Optional[float] = None, detector: Optional[str] = None,
+                 frontalize: str = "never", frontalizer: Optional[str] = None, device: Any = None) -> None:
+        from .embedders import DEFAULT_EMBEDDER, get_embedder
+
+        self._emb_name = embedder or DEFAULT_EMBEDDER
+        self._device = device
+        emb = get_embedder(self._emb_name, device)
+        self.embedder_sha256 = emb.spec.sha256 or ""
+        self.dim = emb.dim
+        self.threshold = float(emb.threshold if threshold is None else threshold)
+        self.calibrated_far: Optional[float] = None
+        self.detector = detector
+        self.frontalize = frontalize
+        self.frontalizer = frontalizer
+        self._lock = threading.RLock()
+        self._emb = np.zeros((0, self.dim), np.float32)
+        self._labels: List[str] = []
+        self._hashes: List[str] = []
+        self._index: Any = None  # faiss index, rebuilt lazily
+
+    # ------------------------------------------------------------------ basic facts
+    @property
+    def embedder(self) -> str:
+        return self._emb_name
+
+    @property
+    def identities(self) -> List[str]:
+        with self._lock:
+            return sorted(set(self._labels))
+
+    def __len__(self) -> int:
+        return len(self.identities)
+
+    @property
+    def templates(self) -> int:
+        return len(self._labels)
+
+    # ------------------------------------------------------------------ embedding
+    def _embed(self, img: ImageLike) -> Tuple[np.ndarray, str]:
+        from .detection import DEFAULT_DETECTOR, detect
+        from .embedders import get_embedder
+        from .verification import AUTO_YAW_THRESHOLD, embed_face_policy
+
+        arr = load_image(img)
+        faces = detect(arr, detector=self.detector or DEFAULT_DETECTOR, device=self._device)
+        if not faces:
+            raise NoFaceError("no face found")
+        gen = None
+        if self.frontalize != "never":
+            from .frontalization import get_frontalizer
+
+            gen = get_frontalizer(self.frontalizer, self._device)
+        v, _ = embed_face_policy(arr, faces[0], get_embedder(self._emb_name, self._device), self.frontalize, gen, AUTO_YAW_THRESHOLD)
+        return v.astype(np.float32), _pixels_hash(arr)
+
+    # ------------------------------------------------------------------ mutation
+    def enroll(self, identity: str, images: Sequence[ImageLike]) -> EnrollReport:
+        """Add one template per usable image. Bad images and images already enrolled (same
+        decoded pixels, for any identity) are reported by index and skipped; the rest are kept."""
+        if not identity or not isinstance(identity, str):
+            raise GalleryError("identity must be a non-empty string")
+        if isinstance(images, (str, bytes, os.PathLike, np.ndarray)):
+            images = [images]
+        vecs, hashes, failures, dups = [], [], [], []
+        with self._lock:
+            known = set(self._hashes)
+        for i, img in enumerate(images):
+            try:
+                v, h = self._embed(img)
+            except PifrError as e:
+                failures.append((i, f"{type(e).__name__}: {e}"))
+                continue
+            if h in known or h in hashes:
+                dups.append(i)
+                continue
+            vecs.append(v)
+            hashes.append(h)
+        with self._lock:
+            if vecs:
+                self._emb = np.concatenate([self._emb, np.stack(vecs)], 0)
+                self._labels += [identity] * len(vecs)
+                self._hashes += hashes
+                self._index = None
+        return EnrollReport(identity, len(vecs), tuple(failures), tuple(dups))
+
+    def add_embeddings(self, identity: str, embeddings: np.ndarray) -> None:
+        """Add precomputed, L2-normalised ``(N, dim)`` templates (e.g. from :func:`pifr.embed_many`)."""
+        e = np.asarray(embeddings, np.float32).reshape(-1, self.dim)
+        with self._lock:
+            self._emb = np.concatenate([self._emb, e], 0)
+            self._labels += [identity] * len(e)
+            self._hashes += [f"embedding:{identity}:{len(self._hashes) + i}" for i in range(len(e))]
+            self._index = None
+
+    def remove(self, identity: str) -> int:
+        """Remove every template of ``identity``; returns how many. Raises GalleryError if unknown."""
+        with self._lock:
+            keep = [i for i, l in enumerate(self._labels) if l != identity]
+            n = len(self._labels) - len(keep)
+            if n == 0:
+                raise GalleryError(f"identity {identity!r} is not enrolled")
+            self._emb = self._emb[keep]
+            self._labels = [self._labels[i] for i in keep]
+            self._hashes = [self._hashes[i] for i in keep]
+            self._index = None
+            return n
+
+    # ------------------------------------------------------------------ search
+    def search_embedding(self, query: np.ndarray, k: int = 1) -> List[Match]:
+        """Top-``k`` identities for a unit ``(dim,)`` query vector (an identity's score = its best template)."""
+        with self._lock:
+            if not self._labels:
+                raise GalleryError("the gallery is empty: enroll someone first")
+            emb, labels, thr = self._emb, np.array(self._labels), self.threshold
+            index = self._faiss_index() if len(labels) >= FAISS_MIN_TEMPLATES else None
+        q = np.asarray(query, np.float32).reshape(1, -1)
+        if index is not None:
+            counts = np.unique(labels, return_counts=True)[1]
+            kk = min(len(labels), k * int(counts.max()))
+            scores, idx = index.search(q, kk)
+            scores, idx = scores[0], idx[0]
+        else:
+            scores = (emb @ q[0]).astype(np.float32)
+            idx = np.argsort(-scores, kind="stable")
+            scores = scores[idx]
+        out: Dict[str, float] = {}
+        for s, i in zip(scores, idx):
+            name = labels[i]
+            if name not in out:
+                out[name] = float(s)
+                if len(out) == k:
+                    break
+        return [Match(n, s, s >= thr) for n, s in sorted(out.items(), key=lambda t: (-t[1], t[0]))]
+
+    def _faiss_index(self) -> Any:
+        if self._index is None:
+            import faiss
+
+            index = faiss.IndexFlatIP(self.dim)
+            index.add(np.ascontiguousarray(self._emb))
+            self._index = index
+        return self._index
+
+    def identify(self, img: ImageLike, k: int = 1) -> List[Match]:
+        """Ranked candidates for the largest face in ``img``; ``accepted`` marks scores at or
+        above the operating threshold (an unknown face has no accepted match).
+
+        Raises:
+            GalleryError: the gallery is empty. NoFaceError / InvalidImageError: bad probe.
+        """
+        if not self._labels:
+            raise GalleryError("the gallery is empty: enroll someone first")
+        v, _ = self._embed(img)
+        return self.search_embedding(v, k)
+
+    def verify(self, identity: str, img: ImageLike) -> Match:
+        """1:1 check of ``img`` against one enrolled identity."""
+        with self._lock:
+            sel = [i for i, l in enumerate(self._labels) if l == identity]
+            if not sel:
+                raise GalleryError(f"identity {identity!r} is not enrolled")
+            emb = self._emb[sel]
+        v, _ = self._embed(img)
+        s = float((emb @ v).max())
+        return Match(identity, s, s >= self.threshold)
+
+    # ------------------------------------------------------------------ thresholds
+    def calibrate(self, target_far: float, impostor_scores: Optional[np.ndarray] = None, *,
+                  embeddings: Optional[np.ndarray] = None, labels: Optional[Sequence[Any]] = None) -> float:
+        """Set the operating threshold so that at most ``target_far`` of impostor comparisons are
+        accepted. Give impostor cosine scores directly, or labelled embeddings from which every
+        different-identity pair is scored. Returns the threshold and records the FAR it targets."""
+        if not 0 < target_far < 1:
+            raise ValueError("target_far must lie in (0, 1)")
+        if impostor_scores is None:
+            if embeddings is None or labels is None:
+                raise ValueError("give impostor_scores, or embeddings and labels")
+            e = np.asarray(embeddings, np.float32)
+            lab = np.asarray(labels)
+            sims = e @ e.T
+            iu = np.triu_indices(len(e), 1)
+            diff = lab[iu[0]] != lab[iu[1]]
+            impostor_scores = sims[iu][diff]
+        s = np.sort(np.asarray(impostor_scores, np.float64))[::-1]
+        if len(s) < 1 / target_far:
+            log.warning("calibrating FAR %.0e from only %d impostor scores: the estimate is coarse", target_far, len(s))
+        n_allowed = int(np.floor(target_far * len(s)))
+        # Accept scores >= thr: the (n_allowed)-th highest impostor must fall just below it.
+        thr = float(np.nextafter(s[n_allowed], np.inf)) if n_allowed < len(s) else float(s[-1])
+        with self._lock:
+            self.threshold = thr
+            self.calibrated_far = float(target_far)
+        return thr
+
+    # ------------------------------------------------------------------ persistence
+    def _header(self) -> dict:
+        return {"magic": _MAGIC, "schema": SCHEMA_VERSION, "embedder": self._emb_name, "embedder_sha256": self.embedder_sha256,
+                "dim": self.dim, "threshold": self.threshold, "calibrated_far": self.calibrated_far,
+                "frontalize": self.frontalize, "saved": time.strftime("%Y-%m-%dT%H:%M:%S"), "templates": len(self._labels)}
+
+    def save(self, path: Union[str, Path]) -> None:
+        """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over ``path``."""
+        path = Path(path)
+        with self._lock:
+            header = self._header()
+            buf = io.BytesIO()
+            np.savez(buf, header=np.array(json.dumps(header)), embeddings=self._emb,
+                     labels=np.array(self._labels, dtype=str), hashes=np.array(self._hashes, dtype=str))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Union[str, Path], *, device: Any = None, detector: Optional[str] = None,
+             frontalizer: Optional[str] = None) -> "Gallery":
+        """Read a gallery written by :meth:`save`.
+
+        Raises:
+            GalleryError: missing, corrupt or unknown-schema file, or made with an embedder whose
+            weights differ from the ones installed here.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise GalleryError(f"{path}: no such gallery file")
+        try:
+            z = np.load(path, allow_pickle=False)
+            header = json.loads(str(z["header"]))
+            emb, labels, hashes = z["embeddings"], [str(x) for x in z["labels"]], [str(x) for x in z["hashes"]]
+        except Exception as e:  # noqa: BLE001 - every parse failure is a corrupt file to the caller
+            raise GalleryError(f"{path}: not a readable pifr gallery ({type(e).__name__}: {e})") from e
+        if header.get("magic") != _MAGIC:
+            raise GalleryError(f"{path}: not a pifr gallery file")
+        if header.get("schema") != SCHEMA_VERSION:
+            raise GalleryError(f"{path}: gallery schema {header.get('schema')!r} is not supported (this pifr reads {SCHEMA_VERSION})")
+        g = cls(header["embedder"], threshold=header["threshold"], detector=detector,
+                frontalize=header.get("frontalize", "never"), frontalizer=frontalizer, device=device)
+        if header["embedder_sha256"] and g.embedder_sha256 != header["embedder_sha256"]:
+            raise GalleryError(f"{path}: made with {header['embedder']} weights {header['embedder_sha256'][:12]}…, "
+                               f"but the installed ones are {g.embedder_sha256[:12]}…: re-enroll")
+        if emb.shape != (len(labels), g.dim) or len(hashes) != len(labels):
+            raise GalleryError(f"{path}: inconsistent arrays (embeddings {emb.shape}, {len(labels)} labels)")
+        g._emb, g._labels, g._hashes = emb.astype(np.float32), labels, hashes
+        g.calibrated_far = header.get("calibrated_far")
+        return g
