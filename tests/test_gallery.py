@@ -65,10 +65,14 @@ def test_calibrate_hits_the_target_far():
     rng = np.random.default_rng(0)
     imp = rng.normal(0.8, 0.03, 20000)
     for far in (1e-2, 1e-3):
-        thr = g.calibrate(far, imp)
+        thr = g.calibrate(far, imp, per="comparison")
         assert np.mean(imp >= thr) <= far
         assert np.mean(imp >= np.nextafter(thr, -np.inf) - 1e-4) > far * 0.5  # not needlessly strict
         assert g.calibrated_far == far
+    # Per probe against N identities: the 1:1 rate is 1 - (1 - FAR)^(1/N), a stricter threshold.
+    t1 = g.calibrate(1e-2, imp, per="comparison")
+    t50 = g.calibrate(1e-2, imp, per="probe", gallery_size=50)
+    assert t50 > t1 and np.mean(imp >= t50) <= 1 - (1 - 1e-2) ** (1 / 50)
     e = rng.normal(size=(30, 128)).astype(np.float32)
     e /= np.linalg.norm(e, axis=1, keepdims=True)
     thr = g.calibrate(0.05, embeddings=e, labels=np.arange(30) // 3)
@@ -124,6 +128,7 @@ def test_faiss_index_gives_the_numpy_results(monkeypatch):
     q /= np.linalg.norm(q)
     exact = g.search_embedding(q, k=5)
     monkeypatch.setattr(G, "FAISS_MIN_TEMPLATES", 10)
+    assert G.FAISS_MIN_TEMPLATES <= g.templates
     viafaiss = g.search_embedding(q, k=5)
     assert [m.identity for m in viafaiss] == [m.identity for m in exact]
     assert np.allclose([m.score for m in viafaiss], [m.score for m in exact], atol=1e-5)
