@@ -128,10 +128,15 @@ def to_template(frontal: np.ndarray, template: AlignmentTemplate) -> np.ndarray:
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def frontalize(img: Union[ImageLike, List[ImageLike]], *, face: Optional[Face] = None,
+def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: str = "tpgan", face: Optional[Face] = None,
                weights: Optional[Union[str, Path]] = None, detector: Optional[str] = None,
                device: Any = None) -> Union[Frontalized, List[Union[Frontalized, Exception]]]:
     """Frontal view of the largest face in ``img`` (or of ``face``).
+
+    Args:
+        method: ``"tpgan"`` (the learned frontalizer; ``weights`` or the installed one) or ``"3d"``
+            (classical 3D frontalization, Hassner et al. 2015; ``weights`` = path of
+            ``model3Ddlib.mat``, else the registry's search path).
 
     A list input returns a list with one :class:`Frontalized` or one exception per image (one
     bad image never stops the batch).
@@ -141,17 +146,25 @@ def frontalize(img: Union[ImageLike, List[ImageLike]], *, face: Optional[Face] =
         WeightsNotFoundError: no frontalizer weights installed and none given.
     """
     from .detection import DEFAULT_DETECTOR, detect
-    from .errors import PifrError
+    from .errors import PifrError, UnknownModelError
 
-    fr = get_frontalizer(weights, device)
+    if method not in ("tpgan", "3d"):
+        raise UnknownModelError(f"method must be 'tpgan' or '3d', got {method!r}")
     if isinstance(img, list):
         out: List[Union[Frontalized, Exception]] = []
         for one in img:
             try:
-                out.append(frontalize(one, weights=weights, detector=detector, device=device))  # type: ignore[arg-type]
+                out.append(frontalize(one, method=method, weights=weights, detector=detector, device=device))  # type: ignore[arg-type]
             except PifrError as e:
                 out.append(e)
         return out
+    if method == "3d":
+        from .geometry import frontalize_3d
+
+        r = frontalize_3d(img, face=face, model_path=None if weights is None else str(weights), detector=detector)
+        return Frontalized(image=r.image, face=r.face if r.face.yaw is not None else r.face.with_yaw(r.yaw),
+                           yaw=float(r.face.yaw if r.face.yaw is not None else r.yaw), generator="hassner2015-3d")
+    fr = get_frontalizer(weights, device)
     arr = load_image(img)
     if face is None:
         faces = detect(arr, detector=detector or DEFAULT_DETECTOR, device=device)
