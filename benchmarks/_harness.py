@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 import pifr  # noqa: E402
 import pifr.embedders  # noqa: E402
 import pifr.weights  # noqa: E402
-from pifr.datasets import SPLITS, shared_root  # noqa: E402
+from pifr.datasets import SPLITS, shared_root  # noqa: E402,F401 - shared_root is re-exported to the benchmarks
 
 
 def git_commit() -> str:
@@ -76,8 +76,6 @@ def embed_paths(paths: Sequence[Path], embedder: str, detector: str, select: str
     """Embeddings by path string (``None`` where no face was found), cached on disk per
     (paths, embedder weights, detector, selection). With ``with_yaw`` also returns a dict of
     the chosen face's estimated yaw (degrees, NaN where no face)."""
-    from pifr.embedders import embed_many
-
     uniq = sorted({str(p) for p in paths})
     key = hashlib.sha256(json.dumps([uniq, embedder, weights_sha([embedder])[embedder], detector, select, pifr.__version__]).encode()).hexdigest()[:16]
     f = cache_dir() / f"emb_{embedder}_{detector}_{key}.npz"

@@ -16,7 +16,7 @@ import numpy as np
 from _harness import append_runlog, embed_paths, pair_scores, run_header, shared_root, weights_sha
 
 from pifr.datasets import lfw_pairs
-from pifr.metrics import best_threshold, roc
+from pifr.metrics import best_threshold
 
 
 def main() -> None:

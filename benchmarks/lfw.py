@@ -61,7 +61,7 @@ def main() -> None:
     rec.update(detector=args.detector, pairs=len(pairs))
     t0 = time.time()
     results = {}
-    print(f"\n| embedder | accuracy % (mean ± std, 10-fold) | EER % | AUC | TAR@FAR=1e-3 | faces missing | published |")
+    print("\n| embedder | accuracy % (mean ± std, 10-fold) | EER % | AUC | TAR@FAR=1e-3 | faces missing | published |")
     print("|---|---|---|---|---|---|---|")
     for name in args.embedders:
         embs = embed_paths([p.a for p in pairs] + [p.b for p in pairs], name, args.detector, select="center")

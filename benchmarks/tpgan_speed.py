@@ -73,7 +73,6 @@ def main() -> None:
         ts = timed(step, max(1, args.reps // 2), sync)
         res[str(w)] = {"params": n, "fp16_mb": n * 2 / 1e6, "forward_ms_b1": 1000 * t1, "forward_ms_b16": 1000 * t16, "train_steps_per_s": 1 / ts}
         print(f"| {w} | {n / 1e6:.1f} | {n * 2 / 1e6:.1f} | {1000 * t1:.0f} | {1000 * t16:.0f} | {1 / ts:.2f} |")
-        del g, d, opt
     rec["results"] = res
     append_runlog(Path(args.out), rec)
     (Path(args.out) / "tpgan_speed.json").write_text(json.dumps(rec, indent=2))

@@ -145,3 +145,18 @@ def detect(img: ImageLike, *, detector: str = DEFAULT_DETECTOR, min_score: Optio
         yaws = estimate_yaw_faces(arr, faces, device=device)
         faces = [f.with_yaw(y) for f, y in zip(faces, yaws)]
     return faces
+
+
+def detect_one(img: np.ndarray, *, detector: Optional[str] = None, device: Any = None, yaw: bool = True,
+               purpose: str = "") -> Face:
+    """The largest face in ``img`` (``(H, W, 3)`` uint8 RGB).
+
+    Raises:
+        NoFaceError: there is none; ``purpose`` completes the message ("no face found" + purpose).
+    """
+    from .errors import NoFaceError
+
+    faces = detect(img, detector=detector or DEFAULT_DETECTOR, yaw=yaw, device=device)
+    if not faces:
+        raise NoFaceError(f"no face found{purpose}")
+    return faces[0]

@@ -228,12 +228,9 @@ def embed(img: ImageLike, *, embedder: str = DEFAULT_EMBEDDER, face: Optional[Fa
         raise UnknownModelError(f"frontalize must be one of {FRONTALIZE_MODES}, got {frontalize!r}")
     arr = load_image(img, bgr=bgr)
     if face is None:
-        from .detection import DEFAULT_DETECTOR, detect
+        from .detection import detect_one
 
-        faces = detect(arr, detector=detector or DEFAULT_DETECTOR, yaw=frontalize == "auto", device=device)
-        if not faces:
-            raise NoFaceError("no face found")
-        face = faces[0]
+        face = detect_one(arr, detector=detector, yaw=frontalize == "auto", device=device)
     emb = get_embedder(embedder, device)
     gen = None
     if frontalize != "never":

@@ -18,7 +18,7 @@ import numpy as np
 
 from ._device import resolve_device
 from .alignment import TPGAN_128, AlignmentTemplate, align_with_landmarks, mirror, similarity_transform
-from .errors import NoFaceError, WeightsFormatError, WeightsNotFoundError
+from .errors import WeightsFormatError, WeightsNotFoundError
 from .image import ImageLike, load_image
 from .types import Face
 
@@ -145,7 +145,7 @@ def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: str = "tpgan",
         NoFaceError: no face found (single-image call).
         WeightsNotFoundError: no frontalizer weights installed and none given.
     """
-    from .detection import DEFAULT_DETECTOR, detect
+    from .detection import detect_one
     from .errors import PifrError, UnknownModelError
 
     if method not in ("tpgan", "3d"):
@@ -166,11 +166,7 @@ def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: str = "tpgan",
                            yaw=float(r.face.yaw if r.face.yaw is not None else r.yaw), generator="hassner2015-3d")
     fr = get_frontalizer(weights, device)
     arr = load_image(img)
-    if face is None:
-        faces = detect(arr, detector=detector or DEFAULT_DETECTOR, device=device)
-        if not faces:
-            raise NoFaceError("no face found to frontalize")
-        face = faces[0]
+    face = face or detect_one(arr, detector=detector, device=device, purpose=" to frontalize")
     if face.yaw is None:
         from .pose import estimate_yaw_faces
 

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import GalleryError, NoFaceError, PifrError
+from .errors import GalleryError, PifrError
 from .image import ImageLike, load_image
 
 log = logging.getLogger("pifr")
@@ -117,45 +117,54 @@ class Gallery:
         return len(self._labels)
 
     # ------------------------------------------------------------------ embedding
-    def _embed(self, img: ImageLike) -> Tuple[np.ndarray, str]:
-        from .detection import DEFAULT_DETECTOR, detect
+    def _embed(self, img: ImageLike, policy: Optional[str] = None) -> Tuple[List[np.ndarray], str]:
+        """Templates of the largest face in ``img`` under ``policy`` (default: the gallery's
+        probe policy; ``"both"`` = the raw and the frontalized template) and the image's hash."""
+        from .detection import detect_one
         from .embedders import get_embedder
         from .verification import AUTO_YAW_THRESHOLD, embed_face_policy
 
+        policy = policy or self.frontalize
         arr = load_image(img)
-        faces = detect(arr, detector=self.detector or DEFAULT_DETECTOR, device=self._device)
-        if not faces:
-            raise NoFaceError("no face found")
+        face = detect_one(arr, detector=self.detector, device=self._device)
+        emb = get_embedder(self._emb_name, self._device)
         gen = None
-        if self.frontalize != "never":
+        if policy != "never":
             from .frontalization import get_frontalizer
 
             gen = get_frontalizer(self.frontalizer, self._device)
-        v, _ = embed_face_policy(arr, faces[0], get_embedder(self._emb_name, self._device), self.frontalize, gen, AUTO_YAW_THRESHOLD)
-        return v.astype(np.float32), _pixels_hash(arr)
+        modes = ("never", "always") if policy == "both" else (policy,)
+        vecs = [embed_face_policy(arr, face, emb, m, gen, AUTO_YAW_THRESHOLD)[0].astype(np.float32) for m in modes]
+        return vecs, _pixels_hash(arr)
 
     # ------------------------------------------------------------------ mutation
-    def enroll(self, identity: str, images: Sequence[ImageLike]) -> EnrollReport:
-        """Add one template per usable image. Bad images and images already enrolled (same
-        decoded pixels, for any identity) are reported by index and skipped; the rest are kept."""
+    def enroll(self, identity: str, images: Sequence[ImageLike], *, templates: Optional[str] = None) -> EnrollReport:
+        """Add templates for each usable image. Bad images and images already enrolled (same
+        decoded pixels, for any identity) are reported by index and skipped; the rest are kept.
+
+        ``templates``: ``None`` follows the gallery's ``frontalize`` policy; ``"both"`` stores the
+        raw and the frontalized template of every image (needs a frontalizer), so frontalized and
+        raw probes each meet their kind."""
         if not identity or not isinstance(identity, str):
             raise GalleryError("identity must be a non-empty string")
         if isinstance(images, (str, bytes, os.PathLike, np.ndarray)):
             images = [images]
+        if templates not in (None, "both"):
+            raise GalleryError("templates must be None or 'both'")
         vecs, hashes, failures, dups = [], [], [], []
         with self._lock:
             known = set(self._hashes)
         for i, img in enumerate(images):
             try:
-                v, h = self._embed(img)
+                vs, h = self._embed(img, templates)
             except PifrError as e:
                 failures.append((i, f"{type(e).__name__}: {e}"))
                 continue
             if h in known or h in hashes:
                 dups.append(i)
                 continue
-            vecs.append(v)
-            hashes.append(h)
+            vecs += vs
+            hashes += [h] * len(vs)
         with self._lock:
             if vecs:
                 self._emb = np.concatenate([self._emb, np.stack(vecs)], 0)
@@ -233,8 +242,8 @@ class Gallery:
         """
         if not self._labels:
             raise GalleryError("the gallery is empty: enroll someone first")
-        v, _ = self._embed(img)
-        return self.search_embedding(v, k)
+        vs, _ = self._embed(img)
+        return self.search_embedding(vs[0], k)
 
     def verify(self, identity: str, img: ImageLike) -> Match:
         """1:1 check of ``img`` against one enrolled identity."""
@@ -243,8 +252,8 @@ class Gallery:
             if not sel:
                 raise GalleryError(f"identity {identity!r} is not enrolled")
             emb = self._emb[sel]
-        v, _ = self._embed(img)
-        s = float((emb @ v).max())
+        vs, _ = self._embed(img)
+        s = float((emb @ vs[0]).max())
         return Match(identity, s, s >= self.threshold)
 
     # ------------------------------------------------------------------ thresholds

@@ -23,7 +23,7 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -212,14 +212,10 @@ def frontalize_3d(img: ImageLike, *, face: Optional[Face] = None, template: Alig
                   model_path: Optional[str] = None, detector: Optional[str] = None) -> Frontal3D:
     """Classical frontalization (Hassner et al. 2015) of the largest face in ``img``, returned on
     ``template`` (default: the same 128×128 TP-GAN crop as the learned frontalizer)."""
-    from .detection import DEFAULT_DETECTOR, detect
+    from .detection import detect_one
 
     arr = load_image(img)
-    if face is None:
-        faces = detect(arr, detector=detector or DEFAULT_DETECTOR)
-        if not faces:
-            raise NoFaceError("no face found to frontalize")
-        face = faces[0]
+    face = face or detect_one(arr, detector=detector, purpose=" to frontalize")
     ref = load_reference(model_path)
     tex, vis, yaw = texture_from_photo(arr, landmarks68(arr, face), ref)
     view = tex.round().astype(np.uint8)
@@ -313,16 +309,12 @@ def render_at_yaw(frontal_img: ImageLike, yaw: float, *, face: Optional[Face] = 
     Returns a :class:`Render` with the 320×320 image, its 5 landmarks and the true yaw; render the
     same face at 0° for a pixel-exact frontal target.
     """
-    from .detection import DEFAULT_DETECTOR, detect
+    from .detection import detect_one
 
     if abs(yaw) > 90:
         raise ValueError("yaw must lie in [-90, 90] degrees")
     arr = load_image(frontal_img)
-    if face is None:
-        faces = detect(arr, detector=detector or DEFAULT_DETECTOR)
-        if not faces:
-            raise NoFaceError("no face found to render")
-        face = faces[0]
+    face = face or detect_one(arr, detector=detector, purpose=" to render")
     ref = load_reference(model_path)
     tex, _, _ = texture_from_photo(arr, landmarks68(arr, face), ref)
     return render_texture(tex, ref, yaw)

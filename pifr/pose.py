@@ -14,7 +14,7 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 
 from ._device import resolve_device
-from .errors import NoFaceError, UnknownModelError
+from .errors import UnknownModelError
 from .image import ImageLike, load_image
 from .types import Face
 
@@ -84,10 +84,7 @@ def estimate_yaw(img: ImageLike, face: Optional[Face] = None, *, method: str = "
     """
     arr = load_image(img)
     if face is None:
-        from .detection import DEFAULT_DETECTOR, detect
+        from .detection import detect_one
 
-        faces = detect(arr, detector=detector or DEFAULT_DETECTOR, yaw=False, device=device)
-        if not faces:
-            raise NoFaceError("no face found to estimate yaw")
-        face = faces[0]
+        face = detect_one(arr, detector=detector, yaw=False, device=device, purpose=" to estimate yaw")
     return estimate_yaw_faces(arr, [face], method=method, device=device)[0]

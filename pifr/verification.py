@@ -10,7 +10,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from .errors import NoFaceError, UnknownModelError
+from .errors import UnknownModelError
 from .image import ImageLike, load_image
 from .types import Face, Verification
 
@@ -57,7 +57,7 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
         NoFaceError: no face in one of the images (the message says which).
         WeightsNotFoundError: frontalization asked for but no generator weights available.
     """
-    from .detection import DEFAULT_DETECTOR, detect
+    from .detection import detect_one
     from .embedders import DEFAULT_EMBEDDER, get_embedder
 
     if frontalize not in FRONTALIZE_MODES:
@@ -72,11 +72,9 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
     faces, vecs, fronts = [], [], []
     for which, src in (("first", a), ("second", b)):
         arr = load_image(src)
-        found = detect(arr, detector=detector or DEFAULT_DETECTOR, device=device)
-        if not found:
-            raise NoFaceError(f"no face found in the {which} image")
-        v, f = embed_face_policy(arr, found[0], emb, frontalize, gen, yaw_threshold)
-        faces.append(found[0])
+        face = detect_one(arr, detector=detector, device=device, purpose=f" in the {which} image")
+        v, f = embed_face_policy(arr, face, emb, frontalize, gen, yaw_threshold)
+        faces.append(face)
         vecs.append(v)
         fronts.append(f)
     score = float(np.dot(vecs[0], vecs[1]))

@@ -6,9 +6,7 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
-
-from conftest import EXAMPLES, ROOT
+from conftest import ROOT
 
 
 def test_access_control_on_a_video(lfw, tmp_path):

@@ -82,3 +82,12 @@ def test_bad_generator_files(tmp_path):
         Frontalizer(q)
     with pytest.raises(pifr.WeightsNotFoundError):
         Frontalizer(tmp_path / "absent.safetensors")
+
+
+def test_gallery_can_store_raw_and_frontalized_templates(gen_file):
+    g = pifr.Gallery(frontalizer=str(gen_file))
+    rep = g.enroll("mitchell", [EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png"], templates="both")
+    assert rep.added == 4 and g.templates == 4 and g.identities == ["mitchell"]
+    assert g.enroll("again", [EXAMPLES / "mitchell_turned.png"], templates="both").duplicates == (0,)
+    with pytest.raises(pifr.GalleryError):
+        g.enroll("x", [EXAMPLES / "night_frontal.png"], templates="sometimes")

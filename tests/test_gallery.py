@@ -1,9 +1,7 @@
 """Gallery: open-set identification on real LFW people, calibration, persistence, reliability."""
 from __future__ import annotations
 
-import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +12,7 @@ import numpy as np
 import pytest
 
 import pifr
-from pifr.gallery import Gallery, Match
+from pifr.gallery import Gallery
 
 from conftest import EXAMPLES, ROOT
 

@@ -1,7 +1,6 @@
 """TP-GAN networks and losses: shapes, size, gradient flow, loss properties, and a real overfit."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -96,7 +95,6 @@ def test_symmetry_loss_zero_on_mirror_symmetric(space):
 
 
 def test_adversarial_losses():
-    logits = torch.zeros(2, 1, 4, 4)
     big = torch.full((2, 1, 4, 4), 20.0)
     assert float(L.g_adversarial_loss(big)) < 1e-6 and float(L.g_adversarial_loss(-big)) > 10
     # With label smoothing, a perfect "real" logit is not the minimum: the target is 0.9.

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from pifr.alignment import mirror
-from pifr.train.data import (MULTIPIE_CAMERA_YAW, Pack, PairDataset, build_pack, cfp_items, multipie_items,
+from pifr.train.data import (Pack, PairDataset, build_pack, cfp_items, multipie_items,
                              multipie_pairs, multipie_split, scan_multipie)
 from pifr.train.loop import Trainer, TrainConfig
 
@@ -147,3 +147,22 @@ def test_cli_runs_and_writes_artifacts(small_pack, tmp_path):
     with pytest.raises(SystemExit):  # validation identities overlapping training ones are refused
         main(["--set", f"pack={small_pack}", f"val_pack={small_pack}", "train_identities=1-3", "val_identities=3-3",
               f"out={tmp_path / 'bad'}", "steps=1", "identity_net=none"])
+
+
+def test_synthetic_pack_gives_pixel_exact_pairs(shared, lfw, tmp_path):
+    model = shared / "models" / "face-frontalization" / "model3Ddlib.mat"
+    if not model.is_file():
+        pytest.skip("model3Ddlib.mat not available")
+    from pifr.train.data import build_synthetic_pack
+
+    items = [(str(lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0002.jpg"), 1), (str(lfw / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg"), 2)]
+    pack = build_synthetic_pack(items, [-60, 45], {"source": "test"}, model_path=str(model), progress=False)
+    assert len(pack) == 6 and pack.frontal.sum() == 2 and set(pack.yaw.tolist()) == {0.0, -60.0, 45.0}
+    ds = PairDataset(pack)
+    assert len(ds) == 4  # each render paired with its own 0° render
+    for i, t in ds.pairs:
+        assert pack.group[i] == pack.group[t] and pack.frontal[t]
+    item = ds[0]
+    assert item["yaw"] > 0  # the -60° input was mirrored to face right
+    fr = pack.landmarks[pack.frontal]
+    assert np.abs(fr[:, :2, 1].mean(1) - 41).max() < 2  # the 0° renders sit on the TP-GAN template

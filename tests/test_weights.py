@@ -72,8 +72,6 @@ def test_pickled_objects_are_not_executed(tmp_path):
 
 
 def test_mismatched_architecture_is_refused(tmp_path):
-    import torch
-
     from pifr.models.mobilefacenet import MobileFaceNet
     from pifr.weights import load_into
 

@@ -13,7 +13,6 @@ integers, strings, raw little-endian float32 tensors) into a state dict for :cla
 """
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -186,7 +185,9 @@ def read_dlib_dat(path: "str | Path") -> Dict[str, torch.Tensor]:
         if tag.startswith("con_"):
             params = r.tensor()
             nf, nr, nc = r.int(), r.int(), r.int()
-            sy, sx, py, px = r.int(), r.int(), r.int(), r.int()
+            sy = r.int()
+            r.int()  # stride_x (square kernels: equals stride_y)
+            py, px = r.int(), r.int()
             flat = params.reshape(-1)
             nw = flat.size - nf
             w = flat[:nw]

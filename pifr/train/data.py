@@ -201,6 +201,51 @@ def build_pack(items: Iterable[Tuple[str, int, bool, int]], manifest: dict, *, d
                 np.array(srcs), manifest)
 
 
+def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float], manifest: dict, *,
+                         model_path: Optional[str] = None, detector: str = "retinaface", progress: bool = True) -> Pack:
+    """Pixel-exact pairs from real frontal photos ``(path, identity)``: each face is textured onto
+    the 3D reference head (:mod:`pifr.geometry`) and rendered at 0° (the target, frontal) and at
+    every yaw in ``yaws`` (the inputs), all in one pairing group; crops and landmarks come from
+    the renderer, so no detection runs on the renders and the yaw labels are exact."""
+    from .. import detect, load_image
+    from ..embedders import pick_face
+    from ..geometry import landmarks68, load_reference, render_texture, texture_from_photo
+
+    ref = load_reference(model_path)
+    items = list(items)
+    it = items
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(items, desc="render", unit="face")
+    blobs, lms, yaw_l, ids, fr, groups, srcs, skipped = [], [], [], [], [], [], [], []
+    for g, (path, ident) in enumerate(it):
+        try:
+            img = load_image(path)
+            face = pick_face(detect(img, detector=detector), img.shape, "center")
+            tex, _, _ = texture_from_photo(img, landmarks68(img, face), ref)
+        except Exception as e:  # noqa: BLE001 - one bad photo must not stop the pack
+            skipped.append(f"{path}: {type(e).__name__}")
+            continue
+        for y in (0.0, *yaws):
+            r = render_texture(tex, ref, y)
+            crop, lm = align_with_landmarks(r.image, ref.landmarks5 if y == 0 else r.landmarks, TPGAN_128)
+            blobs.append(np.frombuffer(_jpeg(crop), np.uint8))
+            lms.append(lm)
+            yaw_l.append(y)
+            ids.append(ident)
+            fr.append(y == 0)
+            groups.append(g)
+            srcs.append(f"{path}@{y:+.0f}")
+    offsets = np.zeros(len(blobs) + 1, np.int64)
+    offsets[1:] = np.cumsum([len(b) for b in blobs])
+    manifest = dict(manifest, images=len(blobs), skipped=len(skipped), skipped_examples=skipped[:20], yaws=list(yaws),
+                    renderer="pifr.geometry (Hassner et al. 2015 reference head)", crop="pifr.alignment.TPGAN_128 (eyes_mouth rule)")
+    return Pack(np.concatenate(blobs) if blobs else np.zeros(0, np.uint8), offsets,
+                np.stack(lms) if lms else np.zeros((0, 5, 2), np.float32), np.array(yaw_l, np.float32),
+                np.array(ids, np.int32), np.array(fr, bool), np.array(groups, np.int32), np.array(srcs), manifest)
+
+
 def cfp_items(cfp_dir: Path, identities: range) -> List[Tuple[str, int, bool, int]]:
     from ..datasets import cfp_images
 

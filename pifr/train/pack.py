@@ -20,6 +20,10 @@ def main(argv=None) -> int:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--cfp", help="CFP root (Data/Images/<id>/...)")
     src.add_argument("--multipie", help="Multi-PIE root (session0S/multiview/...)")
+    src.add_argument("--render-cfp", help="CFP root: render its frontals at --yaws with the 3D head (pixel-exact pairs)")
+    ap.add_argument("--yaws", type=float, nargs="+", default=[-90, -75, -60, -45, -30, -15, 15, 30, 45, 60, 75, 90])
+    ap.add_argument("--frontals-per-identity", type=int, default=2)
+    ap.add_argument("--model3d", default=None, help="model3Ddlib.mat (else $PIFR_WEIGHTS_DIR)")
     ap.add_argument("--identities", default="1-350", help="CFP identity range (CFP 351-400 are validation only)")
     ap.add_argument("--setting", type=int, default=1, help="Multi-PIE setting (1 or 2)")
     ap.add_argument("--part", default="train", choices=["train", "test"])
@@ -27,6 +31,19 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+    if args.render_cfp:
+        from ..datasets import cfp_images
+        from .data import build_synthetic_pack
+
+        a, _, b = args.identities.partition("-")
+        ids = range(int(a), int(b or a) + 1)
+        frontals = [(str(im.path), im.identity) for im in cfp_images(Path(args.render_cfp), ids, "frontal")
+                    if im.index <= args.frontals_per_identity]
+        pack = build_synthetic_pack(frontals, args.yaws, {"source": "CFP frontals rendered at known yaws",
+                                                           "identities": args.identities}, model_path=args.model3d)
+        pack.save(Path(args.out))
+        print(json.dumps({k: v for k, v in pack.manifest.items() if k != "skipped_examples"}))
+        return 0
     if args.cfp:
         a, _, b = args.identities.partition("-")
         ids = range(int(a), int(b or a) + 1)
