@@ -76,6 +76,8 @@ def main() -> None:
     ap.add_argument("--model3d", default=None)
     ap.add_argument("--generator", default=None)
     ap.add_argument("--policy-yaw", type=float, nargs="+", default=[30.0, 45.0, 60.0])
+    ap.add_argument("--round-trip-faces", type=int, default=20, help="frontal faces for the renderer round trip (0: skip)")
+    ap.add_argument("--skip-recognition", action="store_true", help="only the renderer round trip")
     ap.add_argument("--out", default="results/frontalization")
     args = ap.parse_args()
     root = shared_root(args.shared)
@@ -90,7 +92,7 @@ def main() -> None:
     methods = ["3d"] + (["tpgan"] if gen else [])
     res = {}
     t0 = time.time()
-    for name in args.embedders:
+    for name in ([] if args.skip_recognition else args.embedders):
         emb = get_embedder(name)
         raw, yaws = embed_paths([im.path for im in cfp_images(CFP, IDS)], name, "retinaface", with_yaw=True)
         RAW = lambda p: raw[str(p)]  # noqa: E731
@@ -115,7 +117,7 @@ def main() -> None:
     ref = load_reference(model3d)
     rt = {a: {"render_cos": [], "back_cos": [], "yaw_est": []} for a in ANGLES}
     t_render = []
-    for im in tqdm(gallery, desc="round trip"):
+    for im in tqdm(gallery[: args.round_trip_faces], desc="round trip"):
         img = pifr.load_image(im.path)
         face = pifr.detect(img)[0]
         orig = emb.embed_crops(emb.align(img, face)[None])[0]
@@ -128,18 +130,24 @@ def main() -> None:
                 f = pifr.detect(rnd.image)
                 if not f:
                     continue
-                rt[a]["yaw_est"].append(f[0].yaw - sgn * a)
+                rt[a]["yaw_est"].append(f[0].yaw * sgn - a)  # magnitude error; sign errors show as < -a
                 rt[a]["render_cos"].append(float(emb.embed_crops(emb.align(rnd.image, f[0])[None])[0] @ orig))
                 back = frontalize_3d(rnd.image, face=f[0], template=emb.template, model_path=model3d).image
                 rt[a]["back_cos"].append(float(emb.embed_crops(back[None])[0] @ orig))
+    if not t_render:
+        rec.update(results=res, seconds=round(time.time() - t0, 1), generator=args.generator)
+        append_runlog(Path(args.out), rec)
+        return
     print(f"\nRound trip (mobilefacenet cosine to the original; threshold {emb.threshold:.3f}); render {1000 * np.median(t_render):.0f} ms median:\n")
-    print("| |yaw| | n | raw render cos | frontalized back cos | 3DDFA yaw error (mean ± sd) |\n|---|---|---|---|---|")
+    print("| |yaw| | n | raw render cos | frontalized back cos | 3DDFA |yaw| error (mean ± sd) | sign correct |\n|---|---|---|---|---|---|")
     rts = {}
     for a, v in rt.items():
         e = np.array(v["yaw_est"])
         rts[a] = {"n": len(e), "render_cos": float(np.mean(v["render_cos"])), "back_cos": float(np.mean(v["back_cos"])),
                   "yaw_err_mean": float(e.mean()), "yaw_err_sd": float(e.std())}
-        print(f"| {a} | {len(e)} | {rts[a]['render_cos']:.3f} | {rts[a]['back_cos']:.3f} | {e.mean():+.1f} ± {e.std():.1f} |")
+        rts[a]["sign_correct"] = float(np.mean(e > -a))
+        print(f"| {a} | {len(e)} | {rts[a]['render_cos']:.3f} | {rts[a]['back_cos']:.3f} | {e.mean():+.1f} ± {e.std():.1f} | "
+              f"{100 * rts[a]['sign_correct']:.0f} % |")
     rec.update(results=res, round_trip=rts, render_ms_median=1000 * float(np.median(t_render)), seconds=round(time.time() - t0, 1),
                generator=args.generator)
     append_runlog(Path(args.out), rec)
