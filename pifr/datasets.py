@@ -20,8 +20,6 @@ SPLITS = {
     "tune": "CFP identities 351-400; LFW pairsDevTrain",
     "report": "everything else (LFW pairs.txt 10 folds, CFP protocol folds) is reported, never tuned on",
 }
-CFP_TRAIN = range(1, 351)
-CFP_TUNE = range(351, 401)
 
 
 def shared_root(root: Optional[str] = None) -> Path:

@@ -1,7 +1,7 @@
 """Frozen result records returned by the public API."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -119,16 +119,3 @@ class Verification:
             "faces": [f.to_dict() for f in self.faces],
             "seconds": round(self.seconds, 4),
         }
-
-
-@dataclass(frozen=True)
-class BatchItem:
-    """One element of a batched call: either a value or the error that input raised."""
-
-    index: int
-    value: Any = None
-    error: Optional[Exception] = field(default=None)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None

@@ -18,7 +18,7 @@ Images are ``(B, 3, H, W)`` in [-1, 1]; landmarks ``(B, 5, 2)`` in pixels of the
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -302,7 +302,3 @@ class BEGANDiscriminator(nn.Module):
 
 def count_parameters(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
-
-
-def config_dict(g: Generator) -> dict:
-    return asdict(g.config)

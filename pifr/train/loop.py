@@ -144,6 +144,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.step = 0
         self._last_d = math.nan
+        self._last_began = (math.nan, math.nan)
         self._order: List[int] = []
         self._pos = 0
         self._epoch = 0
@@ -201,11 +202,12 @@ class Trainer:
             self.scaler.scale(d_loss).backward()
             self.scaler.step(self.opt_d)
             if cfg.adversarial == "began":
-                logs["began_k"] = self.balance.k
-                logs["began_M"] = self.balance.update(float(er), float(ef))
+                self._last_began = (self.balance.k, self.balance.update(float(er), float(ef)))
             self._last_d = float(d_loss.detach())
         if self.d is not None:
             logs["d"] = self._last_d  # the most recent discriminator loss (D steps every g_steps_per_d)
+        if cfg.adversarial == "began":
+            logs["began_k"], logs["began_M"] = self._last_began
         with ac:
             out = self.gd(x, xl)
             fake_logits, began_err = None, None
