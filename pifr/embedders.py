@@ -42,28 +42,6 @@ class EmbedderInfo:
 
 
 
-
-def _gray_module(net: Any) -> Any:
-    import torch.nn as nn
-
-    class GrayIn(nn.Module):
-        """RGB [0, 255] → luminance [0, 1], the Light-CNN input contract."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
-
-        def forward(self, x: Any) -> Any:
-            g = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-            return self.net(g / 255.0)
-
-        def feature_maps(self, x: Any) -> Any:
-            g = 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
-            return self.net.feature_maps(g / 255.0)
-
-    return GrayIn()
-
-
 def _build_dlib() -> Any:
     from .models.dlib_resnet import DlibResNet
 
@@ -83,9 +61,9 @@ def _build_facenet() -> Any:
 
 
 def _build_lightcnn() -> Any:
-    from .models.lightcnn import LightCNN29v2
+    from .models.lightcnn import LightCNNFromRGB
 
-    return _gray_module(LightCNN29v2())
+    return LightCNNFromRGB()
 
 
 @dataclass(frozen=True)

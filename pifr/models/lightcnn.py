@@ -84,3 +84,21 @@ class LightCNN29v2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.feature_maps(x)["embedding"]
+
+
+class LightCNNFromRGB(nn.Module):
+    """Light-CNN behind pifr's embedder contract: RGB in [0, 255] → luminance in [0, 1] → ``net``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = LightCNN29v2()
+
+    @staticmethod
+    def _gray(x: torch.Tensor) -> torch.Tensor:
+        return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]) / 255.0
+
+    def feature_maps(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return self.net.feature_maps(self._gray(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self._gray(x))
