@@ -22,6 +22,19 @@ import pifr.weights  # noqa: E402
 from pifr.datasets import SPLITS, shared_root  # noqa: E402,F401 - shared_root is re-exported to the benchmarks
 
 
+def parser(doc: str, out: str, embedders: bool = True):
+    """The options every benchmark shares: --shared, --out and, for recognition runs, --embedders and --detector."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", default=None, help="shared data root (default: $PIFR_SHARED or ../shared)")
+    ap.add_argument("--out", default=out, help="folder for results and runs.jsonl")
+    if embedders:
+        ap.add_argument("--embedders", nargs="+", default=["dlib_resnet", "mobilefacenet"])
+        ap.add_argument("--detector", default="retinaface")
+    return ap
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)

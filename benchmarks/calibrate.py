@@ -8,23 +8,18 @@ lands on CFP 351–400 frontal–profile pairs (tuning identities), for informat
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
-from _harness import append_runlog, embed_paths, pair_scores, run_header, shared_root, weights_sha
+from _harness import parser, append_runlog, embed_paths, pair_scores, run_header, shared_root, weights_sha
 
 from pifr.datasets import lfw_pairs
 from pifr.metrics import best_threshold
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shared", default=None)
-    ap.add_argument("--embedders", nargs="+", default=["dlib_resnet", "mobilefacenet"])
-    ap.add_argument("--detector", default="retinaface")
-    ap.add_argument("--out", default="results/calibrate")
+    ap = parser(__doc__, "results/calibrate")
     args = ap.parse_args()
     lfw = shared_root(args.shared) / "data" / "lfw"
     pairs = lfw_pairs(lfw, "pairsDevTrain.txt")

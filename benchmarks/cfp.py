@@ -10,14 +10,13 @@ per-bucket CSV and a JSON run record to --out.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-from _harness import append_runlog, embed_paths, pair_scores, plot_roc, run_header, shared_root, weights_sha
+from _harness import parser, append_runlog, embed_paths, pair_scores, plot_roc, run_header, shared_root, weights_sha
 
 from pifr.datasets import cfp_identity, cfp_images, cfp_protocol
 from pifr.metrics import rank1, roc, verification_summary
@@ -40,12 +39,8 @@ def bucket_of(y: float) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shared", default=None)
-    ap.add_argument("--embedders", nargs="+", default=["dlib_resnet", "mobilefacenet"])
-    ap.add_argument("--detector", default="retinaface")
+    ap = parser(__doc__, "results/cfp")
     ap.add_argument("--identities", default="1-400", help="identity range for rank-1 (e.g. 351-400 = tuning split)")
-    ap.add_argument("--out", default="results/cfp")
     args = ap.parse_args()
     cfp = shared_root(args.shared) / "data" / "cfp"
     out = Path(args.out)

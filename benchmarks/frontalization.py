@@ -12,13 +12,12 @@ original, and 3DDFA's yaw estimate of each render.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import numpy as np
-from _harness import append_runlog, embed_paths, run_header, shared_root, weights_sha
+from _harness import parser, append_runlog, embed_paths, run_header, shared_root, weights_sha
 from tqdm import tqdm
 
 import pifr
@@ -70,15 +69,12 @@ def evaluate(emb_of, pairs, gallery, probes):
 
 def main() -> None:
     global CFP, RAW
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shared", default=None)
-    ap.add_argument("--embedders", nargs="+", default=["dlib_resnet", "mobilefacenet"])
+    ap = parser(__doc__, "results/frontalization")
     ap.add_argument("--model3d", default=None)
     ap.add_argument("--generator", default=None)
     ap.add_argument("--policy-yaw", type=float, nargs="+", default=[30.0, 45.0, 60.0])
     ap.add_argument("--round-trip-faces", type=int, default=20, help="frontal faces for the renderer round trip (0: skip)")
     ap.add_argument("--skip-recognition", action="store_true", help="only the renderer round trip")
-    ap.add_argument("--out", default="results/frontalization")
     args = ap.parse_args()
     root = shared_root(args.shared)
     CFP = root / "data" / "cfp"
@@ -94,7 +90,7 @@ def main() -> None:
     t0 = time.time()
     for name in ([] if args.skip_recognition else args.embedders):
         emb = get_embedder(name)
-        raw, yaws = embed_paths([im.path for im in cfp_images(CFP, IDS)], name, "retinaface", with_yaw=True)
+        raw, yaws = embed_paths([im.path for im in cfp_images(CFP, IDS)], name, args.detector, with_yaw=True)
         RAW = lambda p: raw[str(p)]  # noqa: E731
         r = {"raw": evaluate(RAW, pairs, gallery, probes)}
         for m in methods:

@@ -4,12 +4,11 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
-from _harness import append_runlog, embed_paths, pair_scores, run_header, shared_root, weights_sha
+from _harness import parser, append_runlog, embed_paths, pair_scores, run_header, shared_root, weights_sha
 
 from pifr.datasets import lfw_pairs
 from pifr.metrics import verification_summary
@@ -44,12 +43,8 @@ def dlib_chip_embeddings(paths, detector):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shared", default=None)
-    ap.add_argument("--embedders", nargs="+", default=["dlib_resnet", "mobilefacenet"])
-    ap.add_argument("--detector", default="retinaface")
+    ap = parser(__doc__, "results/lfw")
     ap.add_argument("--pairs", default="pairs.txt", help="pairs.txt (report) or pairsDevTrain.txt (tune)")
-    ap.add_argument("--out", default="results/lfw")
     ap.add_argument("--dlib-chip", action="store_true",
                     help="also run dlib_resnet on dlib's own 5-point chip (dlib shape predictor on the same boxes), "
                          "to measure what the alignment template costs")
