@@ -84,43 +84,79 @@ def cache_dir() -> Path:
     return d
 
 
+CHUNK = 256
+
+
 def embed_paths(paths: Sequence[Path], embedder: str, detector: str, select: str = "largest",
                 cache: bool = True, with_yaw: bool = False):
-    """Embeddings by path string (``None`` where no face was found), cached on disk per
-    (paths, embedder weights, detector, selection). With ``with_yaw`` also returns a dict of
-    the chosen face's estimated yaw (degrees, NaN where no face)."""
+    """Embeddings by path string (``None`` where no face was found).
+
+    Work goes in chunks of :data:`CHUNK` images: faces are detected and aligned per image, the
+    crops embedded in one batch, and each finished chunk is cached on disk under
+    (embedder, weights sha256, detector, selection, the chunk's files with size and mtime) — so an
+    interrupted run resumes where it stopped and a changed file invalidates only its chunk. With
+    ``with_yaw`` also returns the chosen face's estimated yaw (degrees, NaN where no face).
+    """
+    from tqdm import tqdm
+
     uniq = sorted({str(p) for p in paths})
-    key = hashlib.sha256(json.dumps([uniq, embedder, weights_sha([embedder])[embedder], detector, select, pifr.__version__]).encode()).hexdigest()[:16]
-    f = cache_dir() / f"emb_{embedder}_{detector}_{key}.npz"
-    if cache and f.is_file():
-        z = np.load(f, allow_pickle=False)
-        arr, ok = z["emb"], z["ok"]
-        yaw = z["yaw"] if "yaw" in z.files else np.full(len(uniq), np.nan, np.float32)
-    else:
-        arr, ok, yaw = _embed_uncached(uniq, embedder, detector, select)
-        if cache:
-            tmp = f.with_suffix(".tmp.npz")
-            np.savez(tmp, emb=arr, ok=ok, yaw=yaw)
-            os.replace(tmp, f)
+    tag = f"{embedder}_{weights_sha([embedder])[embedder][:12]}_{detector}_{select}_v{pifr.__version__}"
+    d = cache_dir() / tag
+    d.mkdir(parents=True, exist_ok=True)
+    arr_all, ok_all, yaw_all = [], [], []
+    bar = tqdm(total=len(uniq), desc=f"embed[{embedder}]", unit="img")
+    for i in range(0, len(uniq), CHUNK):
+        chunk = uniq[i:i + CHUNK]
+        stamp = [(p, os.path.getsize(p), os.path.getmtime(p)) if os.path.exists(p) else (p, -1, -1) for p in chunk]
+        f = d / (hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:20] + ".npz")
+        if cache and f.is_file():
+            z = np.load(f, allow_pickle=False)
+            arr, ok, yaw = z["emb"], z["ok"], z["yaw"]
+        else:
+            arr, ok, yaw = _embed_chunk(chunk, embedder, detector, select)
+            if cache:
+                tmp = f.with_suffix(".tmp.npz")
+                np.savez(tmp, emb=arr, ok=ok, yaw=yaw)
+                os.replace(tmp, f)
+        arr_all.append(arr)
+        ok_all.append(ok)
+        yaw_all.append(yaw)
+        bar.update(len(chunk))
+    bar.close()
+    arr = np.concatenate(arr_all) if arr_all else np.zeros((0, 1), np.float32)
+    ok = np.concatenate(ok_all) if ok_all else np.zeros(0, bool)
+    yaw = np.concatenate(yaw_all) if yaw_all else np.zeros(0, np.float32)
     embs = {p: (arr[i] if ok[i] else None) for i, p in enumerate(uniq)}
     if with_yaw:
         return embs, {p: float(yaw[i]) for i, p in enumerate(uniq)}
     return embs
 
 
-def _embed_uncached(uniq, embedder, detector, select):
-    from pifr.embedders import embed_many
+def _embed_chunk(paths, embedder, detector, select):
+    """Detect and align each image, then embed the chunk's crops in one batch."""
+    import logging
 
-    res = embed_many(uniq, embedder=embedder, detector=detector, select=select, progress=True)
-    emb = pifr.embedders.get_embedder(embedder)
-    arr = np.zeros((len(uniq), emb.dim), np.float32)
-    ok = np.zeros(len(uniq), bool)
-    yaw = np.full(len(uniq), np.nan, np.float32)
-    for r in res:
-        if r.ok:
-            arr[r.index] = r.embedding
-            ok[r.index] = True
-            yaw[r.index] = np.nan if r.face.yaw is None else r.face.yaw
+    from pifr.embedders import get_embedder, pick_face
+
+    emb = get_embedder(embedder)
+    crops, idx = [], []
+    yaw = np.full(len(paths), np.nan, np.float32)
+    for i, p in enumerate(paths):
+        try:
+            img = pifr.load_image(p)
+            faces = pifr.detect(img, detector=detector) or pifr.detect(img, detector=detector, min_score=0.5)
+            face = pick_face(faces, img.shape, select)
+        except pifr.PifrError as e:
+            logging.getLogger("pifr").warning("%s: %s", p, e)
+            continue
+        crops.append(emb.align(img, face))
+        idx.append(i)
+        yaw[i] = np.nan if face.yaw is None else face.yaw
+    arr = np.zeros((len(paths), emb.dim), np.float32)
+    ok = np.zeros(len(paths), bool)
+    if crops:
+        arr[idx] = emb.embed_crops(np.stack(crops))
+        ok[idx] = True
     return arr, ok, yaw
 
 

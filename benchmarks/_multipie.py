@@ -8,7 +8,6 @@ cosine, per yaw; ROC over all probe–gallery pairs.
 from __future__ import annotations
 
 import csv
-import json
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
