@@ -161,7 +161,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
     print("embedders:")
     for e in list_embedders():
         state = "ready" if e.available else "missing weights"
-        print(f"  {e.name:18s} dim {e.dim:4d}  template {e.template:12s} threshold {e.threshold:.4f}  {state}")
+        thr = f"{e.threshold:.4f}" + ("" if e.calibrated else " (uncalibrated)")
+        print(f"  {e.name:18s} dim {e.dim:4d}  template {e.template:12s} threshold {thr:20s} {state}")
         if e.reason and args.verbose:
             print(f"      {e.reason}")
     print("detectors:", ", ".join(list_detectors()))

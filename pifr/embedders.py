@@ -38,6 +38,7 @@ class EmbedderInfo:
     dim: int
     threshold: float
     available: bool
+    calibrated: bool = True
     reason: str = ""
 
 
@@ -171,7 +172,7 @@ def list_embedders() -> List[EmbedderInfo]:
             ok, why = False, str(err)
         if e.name in _UNCALIBRATED:
             why = (why + " " if why else "") + "(threshold not calibrated here: call Gallery.calibrate or pass threshold=)"
-        out.append(EmbedderInfo(e.name, e.weights, e.template.name, e.dim, e.threshold, ok, why))
+        out.append(EmbedderInfo(e.name, e.weights, e.template.name, e.dim, e.threshold, ok, e.name not in _UNCALIBRATED, why))
     return out
 
 

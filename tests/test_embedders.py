@@ -99,6 +99,7 @@ def test_missing_user_weights_give_a_clear_error(tmp_path, monkeypatch):
     info = {i.name: i for i in list_embedders()}
     assert info["dlib_resnet"].available and info["mobilefacenet"].available
     assert not info["facenet_vggface2"].available and not info["lightcnn29_v2"].available
+    assert info["dlib_resnet"].calibrated and not info["lightcnn29_v2"].calibrated
 
 
 def test_wrong_crop_shape_rejected():
