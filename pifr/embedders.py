@@ -250,13 +250,14 @@ def embed_many(images: Sequence[ImageLike], *, embedder: str = DEFAULT_EMBEDDER,
                select: str = "largest", retry_min_score: Optional[float] = 0.5, device: Any = None,
                progress: bool = False) -> List[EmbedResult]:
     """Embed the chosen face of each image; a bad or faceless image yields an error item, never stops the batch.
+    Results come in input order.
 
     Args:
         retry_min_score: when nothing is found at the detector's default confidence, retry once at
             this lower cut-off (``None`` disables the retry).
         progress: show a tqdm progress bar.
     """
-    from .detection import DEFAULT_DETECTOR, detect
+    from .detection import DEFAULT_DETECTOR
     from .errors import PifrError
 
     emb = get_embedder(embedder, device)
@@ -269,13 +270,25 @@ def embed_many(images: Sequence[ImageLike], *, embedder: str = DEFAULT_EMBEDDER,
     out: List[EmbedResult] = []
     for i, src in it:
         try:
-            arr = load_image(src)
-            faces = detect(arr, detector=det, device=device)
-            if not faces and retry_min_score is not None:
-                faces = detect(arr, detector=det, device=device, min_score=retry_min_score)
-            face = pick_face(faces, arr.shape, select)
+            arr, face = locate_face(src, detector=det, select=select, retry_min_score=retry_min_score, device=device)
             out.append(EmbedResult(i, emb.embed_crops(emb.align(arr, face)[None])[0], face))
         except PifrError as e:
             log.warning("item %d: %s", i, e)
             out.append(EmbedResult(i, None, None, e))
     return out
+
+
+def locate_face(src: ImageLike, *, detector: Optional[str] = None, select: str = "largest",
+                retry_min_score: Optional[float] = 0.5, device: Any = None) -> "tuple[np.ndarray, Face]":
+    """Load ``src`` and choose its face (see :func:`pick_face`), retrying detection once at
+    ``retry_min_score`` when nothing is found at the detector's default confidence.
+
+    Returns ``(image, face)``. Raises InvalidImageError / NoFaceError."""
+    from .detection import DEFAULT_DETECTOR, detect
+
+    det = detector or DEFAULT_DETECTOR
+    arr = load_image(src)
+    faces = detect(arr, detector=det, device=device)
+    if not faces and retry_min_score is not None:
+        faces = detect(arr, detector=det, device=device, min_score=retry_min_score)
+    return arr, pick_face(faces, arr.shape, select)
