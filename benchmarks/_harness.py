@@ -133,19 +133,18 @@ def embed_paths(paths: Sequence[Path], embedder: str, detector: str, select: str
 
 
 def _embed_chunk(paths, embedder, detector, select):
-    """Detect and align each image, then embed the chunk's crops in one batch."""
+    """Locate and align each image's face (:func:`pifr.embedders.locate_face`), then embed the
+    chunk's crops in one batch."""
     import logging
 
-    from pifr.embedders import get_embedder, pick_face
+    from pifr.embedders import get_embedder, locate_face
 
     emb = get_embedder(embedder)
     crops, idx = [], []
     yaw = np.full(len(paths), np.nan, np.float32)
     for i, p in enumerate(paths):
         try:
-            img = pifr.load_image(p)
-            faces = pifr.detect(img, detector=detector) or pifr.detect(img, detector=detector, min_score=0.5)
-            face = pick_face(faces, img.shape, select)
+            img, face = locate_face(p, detector=detector, select=select)
         except pifr.PifrError as e:
             logging.getLogger("pifr").warning("%s: %s", p, e)
             continue
@@ -178,6 +177,12 @@ def append_runlog(out_dir: Path, record: Dict[str, object]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "runs.jsonl", "a") as f:
         f.write(json.dumps(record, default=float) + "\n")
+
+
+def save_record(out_dir: Path, record: Dict[str, object], name: str) -> None:
+    """Append the run to ``runs.jsonl`` and write it in full to ``<name>.json``."""
+    append_runlog(out_dir, record)
+    (Path(out_dir) / f"{name}.json").write_text(json.dumps(record, indent=2, default=float))
 
 
 def plot_roc(curves: Dict[str, tuple], path: Path, title: str) -> None:

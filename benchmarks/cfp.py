@@ -11,12 +11,11 @@ per-bucket CSV and a JSON run record to --out.
 from __future__ import annotations
 
 import csv
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-from _harness import parser, append_runlog, embed_paths, pair_scores, plot_roc, run_header, shared_root, weights_sha
+from _harness import parser, save_record, embed_paths, pair_scores, plot_roc, run_header, shared_root, weights_sha
 
 from pifr.datasets import cfp_identity, cfp_images, cfp_protocol
 from pifr.metrics import rank1, roc, verification_summary
@@ -126,8 +125,7 @@ def main() -> None:
     for r in rows:
         print(f"| {r['embedder']} | {r['view']} | {r['bucket']} | {r['n']} | {100 * r['value']:.1f} |")
     rec.update(results=results, buckets=rows, seconds=round(time.time() - t0, 1), detector=args.detector)
-    append_runlog(out, rec)
-    (out / "cfp.json").write_text(json.dumps(rec, indent=2, default=float))
+    save_record(out, rec, "cfp")
     print(f"\nwrote {out}/roc.png, roc_*.csv, yaw_buckets.csv, cfp.json")
 
 

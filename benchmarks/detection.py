@@ -5,11 +5,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from _harness import append_runlog, run_header, shared_root
+from _harness import save_record, run_header, shared_root
 from tqdm import tqdm
 
 import pifr
@@ -44,8 +43,7 @@ def main() -> None:
         print(f"| {det} | {r['frontal']['found']}/{r['frontal']['total']} ({100 * r['frontal']['rate']:.2f} %) | "
               f"{r['profile']['found']}/{r['profile']['total']} ({100 * r['profile']['rate']:.2f} %) | {r['ms_per_image']:.0f} |")
     rec["results"] = res
-    append_runlog(Path(args.out), rec)
-    (Path(args.out) / "detection.json").write_text(json.dumps(rec, indent=2))
+    save_record(Path(args.out), rec, "detection")
 
 
 if __name__ == "__main__":

@@ -12,12 +12,11 @@ original, and 3DDFA's yaw estimate of each render.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-from _harness import parser, append_runlog, embed_paths, run_header, shared_root, weights_sha
+from _harness import append_runlog, parser, save_record, embed_paths, run_header, shared_root, weights_sha
 from tqdm import tqdm
 
 import pifr
@@ -52,15 +51,15 @@ def frontal_embeddings(paths, method, emb, model3d, gen):
     return out, yaws
 
 
-def evaluate(emb_of, pairs, gallery, probes):
+def evaluate(emb_of, raw_of, cfp, pairs, gallery, probes):
     s = np.array([float(emb_of(x.a) @ emb_of(x.b)) if emb_of(x.a) is not None and emb_of(x.b) is not None else -1.0 for x in pairs])
     y = np.array([x.same for x in pairs])
     folds = np.arange(len(pairs)) % 10
     G = np.stack([emb_of(im.path) for im in gallery])
     P = np.stack([emb_of(im.path) if emb_of(im.path) is not None else np.zeros(G.shape[1], np.float32) for im in probes])
     fr_by_id = {}
-    for im in cfp_images(CFP, IDS, "frontal"):
-        fr_by_id.setdefault(im.identity, []).append(RAW(im.path))
+    for im in cfp_images(cfp, IDS, "frontal"):
+        fr_by_id.setdefault(im.identity, []).append(raw_of(im.path))
     idcos = np.mean([np.mean([float(P[i] @ f) for f in fr_by_id[im.identity] if f is not None]) for i, im in enumerate(probes)])
     return {"rank1": rank1(P, [im.identity for im in probes], G, [im.identity for im in gallery]),
             "fp_accuracy": kfold_accuracy(s, y, folds).mean, "fp_eer": eer(s, y), "fp_tar_at_far_1e-2": tar_at_far(s, y, 1e-2)[0],
@@ -68,7 +67,6 @@ def evaluate(emb_of, pairs, gallery, probes):
 
 
 def main() -> None:
-    global CFP, RAW
     ap = parser(__doc__, "results/frontalization")
     ap.add_argument("--model3d", default=None)
     ap.add_argument("--generator", default=None)
@@ -77,29 +75,29 @@ def main() -> None:
     ap.add_argument("--skip-recognition", action="store_true", help="only the renderer round trip")
     args = ap.parse_args()
     root = shared_root(args.shared)
-    CFP = root / "data" / "cfp"
+    cfp = root / "data" / "cfp"
     model3d = args.model3d or str(root / "models" / "face-frontalization" / "model3Ddlib.mat")
-    rec = run_header("frontalization", str(CFP), weights_sha(args.embedders), "tune (CFP 351-400)")
-    proto = cfp_protocol(CFP, "FP")
+    rec = run_header("frontalization", str(cfp), weights_sha(args.embedders), "tune (CFP 351-400)")
+    proto = cfp_protocol(cfp, "FP")
     pairs = [x for x in proto.pairs if cfp_identity(x.a) in IDS and cfp_identity(x.b) in IDS]
-    gallery = [im for im in cfp_images(CFP, IDS, "frontal") if im.index == 1]
-    probes = cfp_images(CFP, IDS, "profile")
+    gallery = [im for im in cfp_images(cfp, IDS, "frontal") if im.index == 1]
+    probes = cfp_images(cfp, IDS, "profile")
     gen = get_frontalizer(args.generator) if args.generator else None
     methods = ["3d"] + (["tpgan"] if gen else [])
     res = {}
     t0 = time.time()
     for name in ([] if args.skip_recognition else args.embedders):
         emb = get_embedder(name)
-        raw, yaws = embed_paths([im.path for im in cfp_images(CFP, IDS)], name, args.detector, with_yaw=True)
-        RAW = lambda p: raw[str(p)]  # noqa: E731
-        r = {"raw": evaluate(RAW, pairs, gallery, probes)}
+        raw, yaws = embed_paths([im.path for im in cfp_images(cfp, IDS)], name, args.detector, with_yaw=True)
+        raw_of = lambda p: raw[str(p)]  # noqa: E731
+        r = {"raw": evaluate(raw_of, raw_of, cfp, pairs, gallery, probes)}
         for m in methods:
             fe, _ = frontal_embeddings([im.path for im in probes], m, emb, model3d, gen)
             always = lambda p, fe=fe: fe.get(str(p), raw[str(p)]) if fe.get(str(p)) is not None or str(p) not in fe else None  # noqa: E731
-            r[m] = evaluate(always, pairs, gallery, probes)
+            r[m] = evaluate(always, raw_of, cfp, pairs, gallery, probes)
             for t in args.policy_yaw:
                 pol = lambda p, fe=fe, t=t: (fe[str(p)] if str(p) in fe and abs(yaws[str(p)]) > t and fe[str(p)] is not None else raw[str(p)])  # noqa: E731
-                r[f"{m} if |yaw|>{t:g}"] = evaluate(pol, pairs, gallery, probes)
+                r[f"{m} if |yaw|>{t:g}"] = evaluate(pol, raw_of, cfp, pairs, gallery, probes)
         res[name] = r
     print("\n| embedder | method | rank-1 % | FP acc % | FP EER % | TAR@FAR=1% | profile→true frontal cos |\n|---|---|---|---|---|---|---|")
     for name, r in res.items():
@@ -146,8 +144,7 @@ def main() -> None:
               f"{100 * rts[a]['sign_correct']:.0f} % |")
     rec.update(results=res, round_trip=rts, render_ms_median=1000 * float(np.median(t_render)), seconds=round(time.time() - t0, 1),
                generator=args.generator)
-    append_runlog(Path(args.out), rec)
-    (Path(args.out) / "frontalization.json").write_text(json.dumps(rec, indent=2, default=float))
+    save_record(Path(args.out), rec, "frontalization")
 
 
 if __name__ == "__main__":

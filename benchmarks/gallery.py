@@ -12,12 +12,11 @@
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-from _harness import parser, append_runlog, device_description, embed_paths, run_header, shared_root, weights_sha
+from _harness import parser, save_record, device_description, embed_paths, run_header, shared_root, weights_sha
 
 import pifr.gallery as G
 from pifr.datasets import cfp_images
@@ -99,8 +98,7 @@ def main() -> None:
     for n, row in lat.items():
         print(f"| {n:,} | {row['numpy']:.2f} | {row['faiss']:.2f} |")
     rec.update(results=res, latency_ms=lat)
-    append_runlog(Path(args.out), rec)
-    (Path(args.out) / "gallery.json").write_text(json.dumps(rec, indent=2, default=float))
+    save_record(Path(args.out), rec, "gallery")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,11 @@ shape predictor, dlib's own ResNet) on the same LFW pairs, in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-from _harness import append_runlog, device_description, run_header, shared_root
+from _harness import save_record, device_description, run_header, shared_root
 
 import pifr
 from pifr.datasets import lfw_pairs
@@ -76,8 +75,7 @@ def main() -> None:
         out[k] = {"median_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90))}
         print(f"| {k} | {np.median(v):.0f} | {np.percentile(v, 90):.0f} | {np.median(v) / ref:.2f} |")
     rec["results"] = out
-    append_runlog(Path(args.out), rec)
-    (Path(args.out) / "latency.json").write_text(json.dumps(rec, indent=2))
+    save_record(Path(args.out), rec, "latency")
 
 
 if __name__ == "__main__":

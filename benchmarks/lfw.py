@@ -4,11 +4,10 @@
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from _harness import parser, append_runlog, embed_paths, pair_scores, run_header, shared_root, weights_sha
+from _harness import parser, save_record, embed_paths, pair_scores, run_header, shared_root, weights_sha
 
 from pifr.datasets import lfw_pairs
 from pifr.metrics import verification_summary
@@ -76,8 +75,7 @@ def main() -> None:
         print(f"| dlib_resnet, dlib's 5-point chip | {100 * m['accuracy']:.2f} ± {100 * m['accuracy_std']:.2f} | {100 * m['eer']:.2f} | "
               f"{m['auc']:.4f} | {100 * m['tar_at_far_1e-3']:.1f} | {missing} | 99.38 (quoted) |")
     rec.update(results=results, seconds=round(time.time() - t0, 1))
-    append_runlog(Path(args.out), rec)
-    (Path(args.out) / "lfw.json").write_text(json.dumps(rec, indent=2, default=float))
+    save_record(Path(args.out), rec, "lfw")
 
 
 if __name__ == "__main__":

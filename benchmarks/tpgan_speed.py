@@ -9,12 +9,11 @@ random inputs of the configured batch size. Prints parameters and fp16 size too.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
-from _harness import append_runlog, device_description, run_header
+from _harness import save_record, device_description, run_header
 
 from pifr.models.tpgan import Discriminator, Generator, count_parameters, crop_patches
 from pifr.train import losses as L
@@ -74,8 +73,7 @@ def main() -> None:
         res[str(w)] = {"params": n, "fp16_mb": n * 2 / 1e6, "forward_ms_b1": 1000 * t1, "forward_ms_b16": 1000 * t16, "train_steps_per_s": 1 / ts}
         print(f"| {w} | {n / 1e6:.1f} | {n * 2 / 1e6:.1f} | {1000 * t1:.0f} | {1000 * t16:.0f} | {1 / ts:.2f} |")
     rec["results"] = res
-    append_runlog(Path(args.out), rec)
-    (Path(args.out) / "tpgan_speed.json").write_text(json.dumps(rec, indent=2))
+    save_record(Path(args.out), rec, "tpgan_speed")
 
 
 if __name__ == "__main__":

@@ -9,13 +9,12 @@ Reports per-label mean ± std of the estimate, the sign accuracy on turned faces
 from __future__ import annotations
 
 import argparse
-import json
 import tarfile
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from _harness import append_runlog, run_header, shared_root
+from _harness import save_record, run_header, shared_root
 from tqdm import tqdm
 
 import pifr
@@ -69,8 +68,7 @@ def main() -> None:
         print(f"| {m} | CFP profile with |yaw| > 60° (> 45°) | {len(pr)} | {100 * s['cfp_profile_above_60']:.1f} % ({100 * s['cfp_profile_above_45']:.1f} %) | | |")
     print(f"\nno face detected: {missed}")
     rec.update(results=res, missed=missed)
-    append_runlog(Path(args.out), rec)
-    (Path(args.out) / "yaw.json").write_text(json.dumps(rec, indent=2))
+    save_record(Path(args.out), rec, "yaw")
 
 
 if __name__ == "__main__":
