@@ -140,7 +140,8 @@ def test_cli_runs_and_writes_artifacts(small_pack, tmp_path):
                "ckpt_every=2", "val_every=2", "log_every=1", "val_pairs=2"])
     assert rc == 0
     rows = (out / "losses.csv").read_text().splitlines()
-    assert len(rows) == 3 and "g_ip" in rows[0] and "val_id_cos_output" in rows[0]
+    assert len(rows) == 3 and "g_ip" in rows[0] and "val_id_cos_output" in rows[0] and "val_rank1_output" in rows[0]
+    assert (out / "generator_best.safetensors").is_file()  # model selection on the validation score
     assert (out / "samples_000002.png").is_file() and (out / "generator.safetensors").is_file()
     run = json.loads((out / "run.json").read_text())
     assert run["train_identities"] == 3 and "splits" in run
@@ -166,3 +167,38 @@ def test_synthetic_pack_gives_pixel_exact_pairs(shared, lfw, tmp_path):
     assert item["yaw"] > 0  # the -60° input was mirrored to face right
     fr = pack.landmarks[pack.frontal]
     assert np.abs(fr[:, :2, 1].mean(1) - 41).max() < 2  # the 0° renders sit on the TP-GAN template
+
+
+def test_validation_rank1_of_a_passthrough_generator_equals_the_raw_input(small_pack, tmp_path):
+    """validate(): a generator that returns its input must score exactly like the raw input, and
+    real CFP profiles must be identified among three identities better than chance."""
+
+    cfg = TrainConfig(pack=str(small_pack), val_pack=str(small_pack), train_identities="351-351",
+                      val_identities="1-3", out=str(tmp_path / "run"), width=0.125, batch=4, identity_net="mobilefacenet",
+                      val_pairs=100, resume=False)
+
+    class Passthrough(torch.nn.Module):
+        def forward(self, x, lm):
+            return {"img128": x}
+
+    tr = Trainer(cfg)
+    tr.g = Passthrough()
+    v = tr.validate()
+    assert v["val_rank1_output"] == v["val_rank1_input"] and abs(v["val_id_cos_output"] - v["val_id_cos_input"]) < 1e-6
+    assert v["val_rank1_input"] > 0.5  # 3 identities: chance is 1/3
+
+
+def test_warm_start_takes_networks_but_not_progress(small_pack, tmp_path):
+    """init=<checkpoint>: the generator starts from the other run's weights, the step count from 0,
+    and the optimisers use this run's learning rate, not the one stored with their state."""
+    base = dict(pack=str(small_pack), train_identities="1-3", val_pack="", width=0.125, batch=2, identity_net="none",
+                sample_every=0, val_every=0, log_every=1, resume=False)
+    a = Trainer(TrainConfig(**base, out=str(tmp_path / "a"), steps=2, lr=1e-3, ckpt_every=2))
+    a.run()
+    b = Trainer(TrainConfig(**base, out=str(tmp_path / "b"), steps=1, lr=1e-5, init=str(tmp_path / "a" / "checkpoint.pt")))
+    assert b.load_networks(tmp_path / "a" / "checkpoint.pt") == 2 and b.step == 0
+    assert all(torch.equal(p, q) for p, q in zip(a.g.state_dict().values(), b.g.state_dict().values()))
+    assert {g["lr"] for g in b.opt_g.param_groups} == {1e-5}
+    b.run()
+    run = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert run["init"] == {"from": str(tmp_path / "a" / "checkpoint.pt"), "step": 2} and b.step == 1

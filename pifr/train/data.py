@@ -161,6 +161,36 @@ class Pack:
                    z["source"], json.loads(str(z["manifest"])))
 
 
+    def subset(self, keep: np.ndarray) -> "Pack":
+        """The records where the boolean mask ``keep`` is true (e.g. dropping renders at ±90°)."""
+        idx = np.nonzero(keep)[0]
+        blobs = [self.jpeg[self.offsets[i]:self.offsets[i + 1]] for i in idx]
+        offsets = np.zeros(len(idx) + 1, np.int64)
+        offsets[1:] = np.cumsum([len(b) for b in blobs])
+        return Pack(np.concatenate(blobs) if blobs else np.zeros(0, np.uint8), offsets, self.landmarks[idx], self.yaw[idx],
+                    self.identity[idx], self.frontal[idx], self.group[idx], self.source[idx],
+                    dict(self.manifest, subset_of=int(len(self)), kept=int(len(idx))))
+
+    @classmethod
+    def concat(cls, packs: Sequence["Pack"]) -> "Pack":
+        """One pack from several (e.g. real CFP crops + rendered pairs): pairing groups are
+        renumbered so that groups of different packs never meet; the manifest lists the parts."""
+        if len(packs) == 1:
+            return packs[0]
+        groups, base = [], 0
+        for p in packs:
+            g = p.group.astype(np.int64)
+            groups.append(np.where(g >= 0, g + base, -1))
+            base += int(g.max()) + 1 if (g >= 0).any() else 0
+        starts = np.cumsum([0] + [int(p.offsets[-1]) for p in packs[:-1]])
+        offsets = np.concatenate([[0]] + [p.offsets[1:] + s for p, s in zip(packs, starts)])
+        return cls(np.concatenate([p.jpeg for p in packs]), offsets.astype(np.int64),
+                   np.concatenate([p.landmarks for p in packs]), np.concatenate([p.yaw for p in packs]),
+                   np.concatenate([p.identity for p in packs]), np.concatenate([p.frontal for p in packs]),
+                   np.concatenate(groups).astype(np.int32), np.concatenate([p.source for p in packs]),
+                   {"parts": [p.manifest for p in packs]})
+
+
 def build_pack(items: Iterable[Tuple[str, int, bool, int]], manifest: dict, *, detector: str = "retinaface",
                progress: bool = True) -> Pack:
     """Detect, align to TPGAN_128 and JPEG-encode each ``(path, identity, is_frontal, group)``.
@@ -290,7 +320,8 @@ class PairDataset:
         self.pairs: List[Tuple[int, int]] = []
         group_target = {int(pack.group[i]): i for i in np.nonzero(keep & pack.frontal & (pack.group >= 0))[0]}
         frontals: Dict[int, List[int]] = {}
-        for i in np.nonzero(keep & pack.frontal)[0]:
+        # Identity-level targets are photos (group -1), never another source's renders.
+        for i in np.nonzero(keep & pack.frontal & (pack.group < 0))[0]:
             frontals.setdefault(int(pack.identity[i]), []).append(int(i))
         for i in np.nonzero(keep)[0]:
             g = int(pack.group[i])

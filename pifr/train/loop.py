@@ -51,7 +51,9 @@ class TrainConfig:
     identity_weights: str = ""  # explicit weight file for the identity network (else the registry)
     weights: Dict[str, float] = field(default_factory=lambda: L.LossWeights().to_dict())
     sym_space: str = "laplacian"
-    frontal_inputs: bool = True
+    # Frontal→other-frontal pairs as well. Off by default: on CFP they outnumber the profile pairs
+    # 31,500 to 14,000, and a generator fed mostly those learns to copy its input.
+    frontal_inputs: bool = False
     id_classes: bool = False  # add the encoder identity head (cross-entropy on training identities)
     seed: int = 0
     device: str = "auto"
@@ -62,6 +64,9 @@ class TrainConfig:
     val_every: int = 200
     val_pairs: int = 64
     resume: bool = True
+    # Warm start: networks and optimiser states from another run's checkpoint.pt; step count, data
+    # order and random state start afresh (use it when the data or losses change; resume otherwise).
+    init: str = ""
 
     @classmethod
     def from_args(cls, config: Optional[str], overrides: List[str]) -> "TrainConfig":
@@ -87,8 +92,12 @@ def _range(s: str) -> Optional[range]:
     return range(int(a), int(b or a) + 1)
 
 
-CSV_FIELDS = ["step", "seconds", "d", "began_k", "began_M", "g_pixel", "g_sym", "g_adv", "g_ip", "g_tv", "g_ce",
-              "g_total", "val_id_cos_output", "val_id_cos_input", "val_l1"]
+#: Model selection on the validation identities: rank-1 first (discrimination), identity cosine
+#: to break ties. Kept in checkpoints so a resumed run compares like with like.
+SELECTION = "val_rank1_output + 1e-3 * val_id_cos_output"
+
+CSV_FIELDS = ["step", "seconds", "d", "began_k", "began_M", "g_pixel", "g_sym", "g_adv", "g_ip", "g_id_cos", "g_tv", "g_ce",
+              "g_total", "val_id_cos_output", "val_id_cos_input", "val_rank1_output", "val_rank1_input", "val_l1"]
 
 
 class Trainer:
@@ -107,7 +116,8 @@ class Trainer:
         self.out = Path(cfg.out)
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-        pack = Pack.load(Path(cfg.pack))
+        # Several packs may be given, comma-separated (e.g. real CFP crops + rendered pairs).
+        pack = Pack.concat([Pack.load(Path(p)) for p in cfg.pack.split(",") if p])
         self.train = PairDataset(pack, _range(cfg.train_identities), frontal_inputs=cfg.frontal_inputs)
         if len(self.train) == 0:
             raise SystemExit(f"no training pairs in {cfg.pack} for identities {cfg.train_identities}")
@@ -115,7 +125,7 @@ class Trainer:
         if cfg.val_pack:
             vp = pack if cfg.val_pack == cfg.pack else Pack.load(Path(cfg.val_pack))
             self.val = PairDataset(vp, _range(cfg.val_identities), frontal_inputs=False, max_targets_per_input=1)
-            overlap = set(self.train.identities) & set(self.val.identities) if vp is pack else set()
+            overlap = set(self.train.identities) & set(self.val.identities)
             if overlap:
                 raise SystemExit(f"validation identities overlap training identities: {sorted(overlap)[:5]}")
         self.g = Generator(cfg.width, id_classes=len(self.train.identities) if cfg.id_classes else 0).to(self.device)
@@ -144,6 +154,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.step = 0
         self._last_d = math.nan
+        self.best_val, self.best_step = -math.inf, 0
         self._last_began = (math.nan, math.nan)
         self._order: List[int] = []
         self._pos = 0
@@ -152,7 +163,7 @@ class Trainer:
     # ---------------------------------------------------------------- setup helpers
     def _identity_net(self):
         name = self.cfg.identity_net
-        if name == "none" or not self.weights.ip:
+        if name == "none" or not (self.weights.ip or self.weights.id_cos):
             return None
         from ..alignment import TPGAN_128
         from ..embedders import _EMBEDDERS
@@ -238,6 +249,7 @@ class Trainer:
             "order": torch.tensor(self._order, dtype=torch.int64),
             "g": self.g.state_dict(), "opt_g": self.opt_g.state_dict(),
             "rng": torch.get_rng_state(), "config": json.dumps(asdict(self.cfg)), "last_d": self._last_d,
+            "best_val": self.best_val, "best_step": self.best_step, "selection": SELECTION,
         }
         if self.opt_l:
             s["opt_l"] = self.opt_l.state_dict()
@@ -249,6 +261,17 @@ class Trainer:
             s["began_k"] = self.balance.k
         return s
 
+    def save_generator(self, path: Path) -> Path:
+        """The generator alone, as safetensors with its config, step and validation score in the metadata."""
+        from safetensors.torch import save_file
+
+        tmp = path.with_suffix(".tmp")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.g.state_dict().items()}, str(tmp),
+                  metadata={"config": json.dumps(asdict(self.g.config)), "step": str(self.step),
+                            "best_val_score": str(self.best_val), "best_step": str(self.best_step)})
+        tmp.replace(path)
+        return path
+
     def save(self, path: Optional[Path] = None) -> Path:
         path = path or self.out / "checkpoint.pt"
         tmp = path.with_suffix(".tmp")
@@ -256,8 +279,16 @@ class Trainer:
         tmp.replace(path)
         return path
 
-    def load(self, path: Path) -> None:
+    def load_networks(self, path: Path) -> int:
+        """Generator, discriminator and optimiser states from a checkpoint; returns its step."""
         s = torch.load(path, map_location=self.device, weights_only=True)
+        self._load_networks(s)
+        for opt in (self.opt_g, self.opt_l, self.opt_d):  # the optimiser states carry the old run's lr
+            for group in (opt.param_groups if opt else []):
+                group["lr"] = self.cfg.lr
+        return int(s["step"])
+
+    def _load_networks(self, s: Dict[str, Any]) -> None:
         self.g.load_state_dict(s["g"])
         self.opt_g.load_state_dict(s["opt_g"])
         if self.opt_l and "opt_l" in s:
@@ -265,6 +296,11 @@ class Trainer:
         if self.d is not None:
             self.d.load_state_dict(s["d"])
             self.opt_d.load_state_dict(s["opt_d"])
+
+    def load(self, path: Path) -> None:
+        """Everything, for an exact resume: networks, optimisers, step, data order, random state."""
+        s = torch.load(path, map_location=self.device, weights_only=True)
+        self._load_networks(s)
         torch.set_rng_state(s["rng"].cpu())
         if "cuda_rng" in s and self.device.type == "cuda":
             torch.cuda.set_rng_state(s["cuda_rng"].cpu(), self.device)
@@ -272,31 +308,45 @@ class Trainer:
             self.balance.k = float(s["began_k"])
         self.step, self._epoch, self._pos = int(s["step"]), int(s["epoch"]), int(s["pos"])
         self._last_d = float(s.get("last_d", math.nan))
+        if s.get("selection") == SELECTION:  # a score kept under another rule is not comparable
+            self.best_val, self.best_step = float(s["best_val"]), int(s.get("best_step", 0))
         self._order = s["order"].tolist()
 
     # ---------------------------------------------------------------- validation and samples
     @torch.no_grad()
     def validate(self) -> Dict[str, float]:
-        """Identity cosine (identity network's embedding) of output→true frontal vs raw input→true frontal."""
+        """On the first ``val_pairs`` validation pairs: identity cosine (identity network's
+        embedding) of output→true frontal against raw input→true frontal, and — because cosines of
+        a face network are compressed (impostors of dlib's score ~0.8) and say little about
+        discrimination — rank-1 of output and of raw input among the validation identities,
+        the gallery being the first true frontal of each. Mean L1 of output to its target."""
         if self.val is None or self.id_feats is None:
             return {}
         self.g.eval()
         n = min(self.cfg.val_pairs, len(self.val))
-        sims_out, sims_in, l1 = [], [], []
+        e_out, e_in, e_tgt, ids, l1 = [], [], [], [], []
+        e = lambda t: F.normalize(self.id_feats(t)["embedding"].float(), dim=1)  # noqa: E731
         for i in range(0, n, self.cfg.batch):
             items = [self.val[k] for k in range(i, min(n, i + self.cfg.batch))]
-            x = torch.stack([it["input"] for it in items]).to(self.device)
-            xl = torch.stack([it["input_lm"] for it in items]).to(self.device)
-            y = torch.stack([it["target"] for it in items]).to(self.device)
+            x = torch.stack([torch.as_tensor(it["input"]) for it in items]).to(self.device)
+            xl = torch.stack([torch.as_tensor(it["input_lm"]) for it in items]).to(self.device)
+            y = torch.stack([torch.as_tensor(it["target"]) for it in items]).to(self.device)
             o = self.g(x, xl)["img128"]
-            e = lambda t: F.normalize(self.id_feats(t)["embedding"].float(), dim=1)  # noqa: E731
-            ey = e(y)
-            sims_out.append((e(o) * ey).sum(1).cpu())
-            sims_in.append((e(x) * ey).sum(1).cpu())
+            e_out.append(e(o).cpu())
+            e_in.append(e(x).cpu())
+            e_tgt.append(e(y).cpu())
+            ids.extend(int(it["identity"]) for it in items)
             l1.append((o - y).abs().mean((1, 2, 3)).cpu())
         self.g.train()
-        return {"val_id_cos_output": float(torch.cat(sims_out).mean()), "val_id_cos_input": float(torch.cat(sims_in).mean()),
-                "val_l1": float(torch.cat(l1).mean())}
+        eo, ei, et, idt = torch.cat(e_out), torch.cat(e_in), torch.cat(e_tgt), torch.tensor(ids)
+        first = {}
+        for k, v in enumerate(ids):
+            first.setdefault(v, k)
+        gal_ids = torch.tensor(list(first))
+        gal = et[list(first.values())]
+        r1 = lambda q: float((gal_ids[(q @ gal.T).argmax(1)] == idt).float().mean())  # noqa: E731
+        return {"val_id_cos_output": float((eo * et).sum(1).mean()), "val_id_cos_input": float((ei * et).sum(1).mean()),
+                "val_rank1_output": r1(eo), "val_rank1_input": r1(ei), "val_l1": float(torch.cat(l1).mean())}
 
     @torch.no_grad()
     def sample_grid(self, path: Path, n: int = 6) -> None:
@@ -318,9 +368,13 @@ class Trainer:
     def run(self) -> Dict[str, float]:
         cfg = self.cfg
         ck = self.out / "checkpoint.pt"
+        init_step = None
         if cfg.resume and ck.is_file():
             self.load(ck)
             log.info("resumed from %s at step %d", ck, self.step)
+        elif cfg.init:
+            init_step = self.load_networks(Path(cfg.init))
+            log.info("initialised from %s (its step %d)", cfg.init, init_step)
         if self.rank == 0:
             (self.out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
             (self.out / "run.json").write_text(json.dumps({
@@ -329,6 +383,7 @@ class Trainer:
                 "val_pairs": len(self.val) if self.val else 0,
                 "pack_manifest": self.train.pack.manifest, "device": str(self.device), "world_size": self.world,
                 "splits": "train: CFP 001-350 (+LFW / renders when packed); validation: CFP 351-400",
+                "init": {"from": cfg.init, "step": init_step} if cfg.init else None,
             }, indent=2, default=str))
         csv_path = self.out / "losses.csv"
         writer, fh = None, None
@@ -344,11 +399,18 @@ class Trainer:
             if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
                 if cfg.val_every and self.step % cfg.val_every == 0:
                     logs.update(self.validate())
+                    score = logs.get("val_rank1_output", math.nan) + 1e-3 * logs.get("val_id_cos_output", math.nan)
+                    if score == score and score > self.best_val:
+                        # Model selection on the validation identities (CFP 351-400: the tuning split).
+                        self.best_val, self.best_step = score, self.step
+                        self.save_generator(self.out / "generator_best.safetensors")
                 row = {"step": self.step, "seconds": round(time.time() - t0, 2), **{k: round(v, 6) for k, v in logs.items()}}
                 if writer is None:
                     new = not csv_path.is_file()
+                    # A resumed run keeps the columns its file was started with.
+                    fields = CSV_FIELDS if new else csv_path.open().readline().strip().split(",")
                     fh = open(csv_path, "a", newline="")
-                    writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
+                    writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
                     if new:
                         writer.writeheader()
                 writer.writerow(row)
@@ -359,12 +421,10 @@ class Trainer:
                 self.sample_grid(self.out / f"samples_{self.step:06d}.png")
             if self.rank == 0 and cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
                 self.save()
+                self.save_generator(self.out / "generator.safetensors")
         if self.rank == 0:
             self.save()
-            from safetensors.torch import save_file
-
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.g.state_dict().items()}, str(self.out / "generator.safetensors"),
-                      metadata={"config": json.dumps(asdict(self.g.config)), "step": str(self.step)})
+            self.save_generator(self.out / "generator.safetensors")
         if fh:
             fh.close()
         bar.close()

@@ -23,6 +23,11 @@ class LossWeights:
     ip: float = 3e-3
     tv: float = 1e-4
     ce: float = 1e-3
+    # Not in the paper (0 = paper): weight of 1 − cosine between the identity network's embeddings
+    # of output and target. With identity-level pairs (CFP: target is another photo of the person)
+    # the spatial maps of the L1 term describe a different pose and lighting; the embedding is the
+    # part that should match, and in the L1 mean it is one level of six with a tiny scale.
+    id_cos: float = 0.0
 
     def to_dict(self) -> Dict[str, float]:
         return asdict(self)
@@ -80,10 +85,19 @@ def identity_loss(features: Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
                   real: torch.Tensor) -> torch.Tensor:
     """Mean over feature levels of the L1 distance between a frozen face network's features of the
     generated and the true frontal (the paper uses Light-CNN's last pooling maps and feature vector)."""
+    return identity_terms(features, fake, real)[0]
+
+
+def identity_terms(features: Callable[[torch.Tensor], Mapping[str, torch.Tensor]], fake: torch.Tensor,
+                   real: torch.Tensor):
+    """``(l1, cos)``: the paper's mean L1 over feature levels, and the mean ``1 − cosine`` of the
+    embeddings, from one pass of the frozen network over each image."""
     with torch.no_grad():
         fr = features(real)
     ff = features(fake)
-    return torch.stack([F.l1_loss(ff[k], fr[k]) for k in fr]).mean()
+    l1 = torch.stack([F.l1_loss(ff[k].float(), fr[k].float()) for k in fr]).mean()
+    cos = 1 - F.cosine_similarity(ff["embedding"].float(), fr["embedding"].float(), dim=1).mean()
+    return l1, cos
 
 
 class BEGANBalance:
@@ -153,8 +167,10 @@ def generator_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor, *, wei
         terms["adv"] = g_adversarial_loss(fake_logits)
     elif began_fake_err is not None:
         terms["adv"] = began_fake_err
-    if id_features is not None and weights.ip:
-        terms["ip"] = identity_loss(id_features, out["img128"], target)
+    if id_features is not None and (weights.ip or weights.id_cos):
+        terms["ip"], id_cos = identity_terms(id_features, out["img128"], target)
+        if weights.id_cos:
+            terms["id_cos"] = id_cos
     if id_labels is not None and "logits" in out:
         terms["ce"] = F.cross_entropy(out["logits"], id_labels)
     w = weights.to_dict()

@@ -2,6 +2,7 @@
 
     python -m pifr.train.pack --cfp ../shared/data/cfp --identities 1-350 --out packs/cfp_train.npz
     python -m pifr.train.pack --multipie /data/multipie --setting 1 --out packs/mpie_s1_train.npz
+    python -m pifr.train.pack --render-cfp ../shared/data/cfp --identities 1-350 --model3d model3Ddlib.mat --out packs/render_train.npz
 
 Needs the inference stack (detector and yaw weights); the resulting file is all training needs.
 """
@@ -21,7 +22,8 @@ def main(argv=None) -> int:
     src.add_argument("--cfp", help="CFP root (Data/Images/<id>/...)")
     src.add_argument("--multipie", help="Multi-PIE root (session0S/multiview/...)")
     src.add_argument("--render-cfp", help="CFP root: render its frontals at --yaws with the 3D head (pixel-exact pairs)")
-    ap.add_argument("--yaws", type=float, nargs="+", default=[-90, -75, -60, -45, -30, -15, 15, 30, 45, 60, 75, 90])
+    # No ±90: a frontal photo holds almost none of the side of the head, and renders there are smeared texture.
+    ap.add_argument("--yaws", type=float, nargs="+", default=[-75, -60, -45, -30, 30, 45, 60, 75])
     ap.add_argument("--frontals-per-identity", type=int, default=2)
     ap.add_argument("--model3d", default=None, help="model3Ddlib.mat (else $PIFR_WEIGHTS_DIR)")
     ap.add_argument("--identities", default="1-350", help="CFP identity range (CFP 351-400 are validation only)")
