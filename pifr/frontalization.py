@@ -86,7 +86,7 @@ class Frontalizer:
             raise WeightsFormatError(f"{path}: does not fit a width-{config.get('width')} generator "
                                      f"({len(missing)} missing, {len(unexpected)} unexpected keys)")
         self.net.eval().to(self.device)
-        self.name = name
+        self.name, self.path = name, Path(path)
         self._torch = torch
 
     def frontalize_crops(self, crops: np.ndarray, landmarks: np.ndarray, yaws: Sequence[float]) -> np.ndarray:

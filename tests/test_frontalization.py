@@ -62,6 +62,31 @@ def test_policies_in_verify_and_embed(gen_file):
     assert v.shape == (128,) and abs(np.linalg.norm(v) - 1) < 1e-4
 
 
+def test_auto_fusion_weight_blends_raw_and_frontalized(gen_file):
+    """w = 0 gives the raw embedding, w = 1 the frontalized one, and w = 0.5 the normalised mean."""
+    from pifr.embedders import get_embedder
+    from pifr.frontalization import get_frontalizer
+    from pifr.verification import embed_face_policy
+
+    arr = pifr.load_image(EXAMPLES / "mitchell_turned.png")
+    from pifr.detection import detect_one
+
+    face = detect_one(arr, yaw=True)
+    emb, gen = get_embedder("mobilefacenet"), get_frontalizer(gen_file)
+    raw = embed_face_policy(arr, face, emb, "never", None, 30)[0]
+    front = embed_face_policy(arr, face, emb, "always", gen, 30)[0]
+    assert float(raw @ front) < 0.99  # the (untrained) generator changes the face
+    w0, used = embed_face_policy(arr, face, emb, "auto", gen, 30, fusion_weight=0.0)
+    assert used and np.allclose(w0, raw, atol=1e-5)
+    assert np.allclose(embed_face_policy(arr, face, emb, "auto", gen, 30, fusion_weight=1.0)[0], front, atol=1e-6)
+    half = embed_face_policy(arr, face, emb, "auto", gen, 30, fusion_weight=0.5)[0]
+    mean = (raw + front) / np.linalg.norm(raw + front)
+    assert np.allclose(half, mean, atol=1e-5) and abs(np.linalg.norm(half) - 1) < 1e-5
+    # Above the threshold only: a high threshold leaves the face raw.
+    high, used = embed_face_policy(arr, face, emb, "auto", gen, 89, fusion_weight=0.5)
+    assert not used and np.allclose(high, raw)
+
+
 def test_to_template_keeps_a_frontal_face_aligned():
     from pifr.alignment import DLIB_150, TPGAN_128, transform_points, similarity_transform
 
