@@ -1,14 +1,18 @@
-"""Frontalization as a recognition front end, on the CFP tuning identities 351–400.
+"""Frontalization as a recognition front end, chosen on the CFP tuning identities 351–400.
 
-For each embedder and method — raw (no frontalization), classical 3D (Hassner et al. 2015),
-TP-GAN (when --generator is given) and the pose-aware policy (frontalize only |yaw| > T) —
-reports profile→frontal rank-1 (gallery: frontal 01 of each identity), FP verification (700
-protocol pairs, 10 interleaved folds) with EER and TAR@FAR=1 %, and the mean identity cosine of
-each profile (raw or frontalized) to the same person's true frontals. Also the 3D renderer's
-round trip: CFP 351–400 frontal 01 faces rendered at ±15…±90 and frontalized back, cosine to the
-original, and 3DDFA's yaw estimate of each render.
+For each embedder: raw (no frontalization), classical 3D (Hassner et al. 2015; skip with --no-3d),
+TP-GAN (with --generator or --installed) on every face, and the pose-aware rule on a grid —
+faces with |yaw| > T get normalise((1 − w)·raw + w·frontalized), w = 1 being "frontalized only".
+Reported on CFP 351–400: profile→frontal rank-1 (gallery: frontal 01 of each identity), FP
+verification (protocol pairs within 351–400, 10 interleaved folds) with EER and TAR@FAR=1 %, FF
+accuracy (near-frontal faces must not lose), and the mean identity cosine of each profile (raw,
+frontalized or fused) to the same person's true frontals. The rule with the best rank-1 + FP
+accuracy is printed as chosen, then reported on CMU Face Images (left/right → straight), a
+set nothing is tuned on. Also the 3D renderer's round trip (--round-trip-faces).
 
-    python benchmarks/frontalization.py --model3d ../shared/models/face-frontalization/model3Ddlib.mat [--generator runs/x/generator.safetensors]
+    python benchmarks/frontalization.py --generator runs/x/generator.safetensors --no-3d --round-trip-faces 0
+    python benchmarks/frontalization.py --installed --no-3d --round-trip-faces 0
+    python benchmarks/frontalization.py --model3d ../shared/models/face-frontalization/model3Ddlib.mat
 """
 from __future__ import annotations
 
@@ -16,94 +20,174 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _harness import append_runlog, parser, save_record, embed_paths, run_header, shared_root, weights_sha
+import json
+
+from _harness import cache_dir, embed_paths, parser, run_header, save_record, shared_root, weights_sha
 from tqdm import tqdm
 
 import pifr
-from pifr.datasets import cfp_identity, cfp_images, cfp_protocol
+from pifr.datasets import cfp_identity, cfp_images, cfp_protocol, cmu_faces
 from pifr.embedders import get_embedder
 from pifr.frontalization import get_frontalizer, to_template
 from pifr.metrics import eer, kfold_accuracy, rank1, tar_at_far
+from pifr.weights import sha256_file
 from pifr.alignment import TPGAN_128, align_with_landmarks
 
 IDS = range(351, 401)
 ANGLES = (15, 30, 45, 60, 75, 90)
 
 
-def frontal_embeddings(paths, method, emb, model3d, gen):
-    """Embedding of each image after frontalization by ``method`` (None where it failed), and its yaw."""
-    from pifr.geometry import frontalize_3d
-
-    out, yaws = {}, {}
-    for p in tqdm(paths, desc=f"{method}[{emb.name}]"):
+def tpgan_crops(paths, gen):
+    """TP-GAN frontal crops (TPGAN_128 template, uint8) by path string, ``None`` where no face; one
+    generator pass per image, shared by every embedder."""
+    out = {}
+    for p in tqdm(paths, desc="tpgan"):
         try:
             img = pifr.load_image(p)
             face = pifr.detect(img)[0]
-            yaws[str(p)] = face.yaw
-            if method == "3d":
-                crop = frontalize_3d(img, face=face, template=emb.template, model_path=model3d).image
-            else:
-                c, lm = align_with_landmarks(img, face, TPGAN_128)
-                crop = to_template(gen.frontalize_crops(c[None], lm[None], [face.yaw])[0], emb.template)
-            out[str(p)] = emb.embed_crops(crop[None])[0]
+            c, lm = align_with_landmarks(img, face, TPGAN_128)
+            out[str(p)] = gen.frontalize_crops(c[None], lm[None], [face.yaw])[0]
         except (pifr.PifrError, IndexError):
             out[str(p)] = None
-    return out, yaws
+    return out
 
 
-def evaluate(emb_of, raw_of, cfp, pairs, gallery, probes):
-    s = np.array([float(emb_of(x.a) @ emb_of(x.b)) if emb_of(x.a) is not None and emb_of(x.b) is not None else -1.0 for x in pairs])
-    y = np.array([x.same for x in pairs])
-    folds = np.arange(len(pairs)) % 10
+def embed_tpgan(crops, emb):
+    return {p: (None if c is None else emb.embed_crops(to_template(c, emb.template)[None])[0]) for p, c in crops.items()}
+
+
+def embed_3d(paths, emb, model3d):
+    """Embedding of each image after classical 3D frontalization onto the embedder's template."""
+    from pifr.geometry import frontalize_3d
+
+    out = {}
+    for p in tqdm(paths, desc=f"3d[{emb.name}]"):
+        try:
+            img = pifr.load_image(p)
+            face = pifr.detect(img)[0]
+            out[str(p)] = emb.embed_crops(frontalize_3d(img, face=face, template=emb.template, model_path=model3d).image[None])[0]
+        except (pifr.PifrError, IndexError):
+            out[str(p)] = None
+    return out
+
+
+def policy(raw, front, yaws, yaw_threshold, weight):
+    """Embedding lookup under the pose-aware rule: a face with |yaw| > ``yaw_threshold`` gets
+    normalise((1 − weight)·raw + weight·frontalized) (weight 1: frontalized only); others stay raw.
+    Where frontalization failed the raw embedding is kept."""
+    def of(p):
+        p = str(p)
+        r, f = raw.get(p), front.get(p)
+        if r is None or f is None or not abs(yaws.get(p, 0.0)) > yaw_threshold:
+            return r
+        v = (1 - weight) * r + weight * f
+        return v / np.linalg.norm(v)
+    return of
+
+
+def evaluate(emb_of, raw_of, cfp_frontals, pairs, ff_pairs, gallery, probes):
+    def scores(ps):
+        s = np.array([float(emb_of(x.a) @ emb_of(x.b)) if emb_of(x.a) is not None and emb_of(x.b) is not None else -1.0 for x in ps])
+        return s, np.array([x.same for x in ps]), np.arange(len(ps)) % 10
+    s, y, folds = scores(pairs)
     G = np.stack([emb_of(im.path) for im in gallery])
     P = np.stack([emb_of(im.path) if emb_of(im.path) is not None else np.zeros(G.shape[1], np.float32) for im in probes])
     fr_by_id = {}
-    for im in cfp_images(cfp, IDS, "frontal"):
+    for im in cfp_frontals:
         fr_by_id.setdefault(im.identity, []).append(raw_of(im.path))
     idcos = np.mean([np.mean([float(P[i] @ f) for f in fr_by_id[im.identity] if f is not None]) for i, im in enumerate(probes)])
-    return {"rank1": rank1(P, [im.identity for im in probes], G, [im.identity for im in gallery]),
-            "fp_accuracy": kfold_accuracy(s, y, folds).mean, "fp_eer": eer(s, y), "fp_tar_at_far_1e-2": tar_at_far(s, y, 1e-2)[0],
-            "profile_to_true_frontal_cos": float(idcos)}
+    r = {"rank1": rank1(P, [im.identity for im in probes], G, [im.identity for im in gallery]),
+         "fp_accuracy": kfold_accuracy(s, y, folds).mean, "fp_eer": eer(s, y), "fp_tar_at_far_1e-2": tar_at_far(s, y, 1e-2)[0],
+         "profile_to_true_frontal_cos": float(idcos)}
+    if ff_pairs:
+        s, y, folds = scores(ff_pairs)
+        r["ff_accuracy"] = kfold_accuracy(s, y, folds).mean
+    return r
+
+
+def cmu_rank1(emb_of, cmu):
+    """Rank-1 of CMU left/right (eyes open) against one straight, eyes-open photo per person."""
+    gal = {}
+    for im in cmu:
+        if im.pose == "straight" and im.eyes == "open" and im.person not in gal and emb_of(im.path) is not None:
+            gal[im.person] = emb_of(im.path)
+    probes = [im for im in cmu if im.pose in ("left", "right") and im.eyes == "open" and im.person in gal]
+    names = sorted(gal)
+    G = np.stack([gal[n] for n in names])
+    hits = [names[int(np.argmax(G @ emb_of(im.path)))] == im.person if emb_of(im.path) is not None else False for im in probes]
+    return float(np.mean(hits)), len(probes), len(names)
 
 
 def main() -> None:
     ap = parser(__doc__, "results/frontalization")
     ap.add_argument("--model3d", default=None)
-    ap.add_argument("--generator", default=None)
+    ap.add_argument("--generator", default=None, help="TP-GAN generator.safetensors (default: none; see --installed)")
+    ap.add_argument("--installed", action="store_true", help="use the installed (shipped) frontalizer")
+    ap.add_argument("--no-3d", action="store_true", help="skip classical 3D frontalization (slow: dlib 68 landmarks)")
     ap.add_argument("--policy-yaw", type=float, nargs="+", default=[30.0, 45.0, 60.0])
+    ap.add_argument("--fusion", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0],
+                    help="weights of the frontalized embedding in the pose-aware rule (1 = frontalized only)")
     ap.add_argument("--round-trip-faces", type=int, default=20, help="frontal faces for the renderer round trip (0: skip)")
     ap.add_argument("--skip-recognition", action="store_true", help="only the renderer round trip")
     args = ap.parse_args()
     root = shared_root(args.shared)
     cfp = root / "data" / "cfp"
     model3d = args.model3d or str(root / "models" / "face-frontalization" / "model3Ddlib.mat")
-    rec = run_header("frontalization", str(cfp), weights_sha(args.embedders), "tune (CFP 351-400)")
+    gen = get_frontalizer(None if args.installed else args.generator) if (args.generator or args.installed) else None
+    wsha = weights_sha(args.embedders)
+    if gen is not None:
+        wsha["generator"] = f"{gen.name} ({sha256_file(gen.path)})"
+    rec = run_header("frontalization", f"{cfp}; report-only: {root}/data/cmu_faces", wsha,
+                     "tune (CFP 351-400: rule chosen here); report (CMU Face Images, never tuned on)")
     proto = cfp_protocol(cfp, "FP")
     pairs = [x for x in proto.pairs if cfp_identity(x.a) in IDS and cfp_identity(x.b) in IDS]
-    gallery = [im for im in cfp_images(cfp, IDS, "frontal") if im.index == 1]
+    ff_pairs = [x for x in cfp_protocol(cfp, "FF").pairs if cfp_identity(x.a) in IDS and cfp_identity(x.b) in IDS]
+    frontals = cfp_images(cfp, IDS, "frontal")
+    gallery = [im for im in frontals if im.index == 1]
     probes = cfp_images(cfp, IDS, "profile")
-    gen = get_frontalizer(args.generator) if args.generator else None
-    methods = ["3d"] + (["tpgan"] if gen else [])
-    res = {}
+    every = [im.path for im in cfp_images(cfp, IDS)]
+    cmu = cmu_faces(root / "data" / "cmu_faces" / "cmu_faces_full_and_half.tar.gz", cache_dir() / "cmu_faces")
+    cmu_paths = [im.path for im in cmu if im.eyes == "open" and im.pose in ("straight", "left", "right")]
+    methods = ([] if args.no_3d else ["3d"]) + (["tpgan"] if gen else [])
+    crops = tpgan_crops(every + cmu_paths, gen) if gen else {}
+    res, chosen, cmu_res = {}, {}, {}
     t0 = time.time()
     for name in ([] if args.skip_recognition else args.embedders):
         emb = get_embedder(name)
-        raw, yaws = embed_paths([im.path for im in cfp_images(cfp, IDS)], name, args.detector, with_yaw=True)
+        raw, yaws = embed_paths(every + cmu_paths, name, args.detector, with_yaw=True)
         raw_of = lambda p: raw[str(p)]  # noqa: E731
-        r = {"raw": evaluate(raw_of, raw_of, cfp, pairs, gallery, probes)}
+        ev = lambda of: evaluate(of, raw_of, frontals, pairs, ff_pairs, gallery, probes)  # noqa: E731
+        r = {"raw": ev(raw_of)}
+        cmu_res[name] = {"raw": cmu_rank1(raw_of, cmu)}
         for m in methods:
-            fe, _ = frontal_embeddings([im.path for im in probes], m, emb, model3d, gen)
-            always = lambda p, fe=fe: fe.get(str(p), raw[str(p)]) if fe.get(str(p)) is not None or str(p) not in fe else None  # noqa: E731
-            r[m] = evaluate(always, raw_of, cfp, pairs, gallery, probes)
+            front = embed_tpgan(crops, emb) if m == "tpgan" else embed_3d(every, emb, model3d)
+            r[f"{m} (every face)"] = ev(policy(raw, front, yaws, -1.0, 1.0))
             for t in args.policy_yaw:
-                pol = lambda p, fe=fe, t=t: (fe[str(p)] if str(p) in fe and abs(yaws[str(p)]) > t and fe[str(p)] is not None else raw[str(p)])  # noqa: E731
-                r[f"{m} if |yaw|>{t:g}"] = evaluate(pol, raw_of, cfp, pairs, gallery, probes)
+                for w in args.fusion:
+                    r[f"{m} |yaw|>{t:g} w={w:g}"] = ev(policy(raw, front, yaws, t, w))
+            if m == "tpgan":
+                # The rule: best rank-1 + FP accuracy on these tuning identities.
+                key = max((k for k in r if k.startswith("tpgan |yaw|")), key=lambda k: r[k]["rank1"] + r[k]["fp_accuracy"])
+                t, w = (float(v) for v in key.replace("tpgan |yaw|>", "").split(" w="))
+                chosen[name] = {"rule": key, "yaw_threshold": t, "weight": w}
+                cmu_res[name]["tpgan (every face)"] = cmu_rank1(policy(raw, front, yaws, -1.0, 1.0), cmu)
+                cmu_res[name][f"chosen: {key}"] = cmu_rank1(policy(raw, front, yaws, t, w), cmu)
         res[name] = r
-    print("\n| embedder | method | rank-1 % | FP acc % | FP EER % | TAR@FAR=1% | profile→true frontal cos |\n|---|---|---|---|---|---|---|")
+    print("\nCFP 351-400 (tuning split)\n\n| embedder | method | rank-1 % | FP acc % | FP EER % | TAR@FAR=1% | FF acc % | profile→true frontal cos |"
+          "\n|---|---|---|---|---|---|---|---|")
     for name, r in res.items():
         for m, v in r.items():
             print(f"| {name} | {m} | {100 * v['rank1']:.1f} | {100 * v['fp_accuracy']:.2f} | {100 * v['fp_eer']:.2f} | "
-                  f"{100 * v['fp_tar_at_far_1e-2']:.1f} | {v['profile_to_true_frontal_cos']:.3f} |")
+                  f"{100 * v['fp_tar_at_far_1e-2']:.1f} | {100 * v['ff_accuracy']:.2f} | {v['profile_to_true_frontal_cos']:.3f} |")
+    if chosen:
+        print("\nChosen on CFP 351-400 (max rank-1 + FP accuracy):", json.dumps(chosen))
+    if cmu_res:
+        print("\nCMU Face Images (report only; left/right eyes-open → one straight photo per person)\n\n"
+              "| embedder | method | rank-1 % | probes | people |\n|---|---|---|---|---|")
+        for name, r in cmu_res.items():
+            for m, (acc, n, k) in r.items():
+                print(f"| {name} | {m} | {100 * acc:.1f} | {n} | {k} |")
+    rec.update(results=res, chosen=chosen, cmu=cmu_res, generator=getattr(gen, "name", None))
     # Renderer round trip.
     from pifr.geometry import frontalize_3d, load_reference, render_texture, texture_from_photo, landmarks68
 
@@ -129,8 +213,8 @@ def main() -> None:
                 back = frontalize_3d(rnd.image, face=f[0], template=emb.template, model_path=model3d).image
                 rt[a]["back_cos"].append(float(emb.embed_crops(back[None])[0] @ orig))
     if not t_render:
-        rec.update(results=res, seconds=round(time.time() - t0, 1), generator=args.generator)
-        append_runlog(Path(args.out), rec)
+        rec.update(seconds=round(time.time() - t0, 1))
+        save_record(Path(args.out), rec, "frontalization")
         return
     print(f"\nRound trip (mobilefacenet cosine to the original; threshold {emb.threshold:.3f}); render {1000 * np.median(t_render):.0f} ms median:\n")
     print("| |yaw| | n | raw render cos | frontalized back cos | 3DDFA |yaw| error (mean ± sd) | sign correct |\n|---|---|---|---|---|---|")
@@ -142,8 +226,7 @@ def main() -> None:
         rts[a]["sign_correct"] = float(np.mean(e > -a))
         print(f"| {a} | {len(e)} | {rts[a]['render_cos']:.3f} | {rts[a]['back_cos']:.3f} | {e.mean():+.1f} ± {e.std():.1f} | "
               f"{100 * rts[a]['sign_correct']:.0f} % |")
-    rec.update(results=res, round_trip=rts, render_ms_median=1000 * float(np.median(t_render)), seconds=round(time.time() - t0, 1),
-               generator=args.generator)
+    rec.update(round_trip=rts, render_ms_median=1000 * float(np.median(t_render)), seconds=round(time.time() - t0, 1))
     save_record(Path(args.out), rec, "frontalization")
 
 

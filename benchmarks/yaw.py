@@ -9,16 +9,14 @@ Reports per-label mean ± std of the estimate, the sign accuracy on turned faces
 from __future__ import annotations
 
 import argparse
-import tarfile
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from _harness import save_record, run_header, shared_root
+from _harness import cache_dir, run_header, save_record, shared_root
 from tqdm import tqdm
 
 import pifr
-from pifr.datasets import cfp_images
+from pifr.datasets import cfp_images, cmu_faces
 
 
 def main() -> None:
@@ -30,25 +28,22 @@ def main() -> None:
     root = shared_root(args.shared)
     rec = run_header("yaw", f"{root}/data/cmu_faces, {root}/data/cfp", {}, f"report (CMU all; CFP {args.cfp_identities})")
     labelled = []
-    with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(root / "data" / "cmu_faces" / "cmu_faces_full_and_half.tar.gz") as tar:
-            tar.extractall(tmp, members=[m for m in tar.getmembers() if m.name.endswith("_open.pgm") or m.name.endswith("_sunglasses.pgm")], filter="data")
-        for f in sorted(Path(tmp).glob("faces/*/*.pgm")):
-            pose = f.name.split("_")[1]
-            if pose in ("straight", "left", "right"):
-                labelled.append((f"CMU {pose}", pifr.load_image(f)))
-        a, _, b = args.cfp_identities.partition("-")
-        for im in cfp_images(root / "data" / "cfp", range(int(a), int(b) + 1)):
-            labelled.append((f"CFP {im.pose}", pifr.load_image(im.path)))
-        est = {"3ddfa": {}, "landmarks": {}}
-        missed = {}
-        for label, img in tqdm(labelled, desc="yaw"):
-            faces = pifr.detect(img, yaw=False)
-            if not faces:
-                missed[label] = missed.get(label, 0) + 1
-                continue
-            for m in est:
-                est[m].setdefault(label, []).append(pifr.estimate_yaw(img, faces[0], method=m))
+    cmu = cmu_faces(root / "data" / "cmu_faces" / "cmu_faces_full_and_half.tar.gz", cache_dir() / "cmu_faces")
+    for im in cmu:
+        if im.pose in ("straight", "left", "right"):
+            labelled.append((f"CMU {im.pose}", pifr.load_image(im.path)))
+    a, _, b = args.cfp_identities.partition("-")
+    for im in cfp_images(root / "data" / "cfp", range(int(a), int(b) + 1)):
+        labelled.append((f"CFP {im.pose}", pifr.load_image(im.path)))
+    est = {"3ddfa": {}, "landmarks": {}}
+    missed = {}
+    for label, img in tqdm(labelled, desc="yaw"):
+        faces = pifr.detect(img, yaw=False)
+        if not faces:
+            missed[label] = missed.get(label, 0) + 1
+            continue
+        for m in est:
+            est[m].setdefault(label, []).append(pifr.estimate_yaw(img, faces[0], method=m))
     res = {}
     print("\n| method | label | n | mean yaw ° | std ° | sign correct % |\n|---|---|---|---|---|---|")
     for m, by in est.items():

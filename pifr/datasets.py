@@ -135,3 +135,35 @@ def cfp_protocol(cfp_dir: Path, setting: str = "FP") -> CFPProtocol:
 def cfp_identity(path: Path) -> int:
     """Identity number of a CFP image path (``.../Images/<id>/<pose>/NN.jpg``)."""
     return int(Path(path).parent.parent.name)
+
+
+@dataclass(frozen=True)
+class CMUImage:
+    """One CMU Face Images file (Mitchell, UCI; 128×120 grayscale at full scale)."""
+
+    path: Path
+    person: str
+    pose: str  # "straight", "left", "right" or "up"
+    expression: str
+    eyes: str  # "open" or "sunglasses"
+
+
+def cmu_faces(archive: Path, dest: Path) -> List[CMUImage]:
+    """Full-scale CMU Face Images from ``cmu_faces_full_and_half.tar.gz``, extracted under ``dest``
+    once (the archive also holds half-scale ``_2`` copies, which are skipped). Its people are not
+    in CFP or LFW, and no pifr threshold or policy is tuned on it: a report-only set."""
+    import tarfile
+
+    dest = Path(dest)
+    root = dest / "faces"
+    if not root.is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, members=[m for m in tar.getmembers() if m.name.endswith(".pgm")], filter="data")
+    out = []
+    for f in sorted(root.glob("*/*.pgm")):
+        parts = f.stem.split("_")
+        if len(parts) != 4:  # "_2" / "_4": the half- and quarter-scale copies
+            continue
+        out.append(CMUImage(f, parts[0], parts[1], parts[2], parts[3]))
+    return out
