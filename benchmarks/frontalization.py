@@ -27,9 +27,10 @@ from tqdm import tqdm
 
 import pifr
 from pifr.datasets import cfp_identity, cfp_images, cfp_protocol, cmu_faces
-from pifr.embedders import get_embedder
+from pifr.embedders import get_embedder, locate_face
 from pifr.frontalization import get_frontalizer, to_template
 from pifr.metrics import eer, kfold_accuracy, rank1, tar_at_far
+from pifr.verification import fuse_embeddings
 from pifr.weights import sha256_file
 from pifr.alignment import TPGAN_128, align_with_landmarks
 
@@ -37,17 +38,17 @@ IDS = range(351, 401)
 ANGLES = (15, 30, 45, 60, 75, 90)
 
 
-def tpgan_crops(paths, gen):
+def tpgan_crops(paths, gen, detector):
     """TP-GAN frontal crops (TPGAN_128 template, uint8) by path string, ``None`` where no face; one
-    generator pass per image, shared by every embedder."""
+    generator pass per image, shared by every embedder. Faces are located as for the raw
+    embeddings (``locate_face``), so both see the same face."""
     out = {}
     for p in tqdm(paths, desc="tpgan"):
         try:
-            img = pifr.load_image(p)
-            face = pifr.detect(img)[0]
+            img, face = locate_face(p, detector=detector)
             c, lm = align_with_landmarks(img, face, TPGAN_128)
             out[str(p)] = gen.frontalize_crops(c[None], lm[None], [face.yaw])[0]
-        except (pifr.PifrError, IndexError):
+        except pifr.PifrError:
             out[str(p)] = None
     return out
 
@@ -56,17 +57,16 @@ def embed_tpgan(crops, emb):
     return {p: (None if c is None else emb.embed_crops(to_template(c, emb.template)[None])[0]) for p, c in crops.items()}
 
 
-def embed_3d(paths, emb, model3d):
+def embed_3d(paths, emb, model3d, detector):
     """Embedding of each image after classical 3D frontalization onto the embedder's template."""
     from pifr.geometry import frontalize_3d
 
     out = {}
     for p in tqdm(paths, desc=f"3d[{emb.name}]"):
         try:
-            img = pifr.load_image(p)
-            face = pifr.detect(img)[0]
+            img, face = locate_face(p, detector=detector)
             out[str(p)] = emb.embed_crops(frontalize_3d(img, face=face, template=emb.template, model_path=model3d).image[None])[0]
-        except (pifr.PifrError, IndexError):
+        except pifr.PifrError:
             out[str(p)] = None
     return out
 
@@ -80,8 +80,7 @@ def policy(raw, front, yaws, yaw_threshold, weight):
         r, f = raw.get(p), front.get(p)
         if r is None or f is None or not abs(yaws.get(p, 0.0)) > yaw_threshold:
             return r
-        v = (1 - weight) * r + weight * f
-        return v / np.linalg.norm(v)
+        return fuse_embeddings(r, f, weight)
     return of
 
 
@@ -149,7 +148,7 @@ def main() -> None:
     cmu = cmu_faces(root / "data" / "cmu_faces" / "cmu_faces_full_and_half.tar.gz", cache_dir() / "cmu_faces")
     cmu_paths = [im.path for im in cmu if im.eyes == "open" and im.pose in ("straight", "left", "right")]
     methods = ([] if args.no_3d else ["3d"]) + (["tpgan"] if gen else [])
-    crops = tpgan_crops(every + cmu_paths, gen) if gen else {}
+    crops = tpgan_crops(every + cmu_paths, gen, args.detector) if gen else {}
     res, chosen, cmu_res = {}, {}, {}
     t0 = time.time()
     for name in ([] if args.skip_recognition else args.embedders):
@@ -160,7 +159,7 @@ def main() -> None:
         r = {"raw": ev(raw_of)}
         cmu_res[name] = {"raw": cmu_rank1(raw_of, cmu)}
         for m in methods:
-            front = embed_tpgan(crops, emb) if m == "tpgan" else embed_3d(every, emb, model3d)
+            front = embed_tpgan(crops, emb) if m == "tpgan" else embed_3d(every, emb, model3d, args.detector)
             r[f"{m} (every face)"] = ev(policy(raw, front, yaws, -1.0, 1.0))
             for t in args.policy_yaw:
                 for w in args.fusion:

@@ -30,6 +30,15 @@ AUTO_YAW_THRESHOLD = 45.0
 AUTO_FUSION_WEIGHT = 0.25
 
 
+def fuse_embeddings(raw: np.ndarray, frontalized: np.ndarray, weight: float) -> np.ndarray:
+    """normalise((1 − weight)·raw + weight·frontalized) for unit ``(dim,)`` vectors; weight 1 is
+    the frontalized embedding alone."""
+    if weight >= 1.0:
+        return frontalized
+    v = (1.0 - weight) * raw + weight * frontalized
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
 def embed_face_policy(arr: np.ndarray, face: Face, emb: Any, frontalize: str, frontalizer: Any,
                       yaw_threshold: float, fusion_weight: float = AUTO_FUSION_WEIGHT) -> "tuple[np.ndarray, bool]":
     """Embedding of ``face`` under the frontalization policy; returns ``(unit vector, frontalized?)``.
@@ -50,8 +59,7 @@ def embed_face_policy(arr: np.ndarray, face: Face, emb: Any, frontalize: str, fr
     frontal = frontalizer.frontalize_crops(crop[None], lm[None], [face.yaw or 0.0])[0]
     v = emb.embed_crops(to_template(frontal, emb.template)[None])[0]
     if w < 1.0:
-        v = (1.0 - w) * emb.embed_crops(emb.align(arr, face)[None])[0] + w * v
-        v = (v / np.linalg.norm(v)).astype(np.float32)
+        v = fuse_embeddings(emb.embed_crops(emb.align(arr, face)[None])[0], v, w)
     return v, True
 
 

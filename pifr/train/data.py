@@ -160,16 +160,24 @@ class Pack:
         return cls(z["jpeg"], z["offsets"], z["landmarks"], z["yaw"], z["identity"], z["frontal"], z["group"],
                    z["source"], json.loads(str(z["manifest"])))
 
+    @classmethod
+    def from_records(cls, blobs: Sequence[np.ndarray], landmarks: Sequence[np.ndarray], yaw: Sequence[float],
+                     identity: Sequence[int], frontal: Sequence[bool], group: Sequence[int], source: Sequence[str],
+                     manifest: dict) -> "Pack":
+        """A pack from per-record JPEG byte arrays and fields (the offsets are derived)."""
+        offsets = np.zeros(len(blobs) + 1, np.int64)
+        offsets[1:] = np.cumsum([len(b) for b in blobs])
+        return cls(np.concatenate(blobs) if len(blobs) else np.zeros(0, np.uint8), offsets,
+                   np.stack(landmarks).astype(np.float32) if len(landmarks) else np.zeros((0, 5, 2), np.float32),
+                   np.asarray(yaw, np.float32), np.asarray(identity, np.int32), np.asarray(frontal, bool),
+                   np.asarray(group, np.int32), np.asarray(source), manifest)
 
     def subset(self, keep: np.ndarray) -> "Pack":
         """The records where the boolean mask ``keep`` is true (e.g. dropping renders at ±90°)."""
         idx = np.nonzero(keep)[0]
-        blobs = [self.jpeg[self.offsets[i]:self.offsets[i + 1]] for i in idx]
-        offsets = np.zeros(len(idx) + 1, np.int64)
-        offsets[1:] = np.cumsum([len(b) for b in blobs])
-        return Pack(np.concatenate(blobs) if blobs else np.zeros(0, np.uint8), offsets, self.landmarks[idx], self.yaw[idx],
-                    self.identity[idx], self.frontal[idx], self.group[idx], self.source[idx],
-                    dict(self.manifest, subset_of=int(len(self)), kept=int(len(idx))))
+        return Pack.from_records([self.jpeg[self.offsets[i]:self.offsets[i + 1]] for i in idx], self.landmarks[idx],
+                                 self.yaw[idx], self.identity[idx], self.frontal[idx], self.group[idx], self.source[idx],
+                                 dict(self.manifest, subset_of=int(len(self)), kept=int(len(idx))))
 
     @classmethod
     def concat(cls, packs: Sequence["Pack"]) -> "Pack":
@@ -195,8 +203,7 @@ def build_pack(items: Iterable[Tuple[str, int, bool, int]], manifest: dict, *, d
                progress: bool = True) -> Pack:
     """Detect, align to TPGAN_128 and JPEG-encode each ``(path, identity, is_frontal, group)``.
     Images without a face are skipped and counted in the manifest."""
-    from .. import detect, load_image
-    from ..embedders import pick_face
+    from ..embedders import locate_face
 
     items = list(items)
     it = items
@@ -208,9 +215,7 @@ def build_pack(items: Iterable[Tuple[str, int, bool, int]], manifest: dict, *, d
     skipped = []
     for path, ident, is_frontal, group in it:
         try:
-            img = load_image(path)
-            faces = detect(img, detector=detector) or detect(img, detector=detector, min_score=0.5)
-            face = pick_face(faces, img.shape, "largest")
+            img, face = locate_face(path, detector=detector, select="largest", retry_min_score=0.5)
         except Exception as e:  # noqa: BLE001 - one bad image must not stop the pack
             skipped.append(f"{path}: {type(e).__name__}")
             continue
@@ -222,13 +227,9 @@ def build_pack(items: Iterable[Tuple[str, int, bool, int]], manifest: dict, *, d
         fr.append(is_frontal)
         groups.append(group)
         srcs.append(str(path))
-    offsets = np.zeros(len(blobs) + 1, np.int64)
-    offsets[1:] = np.cumsum([len(b) for b in blobs])
     manifest = dict(manifest, images=len(blobs), skipped=len(skipped), skipped_examples=skipped[:20], detector=detector,
                     crop="pifr.alignment.TPGAN_128 (eyes_mouth rule)")
-    return Pack(np.concatenate(blobs) if blobs else np.zeros(0, np.uint8), offsets, np.stack(lms) if lms else np.zeros((0, 5, 2), np.float32),
-                np.array(yaws, np.float32), np.array(ids, np.int32), np.array(fr, bool), np.array(groups, np.int32),
-                np.array(srcs), manifest)
+    return Pack.from_records(blobs, lms, yaws, ids, fr, groups, srcs, manifest)
 
 
 def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float], manifest: dict, *,
@@ -237,8 +238,7 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
     the 3D reference head (:mod:`pifr.geometry`) and rendered at 0° (the target, frontal) and at
     every yaw in ``yaws`` (the inputs), all in one pairing group; crops and landmarks come from
     the renderer, so no detection runs on the renders and the yaw labels are exact."""
-    from .. import detect, load_image
-    from ..embedders import pick_face
+    from ..embedders import locate_face
     from ..geometry import landmarks68, load_reference, render_texture, texture_from_photo
 
     ref = load_reference(model_path)
@@ -251,8 +251,7 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
     blobs, lms, yaw_l, ids, fr, groups, srcs, skipped = [], [], [], [], [], [], [], []
     for g, (path, ident) in enumerate(it):
         try:
-            img = load_image(path)
-            face = pick_face(detect(img, detector=detector), img.shape, "center")
+            img, face = locate_face(path, detector=detector, select="center", retry_min_score=None)
             tex, _, _ = texture_from_photo(img, landmarks68(img, face), ref)
         except Exception as e:  # noqa: BLE001 - one bad photo must not stop the pack
             skipped.append(f"{path}: {type(e).__name__}")
@@ -267,13 +266,9 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
             fr.append(y == 0)
             groups.append(g)
             srcs.append(f"{path}@{y:+.0f}")
-    offsets = np.zeros(len(blobs) + 1, np.int64)
-    offsets[1:] = np.cumsum([len(b) for b in blobs])
     manifest = dict(manifest, images=len(blobs), skipped=len(skipped), skipped_examples=skipped[:20], yaws=list(yaws),
                     renderer="pifr.geometry (Hassner et al. 2015 reference head)", crop="pifr.alignment.TPGAN_128 (eyes_mouth rule)")
-    return Pack(np.concatenate(blobs) if blobs else np.zeros(0, np.uint8), offsets,
-                np.stack(lms) if lms else np.zeros((0, 5, 2), np.float32), np.array(yaw_l, np.float32),
-                np.array(ids, np.int32), np.array(fr, bool), np.array(groups, np.int32), np.array(srcs), manifest)
+    return Pack.from_records(blobs, lms, yaw_l, ids, fr, groups, srcs, manifest)
 
 
 def cfp_items(cfp_dir: Path, identities: range) -> List[Tuple[str, int, bool, int]]:

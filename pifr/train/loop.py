@@ -93,8 +93,13 @@ def _range(s: str) -> Optional[range]:
 
 
 #: Model selection on the validation identities: rank-1 first (discrimination), identity cosine
-#: to break ties. Kept in checkpoints so a resumed run compares like with like.
+#: to break ties (:func:`selection_score`). Kept in checkpoints so a resumed run compares like with like.
 SELECTION = "val_rank1_output + 1e-3 * val_id_cos_output"
+
+
+def selection_score(val: Dict[str, float]) -> float:
+    """:data:`SELECTION` evaluated on :meth:`Trainer.validate`'s output (NaN when absent)."""
+    return val.get("val_rank1_output", math.nan) + 1e-3 * val.get("val_id_cos_output", math.nan)
 
 CSV_FIELDS = ["step", "seconds", "d", "began_k", "began_M", "g_pixel", "g_sym", "g_adv", "g_ip", "g_id_cos", "g_tv", "g_ce",
               "g_total", "val_id_cos_output", "val_id_cos_input", "val_rank1_output", "val_rank1_input", "val_l1"]
@@ -399,8 +404,8 @@ class Trainer:
             if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
                 if cfg.val_every and self.step % cfg.val_every == 0:
                     logs.update(self.validate())
-                    score = logs.get("val_rank1_output", math.nan) + 1e-3 * logs.get("val_id_cos_output", math.nan)
-                    if score == score and score > self.best_val:
+                    score = selection_score(logs)
+                    if score > self.best_val:  # False for NaN
                         # Model selection on the validation identities (CFP 351-400: the tuning split).
                         self.best_val, self.best_step = score, self.step
                         self.save_generator(self.out / "generator_best.safetensors")
@@ -408,7 +413,11 @@ class Trainer:
                 if writer is None:
                     new = not csv_path.is_file()
                     # A resumed run keeps the columns its file was started with.
-                    fields = CSV_FIELDS if new else csv_path.open().readline().strip().split(",")
+                    if new:
+                        fields = CSV_FIELDS
+                    else:
+                        with csv_path.open() as f:
+                            fields = f.readline().strip().split(",")
                     fh = open(csv_path, "a", newline="")
                     writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
                     if new:
