@@ -168,6 +168,23 @@ def test_synthetic_pack_gives_pixel_exact_pairs(shared, lfw, tmp_path):
     fr = pack.landmarks[pack.frontal]
     assert np.abs(fr[:, :2, 1].mean(1) - 41).max() < 2  # the 0° renders sit on the TP-GAN template
 
+    # target="photo": the frontal is the aligned photo — the same face as the 0° render (whose
+    # texture came from it; the render has the reference head's shape, so only roughly aligned)
+    # with real surroundings where the render is black.
+    photo = build_synthetic_pack(items, [-60, 45], {"source": "test"}, model_path=str(model), progress=False, target="photo")
+    assert photo.manifest["target"] == "photo" and len(photo) == 6
+    face = (slice(40, 100), slice(36, 92))
+    fronts = np.flatnonzero(pack.frontal)
+    for k, other in zip(fronts, fronts[::-1]):
+        r = pack.image(k).astype(np.float32)
+        d = lambda j: np.abs(r[face] - photo.image(j).astype(np.float32)[face]).mean()  # noqa: E731
+        assert d(k) < d(other), "the photo target must show the render's face"
+        assert (photo.image(k).max(2) < 16).mean() < 0.5 * (r.max(2) < 16).mean(), "the photo target keeps its surroundings"
+    assert np.allclose(photo.landmarks[fronts][:, :2, 1], 41, atol=2)  # eyes on the template row, like the renders
+    assert np.array_equal(photo.image(1), pack.image(1))  # the renders themselves do not change
+    with pytest.raises(ValueError):
+        build_synthetic_pack(items, [45], {}, model_path=str(model), progress=False, target="mesh")
+
 
 def test_validation_rank1_of_a_passthrough_generator_equals_the_raw_input(small_pack, tmp_path):
     """validate(): a generator that returns its input must score exactly like the raw input, and
@@ -178,7 +195,9 @@ def test_validation_rank1_of_a_passthrough_generator_equals_the_raw_input(small_
                       val_pairs=100, resume=False)
 
     class Passthrough(torch.nn.Module):
-        def forward(self, x, lm):
+        noise_dim = 1
+
+        def forward(self, x, lm, noise=None):
             return {"img128": x}
 
     tr = Trainer(cfg)

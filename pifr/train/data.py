@@ -232,12 +232,24 @@ def build_pack(items: Iterable[Tuple[str, int, bool, int]], manifest: dict, *, d
     return Pack.from_records(blobs, lms, yaws, ids, fr, groups, srcs, manifest)
 
 
+SYNTHETIC_TARGETS = ("render", "photo")
+
+
 def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float], manifest: dict, *,
-                         model_path: Optional[str] = None, detector: str = "retinaface", progress: bool = True) -> Pack:
+                         model_path: Optional[str] = None, detector: str = "retinaface", progress: bool = True,
+                         target: str = "render") -> Pack:
     """Pixel-exact pairs from real frontal photos ``(path, identity)``: each face is textured onto
-    the 3D reference head (:mod:`pifr.geometry`) and rendered at 0° (the target, frontal) and at
-    every yaw in ``yaws`` (the inputs), all in one pairing group; crops and landmarks come from
-    the renderer, so no detection runs on the renders and the yaw labels are exact."""
+    the 3D reference head (:mod:`pifr.geometry`) and rendered at every yaw in ``yaws`` (the
+    inputs), all in one pairing group with its frontal target; crops and landmarks come from the
+    renderer, so no detection runs on the renders and the yaw labels are exact.
+
+    ``target``: ``"render"`` — the head rendered at 0° (face only, black around it);
+    ``"photo"`` — the photo itself, aligned by its detected landmarks: the same pixels on the face
+    (the texture was sampled from them) plus the real hair and background, so a generator trained
+    on it does not learn to black out everything but the face. The renders keep their black
+    surround either way."""
+    if target not in SYNTHETIC_TARGETS:
+        raise ValueError(f"target must be one of {SYNTHETIC_TARGETS}, not {target!r}")
     from ..embedders import locate_face
     from ..geometry import landmarks68, load_reference, render_texture, texture_from_photo
 
@@ -257,8 +269,11 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
             skipped.append(f"{path}: {type(e).__name__}")
             continue
         for y in (0.0, *yaws):
-            r = render_texture(tex, ref, y)
-            crop, lm = align_with_landmarks(r.image, ref.landmarks5 if y == 0 else r.landmarks, TPGAN_128)
+            if y == 0 and target == "photo":
+                crop, lm = align_with_landmarks(img, face.landmarks, TPGAN_128)
+            else:
+                r = render_texture(tex, ref, y)
+                crop, lm = align_with_landmarks(r.image, ref.landmarks5 if y == 0 else r.landmarks, TPGAN_128)
             blobs.append(np.frombuffer(_jpeg(crop), np.uint8))
             lms.append(lm)
             yaw_l.append(y)
@@ -267,7 +282,8 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
             groups.append(g)
             srcs.append(f"{path}@{y:+.0f}")
     manifest = dict(manifest, images=len(blobs), skipped=len(skipped), skipped_examples=skipped[:20], yaws=list(yaws),
-                    renderer="pifr.geometry (Hassner et al. 2015 reference head)", crop="pifr.alignment.TPGAN_128 (eyes_mouth rule)")
+                    renderer="pifr.geometry (Hassner et al. 2015 reference head)", crop="pifr.alignment.TPGAN_128 (eyes_mouth rule)",
+                    target=target)
     return Pack.from_records(blobs, lms, yaw_l, ids, fr, groups, srcs, manifest)
 
 

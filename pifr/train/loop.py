@@ -193,7 +193,7 @@ class Trainer:
             idx.append(self._order[self._pos])
             self._pos += 1
         items = [self.train[i] for i in idx]
-        batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
+        batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}  # yaw and identity are plain numbers
         return {k: v.to(self.device) for k, v in batch.items()}
 
     # ---------------------------------------------------------------- one step
@@ -333,10 +333,10 @@ class Trainer:
         e = lambda t: F.normalize(self.id_feats(t)["embedding"].float(), dim=1)  # noqa: E731
         for i in range(0, n, self.cfg.batch):
             items = [self.val[k] for k in range(i, min(n, i + self.cfg.batch))]
-            x = torch.stack([torch.as_tensor(it["input"]) for it in items]).to(self.device)
-            xl = torch.stack([torch.as_tensor(it["input_lm"]) for it in items]).to(self.device)
-            y = torch.stack([torch.as_tensor(it["target"]) for it in items]).to(self.device)
-            o = self.g(x, xl)["img128"]
+            x = torch.stack([it["input"] for it in items]).to(self.device)
+            xl = torch.stack([it["input_lm"] for it in items]).to(self.device)
+            y = torch.stack([it["target"] for it in items]).to(self.device)
+            o = self._generate(x, xl)
             e_out.append(e(o).cpu())
             e_in.append(e(x).cpu())
             e_tgt.append(e(y).cpu())
@@ -353,6 +353,12 @@ class Trainer:
         return {"val_id_cos_output": float((eo * et).sum(1).mean()), "val_id_cos_input": float((ei * et).sum(1).mean()),
                 "val_rank1_output": r1(eo), "val_rank1_input": r1(ei), "val_l1": float(torch.cat(l1).mean())}
 
+    def _generate(self, x: torch.Tensor, xl: torch.Tensor) -> torch.Tensor:
+        """Output at 128 px with zero noise, as :class:`pifr.frontalization.Frontalizer` runs it,
+        so validation figures and samples match what users get."""
+        noise = torch.zeros(len(x), self.g.noise_dim, device=x.device, dtype=x.dtype)
+        return self.g(x, xl, noise)["img128"]
+
     @torch.no_grad()
     def sample_grid(self, path: Path, n: int = 6) -> None:
         from PIL import Image
@@ -363,7 +369,7 @@ class Trainer:
         xl = torch.stack([it["input_lm"] for it in items]).to(self.device)
         y = torch.stack([it["target"] for it in items]).to(self.device)
         self.g.eval()
-        o = self.g(x, xl)["img128"]
+        o = self._generate(x, xl)
         self.g.train()
         rows = torch.cat([torch.cat([a, b, c], 2) for a, b, c in zip(x, o, y)], 1)  # (3, n*128, 384)
         img = ((rows.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()

@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     # No ±90: a frontal photo holds almost none of the side of the head, and renders there are smeared texture.
     ap.add_argument("--yaws", type=float, nargs="+", default=[-75, -60, -45, -30, 30, 45, 60, 75])
     ap.add_argument("--frontals-per-identity", type=int, default=2)
+    ap.add_argument("--render-target", default="render", choices=["render", "photo"],
+                    help="frontal target of rendered pairs: the 0° render (face only) or the aligned photo itself")
     ap.add_argument("--model3d", default=None, help="model3Ddlib.mat (else $PIFR_WEIGHTS_DIR)")
     ap.add_argument("--identities", default="1-350", help="CFP identity range (CFP 351-400 are validation only)")
     ap.add_argument("--setting", type=int, default=1, help="Multi-PIE setting (1 or 2)")
@@ -42,7 +44,8 @@ def main(argv=None) -> int:
         frontals = [(str(im.path), im.identity) for im in cfp_images(Path(args.render_cfp), ids, "frontal")
                     if im.index <= args.frontals_per_identity]
         pack = build_synthetic_pack(frontals, args.yaws, {"source": "CFP frontals rendered at known yaws",
-                                                           "identities": args.identities}, model_path=args.model3d)
+                                                           "identities": args.identities}, model_path=args.model3d,
+                                    target=args.render_target)
         pack.save(Path(args.out))
         print(json.dumps({k: v for k, v in pack.manifest.items() if k != "skipped_examples"}))
         return 0
