@@ -260,6 +260,30 @@ def _fill(values: np.ndarray, valid: np.ndarray, region: np.ndarray) -> np.ndarr
     return out
 
 
+def fill_background(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``img`` (H, W, 3) uint8 with everything outside ``mask`` (H, W) bool replaced by the colours
+    at the mask's edge, spread outwards and blurred more the farther they go (normalised
+    convolution at growing scales): an out-of-focus stand-in for a background, so that a rendered
+    face does not sit on black, which no real photo does. Pixels inside ``mask`` are unchanged."""
+    import cv2
+
+    if not mask.any():
+        raise ValueError("empty mask: nothing to spread")
+    out = img.astype(np.float32)
+    have = mask.copy()
+    for sigma in (2.0, 4.0, 8.0, 16.0, 32.0, 64.0):
+        todo = ~have
+        if not todo.any():
+            break
+        w = cv2.GaussianBlur(have.astype(np.float32), (0, 0), sigma)
+        num = cv2.GaussianBlur(out * have[..., None], (0, 0), sigma).reshape(out.shape)
+        ok = todo & (w > 1e-3)
+        out[ok] = num[ok] / w[ok][:, None]
+        have |= ok
+    out[~have] = img[mask].mean(0)
+    return np.where(mask[..., None], img, out.round().clip(0, 255).astype(np.uint8))
+
+
 def render_texture(tex: np.ndarray, ref: ReferenceFace, yaw: float, supersample: int = 2) -> Render:
     """Turn the textured reference head by ``yaw`` degrees about its vertical axis and render it
     from the reference camera with a z-buffer.

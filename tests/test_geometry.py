@@ -49,6 +49,24 @@ def test_render_yaw_is_what_was_asked(model3d, frontal, yaw):
     assert np.abs(faces[0].landmarks[2] - r.landmarks[2]).max() < 0.15 * faces[0].width  # the detector is least sure of the nose at high yaw
 
 
+def test_fill_background_spreads_the_face_edge_and_keeps_the_face(model3d, frontal):
+    from pifr.geometry import fill_background, render_at_yaw
+
+    r = render_at_yaw(frontal, 45, model_path=model3d)
+    out = fill_background(r.image, r.mask)
+    assert np.array_equal(out[r.mask], r.image[r.mask])
+    assert (out[~r.mask].max(1) < 10).mean() < 0.01, "the black surround must be gone"
+    # Just outside the face the colour is the face edge's; far out it is smooth.
+    ys, xs = np.nonzero(r.mask)
+    ring = np.zeros_like(r.mask)
+    ring[max(ys.min() - 4, 0):ys.max() + 5, max(xs.min() - 4, 0):xs.max() + 5] = True
+    ring &= ~r.mask
+    edge = r.image[r.mask & (np.abs(np.diff(r.mask.astype(int), axis=1, prepend=0)) > 0)].astype(float).mean(0)
+    assert np.abs(out[ring].astype(float).mean(0) - edge).max() < 40
+    with pytest.raises(ValueError):
+        fill_background(r.image, np.zeros_like(r.mask))
+
+
 def test_round_trip_keeps_identity(model3d, frontal, lfw):
     from pifr.geometry import render_at_yaw
 

@@ -185,6 +185,14 @@ def test_synthetic_pack_gives_pixel_exact_pairs(shared, lfw, tmp_path):
     with pytest.raises(ValueError):
         build_synthetic_pack(items, [45], {}, model_path=str(model), progress=False, target="mesh")
 
+    # background="fill": the rendered inputs lose their black surround, the targets do not change.
+    filled = build_synthetic_pack(items, [-60, 45], {}, model_path=str(model), progress=False, target="photo", background="fill")
+    dark = lambda im: (im.max(2) < 16).mean()  # noqa: E731
+    for k in np.flatnonzero(~pack.frontal):
+        assert dark(filled.image(k)) < 0.3 * dark(pack.image(k))
+    for k in fronts:
+        assert np.array_equal(filled.image(k), photo.image(k))
+
 
 def test_validation_rank1_of_a_passthrough_generator_equals_the_raw_input(small_pack, tmp_path):
     """validate(): a generator that returns its input must score exactly like the raw input, and

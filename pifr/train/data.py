@@ -233,11 +233,12 @@ def build_pack(items: Iterable[Tuple[str, int, bool, int]], manifest: dict, *, d
 
 
 SYNTHETIC_TARGETS = ("render", "photo")
+SYNTHETIC_BACKGROUNDS = ("black", "fill")
 
 
 def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float], manifest: dict, *,
                          model_path: Optional[str] = None, detector: str = "retinaface", progress: bool = True,
-                         target: str = "render") -> Pack:
+                         target: str = "render", background: str = "black") -> Pack:
     """Pixel-exact pairs from real frontal photos ``(path, identity)``: each face is textured onto
     the 3D reference head (:mod:`pifr.geometry`) and rendered at every yaw in ``yaws`` (the
     inputs), all in one pairing group with its frontal target; crops and landmarks come from the
@@ -246,12 +247,17 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
     ``target``: ``"render"`` — the head rendered at 0° (face only, black around it);
     ``"photo"`` — the photo itself, aligned by its detected landmarks: the same pixels on the face
     (the texture was sampled from them) plus the real hair and background, so a generator trained
-    on it does not learn to black out everything but the face. The renders keep their black
-    surround either way."""
+    on it does not learn to black out everything but the face.
+
+    ``background`` of the rendered inputs: ``"black"`` as rendered, or ``"fill"`` — the colours at
+    the face's edge spread outwards and blurred (:func:`pifr.geometry.fill_background`), so that a
+    black surround does not tell the generator "this is a render" apart from a real profile."""
     if target not in SYNTHETIC_TARGETS:
         raise ValueError(f"target must be one of {SYNTHETIC_TARGETS}, not {target!r}")
+    if background not in SYNTHETIC_BACKGROUNDS:
+        raise ValueError(f"background must be one of {SYNTHETIC_BACKGROUNDS}, not {background!r}")
     from ..embedders import locate_face
-    from ..geometry import landmarks68, load_reference, render_texture, texture_from_photo
+    from ..geometry import fill_background, landmarks68, load_reference, render_texture, texture_from_photo
 
     ref = load_reference(model_path)
     items = list(items)
@@ -273,7 +279,8 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
                 crop, lm = align_with_landmarks(img, face.landmarks, TPGAN_128)
             else:
                 r = render_texture(tex, ref, y)
-                crop, lm = align_with_landmarks(r.image, ref.landmarks5 if y == 0 else r.landmarks, TPGAN_128)
+                im = fill_background(r.image, r.mask) if background == "fill" and y != 0 else r.image
+                crop, lm = align_with_landmarks(im, ref.landmarks5 if y == 0 else r.landmarks, TPGAN_128)
             blobs.append(np.frombuffer(_jpeg(crop), np.uint8))
             lms.append(lm)
             yaw_l.append(y)
@@ -283,7 +290,7 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
             srcs.append(f"{path}@{y:+.0f}")
     manifest = dict(manifest, images=len(blobs), skipped=len(skipped), skipped_examples=skipped[:20], yaws=list(yaws),
                     renderer="pifr.geometry (Hassner et al. 2015 reference head)", crop="pifr.alignment.TPGAN_128 (eyes_mouth rule)",
-                    target=target)
+                    target=target, background=background)
     return Pack.from_records(blobs, lms, yaw_l, ids, fr, groups, srcs, manifest)
 
 

@@ -25,6 +25,8 @@ def main(argv=None) -> int:
     # No ±90: a frontal photo holds almost none of the side of the head, and renders there are smeared texture.
     ap.add_argument("--yaws", type=float, nargs="+", default=[-75, -60, -45, -30, 30, 45, 60, 75])
     ap.add_argument("--frontals-per-identity", type=int, default=2)
+    ap.add_argument("--render-background", default="black", choices=["black", "fill"],
+                    help="surround of the rendered inputs: black as rendered, or the face's edge colours spread and blurred")
     ap.add_argument("--render-target", default="render", choices=["render", "photo"],
                     help="frontal target of rendered pairs: the 0° render (face only) or the aligned photo itself")
     ap.add_argument("--model3d", default=None, help="model3Ddlib.mat (else $PIFR_WEIGHTS_DIR)")
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
                     if im.index <= args.frontals_per_identity]
         pack = build_synthetic_pack(frontals, args.yaws, {"source": "CFP frontals rendered at known yaws",
                                                            "identities": args.identities}, model_path=args.model3d,
-                                    target=args.render_target)
+                                    target=args.render_target, background=args.render_background)
         pack.save(Path(args.out))
         print(json.dumps({k: v for k, v in pack.manifest.items() if k != "skipped_examples"}))
         return 0
