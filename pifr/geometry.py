@@ -23,7 +23,7 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -240,14 +240,16 @@ def _rotation_z(yaw_deg: float) -> np.ndarray:
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
 
 
-def _fill(values: np.ndarray, valid: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Fill ``values`` (H, W, C) where not ``valid`` but inside ``region`` by normalised
-    convolution at growing scales (coordinates vary smoothly over the surface)."""
+def _fill(values: np.ndarray, valid: np.ndarray, region: np.ndarray,
+          sigmas: Sequence[float] = (1.5, 3.0, 6.0, 12.0)) -> Tuple[np.ndarray, np.ndarray]:
+    """Fill float ``values`` (H, W, C) where not ``valid`` but inside ``region`` by normalised
+    convolution at growing scales ``sigmas`` (px). Returns ``(filled, have)``, ``have`` marking
+    the pixels that now hold a value (the largest scale may not reach everywhere)."""
     import cv2
 
     out = values.copy()
     have = valid.copy()
-    for sigma in (1.5, 3.0, 6.0, 12.0):
+    for sigma in sigmas:
         todo = region & ~have
         if not todo.any():
             break
@@ -257,7 +259,7 @@ def _fill(values: np.ndarray, valid: np.ndarray, region: np.ndarray) -> np.ndarr
         ok = todo & (w > 1e-3)
         out[ok] = num[ok] / w[ok][:, None]
         have = have | ok
-    return out
+    return out, have
 
 
 def fill_background(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -265,21 +267,9 @@ def fill_background(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     at the mask's edge, spread outwards and blurred more the farther they go (normalised
     convolution at growing scales): an out-of-focus stand-in for a background, so that a rendered
     face does not sit on black, which no real photo does. Pixels inside ``mask`` are unchanged."""
-    import cv2
-
     if not mask.any():
         raise ValueError("empty mask: nothing to spread")
-    out = img.astype(np.float32)
-    have = mask.copy()
-    for sigma in (2.0, 4.0, 8.0, 16.0, 32.0, 64.0):
-        todo = ~have
-        if not todo.any():
-            break
-        w = cv2.GaussianBlur(have.astype(np.float32), (0, 0), sigma)
-        num = cv2.GaussianBlur(out * have[..., None], (0, 0), sigma).reshape(out.shape)
-        ok = todo & (w > 1e-3)
-        out[ok] = num[ok] / w[ok][:, None]
-        have |= ok
+    out, have = _fill(img.astype(np.float32), mask, np.ones_like(mask), sigmas=(2.0, 4.0, 8.0, 16.0, 32.0, 64.0))
     out[~have] = img[mask].mean(0)
     return np.where(mask[..., None], img, out.round().clip(0, 255).astype(np.uint8))
 
@@ -318,7 +308,7 @@ def render_texture(tex: np.ndarray, ref: ReferenceFace, yaw: float, supersample:
     cmap[flat[win]] = coords[inside][win]
     valid = np.isfinite(zbuf).reshape(REF_SIZE, REF_SIZE)
     region = cv2.morphologyEx(valid.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((15, 15), np.uint8)).astype(bool)
-    cmap = _fill(cmap.reshape(REF_SIZE, REF_SIZE, 2), valid, region)
+    cmap, _ = _fill(cmap.reshape(REF_SIZE, REF_SIZE, 2), valid, region)
     img = cv2.remap(tex, cmap[..., 0], cmap[..., 1], interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     img = np.where(region[..., None], img, 0).round().clip(0, 255).astype(np.uint8)
     lm3 = (ref.landmarks3d - centre) @ rz.T + centre
