@@ -92,6 +92,27 @@ def cfp_images(cfp_dir: Path, identities: Optional[range] = None, pose: Optional
     return out
 
 
+def cfp_names(cfp_dir: Path) -> Dict[int, str]:
+    """CFP identity number → the person's name (``Data/list_name.txt``, one per line, in
+    identity order), spelt as LFW spells names (spaces → underscores)."""
+    lines = (Path(cfp_dir) / "Data" / "list_name.txt").read_text().splitlines()
+    return {i + 1: n.strip().replace(" ", "_") for i, n in enumerate(lines) if n.strip()}
+
+
+def lfw_people(lfw_dir: Path, exclude: Optional[set] = None) -> List[List[Path]]:
+    """Every LFW person's images (name order; each list in image order), leaving out people
+    whose name is in ``exclude`` — e.g. the CFP validation identities, 19 of whose 50 are also
+    in LFW, so that training on LFW never shows a validation person."""
+    exclude = exclude or set()
+    out = []
+    for d in sorted(Path(lfw_dir).iterdir()):
+        if d.is_dir() and d.name not in exclude:
+            imgs = sorted(d.glob(f"{d.name}_*.jpg"))
+            if imgs:
+                out.append(imgs)
+    return out
+
+
 @dataclass(frozen=True)
 class CFPProtocol:
     pairs: List[Pair]

@@ -194,6 +194,31 @@ def test_synthetic_pack_gives_pixel_exact_pairs(shared, lfw, tmp_path):
         assert np.array_equal(filled.image(k), photo.image(k))
 
 
+def test_synthetic_pack_skips_turned_sources_and_lfw_sources_leave_out_validation_people(shared, lfw, cfp):
+    model = shared / "models" / "face-frontalization" / "model3Ddlib.mat"
+    if not model.is_file():
+        pytest.skip("model3Ddlib.mat not available")
+    import argparse
+
+    from pifr.train.data import LFW_IDENTITY_BASE, build_synthetic_pack
+    from pifr.train.pack import lfw_sources
+
+    # A real profile (CFP 001, ~66° by 3DDFA) is no source for renders; a frontal LFW photo is.
+    items = [(str(cfp / "Data" / "Images" / "001" / "profile" / "01.jpg"), 1),
+             (str(lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0002.jpg"), 2)]
+    pack = build_synthetic_pack(items, [45], {}, model_path=str(model), progress=False, max_source_yaw=15)
+    assert set(pack.identity.tolist()) == {2} and pack.manifest["skipped"] == 1
+    assert "source yaw" in pack.manifest["skipped_examples"][0] and pack.manifest["max_source_yaw"] == 15
+
+    args = argparse.Namespace(render_lfw=str(lfw), exclude_cfp=str(cfp), lfw_people=300, identities="1-350")
+    chosen, manifest = lfw_sources(args, range(1, 351))
+    again, _ = lfw_sources(args, range(1, 351))
+    assert len(chosen) == 300 and chosen == again  # a seeded, repeatable choice
+    names = {Path(p).parent.name for p, _ in chosen}
+    assert "Tony_Blair" in manifest["excluded_cfp_people"] and not names & set(manifest["excluded_cfp_people"])
+    assert all(i >= LFW_IDENTITY_BASE for _, i in chosen) and len({i for _, i in chosen}) == 300
+
+
 def test_validation_rank1_of_a_passthrough_generator_equals_the_raw_input(small_pack, tmp_path):
     """validate(): a generator that returns its input must score exactly like the raw input, and
     real CFP profiles must be identified among three identities better than chance."""

@@ -232,13 +232,18 @@ def build_pack(items: Iterable[Tuple[str, int, bool, int]], manifest: dict, *, d
     return Pack.from_records(blobs, lms, yaws, ids, fr, groups, srcs, manifest)
 
 
+#: Identity numbers of LFW people in packs: this + the person's index among all LFW names, far
+#: above CFP's 1–500 so the two never collide.
+LFW_IDENTITY_BASE = 100_000
+
 SYNTHETIC_TARGETS = ("render", "photo")
 SYNTHETIC_BACKGROUNDS = ("black", "fill")
 
 
 def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float], manifest: dict, *,
                          model_path: Optional[str] = None, detector: str = "retinaface", progress: bool = True,
-                         target: str = "render", background: str = "black") -> Pack:
+                         target: str = "render", background: str = "black",
+                         max_source_yaw: Optional[float] = None) -> Pack:
     """Pixel-exact pairs from real frontal photos ``(path, identity)``: each face is textured onto
     the 3D reference head (:mod:`pifr.geometry`) and rendered at every yaw in ``yaws`` (the
     inputs), all in one pairing group with its frontal target; crops and landmarks come from the
@@ -251,13 +256,18 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
 
     ``background`` of the rendered inputs: ``"black"`` as rendered, or ``"fill"`` — the colours at
     the face's edge spread outwards and blurred (:func:`pifr.geometry.fill_background`), so that a
-    black surround does not tell the generator "this is a render" apart from a real profile."""
+    black surround does not tell the generator "this is a render" apart from a real profile.
+
+    ``max_source_yaw`` (degrees): photos whose yaw (:mod:`pifr.pose`, 3DDFA) is turned further
+    are skipped — the texture of a turned photo is half symmetry fill, and its "frontal" target is
+    not frontal (LFW holds such photos; CFP's frontals are frontal by construction)."""
     if target not in SYNTHETIC_TARGETS:
         raise ValueError(f"target must be one of {SYNTHETIC_TARGETS}, not {target!r}")
     if background not in SYNTHETIC_BACKGROUNDS:
         raise ValueError(f"background must be one of {SYNTHETIC_BACKGROUNDS}, not {background!r}")
     from ..embedders import locate_face
     from ..geometry import fill_background, landmarks68, load_reference, render_texture, texture_from_photo
+    from ..pose import estimate_yaw_faces
 
     ref = load_reference(model_path)
     items = list(items)
@@ -270,6 +280,12 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
     for g, (path, ident) in enumerate(it):
         try:
             img, face = locate_face(path, detector=detector, select="center", retry_min_score=None)
+            # 3DDFA, not the 68-point fit: that fit reads CFP profiles as turned by under 10°.
+            if max_source_yaw is not None:
+                src_yaw = estimate_yaw_faces(img, [face])[0]
+                if abs(src_yaw) > max_source_yaw:
+                    skipped.append(f"{path}: source yaw {src_yaw:+.0f}")
+                    continue
             tex, _, _ = texture_from_photo(img, landmarks68(img, face), ref)
         except Exception as e:  # noqa: BLE001 - one bad photo must not stop the pack
             skipped.append(f"{path}: {type(e).__name__}")
@@ -290,7 +306,7 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
             srcs.append(f"{path}@{y:+.0f}")
     manifest = dict(manifest, images=len(blobs), skipped=len(skipped), skipped_examples=skipped[:20], yaws=list(yaws),
                     renderer="pifr.geometry (Hassner et al. 2015 reference head)", crop="pifr.alignment.TPGAN_128 (eyes_mouth rule)",
-                    target=target, background=background)
+                    target=target, background=background, max_source_yaw=max_source_yaw)
     return Pack.from_records(blobs, lms, yaw_l, ids, fr, groups, srcs, manifest)
 
 

@@ -3,6 +3,7 @@
     python -m pifr.train.pack --cfp ../shared/data/cfp --identities 1-350 --out packs/cfp_train.npz
     python -m pifr.train.pack --multipie /data/multipie --setting 1 --out packs/mpie_s1_train.npz
     python -m pifr.train.pack --render-cfp ../shared/data/cfp --identities 1-350 --model3d model3Ddlib.mat --out packs/render_train.npz
+    python -m pifr.train.pack --render-lfw ../shared/data/lfw --lfw-people 2000 --exclude-cfp ../shared/data/cfp --render-target photo --render-background fill --model3d model3Ddlib.mat --out packs/render_lfw.npz
 
 Needs the inference stack (detector and yaw weights); the resulting file is all training needs.
 """
@@ -13,7 +14,34 @@ import json
 import logging
 from pathlib import Path
 
-from .data import build_pack, cfp_items, multipie_items
+from .data import LFW_IDENTITY_BASE, build_pack, cfp_items, multipie_items
+
+log = logging.getLogger("pifr")
+
+
+def lfw_sources(args: argparse.Namespace, train_ids: range):
+    """(path, identity) of the first photo of each chosen LFW person, and the pack manifest."""
+    import numpy as np
+
+    from ..datasets import cfp_names, lfw_people
+
+    everyone = [p[0].parent.name for p in lfw_people(Path(args.render_lfw))]
+    number = {name: LFW_IDENTITY_BASE + i for i, name in enumerate(everyone)}
+    exclude = set()
+    if args.exclude_cfp:
+        exclude = {n for i, n in cfp_names(Path(args.exclude_cfp)).items() if i not in train_ids}
+    people = lfw_people(Path(args.render_lfw), exclude)
+    if args.lfw_people and args.lfw_people < len(people):
+        pick = np.random.default_rng(0).choice(len(people), args.lfw_people, replace=False)
+        people = [people[i] for i in sorted(pick)]
+    excluded = sorted(exclude & set(everyone))
+    log.info("LFW: %d people chosen; %d left out as CFP identities outside %s", len(people), len(excluded), args.identities)
+    items = [(str(p[0]), number[p[0].parent.name]) for p in people]
+    manifest = {"source": "LFW first photos rendered at known yaws", "root": args.render_lfw, "people": len(items),
+                "identity_numbers": f"{LFW_IDENTITY_BASE} + index of the name among all LFW people",
+                "excluded_cfp_people": excluded, "split": f"train (LFW; CFP people outside {args.identities} removed)"
+                if args.exclude_cfp else "train (LFW; NOT checked against CFP validation people)"}
+    return items, manifest
 
 
 def main(argv=None) -> int:
@@ -22,6 +50,8 @@ def main(argv=None) -> int:
     src.add_argument("--cfp", help="CFP root (Data/Images/<id>/...)")
     src.add_argument("--multipie", help="Multi-PIE root (session0S/multiview/...)")
     src.add_argument("--render-cfp", help="CFP root: render its frontals at --yaws with the 3D head (pixel-exact pairs)")
+    src.add_argument("--render-lfw", help="LFW root: render each person's first photo at --yaws (pixel-exact pairs); "
+                                          f"identities are {LFW_IDENTITY_BASE} + the person's index in name order")
     # No ±90: a frontal photo holds almost none of the side of the head, and renders there are smeared texture.
     ap.add_argument("--yaws", type=float, nargs="+", default=[-75, -60, -45, -30, 30, 45, 60, 75])
     ap.add_argument("--frontals-per-identity", type=int, default=2)
@@ -29,6 +59,11 @@ def main(argv=None) -> int:
                     help="surround of the rendered inputs: black as rendered, or the face's edge colours spread and blurred")
     ap.add_argument("--render-target", default="render", choices=["render", "photo"],
                     help="frontal target of rendered pairs: the 0° render (face only) or the aligned photo itself")
+    ap.add_argument("--lfw-people", type=int, default=0, help="render this many LFW people (seeded random choice; 0 = all)")
+    ap.add_argument("--exclude-cfp", default=None,
+                    help="CFP root: leave out LFW people who are CFP identities outside --identities (validation people)")
+    ap.add_argument("--max-source-yaw", type=float, default=None,
+                    help="skip source photos turned further than this (degrees; default 15 for LFW, no limit for CFP)")
     ap.add_argument("--model3d", default=None, help="model3Ddlib.mat (else $PIFR_WEIGHTS_DIR)")
     ap.add_argument("--identities", default="1-350", help="CFP identity range (CFP 351-400 are validation only)")
     ap.add_argument("--setting", type=int, default=1, help="Multi-PIE setting (1 or 2)")
@@ -37,23 +72,27 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    if args.render_cfp:
-        from ..datasets import cfp_images
+    a, _, b = args.identities.partition("-")
+    ids = range(int(a), int(b or a) + 1)
+    if args.render_cfp or args.render_lfw:
         from .data import build_synthetic_pack
 
-        a, _, b = args.identities.partition("-")
-        ids = range(int(a), int(b or a) + 1)
-        frontals = [(str(im.path), im.identity) for im in cfp_images(Path(args.render_cfp), ids, "frontal")
-                    if im.index <= args.frontals_per_identity]
-        pack = build_synthetic_pack(frontals, args.yaws, {"source": "CFP frontals rendered at known yaws",
-                                                           "identities": args.identities}, model_path=args.model3d,
-                                    target=args.render_target, background=args.render_background)
+        if args.render_cfp:
+            from ..datasets import cfp_images
+
+            frontals = [(str(im.path), im.identity) for im in cfp_images(Path(args.render_cfp), ids, "frontal")
+                        if im.index <= args.frontals_per_identity]
+            manifest = {"source": "CFP frontals rendered at known yaws", "identities": args.identities}
+            max_yaw = args.max_source_yaw
+        else:
+            frontals, manifest = lfw_sources(args, ids)
+            max_yaw = 15.0 if args.max_source_yaw is None else args.max_source_yaw
+        pack = build_synthetic_pack(frontals, args.yaws, manifest, model_path=args.model3d,
+                                    target=args.render_target, background=args.render_background, max_source_yaw=max_yaw)
         pack.save(Path(args.out))
         print(json.dumps({k: v for k, v in pack.manifest.items() if k != "skipped_examples"}))
         return 0
     if args.cfp:
-        a, _, b = args.identities.partition("-")
-        ids = range(int(a), int(b or a) + 1)
         items = cfp_items(Path(args.cfp), ids)
         manifest = {"source": "CFP", "root": args.cfp, "identities": args.identities,
                     "split": "train" if ids.stop <= 351 else "validation/tune" if ids.start >= 351 else "MIXED (check!)"}
