@@ -86,6 +86,19 @@ def test_losses_zero_iff_identical():
     assert float(L.tv_loss(flat)) == 0 and float(L.tv_loss(x)) > 0
 
 
+def test_pixel_loss_sample_weights_leave_weighted_out_samples_without_gradient():
+    x, _ = _batch()
+    y = (torch.rand_like(x) * 2 - 1).requires_grad_()
+    out = {"img128": y, "img64": torch.nn.functional.interpolate(y, size=64, mode="area"),
+           "img32": torch.nn.functional.interpolate(y, size=32, mode="area")}
+    ones = torch.ones(len(x))
+    assert float(L.pixel_loss(out, x, sample_weight=ones)) == pytest.approx(float(L.pixel_loss(out, x)), rel=1e-6)
+    w = torch.zeros(len(x))
+    w[0] = 1
+    L.pixel_loss(out, x, sample_weight=w).backward()
+    assert y.grad[0].abs().sum() > 0 and float(y.grad[1:].abs().sum()) == 0
+
+
 @pytest.mark.parametrize("space", ["plain", "laplacian"])
 def test_symmetry_loss_zero_on_mirror_symmetric(space):
     x, _ = _batch()

@@ -342,7 +342,8 @@ class PairDataset:
 
     Item: dict with ``input`` (3, 128, 128), ``target`` (3, 128, 128), ``input_lm`` and
     ``target_lm`` (5, 2) crop pixels, ``yaw`` (|yaw| after mirroring), ``identity`` (int, the
-    identity's index in :attr:`identities`).
+    identity's index in :attr:`identities`), ``aligned`` (1.0 when the target is pixel-aligned
+    with the input — a render's or Multi-PIE's — and 0.0 when it is another photo of the person).
     """
 
     def __init__(self, pack: Pack, identities: Optional[Iterable[int]] = None, frontal_inputs: bool = False,
@@ -390,4 +391,4 @@ class PairDataset:
         to_t = lambda a: torch.from_numpy(np.array(a)).permute(2, 0, 1).float() / 127.5 - 1  # noqa: E731
         return {"input": to_t(x), "target": to_t(y), "input_lm": torch.from_numpy(np.array(xl, np.float32)),
                 "target_lm": torch.from_numpy(np.array(yl, np.float32)), "yaw": yaw,
-                "identity": self._id_index[int(self.pack.identity[i])]}
+                "identity": self._id_index[int(self.pack.identity[i])], "aligned": float(self.pack.group[i] >= 0)}

@@ -54,6 +54,11 @@ class TrainConfig:
     # Frontal→other-frontal pairs as well. Off by default: on CFP they outnumber the profile pairs
     # 31,500 to 14,000, and a generator fed mostly those learns to copy its input.
     frontal_inputs: bool = False
+    # Weight of the pixel L1 terms on identity-level pairs (CFP: the target is another photo of
+    # the person, so its pixels show another pose, light and background); pixel-aligned pairs
+    # (renders, Multi-PIE) keep 1. 1 = the paper, where every pair is pixel-aligned; 0 leaves
+    # identity-level pairs to the identity, symmetry and adversarial terms.
+    pixel_on_identity_pairs: float = 1.0
     id_classes: bool = False  # add the encoder identity head (cross-entropy on training identities)
     seed: int = 0
     device: str = "auto"
@@ -234,7 +239,9 @@ class Trainer:
                     began_err = (self.dd(out["img128"]) - out["img128"]).abs().mean()
             lt = L.generator_loss(out, y, weights=self.weights, target_patches=crop_patches(y, yl),
                                   fake_logits=fake_logits, began_fake_err=began_err, id_features=self.id_feats,
-                                  id_labels=batch["identity"] if cfg.id_classes else None, sym_space=cfg.sym_space)
+                                  id_labels=batch["identity"] if cfg.id_classes else None, sym_space=cfg.sym_space,
+                                  pixel_weight=None if cfg.pixel_on_identity_pairs == 1 else
+                                  batch["aligned"] + (1 - batch["aligned"]) * cfg.pixel_on_identity_pairs)
         self.opt_g.zero_grad(set_to_none=True)
         if self.opt_l:
             self.opt_l.zero_grad(set_to_none=True)

@@ -34,14 +34,24 @@ class LossWeights:
 
 
 def pixel_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor,
-               target_patches: Optional[Mapping[str, torch.Tensor]] = None) -> torch.Tensor:
-    """Mean L1 at 128, 64 and 32 px (target area-downsampled) and on the local patch outputs."""
-    terms = [F.l1_loss(out["img128"], target)]
+               target_patches: Optional[Mapping[str, torch.Tensor]] = None,
+               sample_weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean L1 at 128, 64 and 32 px (target area-downsampled) and on the local patch outputs.
+
+    ``sample_weight`` (B,): each sample's L1 is scaled by it before the batch mean (0 leaves a
+    sample out of the pixel term); None = all ones, the paper's loss."""
+
+    def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if sample_weight is None:
+            return F.l1_loss(a, b)
+        return ((a - b).abs().flatten(1).mean(1) * sample_weight.to(a.dtype)).mean()
+
+    terms = [l1(out["img128"], target)]
     for size in (64, 32):
-        terms.append(F.l1_loss(out[f"img{size}"], F.interpolate(target, size=size, mode="area")))
+        terms.append(l1(out[f"img{size}"], F.interpolate(target, size=size, mode="area")))
     if target_patches is not None and "patches" in out:
         for name, p in out["patches"].items():  # type: ignore[union-attr]
-            terms.append(F.l1_loss(p, target_patches[name]))
+            terms.append(l1(p, target_patches[name]))
     return torch.stack(terms).mean()
 
 
@@ -158,9 +168,10 @@ def generator_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor, *, wei
                    target_patches: Optional[Mapping[str, torch.Tensor]] = None,
                    fake_logits: Optional[torch.Tensor] = None, began_fake_err: Optional[torch.Tensor] = None,
                    id_features: Optional[Callable] = None, id_labels: Optional[torch.Tensor] = None,
-                   sym_space: str = "laplacian") -> LossTerms:
-    """The weighted TP-GAN generator objective; terms whose inputs are absent are skipped."""
-    terms: Dict[str, torch.Tensor] = {"pixel": pixel_loss(out, target, target_patches),
+                   sym_space: str = "laplacian", pixel_weight: Optional[torch.Tensor] = None) -> LossTerms:
+    """The weighted TP-GAN generator objective; terms whose inputs are absent are skipped.
+    ``pixel_weight`` (B,): per-sample scale of the pixel term (see :func:`pixel_loss`)."""
+    terms: Dict[str, torch.Tensor] = {"pixel": pixel_loss(out, target, target_patches, pixel_weight),
                                       "sym": symmetry_loss(out["img128"], sym_space),
                                       "tv": tv_loss(out["img128"])}
     if fake_logits is not None:
