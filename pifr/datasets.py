@@ -11,7 +11,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 log = logging.getLogger("pifr")
 
@@ -99,7 +99,7 @@ def cfp_names(cfp_dir: Path) -> Dict[int, str]:
     return {i + 1: n.strip().replace(" ", "_") for i, n in enumerate(lines) if n.strip()}
 
 
-def lfw_people(lfw_dir: Path, exclude: Optional[set] = None) -> List[List[Path]]:
+def lfw_people(lfw_dir: Path, exclude: Optional[Set[str]] = None) -> List[List[Path]]:
     """Every LFW person's images (name order; each list in image order), leaving out people
     whose name is in ``exclude`` — e.g. the CFP validation identities, 19 of whose 50 are also
     in LFW, so that training on LFW never shows a validation person."""

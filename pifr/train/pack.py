@@ -13,24 +13,26 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import List, Tuple
 
 from .data import LFW_IDENTITY_BASE, build_pack, cfp_items, multipie_items
 
 log = logging.getLogger("pifr")
 
 
-def lfw_sources(args: argparse.Namespace, train_ids: range):
+def lfw_sources(args: argparse.Namespace, train_ids: range) -> Tuple[List[Tuple[str, int]], dict]:
     """(path, identity) of the first photo of each chosen LFW person, and the pack manifest."""
     import numpy as np
 
     from ..datasets import cfp_names, lfw_people
 
-    everyone = [p[0].parent.name for p in lfw_people(Path(args.render_lfw))]
+    all_people = lfw_people(Path(args.render_lfw))
+    everyone = [p[0].parent.name for p in all_people]
     number = {name: LFW_IDENTITY_BASE + i for i, name in enumerate(everyone)}
     exclude = set()
     if args.exclude_cfp:
         exclude = {n for i, n in cfp_names(Path(args.exclude_cfp)).items() if i not in train_ids}
-    people = lfw_people(Path(args.render_lfw), exclude)
+    people = [p for p in all_people if p[0].parent.name not in exclude]
     if args.lfw_people and args.lfw_people < len(people):
         pick = np.random.default_rng(0).choice(len(people), args.lfw_people, replace=False)
         people = [people[i] for i in sorted(pick)]
