@@ -17,6 +17,7 @@ set nothing is tuned on. Also the 3D renderer's round trip (--round-trip-faces).
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ import pifr
 from pifr.datasets import cfp_identity, cfp_images, cfp_protocol, cmu_faces
 from pifr.embedders import get_embedder, locate_face
 from pifr.frontalization import get_frontalizer, to_template
-from pifr.metrics import eer, kfold_accuracy, rank1, tar_at_far
+from pifr.metrics import eer, kfold_accuracy, mcnemar, rank1, rank1_hits, tar_at_far
 from pifr.verification import fuse_embeddings
 from pifr.weights import sha256_file
 from pifr.alignment import TPGAN_128, align_with_landmarks
@@ -104,8 +105,21 @@ def evaluate(emb_of, raw_of, cfp_frontals, pairs, ff_pairs, gallery, probes):
     return r
 
 
+def cfp_hits(emb_of, gallery, probes):
+    """Per CFP profile probe: identified at rank 1 (gallery: frontal 01 of each identity)."""
+    G = np.stack([emb_of(im.path) for im in gallery])
+    P = np.stack([emb_of(im.path) if emb_of(im.path) is not None else np.zeros(G.shape[1], np.float32) for im in probes])
+    return rank1_hits(P, [im.identity for im in probes], G, [im.identity for im in gallery])
+
+
 def cmu_rank1(emb_of, cmu):
     """Rank-1 of CMU left/right (eyes open) against one straight, eyes-open photo per person."""
+    hits, people = cmu_hits(emb_of, cmu)
+    return float(np.mean(hits)), len(hits), people
+
+
+def cmu_hits(emb_of, cmu):
+    """Per CMU left/right probe: identified at rank 1; and the number of gallery people."""
     gal = {}
     for im in cmu:
         if im.pose == "straight" and im.eyes == "open" and im.person not in gal and emb_of(im.path) is not None:
@@ -114,7 +128,7 @@ def cmu_rank1(emb_of, cmu):
     names = sorted(gal)
     G = np.stack([gal[n] for n in names])
     hits = [names[int(np.argmax(G @ emb_of(im.path)))] == im.person if emb_of(im.path) is not None else False for im in probes]
-    return float(np.mean(hits)), len(probes), len(names)
+    return np.array(hits, bool), len(names)
 
 
 def main() -> None:
@@ -149,7 +163,7 @@ def main() -> None:
     cmu_paths = [im.path for im in cmu if im.eyes == "open" and im.pose in ("straight", "left", "right")]
     methods = ([] if args.no_3d else ["3d"]) + (["tpgan"] if gen else [])
     crops = tpgan_crops(every + cmu_paths, gen, args.detector) if gen else {}
-    res, chosen, cmu_res = {}, {}, {}
+    res, chosen, cmu_res, paired = {}, {}, {}, {}
     t0 = time.time()
     for name in ([] if args.skip_recognition else args.embedders):
         emb = get_embedder(name)
@@ -171,6 +185,10 @@ def main() -> None:
                 chosen[name] = {"rule": key, "yaw_threshold": t, "weight": w}
                 cmu_res[name]["tpgan (every face)"] = cmu_rank1(policy(raw, front, yaws, -1.0, 1.0), cmu)
                 cmu_res[name][f"chosen: {key}"] = cmu_rank1(policy(raw, front, yaws, t, w), cmu)
+                # Is the chosen rule's rank-1 change more than chance? Exact McNemar on the probes.
+                rule = policy(raw, front, yaws, t, w)
+                paired[name] = {"cfp": asdict(mcnemar(cfp_hits(raw_of, gallery, probes), cfp_hits(rule, gallery, probes))),
+                                "cmu": asdict(mcnemar(cmu_hits(raw_of, cmu)[0], cmu_hits(rule, cmu)[0]))}
         res[name] = r
     print("\nCFP 351-400 (tuning split)\n\n| embedder | method | rank-1 % | FP acc % | FP EER % | TAR@FAR=1% | FF acc % | profile→true frontal cos |"
           "\n|---|---|---|---|---|---|---|---|")
@@ -186,7 +204,13 @@ def main() -> None:
         for name, r in cmu_res.items():
             for m, (acc, n, k) in r.items():
                 print(f"| {name} | {m} | {100 * acc:.1f} | {n} | {k} |")
-    rec.update(results=res, chosen=chosen, cmu=cmu_res, generator=getattr(gen, "name", None))
+    if paired:
+        print("\nChosen rule against raw, probe by probe (exact McNemar: gained = only the rule right, lost = only raw right)\n\n"
+              "| embedder | set | gained | lost | p |\n|---|---|---|---|---|")
+        for name, r in paired.items():
+            for where, c in r.items():
+                print(f"| {name} | {where} | {c['gained']} | {c['lost']} | {c['p_value']:.3f} |")
+    rec.update(results=res, chosen=chosen, cmu=cmu_res, paired=paired, generator=getattr(gen, "name", None))
     # Renderer round trip.
     from pifr.geometry import frontalize_3d, load_reference, render_texture, texture_from_photo, landmarks68
 

@@ -1,6 +1,7 @@
 """Evaluation metrics on similarity scores (higher = more alike). Pure numpy."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Dict, Sequence, Tuple
 
@@ -107,11 +108,40 @@ def kfold_accuracy(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> K
     return KFoldResult(tuple(accs), tuple(thrs))
 
 
-def rank1(probe: np.ndarray, probe_ids: Sequence, gallery: np.ndarray, gallery_ids: Sequence) -> float:
-    """Closed-set rank-1 identification rate with cosine similarity (rows are unit vectors)."""
+def rank1_hits(probe: np.ndarray, probe_ids: Sequence, gallery: np.ndarray, gallery_ids: Sequence) -> np.ndarray:
+    """Per probe, whether its most similar gallery entry (cosine; rows are unit vectors) has its
+    identity: bool (n_probes,)."""
     sim = np.asarray(probe) @ np.asarray(gallery).T
     best = np.asarray(gallery_ids)[np.argmax(sim, axis=1)]
-    return float(np.mean(best == np.asarray(probe_ids)))
+    return best == np.asarray(probe_ids)
+
+
+def rank1(probe: np.ndarray, probe_ids: Sequence, gallery: np.ndarray, gallery_ids: Sequence) -> float:
+    """Closed-set rank-1 identification rate with cosine similarity (rows are unit vectors)."""
+    return float(np.mean(rank1_hits(probe, probe_ids, gallery, gallery_ids)))
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Method B against method A on the same items: ``gained`` items only B gets right, ``lost``
+    items only A gets right, and the exact two-sided McNemar p-value of that split (the chance of
+    one at least this lopsided if neither method were better)."""
+
+    gained: int
+    lost: int
+    p_value: float
+
+
+def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> PairedComparison:
+    """Exact McNemar test of two methods' per-item correctness (e.g. :func:`rank1_hits` of raw
+    and frontalized probes): a binomial test of the discordant items at 1/2."""
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"need two equal-length 1-D arrays, got {a.shape} and {b.shape}")
+    gained, lost = int(np.sum(b & ~a)), int(np.sum(a & ~b))
+    n, k = gained + lost, min(gained, lost)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n if n else 1.0
+    return PairedComparison(gained, lost, min(1.0, 2 * tail))
 
 
 def verification_summary(scores: np.ndarray, same: np.ndarray, folds: np.ndarray) -> Dict[str, float]:

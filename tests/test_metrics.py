@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from pifr.metrics import auc, best_threshold, eer, kfold_accuracy, rank1, tar_at_far
+from pifr.metrics import auc, best_threshold, eer, kfold_accuracy, mcnemar, rank1, rank1_hits, tar_at_far
 
 
 @pytest.fixture
@@ -48,3 +48,30 @@ def test_rank1():
     g = np.eye(3)
     p = np.array([[0.9, 0.1, 0], [0, 0.2, 0.9], [0.8, 0.3, 0]])
     assert rank1(p, [0, 2, 1], g, [0, 1, 2]) == pytest.approx(2 / 3)
+
+
+def test_mcnemar_matches_the_exact_binomial_test():
+    from scipy.stats import binomtest
+
+    rng = np.random.default_rng(3)
+    for n, flip in ((200, 0.05), (200, 0.2), (79, 0.1)):
+        a = rng.random(n) < 0.7
+        b = a.copy()
+        idx = rng.choice(n, int(n * flip), replace=False)
+        b[idx] = ~b[idx]
+        b[rng.choice(n, 3, replace=False)] = True  # some lopsidedness
+        r = mcnemar(a, b)
+        assert r.gained == np.sum(b & ~a) and r.lost == np.sum(a & ~b)
+        assert r.p_value == pytest.approx(binomtest(r.gained, r.gained + r.lost, 0.5).pvalue, rel=1e-9)
+    same = mcnemar([True, False], [True, False])
+    assert (same.gained, same.lost, same.p_value) == (0, 0, 1.0)
+    assert mcnemar([False] * 5, [True] * 5).p_value == pytest.approx(0.0625)
+    with pytest.raises(ValueError):
+        mcnemar([True], [True, False])
+
+
+def test_rank1_hits_per_probe():
+    g = np.eye(3)
+    p = np.array([[1, 0, 0], [0, 0.2, 0.9], [0, 0, 1.0]])
+    assert rank1_hits(p, [0, 1, 2], g, [0, 1, 2]).tolist() == [True, False, True]
+    assert rank1(p, [0, 1, 2], g, [0, 1, 2]) == pytest.approx(2 / 3)
