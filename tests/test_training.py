@@ -13,6 +13,7 @@ import torch
 from pifr.alignment import mirror
 from pifr.train.data import (Pack, PairDataset, build_pack, cfp_items, multipie_items,
                              multipie_pairs, multipie_split, scan_multipie)
+from pifr.train import losses as L
 from pifr.train.loop import Trainer, TrainConfig
 
 
@@ -93,6 +94,31 @@ def test_pixel_term_can_leave_identity_level_pairs_out(small_pack, tmp_path):
     off = Trainer(_cfg(small_pack, tmp_path / "off", pixel_on_identity_pairs=0.0)).train_step()
     on = Trainer(_cfg(small_pack, tmp_path / "on")).train_step()
     assert off["g_pixel"] == 0 and on["g_pixel"] > 0.05 and off["g_sym"] > 0 and off["g_total"] > 0
+    posed = Trainer(_cfg(small_pack, tmp_path / "pose", weights=dict(L.LossWeights().to_dict(), pose=1.0))).train_step()
+    assert 0 <= posed["g_pose"] <= 1 and "g_pose" not in on
+
+
+def test_frontal_pose_term_reads_yaw_from_tpgan_crops_and_passes_gradients(small_pack):
+    """The pose term sees real aligned crops as pifr.pose does: CFP frontals near 0, profiles far
+    off and on the side their yaw label says (3DDFA's sign is pifr's negated); gradients reach the image."""
+    import math
+
+    from pifr.models.tddfa import TDDFAMobileNet
+    from pifr.weights import load_into
+
+    net = TDDFAMobileNet()
+    load_into(net, "tddfa_mb05")
+    pose = L.FrontalPose(net)
+    pack = Pack.load(small_pack)
+    idx = np.r_[np.flatnonzero(pack.frontal)[:12], np.flatnonzero(~pack.frontal)[:12]]
+    x = torch.stack([torch.from_numpy(np.array(pack.image(i))).permute(2, 0, 1).float() / 127.5 - 1 for i in idx]).requires_grad_()
+    deg = np.degrees(np.arcsin(pose(x).detach().numpy().clip(-1, 1)))
+    front, prof, label = deg[:12], deg[12:], pack.yaw[idx[12:]]
+    assert np.median(np.abs(front)) < 12 and np.median(np.abs(prof)) > 35
+    assert np.mean(np.sign(-prof) == np.sign(label)) >= 0.9
+    pose(x).pow(2).mean().backward()
+    assert x.grad.abs().sum() > 0 and math.isfinite(float(x.grad.abs().sum()))
+    assert all(p.grad is None for p in net.parameters())  # frozen
 
 
 def test_resume_reproduces_the_next_steps_exactly(small_pack, tmp_path):

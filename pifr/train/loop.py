@@ -107,7 +107,7 @@ def selection_score(val: Dict[str, float]) -> float:
     return val.get("val_rank1_output", math.nan) + 1e-3 * val.get("val_id_cos_output", math.nan)
 
 CSV_FIELDS = ["step", "seconds", "d", "began_k", "began_M", "g_pixel", "g_sym", "g_adv", "g_ip", "g_id_cos", "g_tv", "g_ce",
-              "g_total", "val_id_cos_output", "val_id_cos_input", "val_rank1_output", "val_rank1_input", "val_l1"]
+              "g_pose", "g_total", "val_id_cos_output", "val_id_cos_input", "val_rank1_output", "val_rank1_input", "val_l1"]
 
 
 class Trainer:
@@ -160,6 +160,7 @@ class Trainer:
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr, betas=betas) if self.d is not None else None
         self.weights = L.LossWeights(**cfg.weights)
         self.id_feats = self._identity_net()
+        self.pose = self._pose_net()
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.step = 0
@@ -184,6 +185,16 @@ class Trainer:
         load_into(getattr(net, entry.target) if entry.target else net, entry.weights,
                   self.cfg.identity_weights or None, ignore=entry.ignore)
         return L.IdentityFeatures(net, TPGAN_128, entry.template).to(self.device)
+
+    def _pose_net(self):
+        if not self.weights.pose:
+            return None
+        from ..models.tddfa import TDDFAMobileNet
+        from ..weights import load_into
+
+        net = TDDFAMobileNet()
+        load_into(net, "tddfa_mb05")
+        return L.FrontalPose(net).to(self.device)
 
     def _next_batch(self) -> Dict[str, torch.Tensor]:
         b = self.cfg.batch
@@ -241,7 +252,8 @@ class Trainer:
                                   fake_logits=fake_logits, began_fake_err=began_err, id_features=self.id_feats,
                                   id_labels=batch["identity"] if cfg.id_classes else None, sym_space=cfg.sym_space,
                                   pixel_weight=None if cfg.pixel_on_identity_pairs == 1 else
-                                  batch["aligned"] + (1 - batch["aligned"]) * cfg.pixel_on_identity_pairs)
+                                  batch["aligned"] + (1 - batch["aligned"]) * cfg.pixel_on_identity_pairs,
+                                  pose=self.pose)
         self.opt_g.zero_grad(set_to_none=True)
         if self.opt_l:
             self.opt_l.zero_grad(set_to_none=True)

@@ -28,6 +28,11 @@ class LossWeights:
     # the spatial maps of the L1 term describe a different pose and lighting; the embedding is the
     # part that should match, and in the L1 mean it is one level of six with a tiny scale.
     id_cos: float = 0.0
+    # Not in the paper (0 = paper): weight of sin²(yaw) of the output, read by the frozen 3DDFA_V2
+    # regressor (:class:`FrontalPose`): 0 for a frontal face, 1 for a full profile. The identity
+    # terms on real profiles reward copying the profile (whose embedding is already close to the
+    # person's frontals); a copy fails this term.
+    pose: float = 0.0
 
     def to_dict(self) -> Dict[str, float]:
         return asdict(self)
@@ -125,6 +130,39 @@ class BEGANBalance:
         return recon_err_real + abs(self.gamma * recon_err_real - recon_err_fake)
 
 
+#: RetinaFace's median face box (x1, y1, x2, y2) on aligned TPGAN_128 frontal crops (60 CFP
+#: 351–400 frontals); generator outputs are always in that frame, so the pose term crops 3DDFA's
+#: region of interest from this fixed box instead of detecting.
+TPGAN_128_FACE_BOX = (13.0, 1.0, 115.0, 122.0)
+
+
+class FrontalPose(nn.Module):
+    """sin(yaw) of TP-GAN crops by a frozen 3DDFA_V2 regressor (:mod:`pifr.models.tddfa`),
+    differentiable: input ``(B, 3, 128, 128)`` RGB in [-1, 1]; output ``(B,)``, 0 for a frontal face,
+    ±1 for a full profile (3DDFA's sign). The 120×120 crop is 3DDFA's ROI of
+    :data:`TPGAN_128_FACE_BOX`, sampled with zeros outside the image as 3DDFA's own crop is."""
+
+    def __init__(self, net: nn.Module, box=TPGAN_128_FACE_BOX, size: int = 128) -> None:
+        super().__init__()
+        from ..models.tddfa import roi_from_bbox
+
+        self.net = net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        x1, y1, x2, y2 = roi_from_bbox(box)
+        # Normalised output coordinate u ∈ [-1, 1] → input (align_corners=False): pixel edges 0 and size at ±1.
+        theta = torch.tensor([[(x2 - x1) / size, 0.0, (x1 + x2) / size - 1],
+                              [0.0, (y2 - y1) / size, (y1 + y2) / size - 1]])
+        self.register_buffer("theta", theta)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        bgr = (img.flip(1).float() + 1) * 127.5
+        grid = F.affine_grid(self.theta.expand(len(img), 2, 3), [len(img), 3, 120, 120], align_corners=False)
+        cam = self.net(F.grid_sample(bgr, grid, padding_mode="zeros", align_corners=False))[:, :12].view(-1, 3, 4)
+        r1, r2 = F.normalize(cam[:, 0, :3], dim=1), F.normalize(cam[:, 1, :3], dim=1)
+        return r1[:, 1] * r2[:, 2] - r1[:, 2] * r2[:, 1]  # (r1 × r2)_x = sin(yaw), as pose_from_params
+
+
 class IdentityFeatures(nn.Module):
     """A frozen face network seen from TP-GAN's 128 crop: warps the [-1, 1] TP-GAN crop onto the
     network's own alignment template (a fixed similarity between the two frontal templates),
@@ -168,9 +206,11 @@ def generator_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor, *, wei
                    target_patches: Optional[Mapping[str, torch.Tensor]] = None,
                    fake_logits: Optional[torch.Tensor] = None, began_fake_err: Optional[torch.Tensor] = None,
                    id_features: Optional[Callable] = None, id_labels: Optional[torch.Tensor] = None,
-                   sym_space: str = "laplacian", pixel_weight: Optional[torch.Tensor] = None) -> LossTerms:
+                   sym_space: str = "laplacian", pixel_weight: Optional[torch.Tensor] = None,
+                   pose: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> LossTerms:
     """The weighted TP-GAN generator objective; terms whose inputs are absent are skipped.
-    ``pixel_weight`` (B,): per-sample scale of the pixel term (see :func:`pixel_loss`)."""
+    ``pixel_weight`` (B,): per-sample scale of the pixel term (see :func:`pixel_loss`);
+    ``pose``: a :class:`FrontalPose` for the ``pose`` term."""
     terms: Dict[str, torch.Tensor] = {"pixel": pixel_loss(out, target, target_patches, pixel_weight),
                                       "sym": symmetry_loss(out["img128"], sym_space),
                                       "tv": tv_loss(out["img128"])}
@@ -182,6 +222,8 @@ def generator_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor, *, wei
         terms["ip"], id_cos = identity_terms(id_features, out["img128"], target)
         if weights.id_cos:
             terms["id_cos"] = id_cos
+    if pose is not None and weights.pose:
+        terms["pose"] = pose(out["img128"]).pow(2).mean()
     if id_labels is not None and "logits" in out:
         terms["ce"] = F.cross_entropy(out["logits"], id_labels)
     w = weights.to_dict()
