@@ -31,7 +31,8 @@ class LossWeights:
     # Not in the paper (0 = paper): weight of sin²(yaw) of the output, read by the frozen 3DDFA_V2
     # regressor (:class:`FrontalPose`): 0 for a frontal face, 1 for a full profile. The identity
     # terms on real profiles reward copying the profile (whose embedding is already close to the
-    # person's frontals); a copy fails this term.
+    # person's frontals); a copy fails this term. A frozen network is easy to fool: at weight 1
+    # the generator grew a bright blob that the regressor reads as frontal (docs/tpgan.md, stage N).
     pose: float = 0.0
 
     def to_dict(self) -> Dict[str, float]:
