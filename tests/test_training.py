@@ -116,6 +116,9 @@ def test_frontal_pose_term_reads_yaw_from_tpgan_crops_and_passes_gradients(small
     front, prof, label = deg[:12], deg[12:], pack.yaw[idx[12:]]
     assert np.median(np.abs(front)) < 12 and np.median(np.abs(prof)) > 35
     assert np.mean(np.sign(-prof) == np.sign(label)) >= 0.9
+    jittered = L.FrontalPose(net, jitter=0.1)
+    dj = np.degrees(np.arcsin(jittered(x).detach().numpy().clip(-1, 1)))
+    assert np.median(np.abs(dj[:12])) < 15 and np.median(np.abs(dj[12:])) > 30 and not np.allclose(dj, deg)
     pose(x).pow(2).mean().backward()
     assert x.grad.abs().sum() > 0 and math.isfinite(float(x.grad.abs().sum()))
     assert all(p.grad is None for p in net.parameters())  # frozen

@@ -59,6 +59,8 @@ class TrainConfig:
     # (renders, Multi-PIE) keep 1. 1 = the paper, where every pair is pixel-aligned; 0 leaves
     # identity-level pairs to the identity, symmetry and adversarial terms.
     pixel_on_identity_pairs: float = 1.0
+    # Random shift/scale of the pose term's crop (fraction of its size) at every step.
+    pose_jitter: float = 0.0
     id_classes: bool = False  # add the encoder identity head (cross-entropy on training identities)
     seed: int = 0
     device: str = "auto"
@@ -194,7 +196,7 @@ class Trainer:
 
         net = TDDFAMobileNet()
         load_into(net, "tddfa_mb05")
-        return L.FrontalPose(net).to(self.device)
+        return L.FrontalPose(net, jitter=self.cfg.pose_jitter).to(self.device)
 
     def _next_batch(self) -> Dict[str, torch.Tensor]:
         b = self.cfg.batch

@@ -141,10 +141,14 @@ class FrontalPose(nn.Module):
     """sin(yaw) of TP-GAN crops by a frozen 3DDFA_V2 regressor (:mod:`pifr.models.tddfa`),
     differentiable: input ``(B, 3, 128, 128)`` RGB in [-1, 1]; output ``(B,)``, 0 for a frontal face,
     ±1 for a full profile (3DDFA's sign). The 120×120 crop is 3DDFA's ROI of
-    :data:`TPGAN_128_FACE_BOX`, sampled with zeros outside the image as 3DDFA's own crop is."""
+    :data:`TPGAN_128_FACE_BOX`, sampled with zeros outside the image as 3DDFA's own crop is.
 
-    def __init__(self, net: nn.Module, box=TPGAN_128_FACE_BOX, size: int = 128) -> None:
+    ``jitter`` > 0: each call moves and rescales each sample's crop at random by up to that
+    fraction of its size, so that no one fixed pattern fools the regressor at every crop."""
+
+    def __init__(self, net: nn.Module, box=TPGAN_128_FACE_BOX, size: int = 128, jitter: float = 0.0) -> None:
         super().__init__()
+        self.jitter = jitter
         from ..models.tddfa import roi_from_bbox
 
         self.net = net.eval()
@@ -158,7 +162,12 @@ class FrontalPose(nn.Module):
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         bgr = (img.flip(1).float() + 1) * 127.5
-        grid = F.affine_grid(self.theta.expand(len(img), 2, 3), [len(img), 3, 120, 120], align_corners=False)
+        theta = self.theta.expand(len(img), 2, 3)
+        if self.jitter:
+            r = (torch.rand(len(img), 3, device=img.device) * 2 - 1) * self.jitter
+            scale = (1 + r[:, :1]).unsqueeze(2)  # (B, 1, 1)
+            theta = torch.cat([theta[:, :, :2] * scale, theta[:, :, 2:] + r[:, 1:].unsqueeze(2) * 2 * theta[:, :1, :1]], 2)
+        grid = F.affine_grid(theta, [len(img), 3, 120, 120], align_corners=False)
         cam = self.net(F.grid_sample(bgr, grid, padding_mode="zeros", align_corners=False))[:, :12].view(-1, 3, 4)
         r1, r2 = F.normalize(cam[:, 0, :3], dim=1), F.normalize(cam[:, 1, :3], dim=1)
         return r1[:, 1] * r2[:, 2] - r1[:, 2] * r2[:, 1]  # (r1 × r2)_x = sin(yaw), as pose_from_params
