@@ -32,7 +32,8 @@ class LossWeights:
     # regressor (:class:`FrontalPose`): 0 for a frontal face, 1 for a full profile. The identity
     # terms on real profiles reward copying the profile (whose embedding is already close to the
     # person's frontals); a copy fails this term. A frozen network is easy to fool: at weight 1
-    # the generator grew a bright blob that the regressor reads as frontal (docs/tpgan.md, stage N).
+    # the generator grew a bright blob that the regressor reads as frontal, and with pose_jitter
+    # dark strokes instead (docs/tpgan.md, stages N and O).
     pose: float = 0.0
 
     def to_dict(self) -> Dict[str, float]:
