@@ -191,12 +191,9 @@ class Trainer:
     def _pose_net(self):
         if not self.weights.pose:
             return None
-        from ..models.tddfa import TDDFAMobileNet
-        from ..weights import load_into
+        from ..pose import _tddfa  # the yaw estimator's own network and weights, loaded once
 
-        net = TDDFAMobileNet()
-        load_into(net, "tddfa_mb05")
-        return L.FrontalPose(net, jitter=self.cfg.pose_jitter).to(self.device)
+        return L.FrontalPose(_tddfa(self.device), jitter=self.cfg.pose_jitter).to(self.device)
 
     def _next_batch(self) -> Dict[str, torch.Tensor]:
         b = self.cfg.batch
