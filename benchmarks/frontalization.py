@@ -90,8 +90,7 @@ def evaluate(emb_of, raw_of, cfp_frontals, pairs, ff_pairs, gallery, probes):
         s = np.array([float(emb_of(x.a) @ emb_of(x.b)) if emb_of(x.a) is not None and emb_of(x.b) is not None else -1.0 for x in ps])
         return s, np.array([x.same for x in ps]), np.arange(len(ps)) % 10
     s, y, folds = scores(pairs)
-    G = np.stack([emb_of(im.path) for im in gallery])
-    P = np.stack([emb_of(im.path) if emb_of(im.path) is not None else np.zeros(G.shape[1], np.float32) for im in probes])
+    G, P = gallery_and_probes(emb_of, gallery, probes)
     fr_by_id = {}
     for im in cfp_frontals:
         fr_by_id.setdefault(im.identity, []).append(raw_of(im.path))
@@ -105,16 +104,22 @@ def evaluate(emb_of, raw_of, cfp_frontals, pairs, ff_pairs, gallery, probes):
     return r
 
 
-def cfp_hits(emb_of, gallery, probes):
-    """Per CFP profile probe: identified at rank 1 (gallery: frontal 01 of each identity)."""
+def gallery_and_probes(emb_of, gallery, probes):
+    """``(G, P)`` embedding matrices; a probe without an embedding is a zero row (never identified)."""
     G = np.stack([emb_of(im.path) for im in gallery])
     P = np.stack([emb_of(im.path) if emb_of(im.path) is not None else np.zeros(G.shape[1], np.float32) for im in probes])
+    return G, P
+
+
+def cfp_hits(emb_of, gallery, probes):
+    """Per CFP profile probe: identified at rank 1 (gallery: frontal 01 of each identity)."""
+    G, P = gallery_and_probes(emb_of, gallery, probes)
     return rank1_hits(P, [im.identity for im in probes], G, [im.identity for im in gallery])
 
 
-def cmu_rank1(emb_of, cmu):
-    """Rank-1 of CMU left/right (eyes open) against one straight, eyes-open photo per person."""
-    hits, people = cmu_hits(emb_of, cmu)
+def cmu_summary(hits_and_people):
+    """``(rank-1, probes, people)`` from :func:`cmu_hits`'s output."""
+    hits, people = hits_and_people
     return float(np.mean(hits)), len(hits), people
 
 
@@ -171,7 +176,8 @@ def main() -> None:
         raw_of = lambda p: raw[str(p)]  # noqa: E731
         ev = lambda of: evaluate(of, raw_of, frontals, pairs, ff_pairs, gallery, probes)  # noqa: E731
         r = {"raw": ev(raw_of)}
-        cmu_res[name] = {"raw": cmu_rank1(raw_of, cmu)}
+        raw_cmu = cmu_hits(raw_of, cmu)
+        cmu_res[name] = {"raw": cmu_summary(raw_cmu)}
         for m in methods:
             front = embed_tpgan(crops, emb) if m == "tpgan" else embed_3d(every, emb, model3d, args.detector)
             r[f"{m} (every face)"] = ev(policy(raw, front, yaws, -1.0, 1.0))
@@ -183,12 +189,13 @@ def main() -> None:
                 key = max((k for k in r if k.startswith("tpgan |yaw|")), key=lambda k: r[k]["rank1"] + r[k]["fp_accuracy"])
                 t, w = (float(v) for v in key.replace("tpgan |yaw|>", "").split(" w="))
                 chosen[name] = {"rule": key, "yaw_threshold": t, "weight": w}
-                cmu_res[name]["tpgan (every face)"] = cmu_rank1(policy(raw, front, yaws, -1.0, 1.0), cmu)
-                cmu_res[name][f"chosen: {key}"] = cmu_rank1(policy(raw, front, yaws, t, w), cmu)
-                # Is the chosen rule's rank-1 change more than chance? Exact McNemar on the probes.
                 rule = policy(raw, front, yaws, t, w)
+                rule_cmu = cmu_hits(rule, cmu)
+                cmu_res[name]["tpgan (every face)"] = cmu_summary(cmu_hits(policy(raw, front, yaws, -1.0, 1.0), cmu))
+                cmu_res[name][f"chosen: {key}"] = cmu_summary(rule_cmu)
+                # Is the chosen rule's rank-1 change more than chance? Exact McNemar on the probes.
                 paired[name] = {"cfp": asdict(mcnemar(cfp_hits(raw_of, gallery, probes), cfp_hits(rule, gallery, probes))),
-                                "cmu": asdict(mcnemar(cmu_hits(raw_of, cmu)[0], cmu_hits(rule, cmu)[0]))}
+                                "cmu": asdict(mcnemar(raw_cmu[0], rule_cmu[0]))}
         res[name] = r
     print("\nCFP 351-400 (tuning split)\n\n| embedder | method | rank-1 % | FP acc % | FP EER % | TAR@FAR=1% | FF acc % | profile→true frontal cos |"
           "\n|---|---|---|---|---|---|---|---|")
