@@ -292,3 +292,41 @@ def test_warm_start_takes_networks_but_not_progress(small_pack, tmp_path):
     b.run()
     run = json.loads((tmp_path / "b" / "run.json").read_text())
     assert run["init"] == {"from": str(tmp_path / "a" / "checkpoint.pt"), "step": 2} and b.step == 1
+
+
+def test_wall_clock_budget_stops_saves_and_the_next_job_resumes(small_pack, tmp_path):
+    """max_minutes: a run that passes its budget stops early with its checkpoint and generator
+    saved (a time-limited job), and a resumed run finishes the remaining steps."""
+    base = dict(pack=str(small_pack), train_identities="1-3", val_pack="", width=0.125, batch=2, identity_net="none",
+                sample_every=0, val_every=0, log_every=1, ckpt_every=0, steps=3, out=str(tmp_path / "r"))
+    a = Trainer(TrainConfig(**base, max_minutes=1e-7))
+    a.run()
+    assert a.step < 3
+    assert (tmp_path / "r" / "checkpoint.pt").is_file() and (tmp_path / "r" / "generator.safetensors").is_file()
+    b = Trainer(TrainConfig(**base, resume=True))
+    b.run()
+    assert b.step == 3
+
+
+def test_merge_reencodes_and_samples_identities_for_carrying(small_pack, tmp_path):
+    """`pack --merge`: one file from several packs, smaller at a lower JPEG quality, with every
+    record of the sampled identities and their fields intact."""
+    from pifr.train.pack import main as pack_main
+
+    src = Pack.load(small_pack)
+    rest, part, out = tmp_path / "rest.npz", tmp_path / "part.npz", tmp_path / "merged.npz"
+    src.subset(src.identity != 351).save(rest)
+    src.subset(src.identity == 351).save(part)
+    assert pack_main(["--merge", str(rest), str(part), "--quality", "60", "--sample-identities", "2", "--out", str(out)]) == 0
+    m = Pack.load(out)
+    kept = np.unique(m.identity)
+    assert len(kept) == 2 and set(kept.tolist()) <= set(src.identity.tolist()) and m.manifest["jpeg_quality"] == 60
+    # Records in merged order: `rest`'s first, then `part`'s.
+    idx = np.r_[np.flatnonzero((src.identity != 351) & np.isin(src.identity, kept)),
+                np.flatnonzero((src.identity == 351) & np.isin(src.identity, kept))]
+    assert len(m) == len(idx)
+    assert np.array_equal(m.landmarks, src.landmarks[idx]) and np.array_equal(m.yaw, src.yaw[idx])
+    assert np.array_equal(m.frontal, src.frontal[idx])
+    assert m.offsets[-1] < 0.7 * np.diff(src.offsets)[idx].sum()
+    diff = [np.abs(m.image(k).astype(int) - src.image(int(i)).astype(int)).mean() for k, i in enumerate(idx[:10])]
+    assert max(diff) < 6, diff

@@ -179,6 +179,18 @@ class Pack:
                                  self.yaw[idx], self.identity[idx], self.frontal[idx], self.group[idx], self.source[idx],
                                  dict(self.manifest, subset_of=int(len(self)), kept=int(len(idx))))
 
+    def reencoded(self, quality: int, progress: bool = True) -> "Pack":
+        """The same records with every crop re-encoded as JPEG at ``quality`` (1–95): a smaller
+        file to carry to a training machine (quality 80 is ~0.54× the size of the packs' 95)."""
+        from tqdm import tqdm
+
+        if not 1 <= quality <= 95:
+            raise ValueError(f"JPEG quality must be in 1..95, got {quality}")
+        blobs = [np.frombuffer(_jpeg(self.image(i), quality), np.uint8)
+                 for i in tqdm(range(len(self)), desc=f"re-encode q{quality}", disable=not progress)]
+        return Pack.from_records(blobs, self.landmarks, self.yaw, self.identity, self.frontal, self.group, self.source,
+                                 dict(self.manifest, jpeg_quality=int(quality)))
+
     @classmethod
     def concat(cls, packs: Sequence["Pack"]) -> "Pack":
         """One pack from several (e.g. real CFP crops + rendered pairs): pairing groups are

@@ -74,6 +74,10 @@ class TrainConfig:
     # Warm start: networks and optimiser states from another run's checkpoint.pt; step count, data
     # order and random state start afresh (use it when the data or losses change; resume otherwise).
     init: str = ""
+    # Wall-clock budget in minutes (0 = none): after the step that passes it the run saves its
+    # checkpoint and generator and returns, so a run fits a time-limited job (the device tool's
+    # 10-minute commands) and the next job resumes it.
+    max_minutes: float = 0.0
 
     @classmethod
     def from_args(cls, config: Optional[str], overrides: List[str]) -> "TrainConfig":
@@ -423,6 +427,9 @@ class Trainer:
         last: Dict[str, float] = {}
         self.g.train()
         while self.step < cfg.steps:
+            if cfg.max_minutes and time.time() - t0 > cfg.max_minutes * 60:
+                log.info("wall-clock budget of %.1f min reached at step %d; saving", cfg.max_minutes, self.step)
+                break
             logs = self.train_step()
             bar.update(1)
             if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps):

@@ -4,8 +4,12 @@
     python -m pifr.train.pack --multipie /data/multipie --setting 1 --out packs/mpie_s1_train.npz
     python -m pifr.train.pack --render-cfp ../shared/data/cfp --identities 1-350 --model3d model3Ddlib.mat --out packs/render_train.npz
     python -m pifr.train.pack --render-lfw ../shared/data/lfw --lfw-people 2000 --exclude-cfp ../shared/data/cfp --render-target photo --render-background fill --model3d model3Ddlib.mat --out packs/render_lfw.npz
+    python -m pifr.train.pack --merge packs/render_lfw.npz packs/render_fill.npz --quality 80 --out carry/renders.npz
 
 Needs the inference stack (detector and yaw weights); the resulting file is all training needs.
+``--merge`` joins packs into one (``Pack.concat``), optionally re-encoded at a lower JPEG quality
+and cut to a random subset of identities, to carry to a machine with a size limit (the device
+tool takes 64 MiB of working tree).
 """
 from __future__ import annotations
 
@@ -51,6 +55,7 @@ def main(argv=None) -> int:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--cfp", help="CFP root (Data/Images/<id>/...)")
     src.add_argument("--multipie", help="Multi-PIE root (session0S/multiview/...)")
+    src.add_argument("--merge", nargs="+", metavar="PACK", help="join existing packs into one (see --quality, --sample-identities)")
     src.add_argument("--render-cfp", help="CFP root: render its frontals at --yaws with the 3D head (pixel-exact pairs)")
     src.add_argument("--render-lfw", help="LFW root: render each person's first photo at --yaws (pixel-exact pairs); "
                                           f"identities are {LFW_IDENTITY_BASE} + the person's index in name order")
@@ -71,9 +76,14 @@ def main(argv=None) -> int:
     ap.add_argument("--setting", type=int, default=1, help="Multi-PIE setting (1 or 2)")
     ap.add_argument("--part", default="train", choices=["train", "test"])
     ap.add_argument("--detector", default="retinaface")
+    ap.add_argument("--quality", type=int, default=None, help="--merge: re-encode every crop at this JPEG quality")
+    ap.add_argument("--sample-identities", type=int, default=0,
+                    help="--merge: keep every record of this many identities, chosen at random (seed 0); 0 = all")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
+    if args.merge:
+        return merge(args)
     a, _, b = args.identities.partition("-")
     ids = range(int(a), int(b or a) + 1)
     if args.render_cfp or args.render_lfw:
@@ -104,6 +114,29 @@ def main(argv=None) -> int:
     pack = build_pack(items, manifest, detector=args.detector)
     pack.save(Path(args.out))
     print(json.dumps({k: v for k, v in pack.manifest.items() if k != "skipped_examples"}))
+    return 0
+
+
+def merge(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import Pack
+
+    pack = Pack.concat([Pack.load(Path(p)) for p in args.merge])
+    if len(args.merge) > 1:
+        pack.manifest["merged_from"] = list(args.merge)
+    if args.sample_identities:
+        ids = np.unique(pack.identity)
+        if args.sample_identities < len(ids):
+            keep = np.random.default_rng(0).choice(ids, args.sample_identities, replace=False)
+            pack = pack.subset(np.isin(pack.identity, keep))
+            pack.manifest["sampled_identities"] = f"{args.sample_identities} of {len(ids)} (seed 0)"
+    if args.quality:
+        pack = pack.reencoded(args.quality)
+    pack.save(Path(args.out))
+    size = Path(args.out).stat().st_size
+    print(json.dumps({"records": len(pack), "identities": int(len(np.unique(pack.identity))), "mib": round(size / 2**20, 1),
+                      "jpeg_quality": args.quality or "unchanged"}))
     return 0
 
 
