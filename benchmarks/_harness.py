@@ -19,7 +19,10 @@ sys.path.insert(0, str(ROOT))
 import pifr  # noqa: E402
 import pifr.embedders  # noqa: E402
 import pifr.weights  # noqa: E402
-from pifr.datasets import SPLITS, shared_root  # noqa: E402,F401 - shared_root is re-exported to the benchmarks
+from pifr.datasets import SPLITS, shared_root  # noqa: E402 - shared_root is re-exported to the benchmarks
+
+__all__ = ["ROOT", "SPLITS", "append_runlog", "cache_dir", "device_description", "embed_paths", "git_commit",
+           "pair_scores", "parser", "plot_roc", "run_header", "save_record", "shared_root", "weights_sha"]
 
 
 def parser(doc: str, out: str, embedders: bool = True):

@@ -36,7 +36,10 @@ def yaw_from_landmarks(landmarks: np.ndarray) -> float:
 
 
 @functools.lru_cache(maxsize=4)
-def _tddfa(device: Any = None) -> Any:
+def pose_network(device: Any = None) -> Any:
+    """The 3DDFA_V2 MobileNet (``tddfa_mb05``) that :func:`estimate_yaw_faces` reads yaw with, in
+    eval mode on ``device``; loaded once per device and shared (the trainer's pose term uses it).
+    Input ``(B, 3, 120, 120)`` BGR in [0, 255] on 3DDFA's ROI; output ``(B, 62)`` parameters."""
     from .models.tddfa import TDDFAMobileNet
     from .weights import load_into
 
@@ -66,7 +69,7 @@ def estimate_yaw_faces(img: np.ndarray, faces: Sequence[Face], method: str = "3d
 
     from .models.tddfa import pose_from_params, roi_from_bbox
 
-    net = _tddfa(device)
+    net = pose_network(device)
     crops = np.stack([_crop(img[..., ::-1], roi_from_bbox(f.bbox), 120) for f in faces])  # BGR contract
     x = torch.from_numpy(crops).to(next(net.parameters()).device).permute(0, 3, 1, 2).float()
     with torch.inference_mode():

@@ -195,9 +195,9 @@ class Trainer:
     def _pose_net(self):
         if not self.weights.pose:
             return None
-        from ..pose import _tddfa  # the yaw estimator's own network and weights, loaded once
+        from ..pose import pose_network  # the yaw estimator's own network and weights, loaded once
 
-        return L.FrontalPose(_tddfa(self.device), jitter=self.cfg.pose_jitter).to(self.device)
+        return L.FrontalPose(pose_network(self.device), jitter=self.cfg.pose_jitter).to(self.device)
 
     def _next_batch(self) -> Dict[str, torch.Tensor]:
         b = self.cfg.batch
