@@ -4,7 +4,7 @@
 # or dlib, no network, 10-minute commands, files back of at most 16 MiB each and 8 per call), and
 # leave in $OUT what is needed to judge and ship the run:
 #
-#   OUT=/tmp/out scripts/device_train.sh CONFIG.json MINUTES [KEY=VALUE ...]
+#   OUT=/tmp/out [PIFR_COMMIT=sha] [PYTHON=python3] scripts/device_train.sh CONFIG.json MINUTES [KEY=VALUE ...]
 #
 # The run folder ($RUN_DIR, default /tmp/pifr_run) stays on the machine, so a second job on the
 # same warm machine resumes it (its checkpoint, ~176 MB at width 0.25, never travels). Back in
@@ -18,16 +18,18 @@ shift 2
 out=${OUT:?set OUT to the folder whose files come back}
 run=${RUN_DIR:-/tmp/pifr_run}
 here=$(cd "$(dirname "$0")/.." && pwd)
+py=${PYTHON:-python3}
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 {
   date -u +%FT%TZ
-  git -C "$here" rev-parse HEAD 2>/dev/null || echo "commit unknown"
+  # The tree may travel without .git: pass PIFR_COMMIT=<sha> in the command to record it.
+  echo "commit ${PIFR_COMMIT:-$(git -C "$here" rev-parse HEAD 2>/dev/null || echo unknown)}"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
-  python3 -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__, "cuda", torch.cuda.is_available())'
+  "$py" -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__, "cuda", torch.cuda.is_available())'
 } > "$out/device.txt"
 cat "$out/device.txt"
 status=0
-python3 -m pifr.train --config "$cfg" --set out="$run" max_minutes="$minutes" "$@" > "$out/train.log" 2>&1 || status=$?
+"$py" -m pifr.train --config "$cfg" --set out="$run" max_minutes="$minutes" "$@" > "$out/train.log" 2>&1 || status=$?
 tail -n 3 "$out/train.log" | tr '\r' '\n' | tail -n 3
 cp "$run/losses.csv" "$run/run.json" "$out/" 2>/dev/null || true
 last=$(ls "$run"/samples_*.png 2>/dev/null | tail -n 1)
@@ -35,7 +37,7 @@ last=$(ls "$run"/samples_*.png 2>/dev/null | tail -n 1)
 best="$run/generator_best.safetensors"
 [ -f "$best" ] || best="$run/generator.safetensors"
 if [ -f "$best" ]; then
-  python3 "$here/scripts/export_generator.py" "$best" "$run/generator_fp16.safetensors" --fp16
+  "$py" "$here/scripts/export_generator.py" "$best" "$run/generator_fp16.safetensors" --fp16
   split -b 15M -d "$run/generator_fp16.safetensors" "$out/generator_fp16.safetensors.part"
 fi
 ls -l "$out"
