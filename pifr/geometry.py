@@ -274,13 +274,15 @@ def fill_background(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask[..., None], img, out.round().clip(0, 255).astype(np.uint8))
 
 
-def render_texture(tex: np.ndarray, ref: ReferenceFace, yaw: float, supersample: int = 2) -> Render:
-    """Turn the textured reference head by ``yaw`` degrees about its vertical axis and render it
-    from the reference camera with a z-buffer.
+def _turned_view(ref: ReferenceFace, yaw: float, supersample: int = 2) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The reference head turned by ``yaw`` degrees about its vertical axis, seen by the reference
+    camera: ``(ref_px (320, 320, 2) float32, region (320, 320) bool, landmarks5 (5, 2))`` — for
+    each pixel of the turned view, the reference-view pixel of the surface point it shows (valid
+    inside ``region``), and pifr's 5 points in the turned view.
 
     The z-buffer is splatted with *reference-pixel coordinates* rather than colours; gaps where the
-    turned surface stretches are filled by interpolating those coordinates, and the texture is then
-    sampled once with bilinear interpolation — no holes, no blocky splats.
+    turned surface stretches are filled by interpolating those coordinates, so a texture sampled
+    through the map has no holes and no blocky splats.
     """
     import cv2
 
@@ -309,11 +311,61 @@ def render_texture(tex: np.ndarray, ref: ReferenceFace, yaw: float, supersample:
     valid = np.isfinite(zbuf).reshape(REF_SIZE, REF_SIZE)
     region = cv2.morphologyEx(valid.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((15, 15), np.uint8)).astype(bool)
     cmap, _ = _fill(cmap.reshape(REF_SIZE, REF_SIZE, 2), valid, region)
-    img = cv2.remap(tex, cmap[..., 0], cmap[..., 1], interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-    img = np.where(region[..., None], img, 0).round().clip(0, 255).astype(np.uint8)
     lm3 = (ref.landmarks3d - centre) @ rz.T + centre
     lm2, _ = _project(lm3, r_ref, ref.tvec, ref.camera)
-    return Render(img, landmarks5_from_68(lm2).astype(np.float32), float(yaw), region)
+    return cmap, region, landmarks5_from_68(lm2)
+
+
+def render_texture(tex: np.ndarray, ref: ReferenceFace, yaw: float, supersample: int = 2) -> Render:
+    """Turn the textured reference head by ``yaw`` degrees about its vertical axis and render it
+    from the reference camera with a z-buffer (:func:`_turned_view`), sampling the texture once
+    with bilinear interpolation."""
+    import cv2
+
+    cmap, region, lm5 = _turned_view(ref, yaw, supersample)
+    img = cv2.remap(tex, cmap[..., 0], cmap[..., 1], interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    img = np.where(region[..., None], img, 0).round().clip(0, 255).astype(np.uint8)
+    return Render(img, lm5.astype(np.float32), float(yaw), region)
+
+
+@functools.lru_cache(maxsize=64)
+def _turned_view_cached(yaw: float, model_path: Optional[str]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return _turned_view(load_reference(model_path), yaw)
+
+
+def frontal_flow(landmarks: np.ndarray, yaw: float, template: AlignmentTemplate = TPGAN_128, *,
+                 model_path: Optional[str] = None, yaw_step: float = 5.0) -> Tuple[np.ndarray, np.ndarray]:
+    """Where each pixel of an aligned crop of a turned face lies on the frontal face.
+
+    The crop (``template.size`` square, its face's 5 landmarks ``landmarks`` ``(5, 2)`` in crop
+    pixels, turned by ``yaw`` degrees, pifr's sign) is matched to the reference head turned by
+    ``yaw`` (rounded to ``yaw_step``) through a similarity on the 5 points; each crop pixel on the
+    head's surface is followed to the reference (frontal) view and from there into ``template``'s
+    frontal frame. Returns ``(flow (S, S, 2) float32 — frontal-frame pixel (x, y) of each crop
+    pixel, valid (S, S) bool — the crop pixels that show the head's face surface)``. With the
+    reference head, not the person's, and 5 points, expect errors of a few pixels.
+    """
+    import cv2
+
+    from .alignment import similarity_transform
+
+    yaw = float(np.clip(round(yaw / yaw_step) * yaw_step, -90, 90))
+    cmap, region, lm_view = _turned_view_cached(yaw, model_path)
+    ref = load_reference(model_path)
+    size = template.size
+    to_view = similarity_transform(np.asarray(landmarks, np.float64), lm_view)  # crop px → turned-view px
+    gy, gx = np.mgrid[0:size, 0:size].astype(np.float64)
+    vx = to_view[0, 0] * gx + to_view[0, 1] * gy + to_view[0, 2]
+    vy = to_view[1, 0] * gx + to_view[1, 1] * gy + to_view[1, 2]
+    vx, vy = vx.astype(np.float32), vy.astype(np.float32)
+    ref_px = cv2.remap(cmap, vx, vy, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    valid = cv2.remap(region.astype(np.uint8), vx, vy, interpolation=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT) > 0
+    to_tpl = similarity_transform(ref.landmarks5, template.array)  # reference-view px → template px
+    fx = to_tpl[0, 0] * ref_px[..., 0] + to_tpl[0, 1] * ref_px[..., 1] + to_tpl[0, 2]
+    fy = to_tpl[1, 0] * ref_px[..., 0] + to_tpl[1, 1] * ref_px[..., 1] + to_tpl[1, 2]
+    flow = np.stack([fx, fy], -1).astype(np.float32)
+    valid &= (fx >= 0) & (fx <= size - 1) & (fy >= 0) & (fy <= size - 1)
+    return flow, valid
 
 
 def render_at_yaw(frontal_img: ImageLike, yaw: float, *, face: Optional[Face] = None, model_path: Optional[str] = None,

@@ -356,11 +356,16 @@ class PairDataset:
     ``target_lm`` (5, 2) crop pixels, ``yaw`` (|yaw| after mirroring), ``identity`` (int, the
     identity's index in :attr:`identities`), ``aligned`` (1.0 when the target is pixel-aligned
     with the input — a render's or Multi-PIE's — and 0.0 when it is another photo of the person).
+    With ``flows`` (needs the 3D reference head, ``model_path`` or the registry): ``flow``
+    (128, 128, 2) — for each input pixel, the frontal-frame pixel (x, y) of the same point of the
+    face (:func:`pifr.geometry.frontal_flow`) — and ``flow_valid`` (128, 128), 1.0 on the face
+    surface (all 0 when the input's yaw is unknown).
     """
 
     def __init__(self, pack: Pack, identities: Optional[Iterable[int]] = None, frontal_inputs: bool = False,
-                 max_targets_per_input: int = 10) -> None:
+                 max_targets_per_input: int = 10, flows: bool = False, model_path: Optional[str] = None) -> None:
         self.pack = pack
+        self.flows, self.model_path = flows, model_path
         keep = np.ones(len(pack), bool) if identities is None else np.isin(pack.identity, list(identities))
         self.identities = sorted(set(pack.identity[keep].tolist()))
         self._id_index = {v: i for i, v in enumerate(self.identities)}
@@ -401,6 +406,17 @@ class PairDataset:
             y, yl = mirror(y, yl)
             yaw = -yaw
         to_t = lambda a: torch.from_numpy(np.array(a)).permute(2, 0, 1).float() / 127.5 - 1  # noqa: E731
-        return {"input": to_t(x), "target": to_t(y), "input_lm": torch.from_numpy(np.array(xl, np.float32)),
+        item = {"input": to_t(x), "target": to_t(y), "input_lm": torch.from_numpy(np.array(xl, np.float32)),
                 "target_lm": torch.from_numpy(np.array(yl, np.float32)), "yaw": yaw,
                 "identity": self._id_index[int(self.pack.identity[i])], "aligned": float(self.pack.group[i] >= 0)}
+        if self.flows:
+            size = x.shape[0]
+            if np.isfinite(yaw):
+                from ..geometry import frontal_flow
+
+                flow, valid = frontal_flow(np.asarray(xl, np.float64), yaw, model_path=self.model_path)
+            else:
+                flow, valid = np.zeros((size, size, 2), np.float32), np.zeros((size, size), bool)
+            item["flow"] = torch.from_numpy(flow)
+            item["flow_valid"] = torch.from_numpy(valid.astype(np.float32))
+        return item

@@ -61,6 +61,8 @@ class TrainConfig:
     pixel_on_identity_pairs: float = 1.0
     # Random shift/scale of the pose term's crop (fraction of its size) at every step.
     pose_jitter: float = 0.0
+    # The 3D reference head (model3Ddlib.mat) for the cycle term; "" = the weights registry.
+    model3d: str = ""
     id_classes: bool = False  # add the encoder identity head (cross-entropy on training identities)
     seed: int = 0
     device: str = "auto"
@@ -113,7 +115,7 @@ def selection_score(val: Dict[str, float]) -> float:
     return val.get("val_rank1_output", math.nan) + 1e-3 * val.get("val_id_cos_output", math.nan)
 
 CSV_FIELDS = ["step", "seconds", "d", "began_k", "began_M", "g_pixel", "g_sym", "g_adv", "g_ip", "g_id_cos", "g_tv", "g_ce",
-              "g_pose", "g_total", "val_id_cos_output", "val_id_cos_input", "val_rank1_output", "val_rank1_input", "val_l1"]
+              "g_pose", "g_cycle", "g_total", "val_id_cos_output", "val_id_cos_input", "val_rank1_output", "val_rank1_input", "val_l1"]
 
 
 class Trainer:
@@ -134,7 +136,9 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
         # Several packs may be given, comma-separated (e.g. real CFP crops + rendered pairs).
         pack = Pack.concat([Pack.load(Path(p)) for p in cfg.pack.split(",") if p])
-        self.train = PairDataset(pack, _range(cfg.train_identities), frontal_inputs=cfg.frontal_inputs)
+        self.weights = L.LossWeights(**cfg.weights)
+        self.train = PairDataset(pack, _range(cfg.train_identities), frontal_inputs=cfg.frontal_inputs,
+                                 flows=bool(self.weights.cycle), model_path=cfg.model3d or None)
         if len(self.train) == 0:
             raise SystemExit(f"no training pairs in {cfg.pack} for identities {cfg.train_identities}")
         self.val = None
@@ -164,7 +168,6 @@ class Trainer:
         self.opt_g = torch.optim.Adam(groups["global"], lr=cfg.lr, betas=betas)
         self.opt_l = torch.optim.Adam(groups["local"], lr=cfg.lr, betas=betas) if groups["local"] else None
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr, betas=betas) if self.d is not None else None
-        self.weights = L.LossWeights(**cfg.weights)
         self.id_feats = self._identity_net()
         self.pose = self._pose_net()
         self.use_amp = cfg.amp and self.device.type == "cuda"
@@ -256,7 +259,8 @@ class Trainer:
                                   id_labels=batch["identity"] if cfg.id_classes else None, sym_space=cfg.sym_space,
                                   pixel_weight=None if cfg.pixel_on_identity_pairs == 1 else
                                   batch["aligned"] + (1 - batch["aligned"]) * cfg.pixel_on_identity_pairs,
-                                  pose=self.pose)
+                                  pose=self.pose,
+                                  cycle=(x, batch["flow"], batch["flow_valid"]) if "flow" in batch else None)
         self.opt_g.zero_grad(set_to_none=True)
         if self.opt_l:
             self.opt_l.zero_grad(set_to_none=True)

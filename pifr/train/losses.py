@@ -8,7 +8,7 @@ Images are ``(B, 3, H, W)`` in [-1, 1].
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -35,6 +35,12 @@ class LossWeights:
     # the generator grew a bright blob that the regressor reads as frontal, and with pose_jitter
     # dark strokes instead (docs/tpgan.md, stages N and O).
     pose: float = 0.0
+    # Not in the paper (0 = paper): the output, warped back to the input's pose through the 3D
+    # reference head (:func:`pifr.geometry.frontal_flow`), must match the input on the face
+    # pixels the input shows (:func:`cycle_loss`). Needs no frontal of the person, so it applies to
+    # real profiles, and a copy of the profile fails it: warped to the profile's pose, a profile is
+    # turned twice. No network judges it, so there is nothing to fool.
+    cycle: float = 0.0
 
     def to_dict(self) -> Dict[str, float]:
         return asdict(self)
@@ -115,6 +121,30 @@ def identity_terms(features: Callable[[torch.Tensor], Mapping[str, torch.Tensor]
     l1 = torch.stack([F.l1_loss(ff[k].float(), fr[k].float()) for k in fr]).mean()
     cos = 1 - F.cosine_similarity(ff["embedding"].float(), fr["embedding"].float(), dim=1).mean()
     return l1, cos
+
+
+def cycle_loss(fake: torch.Tensor, inp: torch.Tensor, flow: torch.Tensor, valid: torch.Tensor,
+               sizes=(64, 32)) -> torch.Tensor:
+    """Mean L1 between the input and the output warped to the input's pose, on the input's face.
+
+    ``fake``, ``inp``: ``(B, 3, S, S)`` in [-1, 1]; ``flow``: ``(B, S, S, 2)`` frontal-frame pixel
+    (x, y) of each input pixel; ``valid``: ``(B, S, S)`` 1 on the face surface. Compared after
+    mask-weighted average pooling to each of ``sizes`` (the reference head is not the person's:
+    the warp is off by a few pixels, which must not reward blur), on cells at least half face.
+    """
+    s = fake.shape[-1]
+    grid = (flow.to(fake.dtype) + 0.5) / s * 2 - 1
+    warped = F.grid_sample(fake, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    m = valid.to(fake.dtype).unsqueeze(1)
+    terms = []
+    for size in sizes:
+        k = s // size
+        pm = F.avg_pool2d(m, k)
+        keep = (pm >= 0.5).to(fake.dtype)
+        a = F.avg_pool2d(warped * m, k) / pm.clamp_min(1e-6)
+        b = F.avg_pool2d(inp * m, k) / pm.clamp_min(1e-6)
+        terms.append(((a - b).abs() * keep).sum() / (keep.sum() * 3).clamp_min(1.0))
+    return torch.stack(terms).mean()
 
 
 class BEGANBalance:
@@ -218,10 +248,12 @@ def generator_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor, *, wei
                    fake_logits: Optional[torch.Tensor] = None, began_fake_err: Optional[torch.Tensor] = None,
                    id_features: Optional[Callable] = None, id_labels: Optional[torch.Tensor] = None,
                    sym_space: str = "laplacian", pixel_weight: Optional[torch.Tensor] = None,
-                   pose: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> LossTerms:
+                   pose: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                   cycle: Optional[Sequence[torch.Tensor]] = None) -> LossTerms:
     """The weighted TP-GAN generator objective; terms whose inputs are absent are skipped.
     ``pixel_weight`` (B,): per-sample scale of the pixel term (see :func:`pixel_loss`);
-    ``pose``: a :class:`FrontalPose` for the ``pose`` term."""
+    ``pose``: a :class:`FrontalPose` for the ``pose`` term; ``cycle``: ``(input, flow, valid)``
+    for the ``cycle`` term (:func:`cycle_loss`)."""
     terms: Dict[str, torch.Tensor] = {"pixel": pixel_loss(out, target, target_patches, pixel_weight),
                                       "sym": symmetry_loss(out["img128"], sym_space),
                                       "tv": tv_loss(out["img128"])}
@@ -235,6 +267,8 @@ def generator_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor, *, wei
             terms["id_cos"] = id_cos
     if pose is not None and weights.pose:
         terms["pose"] = pose(out["img128"]).pow(2).mean()
+    if cycle is not None and weights.cycle:
+        terms["cycle"] = cycle_loss(out["img128"], *cycle)
     if id_labels is not None and "logits" in out:
         terms["ce"] = F.cross_entropy(out["logits"], id_labels)
     w = weights.to_dict()
