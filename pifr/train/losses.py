@@ -38,8 +38,9 @@ class LossWeights:
     # Not in the paper (0 = paper): the output, warped back to the input's pose through the 3D
     # reference head (:func:`pifr.geometry.frontal_flow`), must match the input on the face
     # pixels the input shows (:func:`cycle_loss`). Needs no frontal of the person, so it applies to
-    # real profiles, and a copy of the profile fails it: warped to the profile's pose, a profile is
-    # turned twice. No network judges it, so there is nothing to fool.
+    # real profiles; a copy of a strongly turned profile (≥ 60°) fails it, being turned twice, and
+    # the profile with its mirror image over it fails it badly. No network judges it, so there is
+    # nothing to fool; in CPU runs it did not yet lead to frontals (docs/tpgan.md, stages R, R2).
     cycle: float = 0.0
 
     def to_dict(self) -> Dict[str, float]:
