@@ -157,3 +157,8 @@ def test_cycle_loss_prefers_the_frontal_to_a_copy_or_a_mirror_ghost(model3d, fro
         assert float(lg.detach()) < 0.9 * lc and float(lg.detach()) < 0.5 * lm_
         lg.backward()
         assert good.grad.abs().sum() > 0
+        # Compared as image gradients (structure, not colour) the copy is further off.
+        gg, gc, gm = (float(cycle_loss(t.detach(), inp, flow, valid, space="gradient"))
+                      for t in (good, inp, 0.5 * (inp + inp.flip(3))))
+        print(f"{yaw}°: gradient space: true frontal {gg:.3f}, copy {gc:.3f}, copy + mirror {gm:.3f}")
+        assert gg < 0.7 * gc and gg < 0.8 * gm

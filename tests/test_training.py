@@ -377,7 +377,8 @@ def test_device_job_trains_and_exports_without_facenet_or_dlib(small_pack, tmp_p
         assert torch.allclose(f.get_tensor(k).float(), g.get_tensor(k), atol=1e-2)
 
 
-def test_cycle_term_gets_flows_for_real_profiles_and_trains(small_pack, shared, tmp_path):
+@pytest.mark.parametrize("space", ["pooled", "gradient"])
+def test_cycle_term_gets_flows_for_real_profiles_and_trains(small_pack, shared, tmp_path, space):
     """weights.cycle > 0: the training pairs carry the input→frontal flow of each real CFP
     profile (through the 3D reference head, from the pack's landmarks and yaw), and the
     trainer logs the cycle term and updates the generator with it."""
@@ -386,7 +387,7 @@ def test_cycle_term_gets_flows_for_real_profiles_and_trains(small_pack, shared, 
         pytest.skip("model3Ddlib.mat not available")
     w = {k: 0.0 for k in L.LossWeights().to_dict()}  # the cycle term alone moves the generator
     w["cycle"] = 1.0
-    tr = Trainer(_cfg(small_pack, tmp_path / "cyc", weights=w, model3d=str(model), adversarial="none"))
+    tr = Trainer(_cfg(small_pack, tmp_path / "cyc", weights=w, model3d=str(model), adversarial="none", cycle_space=space))
     item = tr.train[0]
     assert item["flow"].shape == (128, 128, 2) and 0.2 < float(item["flow_valid"].mean()) < 0.9
     before = [p.detach().clone() for p in tr.g.parameters()]

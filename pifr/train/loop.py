@@ -63,6 +63,7 @@ class TrainConfig:
     pose_jitter: float = 0.0
     # The 3D reference head (model3Ddlib.mat) for the cycle term; "" = the weights registry.
     model3d: str = ""
+    cycle_space: str = "pooled"  # the cycle term's comparison: "pooled" colours or "gradient" (losses.cycle_loss)
     id_classes: bool = False  # add the encoder identity head (cross-entropy on training identities)
     seed: int = 0
     device: str = "auto"
@@ -260,7 +261,8 @@ class Trainer:
                                   pixel_weight=None if cfg.pixel_on_identity_pairs == 1 else
                                   batch["aligned"] + (1 - batch["aligned"]) * cfg.pixel_on_identity_pairs,
                                   pose=self.pose,
-                                  cycle=(x, batch["flow"], batch["flow_valid"]) if "flow" in batch else None)
+                                  cycle=(x, batch["flow"], batch["flow_valid"]) if "flow" in batch else None,
+                                  cycle_space=cfg.cycle_space)
         self.opt_g.zero_grad(set_to_none=True)
         if self.opt_l:
             self.opt_l.zero_grad(set_to_none=True)

@@ -125,18 +125,29 @@ def identity_terms(features: Callable[[torch.Tensor], Mapping[str, torch.Tensor]
 
 
 def cycle_loss(fake: torch.Tensor, inp: torch.Tensor, flow: torch.Tensor, valid: torch.Tensor,
-               sizes=(64, 32)) -> torch.Tensor:
+               sizes=(64, 32), space: str = "pooled") -> torch.Tensor:
     """Mean L1 between the input and the output warped to the input's pose, on the input's face.
 
     ``fake``, ``inp``: ``(B, 3, S, S)`` in [-1, 1]; ``flow``: ``(B, S, S, 2)`` frontal-frame pixel
-    (x, y) of each input pixel; ``valid``: ``(B, S, S)`` 1 on the face surface. Compared after
-    mask-weighted average pooling to each of ``sizes`` (the reference head is not the person's:
-    the warp is off by a few pixels, which must not reward blur), on cells at least half face.
+    (x, y) of each input pixel; ``valid``: ``(B, S, S)`` 1 on the face surface.
+    ``space="pooled"``: colours compared after mask-weighted average pooling to each of ``sizes``
+    (the reference head is not the person's: the warp is off by a few pixels, which must not
+    reward blur), on cells at least half face. ``"gradient"``: horizontal and vertical
+    differences of neighbouring pixels compared (structure rather than colour), where both
+    neighbours are on the face.
     """
     s = fake.shape[-1]
     grid = (flow.to(fake.dtype) + 0.5) / s * 2 - 1
     warped = F.grid_sample(fake, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     m = valid.to(fake.dtype).unsqueeze(1)
+    if space == "gradient":
+        dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
+        dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+        mx, my = m[..., :, 1:] * m[..., :, :-1], m[..., 1:, :] * m[..., :-1, :]
+        return ((dx(warped) - dx(inp)).abs() * mx).sum() / (mx.sum() * 3).clamp_min(1.0) + \
+            ((dy(warped) - dy(inp)).abs() * my).sum() / (my.sum() * 3).clamp_min(1.0)
+    if space != "pooled":
+        raise ValueError(f"space must be 'pooled' or 'gradient', got {space!r}")
     terms = []
     for size in sizes:
         k = s // size
@@ -250,7 +261,7 @@ def generator_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor, *, wei
                    id_features: Optional[Callable] = None, id_labels: Optional[torch.Tensor] = None,
                    sym_space: str = "laplacian", pixel_weight: Optional[torch.Tensor] = None,
                    pose: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                   cycle: Optional[Sequence[torch.Tensor]] = None) -> LossTerms:
+                   cycle: Optional[Sequence[torch.Tensor]] = None, cycle_space: str = "pooled") -> LossTerms:
     """The weighted TP-GAN generator objective; terms whose inputs are absent are skipped.
     ``pixel_weight`` (B,): per-sample scale of the pixel term (see :func:`pixel_loss`);
     ``pose``: a :class:`FrontalPose` for the ``pose`` term; ``cycle``: ``(input, flow, valid)``
@@ -269,7 +280,7 @@ def generator_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor, *, wei
     if pose is not None and weights.pose:
         terms["pose"] = pose(out["img128"]).pow(2).mean()
     if cycle is not None and weights.cycle:
-        terms["cycle"] = cycle_loss(out["img128"], *cycle)
+        terms["cycle"] = cycle_loss(out["img128"], *cycle, space=cycle_space)
     if id_labels is not None and "logits" in out:
         terms["ce"] = F.cross_entropy(out["logits"], id_labels)
     w = weights.to_dict()
