@@ -134,7 +134,8 @@ def cycle_loss(fake: torch.Tensor, inp: torch.Tensor, flow: torch.Tensor, valid:
     (the reference head is not the person's: the warp is off by a few pixels, which must not
     reward blur), on cells at least half face. ``"gradient"``: horizontal and vertical
     differences of neighbouring pixels compared (structure rather than colour), where both
-    neighbours are on the face.
+    neighbours are on the face — a flat output scores the input's own gradients, and a width-0.25
+    generator trained with it collapsed to flat images (docs/tpgan.md, stage R3).
     """
     s = fake.shape[-1]
     grid = (flow.to(fake.dtype) + 0.5) / s * 2 - 1
