@@ -169,6 +169,22 @@ def test_ddp_two_cpu_processes(small_pack, tmp_path):
     assert len((out / "losses.csv").read_text().splitlines()) == 4
 
 
+def test_ddp_processes_stop_together_on_the_wall_clock_budget(small_pack, tmp_path):
+    """max_minutes under DDP: the processes agree on the step to stop at (one stopping alone
+    would leave the other waiting in a collective), and the run ends and saves."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pifr.train",
+           "--set", f"pack={small_pack}", "train_identities=1-3", f"out={out}", "width=0.125", "batch=2", "steps=100000",
+           "identity_net=none", "sample_every=0", "ckpt_every=0", "val_every=0", "log_every=1", "max_minutes=0.05"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = len((out / "losses.csv").read_text().splitlines()) - 1
+    assert 0 < rows < 100000 and (out / "checkpoint.pt").is_file()
+
+
 def test_cli_runs_and_writes_artifacts(small_pack, tmp_path):
     from pifr.train.loop import main
 

@@ -404,6 +404,16 @@ class Trainer:
         Image.fromarray(img).save(path)
 
     # ---------------------------------------------------------------- loop
+    def _out_of_time(self, t0: float) -> bool:
+        """Whether the wall-clock budget is spent; under DDP every process stops at the same step
+        (one that stopped alone would leave the others waiting in a collective)."""
+        over = time.time() - t0 > self.cfg.max_minutes * 60
+        if self.world > 1:
+            flag = torch.tensor([float(over)], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            over = bool(flag.item())
+        return over
+
     def run(self) -> Dict[str, float]:
         cfg = self.cfg
         ck = self.out / "checkpoint.pt"
@@ -433,7 +443,7 @@ class Trainer:
         last: Dict[str, float] = {}
         self.g.train()
         while self.step < cfg.steps:
-            if cfg.max_minutes and time.time() - t0 > cfg.max_minutes * 60:
+            if cfg.max_minutes and self._out_of_time(t0):
                 log.info("wall-clock budget of %.1f min reached at step %d; saving", cfg.max_minutes, self.step)
                 break
             logs = self.train_step()
