@@ -105,7 +105,8 @@ def evaluate(emb_of, raw_of, cfp_frontals, pairs, ff_pairs, gallery, probes):
 
 
 def gallery_and_probes(emb_of, gallery, probes):
-    """``(G, P)`` embedding matrices; a probe without an embedding is a zero row (never identified)."""
+    """``(G, P)`` embedding matrices; a probe without an embedding is a zero row, which scores 0
+    against every gallery entry (rank-1 then picks the first gallery identity)."""
     G = np.stack([emb_of(im.path) for im in gallery])
     P = np.stack([emb_of(im.path) if emb_of(im.path) is not None else np.zeros(G.shape[1], np.float32) for im in probes])
     return G, P
