@@ -30,7 +30,7 @@ import pifr
 from pifr.datasets import cfp_identity, cfp_images, cfp_protocol, cmu_faces
 from pifr.embedders import get_embedder, locate_face
 from pifr.frontalization import get_frontalizer, to_template
-from pifr.metrics import eer, kfold_accuracy, mcnemar, rank1, rank1_hits, tar_at_far
+from pifr.metrics import eer, kfold_accuracy, mcnemar, rank1_hits, tar_at_far
 from pifr.verification import fuse_embeddings
 from pifr.weights import sha256_file
 from pifr.alignment import TPGAN_128, align_with_landmarks
@@ -90,12 +90,14 @@ def evaluate(emb_of, raw_of, cfp_frontals, pairs, ff_pairs, gallery, probes):
         s = np.array([float(emb_of(x.a) @ emb_of(x.b)) if emb_of(x.a) is not None and emb_of(x.b) is not None else -1.0 for x in ps])
         return s, np.array([x.same for x in ps]), np.arange(len(ps)) % 10
     s, y, folds = scores(pairs)
-    G, P = gallery_and_probes(emb_of, gallery, probes)
+    G, gids, P, found = gallery_and_probes(emb_of, gallery, probes)
     fr_by_id = {}
     for im in cfp_frontals:
         fr_by_id.setdefault(im.identity, []).append(raw_of(im.path))
-    idcos = np.mean([np.mean([float(P[i] @ f) for f in fr_by_id[im.identity] if f is not None]) for i, im in enumerate(probes)])
-    r = {"rank1": rank1(P, [im.identity for im in probes], G, [im.identity for im in gallery]),
+    idcos = np.mean([np.mean([float(P[i] @ f) for f in fr_by_id[im.identity] if f is not None])
+                     for i, im in enumerate(probes) if found[i]])
+    r = {"rank1": float(np.mean(rank1_hits(P, [im.identity for im in probes], G, gids) & found)),
+         "probes_without_embedding": int((~found).sum()),
          "fp_accuracy": kfold_accuracy(s, y, folds).mean, "fp_eer": eer(s, y), "fp_tar_at_far_1e-2": tar_at_far(s, y, 1e-2)[0],
          "profile_to_true_frontal_cos": float(idcos)}
     if ff_pairs:
@@ -105,17 +107,23 @@ def evaluate(emb_of, raw_of, cfp_frontals, pairs, ff_pairs, gallery, probes):
 
 
 def gallery_and_probes(emb_of, gallery, probes):
-    """``(G, P)`` embedding matrices; a probe without an embedding is a zero row, which scores 0
-    against every gallery entry (rank-1 then picks the first gallery identity)."""
-    G = np.stack([emb_of(im.path) for im in gallery])
-    P = np.stack([emb_of(im.path) if emb_of(im.path) is not None else np.zeros(G.shape[1], np.float32) for im in probes])
-    return G, P
+    """``(G, gallery_ids, P, found)``: embedding matrices of the gallery images that have one and
+    of every probe, and per probe whether it has one. A probe without an embedding (no face found)
+    is a zero row and must count as a miss (``found`` False), never as whichever identity a tie
+    picks."""
+    gal = [(im.identity, emb_of(im.path)) for im in gallery]
+    gal = [(i, e) for i, e in gal if e is not None]
+    G = np.stack([e for _, e in gal])
+    found = np.array([emb_of(im.path) is not None for im in probes], bool)
+    P = np.stack([emb_of(im.path) if f else np.zeros(G.shape[1], np.float32) for im, f in zip(probes, found)])
+    return G, [i for i, _ in gal], P, found
 
 
 def cfp_hits(emb_of, gallery, probes):
-    """Per CFP profile probe: identified at rank 1 (gallery: frontal 01 of each identity)."""
-    G, P = gallery_and_probes(emb_of, gallery, probes)
-    return rank1_hits(P, [im.identity for im in probes], G, [im.identity for im in gallery])
+    """Per CFP profile probe: identified at rank 1 (gallery: frontal 01 of each identity); a probe
+    without an embedding is a miss."""
+    G, gids, P, found = gallery_and_probes(emb_of, gallery, probes)
+    return rank1_hits(P, [im.identity for im in probes], G, gids) & found
 
 
 def cmu_summary(hits_and_people):
@@ -198,12 +206,14 @@ def main() -> None:
                 paired[name] = {"cfp": asdict(mcnemar(cfp_hits(raw_of, gallery, probes), cfp_hits(rule, gallery, probes))),
                                 "cmu": asdict(mcnemar(raw_cmu[0], rule_cmu[0]))}
         res[name] = r
-    print("\nCFP 351-400 (tuning split)\n\n| embedder | method | rank-1 % | FP acc % | FP EER % | TAR@FAR=1% | FF acc % | profile→true frontal cos |"
-          "\n|---|---|---|---|---|---|---|---|")
+    print("\nCFP 351-400 (tuning split; a profile without a face found counts as a miss)\n\n"
+          "| embedder | method | rank-1 % | no face | FP acc % | FP EER % | TAR@FAR=1% | FF acc % | profile→true frontal cos |"
+          "\n|---|---|---|---|---|---|---|---|---|")
     for name, r in res.items():
         for m, v in r.items():
-            print(f"| {name} | {m} | {100 * v['rank1']:.1f} | {100 * v['fp_accuracy']:.2f} | {100 * v['fp_eer']:.2f} | "
-                  f"{100 * v['fp_tar_at_far_1e-2']:.1f} | {100 * v['ff_accuracy']:.2f} | {v['profile_to_true_frontal_cos']:.3f} |")
+            print(f"| {name} | {m} | {100 * v['rank1']:.1f} | {v['probes_without_embedding']} | {100 * v['fp_accuracy']:.2f} | "
+                  f"{100 * v['fp_eer']:.2f} | {100 * v['fp_tar_at_far_1e-2']:.1f} | {100 * v['ff_accuracy']:.2f} | "
+                  f"{v['profile_to_true_frontal_cos']:.3f} |")
     if chosen:
         print("\nChosen on CFP 351-400 (max rank-1 + FP accuracy):", json.dumps(chosen))
     if cmu_res:
