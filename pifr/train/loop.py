@@ -12,6 +12,7 @@ identity similarity on held-out validation pairs; AMP on CUDA; multi-process via
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import logging
@@ -81,6 +82,10 @@ class TrainConfig:
     # checkpoint and generator and returns, so a run fits a time-limited job (the device tool's
     # 10-minute commands) and the next job resumes it.
     max_minutes: float = 0.0
+    # Decay of an exponential moving average of the generator's weights (0 = off; 0.999 averages
+    # over ~1,000 steps). When on, validation, model selection, samples and the saved generator use
+    # the average, and validation also reports the live weights (``val_rank1_live``).
+    ema: float = 0.0
 
     @classmethod
     def from_args(cls, config: Optional[str], overrides: List[str]) -> "TrainConfig":
@@ -116,7 +121,8 @@ def selection_score(val: Dict[str, float]) -> float:
     return val.get("val_rank1_output", math.nan) + 1e-3 * val.get("val_id_cos_output", math.nan)
 
 CSV_FIELDS = ["step", "seconds", "d", "began_k", "began_M", "g_pixel", "g_sym", "g_adv", "g_ip", "g_id_cos", "g_tv", "g_ce",
-              "g_pose", "g_cycle", "g_total", "val_id_cos_output", "val_id_cos_input", "val_rank1_output", "val_rank1_input", "val_l1"]
+              "g_pose", "g_cycle", "g_total", "val_id_cos_output", "val_id_cos_input", "val_rank1_output", "val_rank1_input", "val_l1",
+              "val_rank1_live", "val_id_cos_live"]
 
 
 class Trainer:
@@ -157,6 +163,9 @@ class Trainer:
             self.d = BEGANDiscriminator(cfg.width).to(self.device)
             self.balance = L.BEGANBalance()
         self.gd, self.dd = self.g, self.d
+        # The averaged generator: a frozen copy, updated after every generator step (_update_ema).
+        self.g_ema: Optional[Generator] = (copy.deepcopy(self.g).eval().requires_grad_(False)
+                                           if cfg.ema else None)
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -271,9 +280,28 @@ class Trainer:
         if self.opt_l:
             self.scaler.step(self.opt_l)
         self.scaler.update()
+        self._update_ema()
         self.step += 1
         logs.update({f"g_{k}": v for k, v in lt.terms.items()}, g_total=float(lt.total.detach()))
         return logs
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        """ema ← d·ema + (1−d)·live, with d ramped up from 0.1 over the first steps of a run so
+        the average does not remember a fresh initialisation for thousands of steps; BatchNorm's
+        running statistics are copied, not averaged."""
+        if self.g_ema is None:
+            return
+        d = min(self.cfg.ema, (1 + self.step) / (10 + self.step))
+        for pe, p in zip(self.g_ema.parameters(), self.g.parameters()):
+            pe.lerp_(p.detach(), 1 - d)
+        for be, b in zip(self.g_ema.buffers(), self.g.buffers()):
+            be.copy_(b)
+
+    @property
+    def g_eval(self) -> torch.nn.Module:
+        """The generator that is validated, sampled and saved: the average when ``ema`` is on."""
+        return self.g_ema if self.g_ema is not None else self.g
 
     # ---------------------------------------------------------------- checkpoints
     def state(self) -> Dict[str, Any]:
@@ -286,6 +314,8 @@ class Trainer:
         }
         if self.opt_l:
             s["opt_l"] = self.opt_l.state_dict()
+        if self.g_ema is not None:
+            s["g_ema"] = self.g_ema.state_dict()
         if self.d is not None:
             s["d"], s["opt_d"] = self.d.state_dict(), self.opt_d.state_dict()
         if self.device.type == "cuda":
@@ -299,9 +329,10 @@ class Trainer:
         from safetensors.torch import save_file
 
         tmp = path.with_suffix(".tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.g.state_dict().items()}, str(tmp),
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.g_eval.state_dict().items()}, str(tmp),
                   metadata={"config": json.dumps(asdict(self.g.config)), "step": str(self.step),
-                            "best_val_score": str(self.best_val), "best_step": str(self.best_step)})
+                            "best_val_score": str(self.best_val), "best_step": str(self.best_step),
+                            "ema": str(self.cfg.ema)})
         tmp.replace(path)
         return path
 
@@ -323,6 +354,8 @@ class Trainer:
 
     def _load_networks(self, s: Dict[str, Any]) -> None:
         self.g.load_state_dict(s["g"])
+        if self.g_ema is not None:  # a checkpoint without an average (ema was off) starts it from its weights
+            self.g_ema.load_state_dict(s.get("g_ema", s["g"]))
         self.opt_g.load_state_dict(s["opt_g"])
         if self.opt_l and "opt_l" in s:
             self.opt_l.load_state_dict(s["opt_l"])
@@ -352,40 +385,50 @@ class Trainer:
         embedding) of output→true frontal against raw input→true frontal, and — because cosines of
         a face network are compressed (impostors of dlib's score ~0.8) and say little about
         discrimination — rank-1 of output and of raw input among the validation identities,
-        the gallery being the first true frontal of each. Mean L1 of output to its target."""
+        the gallery being the first true frontal of each. Mean L1 of output to its target.
+        Outputs are :attr:`g_eval`'s; with ``ema`` on, ``val_*_live`` are the live weights'."""
         if self.val is None or self.id_feats is None:
             return {}
+        nets = {"output": self.g_eval} | ({"live": self.g} if self.g_ema is not None else {})
         self.g.eval()
         n = min(self.cfg.val_pairs, len(self.val))
-        e_out, e_in, e_tgt, ids, l1 = [], [], [], [], []
+        e_out: Dict[str, List[torch.Tensor]] = {k: [] for k in nets}
+        e_in, e_tgt, ids, l1 = [], [], [], []
         e = lambda t: F.normalize(self.id_feats(t)["embedding"].float(), dim=1)  # noqa: E731
         for i in range(0, n, self.cfg.batch):
             items = [self.val[k] for k in range(i, min(n, i + self.cfg.batch))]
             x = torch.stack([it["input"] for it in items]).to(self.device)
             xl = torch.stack([it["input_lm"] for it in items]).to(self.device)
             y = torch.stack([it["target"] for it in items]).to(self.device)
-            o = self._generate(x, xl)
-            e_out.append(e(o).cpu())
+            for name, net in nets.items():
+                o = self._generate(x, xl, net)
+                e_out[name].append(e(o).cpu())
+                if name == "output":
+                    l1.append((o - y).abs().mean((1, 2, 3)).cpu())
             e_in.append(e(x).cpu())
             e_tgt.append(e(y).cpu())
             ids.extend(int(it["identity"]) for it in items)
-            l1.append((o - y).abs().mean((1, 2, 3)).cpu())
         self.g.train()
-        eo, ei, et, idt = torch.cat(e_out), torch.cat(e_in), torch.cat(e_tgt), torch.tensor(ids)
+        ei, et, idt = torch.cat(e_in), torch.cat(e_tgt), torch.tensor(ids)
         first = {}
         for k, v in enumerate(ids):
             first.setdefault(v, k)
         gal_ids = torch.tensor(list(first))
         gal = et[list(first.values())]
         r1 = lambda q: float((gal_ids[(q @ gal.T).argmax(1)] == idt).float().mean())  # noqa: E731
-        return {"val_id_cos_output": float((eo * et).sum(1).mean()), "val_id_cos_input": float((ei * et).sum(1).mean()),
-                "val_rank1_output": r1(eo), "val_rank1_input": r1(ei), "val_l1": float(torch.cat(l1).mean())}
+        out = {"val_id_cos_input": float((ei * et).sum(1).mean()), "val_rank1_input": r1(ei),
+               "val_l1": float(torch.cat(l1).mean())}
+        for name, embs in e_out.items():
+            eo = torch.cat(embs)
+            out[f"val_id_cos_{name}"], out[f"val_rank1_{name}"] = float((eo * et).sum(1).mean()), r1(eo)
+        return out
 
-    def _generate(self, x: torch.Tensor, xl: torch.Tensor) -> torch.Tensor:
+    def _generate(self, x: torch.Tensor, xl: torch.Tensor, net: Optional[torch.nn.Module] = None) -> torch.Tensor:
         """Output at 128 px with zero noise, as :class:`pifr.frontalization.Frontalizer` runs it,
-        so validation figures and samples match what users get."""
+        so validation figures and samples match what users get. ``net``: :attr:`g_eval` by default."""
+        net = net if net is not None else self.g_eval
         noise = torch.zeros(len(x), self.g.noise_dim, device=x.device, dtype=x.dtype)
-        return self.g(x, xl, noise)["img128"]
+        return net(x, xl, noise)["img128"]
 
     @torch.no_grad()
     def sample_grid(self, path: Path, n: int = 6) -> None:
