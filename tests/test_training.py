@@ -349,9 +349,10 @@ def test_merge_reencodes_and_samples_identities_for_carrying(small_pack, tmp_pat
 
 
 def test_device_job_trains_and_exports_without_facenet_or_dlib(small_pack, tmp_path):
-    """scripts/device_train.sh as a GPU machine runs it (neither facenet-pytorch nor dlib
-    importable): it trains within its budget and leaves the logs and the fp16 generator, in
-    parts that join back into a loadable file, in $OUT."""
+    """scripts/device_train.sh as a GPU machine runs it (neither facenet-pytorch nor dlib nor
+    face-recognition-models importable; dlib's ResNet from the shipped fp16 safetensors): it trains
+    within its budget and leaves the logs and the fp16 generator, in parts that join back into a
+    loadable file, in $OUT."""
     import os
     import subprocess
     import sys
@@ -369,8 +370,9 @@ def test_device_job_trains_and_exports_without_facenet_or_dlib(small_pack, tmp_p
         "sys.meta_path.insert(0, _Block())\n")
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(dict(pack=str(small_pack), val_pack=str(small_pack), train_identities="1-3",
-                                   val_identities="351-351", width=0.125, batch=2, steps=3, identity_net="mobilefacenet",
-                                   sample_every=1, ckpt_every=1, val_every=1, log_every=1, val_pairs=2)))
+                                   val_identities="351-351", width=0.125, batch=2, steps=3, identity_net="dlib_resnet",
+                                   identity_weights="dlib_resnet_fp16", sample_every=1, ckpt_every=1, val_every=1,
+                                   log_every=1, val_pairs=2)))
     out = tmp_path / "out"
     out.mkdir()
     repo = Path(__file__).resolve().parents[1]
@@ -442,3 +444,18 @@ def test_weight_average_follows_the_live_generator_resumes_and_is_what_is_saved(
     b.load(ck)
     b.train_step()
     assert all(torch.equal(p, q) for p, q in zip(a.g_ema.state_dict().values(), b.g_ema.state_dict().values()))
+
+
+def test_shipped_fp16_dlib_identity_network_matches_the_dat(small_pack, tmp_path):
+    """identity_weights="dlib_resnet_fp16" (weights/, for machines without face-recognition-models)
+    gives the same embeddings of real CFP crops as dlib's .dat, and the same gradients' direction."""
+    kw = dict(val_pack="", identity_net="dlib_resnet")
+    a = Trainer(_cfg(small_pack, tmp_path / "a", **kw)).id_feats
+    b = Trainer(_cfg(small_pack, tmp_path / "b", identity_weights="dlib_resnet_fp16", **kw)).id_feats
+    x = torch.stack([PairDataset(Pack.load(small_pack))[i]["input"] for i in range(8)]).requires_grad_(True)
+    ea, eb = a(x)["embedding"], b(x)["embedding"]
+    cos = torch.nn.functional.cosine_similarity(ea, eb, dim=1)
+    assert float(cos.min()) > 0.99999, cos
+    ga = torch.autograd.grad(ea.sum(), x)[0]
+    gb = torch.autograd.grad(eb.sum(), x)[0]
+    assert float(torch.nn.functional.cosine_similarity(ga.flatten(), gb.flatten(), dim=0)) > 0.99  # measured 0.9989

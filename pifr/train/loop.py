@@ -49,7 +49,10 @@ class TrainConfig:
     g_steps_per_d: int = 2  # generator updates per discriminator update (the official code uses 2)
     adversarial: str = "patch"  # "patch" | "began" | "none"
     identity_net: str = "dlib_resnet"  # "dlib_resnet" | "mobilefacenet" | "lightcnn29_v2" | "none"
-    identity_weights: str = ""  # explicit weight file for the identity network (else the registry)
+    # The identity network's weights: a registered name (e.g. "dlib_resnet_fp16", the shipped fp16
+    # copy of dlib's ResNet, for machines without face-recognition-models), a file, or "" for the
+    # embedder's own registered weights.
+    identity_weights: str = ""
     weights: Dict[str, float] = field(default_factory=lambda: L.LossWeights().to_dict())
     sym_space: str = "laplacian"
     # Frontal→other-frontal pairs as well. Off by default: on CFP they outnumber the profile pairs
@@ -197,12 +200,13 @@ class Trainer:
             return None
         from ..alignment import TPGAN_128
         from ..embedders import _EMBEDDERS
-        from ..weights import load_into
+        from ..weights import load_into, registry
 
         entry = _EMBEDDERS[name]
         net = entry.build()
-        load_into(getattr(net, entry.target) if entry.target else net, entry.weights,
-                  self.cfg.identity_weights or None, ignore=entry.ignore)
+        w = self.cfg.identity_weights
+        spec, path = (w, None) if w in registry() else (entry.weights, w or None)
+        load_into(getattr(net, entry.target) if entry.target else net, spec, path, ignore=entry.ignore)
         return L.IdentityFeatures(net, TPGAN_128, entry.template).to(self.device)
 
     def _pose_net(self):
