@@ -459,3 +459,15 @@ def test_shipped_fp16_dlib_identity_network_matches_the_dat(small_pack, tmp_path
     ga = torch.autograd.grad(ea.sum(), x)[0]
     gb = torch.autograd.grad(eb.sum(), x)[0]
     assert float(torch.nn.functional.cosine_similarity(ga.flatten(), gb.flatten(), dim=0)) > 0.99  # measured 0.9989
+
+
+def test_device_recipe_is_a_valid_config_whose_identity_network_travels():
+    """scripts/device_renders.json parses as a TrainConfig, and its identity network's weights are
+    shipped in weights/ (the GPU machine has no face-recognition-models and gets only the tree)."""
+    from pifr.weights import get_spec, resolve
+
+    repo = Path(__file__).resolve().parents[1]
+    cfg = TrainConfig.from_args(str(repo / "scripts" / "device_renders.json"), [])
+    spec = get_spec(cfg.identity_weights)
+    assert spec.location == "shipped" and (repo / "weights" / spec.file).is_file() and resolve(spec)
+    assert cfg.pack.startswith("carry/") and cfg.val_identities == "351-400" and cfg.train_identities == ""
