@@ -58,7 +58,7 @@ def test_corrupt_unverified_file_gives_format_error(tmp_path):
         load_state_dict("lightcnn29_v2", path=p)
 
 
-def test_pickled_objects_are_not_executed(tmp_path):
+def test_pickled_objects_are_not_executed(tmp_path, capsys):
     import pickle
 
     class Evil:
@@ -66,9 +66,10 @@ def test_pickled_objects_are_not_executed(tmp_path):
             return (print, ("pwned",))
 
     p = tmp_path / "LightCNN_29Layers_V2_checkpoint.pth.tar"
-    p.write_bytes(pickle.dumps({"state_dict": Evil()}))
+    p.write_bytes(pickle.dumps({"state_dict": Evil()}, protocol=2))  # torch.save's protocol
     with pytest.raises(WeightsFormatError):
         load_state_dict("lightcnn29_v2", path=p)
+    assert "pwned" not in capsys.readouterr().out  # refused before the call ran
 
 
 def test_mismatched_architecture_is_refused(tmp_path):
