@@ -32,7 +32,7 @@ status=0
 "$py" -m pifr.train --config "$cfg" --set out="$run" max_minutes="$minutes" "$@" > "$out/train.log" 2>&1 || status=$?
 tail -n 3 "$out/train.log" | tr '\r' '\n' | tail -n 3
 cp "$run/losses.csv" "$run/run.json" "$out/" 2>/dev/null || true
-last=$(ls "$run"/samples_*.png 2>/dev/null | tail -n 1)
+last=$(ls "$run"/samples_*.png 2>/dev/null | tail -n 1 || true)  # none before the first sample_every; pipefail would stop the job here
 [ -n "$last" ] && cp "$last" "$out/"
 best="$run/generator_best.safetensors"
 [ -f "$best" ] || best="$run/generator.safetensors"

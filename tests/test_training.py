@@ -348,11 +348,12 @@ def test_merge_reencodes_and_samples_identities_for_carrying(small_pack, tmp_pat
     assert max(diff) < 6, diff
 
 
-def test_device_job_trains_and_exports_without_facenet_or_dlib(small_pack, tmp_path):
+@pytest.mark.parametrize("sample_every", [1, 0])
+def test_device_job_trains_and_exports_without_facenet_or_dlib(small_pack, tmp_path, sample_every):
     """scripts/device_train.sh as a GPU machine runs it (neither facenet-pytorch nor dlib nor
     face-recognition-models importable; dlib's ResNet from the shipped fp16 safetensors): it trains
     within its budget and leaves the logs and the fp16 generator, in parts that join back into a
-    loadable file, in $OUT."""
+    loadable file, in $OUT — also when the job ends before its first sample grid."""
     import os
     import subprocess
     import sys
@@ -371,7 +372,7 @@ def test_device_job_trains_and_exports_without_facenet_or_dlib(small_pack, tmp_p
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(dict(pack=str(small_pack), val_pack=str(small_pack), train_identities="1-3",
                                    val_identities="351-351", width=0.125, batch=2, steps=3, identity_net="dlib_resnet",
-                                   identity_weights="dlib_resnet_fp16", sample_every=1, ckpt_every=1, val_every=1,
+                                   identity_weights="dlib_resnet_fp16", sample_every=sample_every, ckpt_every=1, val_every=1,
                                    log_every=1, val_pairs=2)))
     out = tmp_path / "out"
     out.mkdir()
@@ -383,7 +384,9 @@ def test_device_job_trains_and_exports_without_facenet_or_dlib(small_pack, tmp_p
     r = subprocess.run(["bash", "scripts/device_train.sh", str(cfg), "5"], env=env, cwd=repo, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
-    assert {"device.txt", "train.log", "losses.csv", "run.json", "samples_000003.png"} <= {p.name for p in out.iterdir()}
+    names = {p.name for p in out.iterdir()}
+    assert {"device.txt", "train.log", "losses.csv", "run.json"} <= names
+    assert ("samples_000003.png" in names) == bool(sample_every)
     assert "commit test" in (out / "device.txt").read_text()
     parts = sorted(out.glob("generator_fp16.safetensors.part*"))
     assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
