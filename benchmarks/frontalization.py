@@ -114,8 +114,9 @@ def gallery_and_probes(emb_of, gallery, probes):
     gal = [(im.identity, emb_of(im.path)) for im in gallery]
     gal = [(i, e) for i, e in gal if e is not None]
     G = np.stack([e for _, e in gal])
-    found = np.array([emb_of(im.path) is not None for im in probes], bool)
-    P = np.stack([emb_of(im.path) if f else np.zeros(G.shape[1], np.float32) for im, f in zip(probes, found)])
+    embs = [emb_of(im.path) for im in probes]  # once each: under a fusion rule every call fuses
+    found = np.array([e is not None for e in embs], bool)
+    P = np.stack([e if e is not None else np.zeros(G.shape[1], np.float32) for e in embs])
     return G, [i for i, _ in gal], P, found
 
 
@@ -136,12 +137,15 @@ def cmu_hits(emb_of, cmu):
     """Per CMU left/right probe: identified at rank 1; and the number of gallery people."""
     gal = {}
     for im in cmu:
-        if im.pose == "straight" and im.eyes == "open" and im.person not in gal and emb_of(im.path) is not None:
-            gal[im.person] = emb_of(im.path)
+        if im.pose == "straight" and im.eyes == "open" and im.person not in gal:
+            e = emb_of(im.path)
+            if e is not None:
+                gal[im.person] = e
     probes = [im for im in cmu if im.pose in ("left", "right") and im.eyes == "open" and im.person in gal]
     names = sorted(gal)
     G = np.stack([gal[n] for n in names])
-    hits = [names[int(np.argmax(G @ emb_of(im.path)))] == im.person if emb_of(im.path) is not None else False for im in probes]
+    embs = [emb_of(im.path) for im in probes]
+    hits = [e is not None and names[int(np.argmax(G @ e))] == im.person for im, e in zip(probes, embs)]
     return np.array(hits, bool), len(names)
 
 
