@@ -60,12 +60,11 @@ def main() -> None:
     # dlib's ResNet as fp16 safetensors (11 MB instead of the .dat's 22 MB): the identity network
     # for training on machines without the face-recognition-models package, small enough to travel
     # with a training pack. What rounding costs is measured by check_dlib_fp16 below.
-    from pifr.models.dlib_resnet import read_dlib_dat
-    from pifr.weights import resolve
+    from pifr.weights import load_state_dict
 
-    _, dat = resolve("dlib_resnet")  # checks the .dat's sha256
+    _, dat = load_state_dict("dlib_resnet")  # the .dat, its sha256 checked
     out["dlib_resnet_fp16.safetensors"] = {k: (v.half() if v.is_floating_point() else v).contiguous()
-                                            for k, v in read_dlib_dat(dat).items()}
+                                            for k, v in dat.items()}
 
     manifest_path = ROOT / "weights" / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
@@ -77,27 +76,30 @@ def main() -> None:
                 entry["sha256"] = sha256(dst)
         print(f"wrote {dst} ({dst.stat().st_size / 1e6:.2f} MB)")
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    from pifr.weights import registry
+
+    registry.cache_clear()  # read before the new sha256 values were written
     check_dlib_fp16(Path(args.shared) / "data" / "cfp")
 
 
 def check_dlib_fp16(cfp: Path) -> None:
     """The fp16 copy against the .dat on CFP 351-400 (tuning split): embedding cosine, and
     profile→frontal-01 rank-1 with the same probes hit."""
-    from safetensors.torch import load_file
-
     from pifr.datasets import cfp_images
-    from pifr.embedders import get_embedder, locate_face
+    from pifr.embedders import _EMBEDDERS, Embedder, get_embedder, locate_face
     from pifr.metrics import rank1_hits
+    from pifr.weights import load_into
 
     emb = get_embedder("dlib_resnet")
+    emb16 = Embedder(_EMBEDDERS["dlib_resnet"])  # a separate copy: the cached embedder keeps the .dat
+    load_into(emb16.module, "dlib_resnet_fp16")  # through the registry, so its sha256 is checked
     ims = cfp_images(cfp, range(351, 401), "profile")
     n = len(ims)
     ims += [im for im in cfp_images(cfp, range(351, 401), "frontal") if im.index == 1]
     crops = np.stack([emb.align(*locate_face(im.path)) for im in ims])
     ids = [im.identity for im in ims]
     e_dat = emb.embed_crops(crops)
-    emb.module.load_state_dict(load_file(str(ROOT / "weights" / "dlib_resnet_fp16.safetensors")))
-    e_16 = emb.embed_crops(crops)
+    e_16 = emb16.embed_crops(crops)
     cos = (e_dat * e_16).sum(1)
     h_dat, h_16 = (rank1_hits(e[:n], ids[:n], e[n:], ids[n:]) for e in (e_dat, e_16))
     print(f"dlib_resnet_fp16 vs .dat on {len(ims)} CFP 351-400 faces: cosine min {cos.min():.6f}; profile rank-1 "
