@@ -293,6 +293,17 @@ def test_validation_rank1_of_a_passthrough_generator_equals_the_raw_input(small_
     assert v["val_rank1_output"] == v["val_rank1_input"] and abs(v["val_id_cos_output"] - v["val_id_cos_input"]) < 1e-6
     assert v["val_rank1_input"] > 0.5  # 3 identities: chance is 1/3
 
+    # The raw inputs' and targets' embeddings are computed once and reused: a second check with
+    # another generator scores the inputs identically and only the outputs change.
+    class Grey(Passthrough):
+        def forward(self, x, lm, noise=None):
+            return {"img128": torch.zeros_like(x)}
+
+    tr.g = Grey()
+    w = tr.validate()
+    assert (w["val_rank1_input"], w["val_id_cos_input"]) == (v["val_rank1_input"], v["val_id_cos_input"])
+    assert w["val_id_cos_output"] < v["val_id_cos_output"] - 0.1 and w["val_l1"] != v["val_l1"]
+
 
 def test_warm_start_takes_networks_but_not_progress(small_pack, tmp_path):
     """init=<checkpoint>: the generator starts from the other run's weights, the step count from 0,

@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -192,6 +192,7 @@ class Trainer:
         self._order: List[int] = []
         self._pos = 0
         self._epoch = 0
+        self._val_ref: Optional[Tuple[List[Tuple[torch.Tensor, ...]], torch.Tensor, torch.Tensor, List[int]]] = None
 
     # ---------------------------------------------------------------- setup helpers
     def _identity_net(self):
@@ -394,26 +395,19 @@ class Trainer:
         if self.val is None or self.id_feats is None:
             return {}
         nets = {"output": self.g_eval} | ({"live": self.g} if self.g_ema is not None else {})
+        batches, ei, et, ids = self._val_reference()
         self.g.eval()
-        n = min(self.cfg.val_pairs, len(self.val))
         e_out: Dict[str, List[torch.Tensor]] = {k: [] for k in nets}
-        e_in, e_tgt, ids, l1 = [], [], [], []
-        e = lambda t: F.normalize(self.id_feats(t)["embedding"].float(), dim=1)  # noqa: E731
-        for i in range(0, n, self.cfg.batch):
-            items = [self.val[k] for k in range(i, min(n, i + self.cfg.batch))]
-            x = torch.stack([it["input"] for it in items]).to(self.device)
-            xl = torch.stack([it["input_lm"] for it in items]).to(self.device)
-            y = torch.stack([it["target"] for it in items]).to(self.device)
+        l1 = []
+        for x, xl, y in batches:
+            x, xl, y = x.to(self.device), xl.to(self.device), y.to(self.device)
             for name, net in nets.items():
                 o = self._generate(x, xl, net)
-                e_out[name].append(e(o).cpu())
+                e_out[name].append(self._val_embed(o).cpu())
                 if name == "output":
                     l1.append((o - y).abs().mean((1, 2, 3)).cpu())
-            e_in.append(e(x).cpu())
-            e_tgt.append(e(y).cpu())
-            ids.extend(int(it["identity"]) for it in items)
         self.g.train()
-        ei, et, idt = torch.cat(e_in), torch.cat(e_tgt), torch.tensor(ids)
+        idt = torch.tensor(ids)
         first = {}
         for k, v in enumerate(ids):
             first.setdefault(v, k)
@@ -426,6 +420,27 @@ class Trainer:
             eo = torch.cat(embs)
             out[f"val_id_cos_{name}"], out[f"val_rank1_{name}"] = float((eo * et).sum(1).mean()), r1(eo)
         return out
+
+    def _val_embed(self, t: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.id_feats(t)["embedding"].float(), dim=1)
+
+    @torch.no_grad()
+    def _val_reference(self) -> Tuple[List[Tuple[torch.Tensor, ...]], torch.Tensor, torch.Tensor, List[int]]:
+        """The first ``val_pairs`` validation pairs as CPU batches ``(input, input_lm, target)``,
+        with the identity network's unit embeddings of the inputs and targets ``(n, dim)`` and the
+        identities. Computed once: the pairs are fixed and the identity network is frozen."""
+        if self._val_ref is None:
+            n = min(self.cfg.val_pairs, len(self.val))
+            batches, e_in, e_tgt, ids = [], [], [], []
+            for i in range(0, n, self.cfg.batch):
+                items = [self.val[k] for k in range(i, min(n, i + self.cfg.batch))]
+                x, xl, y = (torch.stack([it[k] for it in items]) for k in ("input", "input_lm", "target"))
+                batches.append((x, xl, y))
+                e_in.append(self._val_embed(x.to(self.device)).cpu())
+                e_tgt.append(self._val_embed(y.to(self.device)).cpu())
+                ids.extend(int(it["identity"]) for it in items)
+            self._val_ref = (batches, torch.cat(e_in), torch.cat(e_tgt), ids)
+        return self._val_ref
 
     def _generate(self, x: torch.Tensor, xl: torch.Tensor, net: Optional[torch.nn.Module] = None) -> torch.Tensor:
         """Output at 128 px with zero noise, as :class:`pifr.frontalization.Frontalizer` runs it,
