@@ -86,9 +86,12 @@ def policy(raw, front, yaws, yaw_threshold, weight):
 
 
 def evaluate(emb_of, raw_of, cfp_frontals, pairs, ff_pairs, gallery, probes):
+    def score(a, b):
+        ea, eb = emb_of(a), emb_of(b)  # once each: under a fusion rule every call fuses again
+        return -1.0 if ea is None or eb is None else float(ea @ eb)
+
     def scores(ps):
-        s = np.array([float(emb_of(x.a) @ emb_of(x.b)) if emb_of(x.a) is not None and emb_of(x.b) is not None else -1.0 for x in ps])
-        return s, np.array([x.same for x in ps]), np.arange(len(ps)) % 10
+        return np.array([score(x.a, x.b) for x in ps]), np.array([x.same for x in ps]), np.arange(len(ps)) % 10
     s, y, folds = scores(pairs)
     G, gids, P, found = gallery_and_probes(emb_of, gallery, probes)
     fr_by_id = {}

@@ -8,7 +8,6 @@ safetensors files into weights/, and updates the sha256 fields of weights/manife
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import pickle
 from pathlib import Path
@@ -17,15 +16,9 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from pifr.weights import sha256_file
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def main() -> None:
@@ -37,7 +30,7 @@ def main() -> None:
 
     def load(rel: str):
         p = models / rel
-        assert sha256(p) == sums[rel], f"{rel}: sha256 differs from SHA256SUMS"
+        assert sha256_file(p) == sums[rel], f"{rel}: sha256 differs from SHA256SUMS"
         return torch.load(p, map_location="cpu", weights_only=True)
 
     out = {}
@@ -50,7 +43,7 @@ def main() -> None:
     sd = load("3ddfa_v2/mb05_120x120.pth")["state_dict"]
     sd = {k.removeprefix("module."): v.contiguous() for k, v in sd.items() if "fc_lm" not in k}
     pkl = models / "3ddfa_v2/param_mean_std_62d_120x120.pkl"
-    assert sha256(pkl) == sums["3ddfa_v2/param_mean_std_62d_120x120.pkl"]
+    assert sha256_file(pkl) == sums["3ddfa_v2/param_mean_std_62d_120x120.pkl"]
     with open(pkl, "rb") as f:  # maintainer-side only: a checked, known file
         ms = pickle.load(f)
     sd["param_mean"] = torch.from_numpy(np.asarray(ms["mean"], np.float32))
@@ -73,7 +66,7 @@ def main() -> None:
         save_file(tensors, str(dst))
         for entry in manifest["weights"]:
             if entry["file"] == fname:
-                entry["sha256"] = sha256(dst)
+                entry["sha256"] = sha256_file(dst)
         print(f"wrote {dst} ({dst.stat().st_size / 1e6:.2f} MB)")
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     from pifr.weights import registry
