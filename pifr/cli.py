@@ -84,16 +84,19 @@ def _cmd_frontalize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     bad = 0
-    for f in tqdm(files, desc="frontalize", unit="img", disable=len(files) < 2):
-        out = dst / (f.relative_to(src).with_suffix(".png")) if src.is_dir() else dst
-        try:
-            r = frontalize(f, weights=args.weights)
-        except PifrError as e:
-            bad += 1
-            print(f"{f}: {type(e).__name__}: {e}", file=sys.stderr)
-            continue
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(r.image).save(out)
+    step = max(1, args.batch_size)
+    with tqdm(total=len(files), desc="frontalize", unit="img", disable=len(files) < 2) as bar:
+        for k in range(0, len(files), step):
+            chunk = files[k:k + step]
+            for f, r in zip(chunk, frontalize(list(chunk), weights=args.weights, batch_size=step)):
+                if isinstance(r, Exception):
+                    bad += 1
+                    print(f"{f}: {type(r).__name__}: {r}", file=sys.stderr)
+                    continue
+                out = dst / (f.relative_to(src).with_suffix(".png")) if src.is_dir() else dst
+                out.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(r.image).save(out)
+            bar.update(len(chunk))
     print(f"frontalized {len(files) - bad} of {len(files)} images into {dst}")
     return 2 if bad else 0
 
@@ -205,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("input")
     f.add_argument("-o", "--output", required=True)
     f.add_argument("--weights", default=None, help="generator.safetensors (default: the installed frontalizer)")
+    f.add_argument("--batch-size", type=int, default=32, help="faces per generator forward pass (default 32)")
     f.set_defaults(func=_cmd_frontalize)
 
     en = sub.add_parser("enroll", help="add a person's photos to a gallery file (created if absent)")

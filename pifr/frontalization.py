@@ -128,43 +128,11 @@ def to_template(frontal: np.ndarray, template: AlignmentTemplate) -> np.ndarray:
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: str = "tpgan", face: Optional[Face] = None,
-               weights: Optional[Union[str, Path]] = None, detector: Optional[str] = None,
-               device: Any = None) -> Union[Frontalized, List[Union[Frontalized, Exception]]]:
-    """Frontal view of the largest face in ``img`` (or of ``face``).
-
-    Args:
-        method: ``"tpgan"`` (the learned frontalizer; ``weights`` or the installed one) or ``"3d"``
-            (classical 3D frontalization, Hassner et al. 2015; ``weights`` = path of
-            ``model3Ddlib.mat``, else the registry's search path).
-
-    A list input returns a list with one :class:`Frontalized` or one exception per image (one
-    bad image never stops the batch).
-
-    Raises:
-        NoFaceError: no face found (single-image call).
-        WeightsNotFoundError: no frontalizer weights installed and none given.
-    """
+def _tpgan_input(img: ImageLike, face: Optional[Face], detector: Optional[str], device: Any
+                 ) -> "tuple[Face, np.ndarray, np.ndarray]":
+    """image → (face with yaw, ``(128, 128, 3)`` TP-GAN crop, ``(5, 2)`` crop landmarks)."""
     from .detection import detect_one
-    from .errors import PifrError, UnknownModelError
 
-    if method not in ("tpgan", "3d"):
-        raise UnknownModelError(f"method must be 'tpgan' or '3d', got {method!r}")
-    if isinstance(img, list):
-        out: List[Union[Frontalized, Exception]] = []
-        for one in img:
-            try:
-                out.append(frontalize(one, method=method, weights=weights, detector=detector, device=device))  # type: ignore[arg-type]
-            except PifrError as e:
-                out.append(e)
-        return out
-    if method == "3d":
-        from .geometry import frontalize_3d
-
-        r = frontalize_3d(img, face=face, model_path=None if weights is None else str(weights), detector=detector)
-        return Frontalized(image=r.image, face=r.face if r.face.yaw is not None else r.face.with_yaw(r.yaw),
-                           yaw=float(r.face.yaw if r.face.yaw is not None else r.yaw), generator="hassner2015-3d")
-    fr = get_frontalizer(weights, device)
     arr = load_image(img)
     face = face or detect_one(arr, detector=detector, device=device, purpose=" to frontalize")
     if face.yaw is None:
@@ -172,5 +140,66 @@ def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: str = "tpgan",
 
         face = face.with_yaw(estimate_yaw_faces(arr, [face], device=device)[0])
     crop, lm = align_with_landmarks(arr, face, TPGAN_128)
-    image = fr.frontalize_crops(crop[None], lm[None], [face.yaw])[0]
-    return Frontalized(image=image, face=face, yaw=float(face.yaw), generator=fr.name)
+    return face, crop, lm
+
+
+def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: str = "tpgan", face: Optional[Face] = None,
+               weights: Optional[Union[str, Path]] = None, detector: Optional[str] = None,
+               device: Any = None, batch_size: int = 32) -> Union[Frontalized, List[Union[Frontalized, Exception]]]:
+    """Frontal view of the largest face in ``img`` (or of ``face``).
+
+    Args:
+        method: ``"tpgan"`` (the learned frontalizer; ``weights`` or the installed one) or ``"3d"``
+            (classical 3D frontalization, Hassner et al. 2015; ``weights`` = path of
+            ``model3Ddlib.mat``, else the registry's search path).
+        batch_size: for a list, how many faces go through the generator in one forward pass.
+
+    A list input returns a list with one :class:`Frontalized` or one exception per image (one
+    bad image never stops the batch); faces are detected one image at a time and frontalized
+    ``batch_size`` at a time.
+
+    Raises:
+        NoFaceError: no face found (single-image call).
+        WeightsNotFoundError: no frontalizer weights installed and none given (also for a list:
+            that is not one bad image).
+    """
+    from .errors import PifrError, UnknownModelError
+
+    if method not in ("tpgan", "3d"):
+        raise UnknownModelError(f"method must be 'tpgan' or '3d', got {method!r}")
+    if method == "3d":
+        from .geometry import frontalize_3d
+
+        def one_3d(im: ImageLike, f: Optional[Face]) -> Frontalized:
+            r = frontalize_3d(im, face=f, model_path=None if weights is None else str(weights), detector=detector)
+            return Frontalized(image=r.image, face=r.face if r.face.yaw is not None else r.face.with_yaw(r.yaw),
+                               yaw=float(r.face.yaw if r.face.yaw is not None else r.yaw), generator="hassner2015-3d")
+
+        if not isinstance(img, list):
+            return one_3d(img, face)
+        out3: List[Union[Frontalized, Exception]] = []
+        for one in img:
+            try:
+                out3.append(one_3d(one, None))
+            except PifrError as e:
+                out3.append(e)
+        return out3
+    fr = get_frontalizer(weights, device)
+    if not isinstance(img, list):
+        face, crop, lm = _tpgan_input(img, face, detector, device)
+        image = fr.frontalize_crops(crop[None], lm[None], [face.yaw])[0]
+        return Frontalized(image=image, face=face, yaw=float(face.yaw), generator=fr.name)
+    out: List[Union[Frontalized, Exception, None]] = [None] * len(img)
+    ready: List["tuple[int, Face, np.ndarray, np.ndarray]"] = []
+    for i, one in enumerate(img):
+        try:
+            ready.append((i, *_tpgan_input(one, None, detector, device)))
+        except PifrError as e:
+            out[i] = e
+    for k in range(0, len(ready), max(1, batch_size)):
+        chunk = ready[k:k + max(1, batch_size)]
+        images = fr.frontalize_crops(np.stack([c for _, _, c, _ in chunk]), np.stack([l for _, _, _, l in chunk]),
+                                     [f.yaw for _, f, _, _ in chunk])
+        for (i, f, _, _), image in zip(chunk, images):
+            out[i] = Frontalized(image=image, face=f, yaw=float(f.yaw), generator=fr.name)
+    return out  # type: ignore[return-value]

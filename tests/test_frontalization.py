@@ -35,9 +35,18 @@ def test_frontalize_one_and_many(gen_file, tmp_path):
     assert np.array_equal(again.image, r.image)  # deterministic (zero noise at inference)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"nope")
-    out = pifr.frontalize([EXAMPLES / "night_turned.png", bad, np.zeros((64, 64, 3), np.uint8)], weights=gen_file)
-    assert isinstance(out[0], pifr.Frontalized)
+    night = pifr.frontalize(EXAMPLES / "night_turned.png", weights=gen_file)
+    turned = np.ascontiguousarray(pifr.load_image(EXAMPLES / "mitchell_turned.png")[:, ::-1])  # faces the other way
+    single = pifr.frontalize(turned, weights=gen_file)
+    assert night.yaw * single.yaw < 0  # so the batch below mixes mirrored and plain crops
+    out = pifr.frontalize([EXAMPLES / "night_turned.png", bad, np.zeros((64, 64, 3), np.uint8), turned],
+                          weights=gen_file, batch_size=2)
     assert isinstance(out[1], pifr.InvalidImageError) and isinstance(out[2], pifr.NoFaceError)
+    # The two good faces went through the generator in one batch, and match the one-at-a-time
+    # results (up to a rounding step: batched convolutions may sum in another order).
+    for got, want in ((out[0], night), (out[3], single)):
+        assert isinstance(got, pifr.Frontalized) and got.yaw == want.yaw
+        assert np.abs(got.image.astype(int) - want.image.astype(int)).max() <= 1
 
 
 def test_mirrored_input_gives_mirrored_output(gen_file):
@@ -116,3 +125,31 @@ def test_gallery_can_store_raw_and_frontalized_templates(gen_file):
     assert g.enroll("again", [EXAMPLES / "mitchell_turned.png"], templates="both").duplicates == (0,)
     with pytest.raises(pifr.GalleryError):
         g.enroll("x", [EXAMPLES / "night_frontal.png"], templates="sometimes")
+
+
+def test_cli_frontalizes_a_folder_in_batches_and_reports_bad_files(gen_file, tmp_path, capsys):
+    import shutil
+
+    from PIL import Image
+
+    from pifr.cli import main
+
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "night_turned.png", src / "a.png")
+    shutil.copy(EXAMPLES / "mitchell_turned.png", src / "sub" / "b.png")
+    (src / "c.jpg").write_bytes(b"not an image")
+    dst = tmp_path / "out"
+    rc = main(["frontalize", str(src), "-o", str(dst), "--weights", str(gen_file), "--batch-size", "2"])
+    assert rc == 2  # one bad file: reported, the others written
+    err = capsys.readouterr().err
+    assert "c.jpg: InvalidImageError" in err
+    for rel in ("a.png", "sub/b.png"):
+        im = np.asarray(Image.open(dst / rel))
+        want = pifr.frontalize(src / rel, weights=gen_file).image
+        assert im.shape == (128, 128, 3) and np.abs(im.astype(int) - want.astype(int)).max() <= 1
+    assert not (dst / "c.png").exists()
+    assert main(["frontalize", str(src / "a.png"), "-o", str(tmp_path / "one.png"), "--weights", str(gen_file)]) == 0
+    assert main(["frontalize", str(src / "a.png"), "-o", str(tmp_path / "x.png"),
+                 "--weights", str(tmp_path / "missing.safetensors")]) == 2
+    assert "WeightsNotFoundError" in capsys.readouterr().err
