@@ -305,6 +305,26 @@ def test_validation_rank1_of_a_passthrough_generator_equals_the_raw_input(small_
     assert w["val_id_cos_output"] < v["val_id_cos_output"] - 0.1 and w["val_l1"] != v["val_l1"]
 
 
+def test_validation_cli_reproduces_the_trainers_figures_for_a_saved_generator(small_pack, tmp_path, capsys):
+    """python -m pifr.train.validation on a generator file gives the trainer's own validation figures."""
+    import json
+
+    from pifr.train.validation import main as validation_main
+
+    cfg = TrainConfig(pack=str(small_pack), val_pack=str(small_pack), train_identities="351-351",
+                      val_identities="1-3", out=str(tmp_path / "run"), width=0.125, batch=4, identity_net="mobilefacenet",
+                      val_pairs=12, resume=False)
+    tr = Trainer(cfg)
+    want = tr.validate()
+    gen = tr.save_generator(tmp_path / "g.safetensors")
+    assert validation_main(["--generator", str(gen), "--pack", str(small_pack), "--identities", "1-3",
+                            "--identity-net", "mobilefacenet", "--pairs", "12", "--batch", "4", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got["pairs"] == 12
+    for k in ("val_rank1_output", "val_rank1_input", "val_id_cos_output", "val_id_cos_input", "val_l1"):
+        assert abs(got[k] - want[k]) < 1e-4, k
+
+
 def test_warm_start_takes_networks_but_not_progress(small_pack, tmp_path):
     """init=<checkpoint>: the generator starts from the other run's weights, the step count from 0,
     and the optimisers use this run's learning rate, not the one stored with their state."""

@@ -343,6 +343,14 @@ def multipie_items(root: Path, setting: int, part: str = "train", target_illumin
     return sorted(set(items))
 
 
+def identity_range(s: str) -> Optional[range]:
+    """``"351-400"`` → ``range(351, 401)``, ``"7"`` → ``range(7, 8)``, ``""`` → ``None`` (every identity)."""
+    if not s:
+        return None
+    a, _, b = s.partition("-")
+    return range(int(a), int(b or a) + 1)
+
+
 class PairDataset:
     """(input, target) training pairs from a pack, as float tensors in [-1, 1].
 

@@ -21,14 +21,14 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 
 from ..models.tpgan import BEGANDiscriminator, Discriminator, Generator, count_parameters, crop_patches
 from . import losses as L
-from .data import Pack, PairDataset
+from . import validation as V
+from .data import Pack, PairDataset, identity_range
 
 log = logging.getLogger("pifr.train")
 
@@ -107,13 +107,6 @@ class TrainConfig:
         return cls(**data)
 
 
-def _range(s: str) -> Optional[range]:
-    if not s:
-        return None
-    a, _, b = s.partition("-")
-    return range(int(a), int(b or a) + 1)
-
-
 #: Model selection on the validation identities: rank-1 first (discrimination), identity cosine
 #: to break ties (:func:`selection_score`). Kept in checkpoints so a resumed run compares like with like.
 SELECTION = "val_rank1_output + 1e-3 * val_id_cos_output"
@@ -147,14 +140,14 @@ class Trainer:
         # Several packs may be given, comma-separated (e.g. real CFP crops + rendered pairs).
         pack = Pack.concat([Pack.load(Path(p)) for p in cfg.pack.split(",") if p])
         self.weights = L.LossWeights(**cfg.weights)
-        self.train = PairDataset(pack, _range(cfg.train_identities), frontal_inputs=cfg.frontal_inputs,
+        self.train = PairDataset(pack, identity_range(cfg.train_identities), frontal_inputs=cfg.frontal_inputs,
                                  flows=bool(self.weights.cycle), model_path=cfg.model3d or None)
         if len(self.train) == 0:
             raise SystemExit(f"no training pairs in {cfg.pack} for identities {cfg.train_identities}")
         self.val = None
         if cfg.val_pack:
             vp = pack if cfg.val_pack == cfg.pack else Pack.load(Path(cfg.val_pack))
-            self.val = PairDataset(vp, _range(cfg.val_identities), frontal_inputs=False, max_targets_per_input=1)
+            self.val = PairDataset(vp, identity_range(cfg.val_identities), frontal_inputs=False, max_targets_per_input=1)
             overlap = set(self.train.identities) & set(self.val.identities)
             if overlap:
                 raise SystemExit(f"validation identities overlap training identities: {sorted(overlap)[:5]}")
@@ -192,23 +185,13 @@ class Trainer:
         self._order: List[int] = []
         self._pos = 0
         self._epoch = 0
-        self._val_ref: Optional[Tuple[List[Tuple[torch.Tensor, ...]], torch.Tensor, torch.Tensor, List[int]]] = None
+        self._val_ref: Optional[V.ValReference] = None
 
     # ---------------------------------------------------------------- setup helpers
-    def _identity_net(self):
-        name = self.cfg.identity_net
-        if name == "none" or not (self.weights.ip or self.weights.id_cos):
+    def _identity_net(self) -> Optional[L.IdentityFeatures]:
+        if self.cfg.identity_net == "none" or not (self.weights.ip or self.weights.id_cos):
             return None
-        from ..alignment import TPGAN_128
-        from ..embedders import _EMBEDDERS
-        from ..weights import load_into, registry
-
-        entry = _EMBEDDERS[name]
-        net = entry.build()
-        w = self.cfg.identity_weights
-        spec, path = (w, None) if w in registry() else (entry.weights, w or None)
-        load_into(getattr(net, entry.target) if entry.target else net, spec, path, ignore=entry.ignore)
-        return L.IdentityFeatures(net, TPGAN_128, entry.template).to(self.device)
+        return V.identity_network(self.cfg.identity_net, self.cfg.identity_weights, self.device)
 
     def _pose_net(self):
         if not self.weights.pose:
@@ -386,61 +369,22 @@ class Trainer:
     # ---------------------------------------------------------------- validation and samples
     @torch.no_grad()
     def validate(self) -> Dict[str, float]:
-        """On the first ``val_pairs`` validation pairs: identity cosine (identity network's
-        embedding) of output→true frontal against raw input→true frontal, and — because cosines of
-        a face network are compressed (impostors of dlib's score ~0.8) and say little about
-        discrimination — rank-1 of output and of raw input among the validation identities,
-        the gallery being the first true frontal of each. Mean L1 of output to its target.
-        Outputs are :attr:`g_eval`'s; with ``ema`` on, ``val_*_live`` are the live weights'."""
+        """:func:`pifr.train.validation.figures` on the first ``val_pairs`` validation pairs: rank-1
+        and identity cosine of outputs and raw inputs, L1 of outputs. Outputs are :attr:`g_eval`'s;
+        with ``ema`` on, ``val_*_live`` are the live weights'."""
         if self.val is None or self.id_feats is None:
             return {}
-        nets = {"output": self.g_eval} | ({"live": self.g} if self.g_ema is not None else {})
-        batches, ei, et, ids = self._val_reference()
+        embed = V.embedding_fn(self.id_feats)
+        if self._val_ref is None:  # the pairs are fixed and the identity network frozen: embed them once
+            self._val_ref = V.reference(self.val, self.cfg.val_pairs, self.cfg.batch, embed, self.device)
+        nets: Dict[str, V.GenerateFn] = {"output": lambda x, xl: self._generate(x, xl, self.g_eval)}
+        if self.g_ema is not None:
+            nets["live"] = lambda x, xl: self._generate(x, xl, self.g)
         self.g.eval()
-        e_out: Dict[str, List[torch.Tensor]] = {k: [] for k in nets}
-        l1 = []
-        for x, xl, y in batches:
-            x, xl, y = x.to(self.device), xl.to(self.device), y.to(self.device)
-            for name, net in nets.items():
-                o = self._generate(x, xl, net)
-                e_out[name].append(self._val_embed(o).cpu())
-                if name == "output":
-                    l1.append((o - y).abs().mean((1, 2, 3)).cpu())
-        self.g.train()
-        idt = torch.tensor(ids)
-        first = {}
-        for k, v in enumerate(ids):
-            first.setdefault(v, k)
-        gal_ids = torch.tensor(list(first))
-        gal = et[list(first.values())]
-        r1 = lambda q: float((gal_ids[(q @ gal.T).argmax(1)] == idt).float().mean())  # noqa: E731
-        out = {"val_id_cos_input": float((ei * et).sum(1).mean()), "val_rank1_input": r1(ei),
-               "val_l1": float(torch.cat(l1).mean())}
-        for name, embs in e_out.items():
-            eo = torch.cat(embs)
-            out[f"val_id_cos_{name}"], out[f"val_rank1_{name}"] = float((eo * et).sum(1).mean()), r1(eo)
-        return out
-
-    def _val_embed(self, t: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.id_feats(t)["embedding"].float(), dim=1)
-
-    @torch.no_grad()
-    def _val_reference(self) -> Tuple[List[Tuple[torch.Tensor, ...]], torch.Tensor, torch.Tensor, List[int]]:
-        """The first ``val_pairs`` validation pairs as CPU batches ``(input, input_lm, target)``,
-        with the identity network's unit embeddings of the inputs and targets ``(n, dim)`` and the
-        identities. Computed once: the pairs are fixed and the identity network is frozen."""
-        if self._val_ref is None:
-            n = min(self.cfg.val_pairs, len(self.val))
-            batches, e_in, e_tgt, ids = [], [], [], []
-            for i in range(0, n, self.cfg.batch):
-                items = [self.val[k] for k in range(i, min(n, i + self.cfg.batch))]
-                x, xl, y = (torch.stack([it[k] for it in items]) for k in ("input", "input_lm", "target"))
-                batches.append((x, xl, y))
-                e_in.append(self._val_embed(x.to(self.device)).cpu())
-                e_tgt.append(self._val_embed(y.to(self.device)).cpu())
-                ids.extend(int(it["identity"]) for it in items)
-            self._val_ref = (batches, torch.cat(e_in), torch.cat(e_tgt), ids)
-        return self._val_ref
+        try:
+            return V.figures(nets, self._val_ref, embed, self.device)
+        finally:
+            self.g.train()
 
     def _generate(self, x: torch.Tensor, xl: torch.Tensor, net: Optional[torch.nn.Module] = None) -> torch.Tensor:
         """Output at 128 px with zero noise, as :class:`pifr.frontalization.Frontalizer` runs it,

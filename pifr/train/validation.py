@@ -1,0 +1,153 @@
+"""Validation of a TP-GAN generator on held-out pairs, as the trainer runs it at every check and
+on its own, for any generator file and any pack:
+
+    python -m pifr.train.validation --generator runs/x/generator_best.safetensors \\
+        --pack packs/cfp_val.npz --identities 351-400 [--identity-net dlib_resnet] [--pairs 200]
+
+Figures (identity network = a frozen face network seen through :class:`~pifr.train.losses.IdentityFeatures`):
+identity cosine of output → true frontal against raw input → true frontal, and — because a face
+network's cosines are compressed (dlib's impostors score ~0.8) and say little about
+discrimination — rank-1 of output and of raw input among the pack's validation identities, the
+gallery being the first true frontal of each; mean L1 of output to its target.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from . import losses as L
+from .data import PairDataset, identity_range
+
+#: ``(input, input_lm) → output`` at 128 px, all ``(B, 3, 128, 128)`` in [-1, 1] (``input_lm`` ``(B, 5, 2)``).
+GenerateFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ValReference:
+    """The fixed half of validation, computed once: CPU batches ``(input, input_lm, target)``,
+    the identity network's unit embeddings ``(n, dim)`` of the inputs and targets, and each
+    pair's identity."""
+
+    batches: List[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    e_input: torch.Tensor
+    e_target: torch.Tensor
+    identities: List[int]
+
+
+def identity_network(name: str, weights: str = "", device: torch.device = torch.device("cpu")) -> L.IdentityFeatures:
+    """The embedder ``name`` (e.g. ``"dlib_resnet"``) as a frozen identity network on TP-GAN crops.
+    ``weights``: a registered weights name (e.g. ``"dlib_resnet_fp16"``), a file path, or empty for
+    the embedder's own registered weights."""
+    from ..alignment import TPGAN_128
+    from ..embedders import _EMBEDDERS
+    from ..weights import load_into, registry
+
+    entry = _EMBEDDERS[name]
+    net = entry.build()
+    spec, path = (weights, None) if weights in registry() else (entry.weights, weights or None)
+    load_into(getattr(net, entry.target) if entry.target else net, spec, path, ignore=entry.ignore)
+    return L.IdentityFeatures(net, TPGAN_128, entry.template).to(device)
+
+
+def embedding_fn(id_feats: L.IdentityFeatures) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``(B, 3, 128, 128)`` TP-GAN crops in [-1, 1] → ``(B, dim)`` unit embeddings (float32)."""
+    return lambda t: F.normalize(id_feats(t)["embedding"].float(), dim=1)
+
+
+@torch.no_grad()
+def reference(val: PairDataset, n: int, batch: int, embed: Callable[[torch.Tensor], torch.Tensor],
+              device: torch.device) -> ValReference:
+    """The first ``n`` pairs of ``val`` in batches of ``batch``, with their input and target embeddings."""
+    n = min(n, len(val))
+    batches, e_in, e_tgt, ids = [], [], [], []
+    for i in range(0, n, batch):
+        items = [val[k] for k in range(i, min(n, i + batch))]
+        x, xl, y = (torch.stack([it[k] for it in items]) for k in ("input", "input_lm", "target"))
+        batches.append((x, xl, y))
+        e_in.append(embed(x.to(device)).cpu())
+        e_tgt.append(embed(y.to(device)).cpu())
+        ids.extend(int(it["identity"]) for it in items)
+    if not ids:
+        raise ValueError("no validation pairs")
+    return ValReference(batches, torch.cat(e_in), torch.cat(e_tgt), ids)
+
+
+@torch.no_grad()
+def figures(nets: Dict[str, GenerateFn], ref: ValReference, embed: Callable[[torch.Tensor], torch.Tensor],
+            device: torch.device) -> Dict[str, float]:
+    """``val_id_cos_input``, ``val_rank1_input``, and per generator ``name`` in ``nets``
+    ``val_id_cos_<name>`` and ``val_rank1_<name>``; ``val_l1`` of the first generator."""
+    e_out: Dict[str, List[torch.Tensor]] = {k: [] for k in nets}
+    l1 = []
+    for x, xl, y in ref.batches:
+        x, xl, y = x.to(device), xl.to(device), y.to(device)
+        for k, (name, gen) in enumerate(nets.items()):
+            o = gen(x, xl)
+            e_out[name].append(embed(o).cpu())
+            if k == 0:
+                l1.append((o - y).abs().mean((1, 2, 3)).cpu())
+    ei, et, idt = ref.e_input, ref.e_target, torch.tensor(ref.identities)
+    first: Dict[int, int] = {}
+    for k, v in enumerate(ref.identities):
+        first.setdefault(v, k)
+    gal_ids, gal = torch.tensor(list(first)), et[list(first.values())]
+    r1 = lambda q: float((gal_ids[(q @ gal.T).argmax(1)] == idt).float().mean())  # noqa: E731
+    out = {"val_id_cos_input": float((ei * et).sum(1).mean()), "val_rank1_input": r1(ei),
+           "val_l1": float(torch.cat(l1).mean()) if l1 else float("nan")}
+    for name, embs in e_out.items():
+        eo = torch.cat(embs)
+        out[f"val_id_cos_{name}"], out[f"val_rank1_{name}"] = float((eo * et).sum(1).mean()), r1(eo)
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pifr.train.validation",
+                                 description="Validation figures of TP-GAN generator files on a pack's pairs.")
+    ap.add_argument("--generator", nargs="+", required=True, help="generator .safetensors file(s) written by pifr-train")
+    ap.add_argument("--pack", required=True, help="a pack (.npz) of held-out pairs")
+    ap.add_argument("--identities", default="", help="e.g. 351-400 (default: every identity in the pack)")
+    ap.add_argument("--identity-net", default="dlib_resnet")
+    ap.add_argument("--identity-weights", default="", help="registered weights name or file (default: the embedder's own)")
+    ap.add_argument("--pairs", type=int, default=200, help="the first N pairs, as the trainer's val_pairs")
+    ap.add_argument("--batch", type=int, default=10)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", action="store_true", help="one JSON object per generator instead of a table")
+    args = ap.parse_args(argv)
+
+    from ..frontalization import Frontalizer
+    from .data import Pack
+    from pathlib import Path
+
+    device = torch.device(args.device)
+    val = PairDataset(Pack.load(Path(args.pack)), identity_range(args.identities), frontal_inputs=False, max_targets_per_input=1)
+    embed = embedding_fn(identity_network(args.identity_net, args.identity_weights, device).eval())
+    ref = reference(val, args.pairs, args.batch, embed, device)
+    if not args.json:
+        print(f"{len(ref.identities)} pairs, {len(set(ref.identities))} identities of {args.pack} "
+              f"({args.identities or 'all'}); identity network {args.identity_net}\n")
+        print("| generator | rank-1 output | rank-1 raw input | cos output | cos raw input | L1 |")
+        print("|---|---|---|---|---|---|")
+    for g in args.generator:
+        net = Frontalizer(g, device).net
+
+        def gen(x: torch.Tensor, xl: torch.Tensor, net=net) -> torch.Tensor:
+            return net(x, xl, torch.zeros(len(x), net.noise_dim, device=x.device))["img128"]
+
+        f = figures({"output": gen}, ref, embed, device)
+        if args.json:
+            print(json.dumps({"generator": g, "pack": args.pack, "identities": args.identities, "pairs": len(ref.identities),
+                              "identity_net": args.identity_net, **f}))
+        else:
+            print(f"| {g} | {f['val_rank1_output']:.3f} | {f['val_rank1_input']:.3f} | {f['val_id_cos_output']:.3f} "
+                  f"| {f['val_id_cos_input']:.3f} | {f['val_l1']:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
