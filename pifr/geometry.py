@@ -274,7 +274,24 @@ def fill_background(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(mask[..., None], img, out.round().clip(0, 255).astype(np.uint8))
 
 
-def _turned_view(ref: ReferenceFace, yaw: float, supersample: int = 2) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _splat_radius(uv: np.ndarray, keep: np.ndarray, max_radius: int) -> np.ndarray:
+    """Per grid point of a projected surface (``uv`` ``(n, n, 2)`` pixels, ``keep`` ``(n, n)`` on
+    the surface): the half-width in pixels of the square that closes the gaps to its grid
+    neighbours, 0 where neighbours are at most a pixel apart, at most ``max_radius``."""
+    gap = np.zeros(keep.shape, np.float32)
+    for axis in (0, 1):
+        a = [slice(None), slice(None)]
+        b = [slice(None), slice(None)]
+        a[axis], b[axis] = slice(1, None), slice(None, -1)
+        dist = np.linalg.norm(uv[tuple(a)] - uv[tuple(b)], axis=2)
+        dist = np.where(keep[tuple(a)] & keep[tuple(b)], dist, 0)
+        gap[tuple(a)] = np.maximum(gap[tuple(a)], dist)
+        gap[tuple(b)] = np.maximum(gap[tuple(b)], dist)
+    return np.clip(np.ceil((gap - 1) / 2), 0, max_radius).astype(np.int64)
+
+
+def _turned_view(ref: ReferenceFace, yaw: float, supersample: int = 2, max_radius: int = 4,
+                 occlusion_mm: float = 10.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The reference head turned by ``yaw`` degrees about its vertical axis, seen by the reference
     camera: ``(ref_px (320, 320, 2) float32, region (320, 320) bool, landmarks5 (5, 2))`` — for
     each pixel of the turned view, the reference-view pixel of the surface point it shows (valid
@@ -291,24 +308,42 @@ def _turned_view(ref: ReferenceFace, yaw: float, supersample: int = 2) -> Tuple[
     rz = _rotation_z(yaw)  # + turns the face towards the image's right (checked against 3DDFA in the tests)
     s = supersample
     big = (REF_SIZE * s, REF_SIZE * s)
+    n = REF_SIZE * s
     pts = cv2.resize(ref.points, big, interpolation=cv2.INTER_LINEAR).reshape(-1, 3)
-    gy, gx = np.mgrid[0:REF_SIZE * s, 0:REF_SIZE * s].astype(np.float32) / s
+    gy, gx = np.mgrid[0:n, 0:n].astype(np.float32) / s
     coords = np.stack([gx.reshape(-1), gy.reshape(-1)], 1)
     keep = cv2.resize(ref.face_mask.astype(np.uint8), big, interpolation=cv2.INTER_NEAREST).reshape(-1) > 0
-    pts, coords = pts[keep], coords[keep]
     rot = (pts - centre) @ rz.T + centre
     r_ref = cv2.Rodrigues(ref.rvec)[0]
     uv, depth = _project(rot, r_ref, ref.tvec, ref.camera)
+    radius = _splat_radius(uv.reshape(n, n, 2), keep.reshape(n, n), max_radius).reshape(-1)
+    uv, depth, coords, radius = uv[keep], depth[keep], coords[keep], radius[keep]
     px = np.round(uv).astype(np.int64)
     inside = (px[:, 0] >= 0) & (px[:, 0] < REF_SIZE) & (px[:, 1] >= 0) & (px[:, 1] < REF_SIZE)
-    flat = px[inside, 1] * REF_SIZE + px[inside, 0]
-    d = depth[inside]
+    px, d, coords, radius = px[inside], depth[inside], coords[inside], radius[inside]
+    flat = px[:, 1] * REF_SIZE + px[:, 0]
     zbuf = np.full(REF_SIZE * REF_SIZE, np.inf)
     np.minimum.at(zbuf, flat, d)
-    win = d <= zbuf[flat] + 1e-9
+    # Where the turned surface stretches (a cheek the reference view sees at a grazing angle), its
+    # points spread apart and a farther surface (the other eye, the far cheek) shows through the
+    # gaps as a lattice of dots. Each point therefore also covers a square as wide as the gap to
+    # its grid neighbours; a point under a nearer surface's square loses, and the pixels it leaves
+    # are interpolated from that surface below. Unstretched surfaces (silhouettes) keep 1 px.
+    cover = zbuf.copy()
+    for oy in range(-max_radius, max_radius + 1):
+        for ox in range(-max_radius, max_radius + 1):
+            sel = radius >= max(abs(ox), abs(oy))
+            if not sel.any() or (ox == 0 and oy == 0):
+                continue
+            x, y = px[sel, 0] + ox, px[sel, 1] + oy
+            ok = (x >= 0) & (x < REF_SIZE) & (y >= 0) & (y < REF_SIZE)
+            np.minimum.at(cover, y[ok] * REF_SIZE + x[ok], d[sel][ok])
+    win = (d <= zbuf[flat] + 1e-9) & (d <= cover[flat] + occlusion_mm)
     cmap = np.zeros((REF_SIZE * REF_SIZE, 2), np.float32)
-    cmap[flat[win]] = coords[inside][win]
-    valid = np.isfinite(zbuf).reshape(REF_SIZE, REF_SIZE)
+    cmap[flat[win]] = coords[win]
+    valid = np.zeros(REF_SIZE * REF_SIZE, bool)
+    valid[flat[win]] = True
+    valid = valid.reshape(REF_SIZE, REF_SIZE)
     region = cv2.morphologyEx(valid.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((15, 15), np.uint8)).astype(bool)
     cmap, _ = _fill(cmap.reshape(REF_SIZE, REF_SIZE, 2), valid, region)
     lm3 = (ref.landmarks3d - centre) @ rz.T + centre
