@@ -351,13 +351,15 @@ def _turned_view(ref: ReferenceFace, yaw: float, supersample: int = 2, max_radiu
     return cmap, region, landmarks5_from_68(lm2)
 
 
-def render_texture(tex: np.ndarray, ref: ReferenceFace, yaw: float, supersample: int = 2) -> Render:
+def render_texture(tex: np.ndarray, ref: ReferenceFace, yaw: float, supersample: int = 2,
+                   view: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None) -> Render:
     """Turn the textured reference head by ``yaw`` degrees about its vertical axis and render it
     from the reference camera with a z-buffer (:func:`_turned_view`), sampling the texture once
-    with bilinear interpolation."""
+    with bilinear interpolation. ``view``: that function's result for this ``ref`` and ``yaw``,
+    when rendering many textures at the same yaws (it depends on nothing else)."""
     import cv2
 
-    cmap, region, lm5 = _turned_view(ref, yaw, supersample)
+    cmap, region, lm5 = view if view is not None else _turned_view(ref, yaw, supersample)
     img = cv2.remap(tex, cmap[..., 0], cmap[..., 1], interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     img = np.where(region[..., None], img, 0).round().clip(0, 255).astype(np.uint8)
     return Render(img, lm5.astype(np.float32), float(yaw), region)

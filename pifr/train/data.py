@@ -278,10 +278,11 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
     if background not in SYNTHETIC_BACKGROUNDS:
         raise ValueError(f"background must be one of {SYNTHETIC_BACKGROUNDS}, not {background!r}")
     from ..embedders import locate_face
-    from ..geometry import fill_background, landmarks68, load_reference, render_texture, texture_from_photo
+    from ..geometry import _turned_view, fill_background, landmarks68, load_reference, render_texture, texture_from_photo
     from ..pose import estimate_yaw_faces
 
     ref = load_reference(model_path)
+    views = {y: _turned_view(ref, y) for y in yaws}  # the same for every face: computed once
     items = list(items)
     it = items
     if progress:
@@ -306,7 +307,7 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
             if y == 0 and target == "photo":
                 crop, lm = align_with_landmarks(img, face.landmarks, TPGAN_128)
             else:
-                r = render_texture(tex, ref, y)
+                r = render_texture(tex, ref, y, view=views.get(y))
                 im = fill_background(r.image, r.mask) if background == "fill" and y != 0 else r.image
                 crop, lm = align_with_landmarks(im, ref.landmarks5 if y == 0 else r.landmarks, TPGAN_128)
             blobs.append(np.frombuffer(_jpeg(crop), np.uint8))
