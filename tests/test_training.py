@@ -325,6 +325,24 @@ def test_validation_cli_reproduces_the_trainers_figures_for_a_saved_generator(sm
         assert abs(got[k] - want[k]) < 1e-4, k
 
 
+def test_other_photo_probes_leave_out_renders_of_the_gallery_photo():
+    """Pixel-aligned packs pair renders with the photo they came from; --other-photos scores only
+    the pairs whose photo is not the one in the gallery (the first target of each identity)."""
+    from types import SimpleNamespace
+
+    from pifr.train.validation import ValReference, figures, other_photo_probes
+
+    # identity 0: photos 10 (gallery) and 11; identity 1: photo 20 only.
+    val = SimpleNamespace(pairs=[(1, 10), (2, 10), (3, 11), (4, 20), (5, 11)])
+    far = torch.nn.functional.normalize(torch.tensor([0.1, 0.0, 0.9]), dim=0)  # photo 11 looks like identity 1
+    e = torch.stack([torch.eye(3)[0], torch.eye(3)[0], far, torch.eye(3)[2], far])
+    ref = ValReference([], e, e, [0, 0, 0, 1, 0])
+    probes = other_photo_probes(val, ref)
+    assert probes.tolist() == [False, False, True, False, True]
+    every, other = (figures({}, ref, lambda t: t, torch.device("cpu"), p) for p in (None, probes))
+    assert every["val_rank1_input"] == pytest.approx(0.6) and other["val_rank1_input"] == 0.0
+
+
 def test_warm_start_takes_networks_but_not_progress(small_pack, tmp_path):
     """init=<checkpoint>: the generator starts from the other run's weights, the step count from 0,
     and the optimisers use this run's learning rate, not the one stored with their state."""
