@@ -247,6 +247,18 @@ def test_synthetic_pack_gives_pixel_exact_pairs(shared, lfw, tmp_path):
     for k in fronts:
         assert np.array_equal(filled.image(k), photo.image(k))
 
+    # landmarks="detected": each render is cropped by the detector's landmarks found on it, as a
+    # real profile is at inference — the projected ones put the turned nose further out.
+    det = build_synthetic_pack(items, [-60, 45], {}, model_path=str(model), progress=False, target="photo",
+                               background="fill", landmarks="detected")
+    assert det.manifest["landmarks"] == "detected" and len(det) == 6
+    turned = np.flatnonzero(~det.frontal)
+    assert np.abs(det.landmarks[turned][:, :2, 1].mean(1) - 41).max() < 3  # eyes on the template row
+    nose_out = lambda p: np.mean([abs(p.landmarks[k][2, 0] - p.landmarks[k][:2, 0].mean()) for k in turned])  # noqa: E731
+    assert nose_out(det) < nose_out(filled) - 3
+    with pytest.raises(ValueError):
+        build_synthetic_pack(items, [45], {}, model_path=str(model), progress=False, landmarks="guessed")
+
 
 def test_synthetic_pack_skips_turned_sources_and_lfw_sources_leave_out_validation_people(shared, lfw, cfp):
     model = shared / "models" / "face-frontalization" / "model3Ddlib.mat"

@@ -250,12 +250,13 @@ LFW_IDENTITY_BASE = 100_000
 
 SYNTHETIC_TARGETS = ("render", "photo")
 SYNTHETIC_BACKGROUNDS = ("black", "fill")
+SYNTHETIC_LANDMARKS = ("projected", "detected")
 
 
 def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float], manifest: dict, *,
                          model_path: Optional[str] = None, detector: str = "retinaface", progress: bool = True,
                          target: str = "render", background: str = "black",
-                         max_source_yaw: Optional[float] = None) -> Pack:
+                         max_source_yaw: Optional[float] = None, landmarks: str = "projected") -> Pack:
     """Pixel-exact pairs from real frontal photos ``(path, identity)``: each face is textured onto
     the 3D reference head (:mod:`pifr.geometry`) and rendered at every yaw in ``yaws`` (the
     inputs), all in one pairing group with its frontal target; crops and landmarks come from the
@@ -272,12 +273,21 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
 
     ``max_source_yaw`` (degrees): photos whose yaw (:mod:`pifr.pose`, 3DDFA) is turned further
     are skipped — the texture of a turned photo is half symmetry fill, and its "frontal" target is
-    not frontal (LFW holds such photos; CFP's frontals are frontal by construction)."""
+    not frontal (LFW holds such photos; CFP's frontals are frontal by construction).
+
+    ``landmarks`` that align each render: ``"projected"`` — the reference head's 5 points turned
+    with it (exact, but where no detector puts them: the hidden eye behind the nose, the nose at
+    the silhouette), or ``"detected"`` — the detector's, found on the render as on any photo, so
+    renders are cropped exactly as real profiles are at inference (a render with no face found is
+    skipped)."""
     if target not in SYNTHETIC_TARGETS:
         raise ValueError(f"target must be one of {SYNTHETIC_TARGETS}, not {target!r}")
     if background not in SYNTHETIC_BACKGROUNDS:
         raise ValueError(f"background must be one of {SYNTHETIC_BACKGROUNDS}, not {background!r}")
+    if landmarks not in SYNTHETIC_LANDMARKS:
+        raise ValueError(f"landmarks must be one of {SYNTHETIC_LANDMARKS}, not {landmarks!r}")
     from ..embedders import locate_face
+    from ..errors import NoFaceError
     from ..geometry import _turned_view, fill_background, landmarks68, load_reference, render_texture, texture_from_photo
     from ..pose import estimate_yaw_faces
 
@@ -309,7 +319,14 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
             else:
                 r = render_texture(tex, ref, y, view=views.get(y))
                 im = fill_background(r.image, r.mask) if background == "fill" and y != 0 else r.image
-                crop, lm = align_with_landmarks(im, ref.landmarks5 if y == 0 else r.landmarks, TPGAN_128)
+                pts = ref.landmarks5 if y == 0 else r.landmarks
+                if landmarks == "detected" and y != 0:
+                    try:
+                        pts = locate_face(im, detector=detector, retry_min_score=0.5)[1].landmarks
+                    except NoFaceError:
+                        skipped.append(f"{path}@{y:+.0f}: no face found on the render")
+                        continue
+                crop, lm = align_with_landmarks(im, pts, TPGAN_128)
             blobs.append(np.frombuffer(_jpeg(crop), np.uint8))
             lms.append(lm)
             yaw_l.append(y)
@@ -319,7 +336,7 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
             srcs.append(f"{path}@{y:+.0f}")
     manifest = dict(manifest, images=len(blobs), skipped=len(skipped), skipped_examples=skipped[:20], yaws=list(yaws),
                     renderer="pifr.geometry (Hassner et al. 2015 reference head)", crop="pifr.alignment.TPGAN_128 (eyes_mouth rule)",
-                    target=target, background=background, max_source_yaw=max_source_yaw)
+                    target=target, background=background, max_source_yaw=max_source_yaw, landmarks=landmarks)
     return Pack.from_records(blobs, lms, yaw_l, ids, fr, groups, srcs, manifest)
 
 
