@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -136,7 +137,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from ..frontalization import Frontalizer
     from .data import Pack
-    from pathlib import Path
 
     device = torch.device(args.device)
     val = PairDataset(Pack.load(Path(args.pack)), identity_range(args.identities), frontal_inputs=False, max_targets_per_input=1)
