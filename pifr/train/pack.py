@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 from typing import List, Tuple
 
-from .data import LFW_IDENTITY_BASE, build_pack, cfp_items, multipie_items
+from .data import LFW_IDENTITY_BASE, build_pack, cfp_items, identity_range, multipie_items
 
 log = logging.getLogger("pifr")
 
@@ -87,8 +87,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO)
     if args.merge:
         return merge(args)
-    a, _, b = args.identities.partition("-")
-    ids = range(int(a), int(b or a) + 1)
+    ids = identity_range(args.identities)
+    if ids is None:
+        raise SystemExit("--identities must be a range such as 1-350")
     if args.render_cfp or args.render_lfw:
         from .data import build_synthetic_pack
 
