@@ -24,7 +24,8 @@ class AlignmentTemplate:
       * ``"eyes_mouth"`` — TP-GAN's rule: rotate the eye line level, scale so the vertical
         eye-midpoint → mouth-midpoint distance equals the template's, put the eye midpoint at
         the template's. It ignores the inter-eye distance, which foreshortens with yaw, so
-        profiles keep their true scale.
+        profiles keep their true scale. When the eyes all but meet (past ~70° of yaw) the eye
+        line says nothing of the roll, and eye→mouth is made vertical instead.
     """
 
     name: str
@@ -103,14 +104,27 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([scale * r, t[:, None]])
 
 
+#: Inter-eye / eye→mouth distance ratios between which :func:`eyes_mouth_transform` goes over
+#: from the eye line (above; ~0.9 frontal, ~0.45 at 60° yaw) to the eye→mouth direction (below).
+PROFILE_EYE_RATIO = (0.15, 0.35)
+
+
 def eyes_mouth_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """TP-GAN's alignment rule as a ``(2, 3)`` matrix (see :class:`AlignmentTemplate`)."""
     src = np.asarray(src, np.float64)
     dst = np.asarray(dst, np.float64)
     eye_s, mouth_s = src[:2].mean(0), src[3:].mean(0)
     eye_d, mouth_d = dst[:2].mean(0), dst[3:].mean(0)
-    dx, dy = src[1] - src[0]
-    angle = np.arctan2(dy, dx)
+    eyes, down = src[1] - src[0], mouth_s - eye_s
+    angle = np.arctan2(eyes[1], eyes[0])
+    # Past ~70° of yaw a detector puts both eyes within a few pixels of each other, and the eye
+    # line's direction is noise (a sideways or upside-down crop). There the face is levelled by
+    # making eye→mouth vertical instead, blended in as the eyes close up.
+    ratio = np.hypot(*eyes) / max(np.hypot(*down), 1e-6)
+    w = float(np.clip((ratio - PROFILE_EYE_RATIO[0]) / (PROFILE_EYE_RATIO[1] - PROFILE_EYE_RATIO[0]), 0.0, 1.0))
+    if w < 1.0:
+        a_down = np.arctan2(down[1], down[0]) - np.pi / 2
+        angle = np.arctan2(w * np.sin(angle) + (1 - w) * np.sin(a_down), w * np.cos(angle) + (1 - w) * np.cos(a_down))
     c, s = np.cos(-angle), np.sin(-angle)
     rot = np.array([[c, -s], [s, c]])
     # Vertical eye→mouth distance after levelling the eyes.
