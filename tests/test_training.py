@@ -335,6 +335,11 @@ def test_validation_cli_reproduces_the_trainers_figures_for_a_saved_generator(sm
     assert got["pairs"] == 12
     for k in ("val_rank1_output", "val_rank1_input", "val_id_cos_output", "val_id_cos_input", "val_l1"):
         assert abs(got[k] - want[k]) < 1e-4, k
+    # A missing generator file is reported and the others are still scored.
+    assert validation_main(["--generator", str(tmp_path / "missing.safetensors"), str(gen), "--pack", str(small_pack),
+                            "--identities", "1-3", "--identity-net", "mobilefacenet", "--pairs", "12", "--json"]) == 2
+    out = capsys.readouterr()
+    assert "WeightsNotFoundError" in out.err and len(out.out.strip().splitlines()) == 1
 
 
 def test_other_photo_probes_leave_out_renders_of_the_gallery_photo():

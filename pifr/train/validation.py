@@ -135,6 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--json", action="store_true", help="one JSON object per generator instead of a table")
     args = ap.parse_args(argv)
 
+    from ..errors import PifrError
     from ..frontalization import Frontalizer
     from .data import Pack
 
@@ -152,8 +153,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"identity network {args.identity_net}\n")
         print("| generator | rank-1 output | rank-1 raw input | cos output | cos raw input | L1 |")
         print("|---|---|---|---|---|---|")
+    failed = 0
     for g in args.generator:
-        net = Frontalizer(g, device).net
+        try:
+            net = Frontalizer(g, device).net
+        except PifrError as e:  # one bad file does not stop the others
+            print(f"{g}: {type(e).__name__}: {e}", file=sys.stderr)
+            failed += 1
+            continue
 
         def gen(x: torch.Tensor, xl: torch.Tensor, net=net) -> torch.Tensor:
             return net(x, xl, torch.zeros(len(x), net.noise_dim, device=x.device))["img128"]
@@ -165,7 +172,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             print(f"| {g} | {f['val_rank1_output']:.3f} | {f['val_rank1_input']:.3f} | {f['val_id_cos_output']:.3f} "
                   f"| {f['val_id_cos_input']:.3f} | {f['val_l1']:.3f} |")
-    return 0
+    return 2 if failed else 0
 
 
 if __name__ == "__main__":  # pragma: no cover
