@@ -196,8 +196,9 @@ def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: str = "tpgan",
             ready.append((i, *_tpgan_input(one, None, detector, device)))
         except PifrError as e:
             out[i] = e
-    for k in range(0, len(ready), max(1, batch_size)):
-        chunk = ready[k:k + max(1, batch_size)]
+    step = max(1, batch_size)
+    for k in range(0, len(ready), step):
+        chunk = ready[k:k + step]
         images = fr.frontalize_crops(np.stack([c for _, _, c, _ in chunk]), np.stack([l for _, _, _, l in chunk]),
                                      [f.yaw for _, f, _, _ in chunk])
         for (i, f, _, _), image in zip(chunk, images):
