@@ -28,6 +28,7 @@ import torch
 from ..models.tpgan import BEGANDiscriminator, Discriminator, Generator, count_parameters, crop_patches
 from . import losses as L
 from . import validation as V
+from .augment import photometric
 from .data import Pack, PairDataset, identity_range
 
 log = logging.getLogger("pifr.train")
@@ -65,6 +66,9 @@ class TrainConfig:
     pixel_on_identity_pairs: float = 1.0
     # Random shift/scale of the pose term's crop (fraction of its size) at every step.
     pose_jitter: float = 0.0
+    # Photometric augmentation (train/augment.py): 0 = off, 1 = its documented ranges. Colour and
+    # contrast move input and target together; side light, blur and noise touch the input only.
+    augment: float = 0.0
     # The 3D reference head (model3Ddlib.mat) for the cycle term; "" = the weights registry.
     model3d: str = ""
     cycle_space: str = "pooled"  # the cycle term's comparison: "pooled" colours or "gradient" (losses.cycle_loss)
@@ -221,6 +225,10 @@ class Trainer:
         cfg = self.cfg
         batch = self._next_batch()
         x, y, xl, yl = batch["input"], batch["target"], batch["input_lm"], batch["target_lm"]
+        if cfg.augment > 0:
+            # Seeded by the step, so a resumed run draws what the uninterrupted one would have.
+            g = torch.Generator().manual_seed(cfg.seed * 1000003 + self.step * 7 + self.rank)
+            x, y = photometric(x, y, g, cfg.augment)
         logs: Dict[str, float] = {}
         ac = torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp)
         # Discriminator: every g_steps_per_d-th step.
