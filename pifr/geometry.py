@@ -290,12 +290,18 @@ def _splat_radius(uv: np.ndarray, keep: np.ndarray, max_radius: int) -> np.ndarr
     return np.clip(np.ceil((gap - 1) / 2), 0, max_radius).astype(np.int64)
 
 
-def _turned_view(ref: ReferenceFace, yaw: float, supersample: int = 2, max_radius: int = 4,
-                 occlusion_mm: float = 10.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def turned_view(ref: ReferenceFace, yaw: float, supersample: int = 2, max_radius: int = 4,
+                occlusion_mm: float = 10.0, depth_scale: float = 1.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The reference head turned by ``yaw`` degrees about its vertical axis, seen by the reference
     camera: ``(ref_px (320, 320, 2) float32, region (320, 320) bool, landmarks5 (5, 2))`` — for
     each pixel of the turned view, the reference-view pixel of the surface point it shows (valid
     inside ``region``), and pifr's 5 points in the turned view.
+
+    ``depth_scale`` stretches the head front to back about the middle of its landmarks before it
+    turns (e.g. 0.85: a flatter face, 1.15: a deeper one with a longer nose). The reference view
+    barely changes (depth is along the camera's axis), so a texture taken from a photo through the
+    unscaled head fits any scale; turned, the silhouette and the hidden side change, which lets
+    renders show more than the one reference head shape.
 
     The z-buffer is splatted with *reference-pixel coordinates* rather than colours; gaps where the
     turned surface stretches are filled by interpolating those coordinates, so a texture sampled
@@ -310,6 +316,12 @@ def _turned_view(ref: ReferenceFace, yaw: float, supersample: int = 2, max_radiu
     big = (REF_SIZE * s, REF_SIZE * s)
     n = REF_SIZE * s
     pts = cv2.resize(ref.points, big, interpolation=cv2.INTER_LINEAR).reshape(-1, 3)
+    lm3 = ref.landmarks3d
+    if depth_scale != 1.0:
+        mid = ref.landmarks3d[:, 1].mean()
+        pts, lm3 = pts.copy(), lm3.copy()
+        pts[:, 1] = mid + (pts[:, 1] - mid) * depth_scale
+        lm3[:, 1] = mid + (lm3[:, 1] - mid) * depth_scale
     gy, gx = np.mgrid[0:n, 0:n].astype(np.float32) / s
     coords = np.stack([gx.reshape(-1), gy.reshape(-1)], 1)
     keep = cv2.resize(ref.face_mask.astype(np.uint8), big, interpolation=cv2.INTER_NEAREST).reshape(-1) > 0
@@ -346,7 +358,7 @@ def _turned_view(ref: ReferenceFace, yaw: float, supersample: int = 2, max_radiu
     valid = valid.reshape(REF_SIZE, REF_SIZE)
     region = cv2.morphologyEx(valid.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((15, 15), np.uint8)).astype(bool)
     cmap, _ = _fill(cmap.reshape(REF_SIZE, REF_SIZE, 2), valid, region)
-    lm3 = (ref.landmarks3d - centre) @ rz.T + centre
+    lm3 = (lm3 - centre) @ rz.T + centre
     lm2, _ = _project(lm3, r_ref, ref.tvec, ref.camera)
     return cmap, region, landmarks5_from_68(lm2)
 
@@ -354,12 +366,12 @@ def _turned_view(ref: ReferenceFace, yaw: float, supersample: int = 2, max_radiu
 def render_texture(tex: np.ndarray, ref: ReferenceFace, yaw: float, supersample: int = 2,
                    view: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]] = None) -> Render:
     """Turn the textured reference head by ``yaw`` degrees about its vertical axis and render it
-    from the reference camera with a z-buffer (:func:`_turned_view`), sampling the texture once
+    from the reference camera with a z-buffer (:func:`turned_view`), sampling the texture once
     with bilinear interpolation. ``view``: that function's result for this ``ref`` and ``yaw``,
     when rendering many textures at the same yaws (it depends on nothing else)."""
     import cv2
 
-    cmap, region, lm5 = view if view is not None else _turned_view(ref, yaw, supersample)
+    cmap, region, lm5 = view if view is not None else turned_view(ref, yaw, supersample)
     img = cv2.remap(tex, cmap[..., 0], cmap[..., 1], interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     img = np.where(region[..., None], img, 0).round().clip(0, 255).astype(np.uint8)
     return Render(img, lm5.astype(np.float32), float(yaw), region)
@@ -367,7 +379,7 @@ def render_texture(tex: np.ndarray, ref: ReferenceFace, yaw: float, supersample:
 
 @functools.lru_cache(maxsize=64)
 def _turned_view_cached(yaw: float, model_path: Optional[str]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return _turned_view(load_reference(model_path), yaw)
+    return turned_view(load_reference(model_path), yaw)
 
 
 def frontal_flow(landmarks: np.ndarray, yaw: float, template: AlignmentTemplate = TPGAN_128, *,

@@ -56,7 +56,7 @@ def test_turned_head_shows_no_far_side_through_the_stretched_cheek(model3d, yaw)
     specks seen through gaps in the stretched near cheek — what the z-buffer alone gives."""
     import cv2
 
-    from pifr.geometry import _turned_view, load_reference
+    from pifr.geometry import load_reference, turned_view
 
     ref = load_reference(model3d)
     tex = np.zeros((320, 320, 3), np.float32)
@@ -64,7 +64,7 @@ def test_turned_head_shows_no_far_side_through_the_stretched_cheek(model3d, yaw)
     tex[:, 160:, 1] = 255
 
     def specks(**kw) -> int:
-        cmap, region, _ = _turned_view(ref, yaw, **kw)
+        cmap, region, _ = turned_view(ref, yaw, **kw)
         out = cv2.remap(tex, cmap[..., 0], cmap[..., 1], cv2.INTER_NEAREST)
         red, green = (out[..., 0] > 128) & region, (out[..., 1] > 128) & region
         far = red if red.sum() < green.sum() else green
@@ -74,6 +74,20 @@ def test_turned_head_shows_no_far_side_through_the_stretched_cheek(model3d, yaw)
     plain = specks(max_radius=0)
     assert plain > 100  # the plain z-buffer: hundreds of far-side pixels in specks
     assert specks() < 0.2 * plain
+
+
+def test_depth_scale_changes_the_turned_head_but_not_the_frontal_view(model3d):
+    from pifr.geometry import load_reference, turned_view
+
+    ref = load_reference(model3d)
+    flat0, deep0 = (turned_view(ref, 0, depth_scale=k)[2] for k in (0.8, 1.2))
+    assert np.abs(flat0 - deep0).max() < 3  # depth runs along the camera axis: the frontal view keeps its 5 points
+    (_, flat_region, flat), (_, deep_region, deep) = (turned_view(ref, 60, depth_scale=k) for k in (0.8, 1.2))
+    # Turned by +60° (towards the image's right), a deeper head's nose tip sticks out further to the
+    # right of its eyes than a flatter head's, and the silhouettes differ.
+    ahead = lambda lm: lm[2, 0] - lm[:2, 0].mean()  # noqa: E731
+    assert ahead(deep) - ahead(flat) > 5
+    assert (flat_region ^ deep_region).sum() > 500
 
 
 def test_fill_background_spreads_the_face_edge_and_keeps_the_face(model3d, frontal):

@@ -256,7 +256,8 @@ SYNTHETIC_LANDMARKS = ("projected", "detected")
 def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float], manifest: dict, *,
                          model_path: Optional[str] = None, detector: str = "retinaface", progress: bool = True,
                          target: str = "render", background: str = "black",
-                         max_source_yaw: Optional[float] = None, landmarks: str = "projected") -> Pack:
+                         max_source_yaw: Optional[float] = None, landmarks: str = "projected",
+                         depth_scales: Sequence[float] = (1.0,)) -> Pack:
     """Pixel-exact pairs from real frontal photos ``(path, identity)``: each face is textured onto
     the 3D reference head (:mod:`pifr.geometry`) and rendered at every yaw in ``yaws`` (the
     inputs), all in one pairing group with its frontal target; crops and landmarks come from the
@@ -279,7 +280,11 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
     with it (exact, but where no detector puts them: the hidden eye behind the nose, the nose at
     the silhouette), or ``"detected"`` — the detector's, found on the render as on any photo, so
     renders are cropped exactly as real profiles are at inference (a render with no face found is
-    skipped)."""
+    skipped).
+
+    ``depth_scales``: head shapes to render with (:func:`pifr.geometry.turned_view`), the k-th
+    source photo on ``depth_scales[k % len]`` — one shape per person, so that the generator sees
+    more than the reference head's one profile silhouette."""
     if target not in SYNTHETIC_TARGETS:
         raise ValueError(f"target must be one of {SYNTHETIC_TARGETS}, not {target!r}")
     if background not in SYNTHETIC_BACKGROUNDS:
@@ -288,11 +293,15 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
         raise ValueError(f"landmarks must be one of {SYNTHETIC_LANDMARKS}, not {landmarks!r}")
     from ..embedders import locate_face
     from ..errors import NoFaceError
-    from ..geometry import _turned_view, fill_background, landmarks68, load_reference, render_texture, texture_from_photo
+    from ..geometry import fill_background, landmarks68, load_reference, render_texture, texture_from_photo, turned_view
     from ..pose import estimate_yaw_faces
 
     ref = load_reference(model_path)
-    views = {y: _turned_view(ref, y) for y in yaws}  # the same for every face: computed once
+    scales = [float(k) for k in depth_scales]
+    if not scales or min(scales) <= 0:
+        raise ValueError(f"depth_scales must be positive, not {depth_scales!r}")
+    # The same for every face of a shape: computed once.
+    views = {(k, y): turned_view(ref, y, depth_scale=k) for k in scales for y in yaws}
     items = list(items)
     it = items
     if progress:
@@ -317,7 +326,7 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
             if y == 0 and target == "photo":
                 crop, lm = align_with_landmarks(img, face.landmarks, TPGAN_128)
             else:
-                r = render_texture(tex, ref, y, view=views.get(y))
+                r = render_texture(tex, ref, y, view=views.get((scales[g % len(scales)], y)))
                 im = fill_background(r.image, r.mask) if background == "fill" and y != 0 else r.image
                 pts = ref.landmarks5 if y == 0 else r.landmarks
                 if landmarks == "detected" and y != 0:
@@ -336,7 +345,8 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
             srcs.append(f"{path}@{y:+.0f}")
     manifest = dict(manifest, images=len(blobs), skipped=len(skipped), skipped_examples=skipped[:20], yaws=list(yaws),
                     renderer="pifr.geometry (Hassner et al. 2015 reference head)", crop="pifr.alignment.TPGAN_128 (eyes_mouth rule)",
-                    target=target, background=background, max_source_yaw=max_source_yaw, landmarks=landmarks)
+                    target=target, background=background, max_source_yaw=max_source_yaw, landmarks=landmarks,
+                    depth_scales=scales)
     return Pack.from_records(blobs, lms, yaw_l, ids, fr, groups, srcs, manifest)
 
 

@@ -67,6 +67,9 @@ def main(argv=None) -> int:
     ap.add_argument("--render-landmarks", default="projected", choices=["projected", "detected"],
                     help="landmarks that crop each render: the reference head's own, turned with it, or the "
                          "detector's, found on the render as at inference on a real profile")
+    ap.add_argument("--render-depth-scales", type=float, nargs="+", default=[1.0],
+                    help="head shapes for the renders: the reference head stretched front to back by each "
+                         "factor, one per source photo in turn (e.g. 0.85 1.0 1.15)")
     ap.add_argument("--render-target", default="render", choices=["render", "photo"],
                     help="frontal target of rendered pairs: the 0° render (face only) or the aligned photo itself")
     ap.add_argument("--lfw-people", type=int, default=0, help="render this many LFW people (seeded random choice; 0 = all)")
@@ -105,7 +108,8 @@ def main(argv=None) -> int:
             max_yaw = 15.0 if args.max_source_yaw is None else args.max_source_yaw
         pack = build_synthetic_pack(frontals, args.yaws, manifest, model_path=args.model3d,
                                     target=args.render_target, background=args.render_background, max_source_yaw=max_yaw,
-                                    landmarks=args.render_landmarks, detector=args.detector)
+                                    landmarks=args.render_landmarks, detector=args.detector,
+                                    depth_scales=args.render_depth_scales)
         pack.save(Path(args.out))
         print(json.dumps({k: v for k, v in pack.manifest.items() if k != "skipped_examples"}))
         return 0
