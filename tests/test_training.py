@@ -125,21 +125,42 @@ def test_frontal_pose_term_reads_yaw_from_tpgan_crops_and_passes_gradients(small
     assert all(p.grad is None for p in net.parameters())  # frozen
 
 
-@pytest.mark.parametrize("augment", [0.0, 1.0])
-def test_resume_reproduces_the_next_steps_exactly(small_pack, tmp_path, augment):
-    a = Trainer(_cfg(small_pack, tmp_path / "a", steps=5, augment=augment))
+def _domain_kw(pack: Path) -> dict:
+    return dict(weights=dict(L.LossWeights().to_dict(), domain=1.0), domain_pack=str(pack), domain_identities="1-3")
+
+
+@pytest.mark.parametrize("extra", ["plain", "augment", "domain"])
+def test_resume_reproduces_the_next_steps_exactly(small_pack, tmp_path, extra):
+    kw = {"plain": {}, "augment": {"augment": 1.0}, "domain": _domain_kw(small_pack)}[extra]
+    a = Trainer(_cfg(small_pack, tmp_path / "a", steps=5, **kw))
     for _ in range(3):
         a.train_step()
     ck = a.save(tmp_path / "ck.pt")
     for _ in range(2):
         la = a.train_step()
-    b = Trainer(_cfg(small_pack, tmp_path / "b", steps=5, augment=augment))
+    b = Trainer(_cfg(small_pack, tmp_path / "b", steps=5, **kw))
     b.load(ck)
     for _ in range(2):
         lb = b.train_step()
     assert la == lb
     for (k, p), q in zip(a.g.state_dict().items(), b.g.state_dict().values()):
         assert torch.equal(p, q), k
+
+
+def test_domain_term_trains_a_second_discriminator_and_moves_the_generator_through_real_profiles(small_pack, tmp_path):
+    only = {k: 0.0 for k in L.LossWeights().to_dict()}
+    t = Trainer(_cfg(small_pack, tmp_path / "d", **dict(_domain_kw(small_pack), weights=dict(only, domain=1.0))))
+    assert t.domain is not None and len(t.domain) > 0 and t.d_dom is not None
+    g0 = [p.detach().clone() for p in t.g.parameters()]
+    d0 = [p.detach().clone() for p in t.d_dom.parameters()]
+    logs = t.train_step()  # step 0: both discriminators and the generator update
+    assert np.isfinite(logs["d_dom"]) and np.isfinite(logs["g_domain"])
+    # Every other term is weighted 0, so the generator moved through the domain term alone.
+    assert logs["g_total"] == pytest.approx(logs["g_domain"], rel=1e-5)
+    assert any(not torch.equal(a, p) for a, p in zip(g0, t.g.parameters()))
+    assert any(not torch.equal(a, p) for a, p in zip(d0, t.d_dom.parameters()))
+    with pytest.raises(SystemExit):
+        Trainer(_cfg(small_pack, tmp_path / "e", weights=dict(only, domain=1.0)))  # no domain_pack
 
 
 def test_photometric_augmentation_moves_colours_together_and_disturbs_only_the_input(small_pack):
@@ -285,6 +306,18 @@ def test_synthetic_pack_gives_pixel_exact_pairs(shared, lfw, tmp_path):
     assert nose_out(det) < nose_out(filled) - 3
     with pytest.raises(ValueError):
         build_synthetic_pack(items, [45], {}, model_path=str(model), progress=False, landmarks="guessed")
+
+    # depth_scales: the k-th photo is rendered on the k-th head shape in turn; the first keeps the
+    # reference head (its renders are unchanged), the second's turned nose sticks out further.
+    deep = build_synthetic_pack(items, [-60, 45], {}, model_path=str(model), progress=False, depth_scales=(1.0, 1.3))
+    assert deep.manifest["depth_scales"] == [1.0, 1.3] and len(deep) == 6
+    first, second = (np.flatnonzero((deep.group == g) & ~deep.frontal) for g in (0, 1))
+    assert all(np.array_equal(deep.image(k), pack.image(k)) for k in first)
+    assert all(np.abs(deep.image(k).astype(int) - pack.image(k)).mean() > 2 for k in second)
+    out = lambda p, k: abs(p.landmarks[k][2, 0] - p.landmarks[k][:2, 0].mean())  # noqa: E731
+    assert np.mean([out(deep, k) - out(pack, k) for k in second]) > 2
+    with pytest.raises(ValueError):
+        build_synthetic_pack(items, [45], {}, model_path=str(model), progress=False, depth_scales=(0.0,))
 
 
 def test_synthetic_pack_skips_turned_sources_and_lfw_sources_leave_out_validation_people(shared, lfw, cfp):

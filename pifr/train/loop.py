@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -32,6 +32,11 @@ from .augment import photometric
 from .data import Pack, PairDataset, identity_range
 
 log = logging.getLogger("pifr.train")
+
+
+def _rows(out: Dict[str, Any], rows: slice) -> Dict[str, Any]:
+    """The generator's output dict restricted to some batch rows (nested dicts too)."""
+    return {k: _rows(v, rows) if isinstance(v, dict) else v[rows] for k, v in out.items()}
 
 
 @dataclass
@@ -69,6 +74,10 @@ class TrainConfig:
     # Photometric augmentation (train/augment.py): 0 = off, 1 = its documented ranges. Colour and
     # contrast move input and target together; side light, blur and noise touch the input only.
     augment: float = 0.0
+    # Real faces for the domain term (weights.domain): packs, comma-separated, whose profiles of
+    # domain_identities are fed as inputs without targets, half a batch per step.
+    domain_pack: str = ""
+    domain_identities: str = "1-350"
     # The 3D reference head (model3Ddlib.mat) for the cycle term; "" = the weights registry.
     model3d: str = ""
     cycle_space: str = "pooled"  # the cycle term's comparison: "pooled" colours or "gradient" (losses.cycle_loss)
@@ -122,7 +131,7 @@ def selection_score(val: Dict[str, float]) -> float:
 
 CSV_FIELDS = ["step", "seconds", "d", "began_k", "began_M", "g_pixel", "g_sym", "g_adv", "g_ip", "g_id_cos", "g_tv", "g_ce",
               "g_pose", "g_cycle", "g_total", "val_id_cos_output", "val_id_cos_input", "val_rank1_output", "val_rank1_input", "val_l1",
-              "val_rank1_live", "val_id_cos_live"]
+              "val_rank1_live", "val_id_cos_live", "d_dom", "g_domain"]
 
 
 class Trainer:
@@ -155,6 +164,16 @@ class Trainer:
             overlap = set(self.train.identities) & set(self.val.identities)
             if overlap:
                 raise SystemExit(f"validation identities overlap training identities: {sorted(overlap)[:5]}")
+        self.domain: Optional[PairDataset] = None
+        if self.weights.domain:
+            if not cfg.domain_pack:
+                raise SystemExit("weights.domain needs domain_pack (real profiles)")
+            dp = Pack.concat([Pack.load(Path(p)) for p in cfg.domain_pack.split(",") if p])
+            self.domain = PairDataset(dp, identity_range(cfg.domain_identities), max_targets_per_input=1)
+            if self.val is not None and set(self.domain.identities) & set(self.val.identities):
+                raise SystemExit("domain identities overlap validation identities")
+            if len(self.domain) == 0:
+                raise SystemExit(f"no profiles in {cfg.domain_pack} for identities {cfg.domain_identities}")
         self.g = Generator(cfg.width, id_classes=len(self.train.identities) if cfg.id_classes else 0).to(self.device)
         self.d: Optional[torch.nn.Module] = None
         if cfg.adversarial == "patch":
@@ -162,7 +181,9 @@ class Trainer:
         elif cfg.adversarial == "began":
             self.d = BEGANDiscriminator(cfg.width).to(self.device)
             self.balance = L.BEGANBalance()
-        self.gd, self.dd = self.g, self.d
+        # The domain discriminator: outputs for renders (its "real") against outputs for real profiles.
+        self.d_dom: Optional[torch.nn.Module] = Discriminator(cfg.width).to(self.device) if self.domain else None
+        self.gd, self.dd, self.ddom = self.g, self.d, self.d_dom
         # The averaged generator: a frozen copy, updated after every generator step (_update_ema).
         self.g_ema: Optional[Generator] = (copy.deepcopy(self.g).eval().requires_grad_(False)
                                            if cfg.ema else None)
@@ -173,17 +194,22 @@ class Trainer:
             self.gd = DDP(self.g, device_ids=ids, find_unused_parameters=False)
             if self.d is not None:
                 self.dd = DDP(self.d, device_ids=ids)
+            if self.d_dom is not None:
+                self.ddom = DDP(self.d_dom, device_ids=ids)
         groups = self.g.parameter_groups()
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(groups["global"], lr=cfg.lr, betas=betas)
         self.opt_l = torch.optim.Adam(groups["local"], lr=cfg.lr, betas=betas) if groups["local"] else None
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr, betas=betas) if self.d is not None else None
+        self.opt_d_dom = (torch.optim.Adam(self.d_dom.parameters(), lr=cfg.lr, betas=betas)
+                          if self.d_dom is not None else None)
         self.id_feats = self._identity_net()
         self.pose = self._pose_net()
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.step = 0
         self._last_d = math.nan
+        self._last_d_dom = math.nan
         self.best_val, self.best_step = -math.inf, 0
         self._last_began = (math.nan, math.nan)
         self._order: List[int] = []
@@ -231,10 +257,30 @@ class Trainer:
             x, y = photometric(x, y, g, cfg.augment)
         logs: Dict[str, float] = {}
         ac = torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp)
+        # Real profiles for the domain term ride along in the same generator batch, after the pairs.
+        b = x.shape[0]
+        gx, gxl = x, xl
+        if self.domain is not None:
+            xr, xrl = self._domain_batch()
+            gx, gxl = torch.cat([x, xr]), torch.cat([xl, xrl])
+        if self.d_dom is not None and self.step % cfg.g_steps_per_d == 0:
+            with torch.no_grad(), ac:
+                fake_all = self.gd(gx, gxl)["img128"].float()
+            with ac:
+                dd_loss = L.d_adversarial_loss(self.ddom(fake_all[:b]), self.ddom(fake_all[b:]))
+            self.opt_d_dom.zero_grad(set_to_none=True)
+            self.scaler.scale(dd_loss).backward()
+            self.scaler.step(self.opt_d_dom)
+            self._last_d_dom = float(dd_loss.detach())
+        if self.d_dom is not None:
+            logs["d_dom"] = self._last_d_dom
         # Discriminator: every g_steps_per_d-th step.
         if self.d is not None and self.step % cfg.g_steps_per_d == 0:
-            with torch.no_grad(), ac:
-                fake = self.gd(x, xl)["img128"].float()
+            if self.d_dom is not None:
+                fake = fake_all[:b]
+            else:
+                with torch.no_grad(), ac:
+                    fake = self.gd(x, xl)["img128"].float()
             with ac:
                 if cfg.adversarial == "patch":
                     d_loss = L.d_adversarial_loss(self.dd(y), self.dd(fake))
@@ -253,7 +299,8 @@ class Trainer:
         if cfg.adversarial == "began":
             logs["began_k"], logs["began_M"] = self._last_began
         with ac:
-            out = self.gd(x, xl)
+            out_all = self.gd(gx, gxl)
+            out = out_all if gx is x else _rows(out_all, slice(0, b))
             fake_logits, began_err = None, None
             if self.d is not None:
                 if cfg.adversarial == "patch":
@@ -268,18 +315,32 @@ class Trainer:
                                   pose=self.pose,
                                   cycle=(x, batch["flow"], batch["flow_valid"]) if "flow" in batch else None,
                                   cycle_space=cfg.cycle_space)
+            total = lt.total
+            if self.d_dom is not None:
+                g_dom = L.g_adversarial_loss(self.ddom(out_all["img128"][b:]))
+                total = total + self.weights.domain * g_dom
+                logs["g_domain"] = float(g_dom.detach())
         self.opt_g.zero_grad(set_to_none=True)
         if self.opt_l:
             self.opt_l.zero_grad(set_to_none=True)
-        self.scaler.scale(lt.total).backward()
+        self.scaler.scale(total).backward()
         self.scaler.step(self.opt_g)
         if self.opt_l:
             self.scaler.step(self.opt_l)
         self.scaler.update()
         self._update_ema()
         self.step += 1
-        logs.update({f"g_{k}": v for k, v in lt.terms.items()}, g_total=float(lt.total.detach()))
+        logs.update({f"g_{k}": v for k, v in lt.terms.items()}, g_total=float(total.detach()))
         return logs
+
+    def _domain_batch(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Half a batch of real profiles (inputs and landmarks; mirrored to face right), drawn
+        with a generator seeded by the step so that resumed runs stay exact."""
+        g = torch.Generator().manual_seed((self.cfg.seed + 1) * 2000003 + self.step * 11 + self.rank)
+        idx = torch.randint(len(self.domain), (max(1, self.cfg.batch // 2),), generator=g).tolist()
+        items = [self.domain[i] for i in idx]
+        return (torch.stack([it["input"] for it in items]).to(self.device),
+                torch.stack([it["input_lm"] for it in items]).to(self.device))
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -314,6 +375,8 @@ class Trainer:
             s["g_ema"] = self.g_ema.state_dict()
         if self.d is not None:
             s["d"], s["opt_d"] = self.d.state_dict(), self.opt_d.state_dict()
+        if self.d_dom is not None:
+            s["d_dom"], s["opt_d_dom"], s["last_d_dom"] = self.d_dom.state_dict(), self.opt_d_dom.state_dict(), self._last_d_dom
         if self.device.type == "cuda":
             s["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         if self.cfg.adversarial == "began":
@@ -343,7 +406,7 @@ class Trainer:
         """Generator, discriminator and optimiser states from a checkpoint; returns its step."""
         s = torch.load(path, map_location=self.device, weights_only=True)
         self._load_networks(s)
-        for opt in (self.opt_g, self.opt_l, self.opt_d):  # the optimiser states carry the old run's lr
+        for opt in (self.opt_g, self.opt_l, self.opt_d, self.opt_d_dom):  # the optimiser states carry the old run's lr
             for group in (opt.param_groups if opt else []):
                 group["lr"] = self.cfg.lr
         return int(s["step"])
@@ -358,6 +421,10 @@ class Trainer:
         if self.d is not None:
             self.d.load_state_dict(s["d"])
             self.opt_d.load_state_dict(s["opt_d"])
+        if self.d_dom is not None and "d_dom" in s:  # a warm start from a run without one starts it afresh
+            self.d_dom.load_state_dict(s["d_dom"])
+            self.opt_d_dom.load_state_dict(s["opt_d_dom"])
+            self._last_d_dom = float(s.get("last_d_dom", math.nan))
 
     def load(self, path: Path) -> None:
         """Everything, for an exact resume: networks, optimisers, step, data order, random state."""

@@ -42,6 +42,13 @@ class LossWeights:
     # the profile with its mirror image over it fails it badly. No network judges it, so there is
     # nothing to fool; in CPU runs it did not yet lead to frontals (docs/tpgan.md, stages R, R2).
     cycle: float = 0.0
+    # Not in the paper (0 = paper): output-space domain adaptation. A second discriminator learns
+    # to tell the generator's outputs for rendered profiles from its outputs for real profiles
+    # (``TrainConfig.domain_pack``, used without targets); this term asks the real profiles'
+    # outputs to pass for the renders'. Renders teach the rotation through the pixel terms, but a
+    # generator trained on them alone fails on real profiles; the identity terms on real profiles
+    # reward a copy (stages M, U), while a copy of a profile is what this discriminator spots.
+    domain: float = 0.0
 
     def to_dict(self) -> Dict[str, float]:
         return asdict(self)
