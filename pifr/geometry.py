@@ -432,4 +432,5 @@ def render_at_yaw(frontal_img: ImageLike, yaw: float, *, face: Optional[Face] = 
     face = face or detect_one(arr, detector=detector, purpose=" to render")
     ref = load_reference(model_path)
     tex, _, _ = texture_from_photo(arr, landmarks68(arr, face), ref)
-    return render_texture(tex, ref, yaw)
+    # The turned view depends only on the head and the yaw: rendering many faces reuses it.
+    return render_texture(tex, ref, yaw, view=_turned_view_cached(float(yaw), model_path))
