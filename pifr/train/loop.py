@@ -242,9 +242,12 @@ class Trainer:
                 self._epoch += 1
             idx.append(self._order[self._pos])
             self._pos += 1
-        items = [self.train[i] for i in idx]
-        batch = {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}  # yaw and identity are plain numbers
-        return {k: v.to(self.device) for k, v in batch.items()}
+        return self._collate([self.train[i] for i in idx])
+
+    def _collate(self, items: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+        """PairDataset items stacked into one batch on the training device."""
+        # torch.as_tensor: yaw and identity are plain numbers.
+        return {k: torch.stack([torch.as_tensor(it[k]) for it in items]).to(self.device) for k in items[0]}
 
     # ---------------------------------------------------------------- one step
     def train_step(self) -> Dict[str, float]:
@@ -263,24 +266,22 @@ class Trainer:
         if self.domain is not None:
             xr, xrl = self._domain_batch()
             gx, gxl = torch.cat([x, xr]), torch.cat([xl, xrl])
-        if self.d_dom is not None and self.step % cfg.g_steps_per_d == 0:
+        # Discriminators: every g_steps_per_d-th step, both on one no-grad pass of the generator.
+        d_step = self.step % cfg.g_steps_per_d == 0
+        if d_step and (self.d is not None or self.d_dom is not None):
             with torch.no_grad(), ac:
                 fake_all = self.gd(gx, gxl)["img128"].float()
+            fake = fake_all[:b]
+        if self.d_dom is not None and d_step:
             with ac:
-                dd_loss = L.d_adversarial_loss(self.ddom(fake_all[:b]), self.ddom(fake_all[b:]))
+                dd_loss = L.d_adversarial_loss(self.ddom(fake), self.ddom(fake_all[b:]))
             self.opt_d_dom.zero_grad(set_to_none=True)
             self.scaler.scale(dd_loss).backward()
             self.scaler.step(self.opt_d_dom)
             self._last_d_dom = float(dd_loss.detach())
         if self.d_dom is not None:
             logs["d_dom"] = self._last_d_dom
-        # Discriminator: every g_steps_per_d-th step.
-        if self.d is not None and self.step % cfg.g_steps_per_d == 0:
-            if self.d_dom is not None:
-                fake = fake_all[:b]
-            else:
-                with torch.no_grad(), ac:
-                    fake = self.gd(x, xl)["img128"].float()
+        if self.d is not None and d_step:
             with ac:
                 if cfg.adversarial == "patch":
                     d_loss = L.d_adversarial_loss(self.dd(y), self.dd(fake))
@@ -338,9 +339,8 @@ class Trainer:
         with a generator seeded by the step so that resumed runs stay exact."""
         g = torch.Generator().manual_seed((self.cfg.seed + 1) * 2000003 + self.step * 11 + self.rank)
         idx = torch.randint(len(self.domain), (max(1, self.cfg.batch // 2),), generator=g).tolist()
-        items = [self.domain[i] for i in idx]
-        return (torch.stack([it["input"] for it in items]).to(self.device),
-                torch.stack([it["input_lm"] for it in items]).to(self.device))
+        batch = self._collate([self.domain[i] for i in idx])
+        return batch["input"], batch["input_lm"]
 
     @torch.no_grad()
     def _update_ema(self) -> None:
