@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -74,8 +74,9 @@ class TrainConfig:
     # Photometric augmentation (train/augment.py): 0 = off, 1 = its documented ranges. Colour and
     # contrast move input and target together; side light, blur and noise touch the input only.
     augment: float = 0.0
-    # Real faces for the domain term (weights.domain): packs, comma-separated, whose profiles of
-    # domain_identities are fed as inputs without targets, half a batch per step.
+    # Real faces for the domain terms (weights.domain, weights.domain_cycle): packs,
+    # comma-separated, whose profiles of domain_identities are fed as inputs without targets, half
+    # a batch per step.
     domain_pack: str = ""
     domain_identities: str = "1-350"
     # The 3D reference head (model3Ddlib.mat) for the cycle term; "" = the weights registry.
@@ -131,7 +132,7 @@ def selection_score(val: Dict[str, float]) -> float:
 
 CSV_FIELDS = ["step", "seconds", "d", "began_k", "began_M", "g_pixel", "g_sym", "g_adv", "g_ip", "g_id_cos", "g_tv", "g_ce",
               "g_pose", "g_cycle", "g_total", "val_id_cos_output", "val_id_cos_input", "val_rank1_output", "val_rank1_input", "val_l1",
-              "val_rank1_live", "val_id_cos_live", "d_dom", "g_domain"]
+              "val_rank1_live", "val_id_cos_live", "d_dom", "g_domain", "g_domain_cycle"]
 
 
 class Trainer:
@@ -165,11 +166,12 @@ class Trainer:
             if overlap:
                 raise SystemExit(f"validation identities overlap training identities: {sorted(overlap)[:5]}")
         self.domain: Optional[PairDataset] = None
-        if self.weights.domain:
+        if self.weights.domain or self.weights.domain_cycle:
             if not cfg.domain_pack:
-                raise SystemExit("weights.domain needs domain_pack (real profiles)")
+                raise SystemExit("weights.domain and weights.domain_cycle need domain_pack (real profiles)")
             dp = Pack.concat([Pack.load(Path(p)) for p in cfg.domain_pack.split(",") if p])
-            self.domain = PairDataset(dp, identity_range(cfg.domain_identities), max_targets_per_input=1)
+            self.domain = PairDataset(dp, identity_range(cfg.domain_identities), max_targets_per_input=1,
+                                      flows=bool(self.weights.domain_cycle), model_path=cfg.model3d or None)
             if self.val is not None and set(self.domain.identities) & set(self.val.identities):
                 raise SystemExit("domain identities overlap validation identities")
             if len(self.domain) == 0:
@@ -182,7 +184,7 @@ class Trainer:
             self.d = BEGANDiscriminator(cfg.width).to(self.device)
             self.balance = L.BEGANBalance()
         # The domain discriminator: outputs for renders (its "real") against outputs for real profiles.
-        self.d_dom: Optional[torch.nn.Module] = Discriminator(cfg.width).to(self.device) if self.domain else None
+        self.d_dom: Optional[torch.nn.Module] = Discriminator(cfg.width).to(self.device) if self.weights.domain else None
         self.gd, self.dd, self.ddom = self.g, self.d, self.d_dom
         # The averaged generator: a frozen copy, updated after every generator step (_update_ema).
         self.g_ema: Optional[Generator] = (copy.deepcopy(self.g).eval().requires_grad_(False)
@@ -264,13 +266,13 @@ class Trainer:
         b = x.shape[0]
         gx, gxl = x, xl
         if self.domain is not None:
-            xr, xrl = self._domain_batch()
-            gx, gxl = torch.cat([x, xr]), torch.cat([xl, xrl])
+            real = self._domain_batch()
+            gx, gxl = torch.cat([x, real["input"]]), torch.cat([xl, real["input_lm"]])
         # Discriminators: every g_steps_per_d-th step, both on one no-grad pass of the generator.
         d_step = self.step % cfg.g_steps_per_d == 0
         if d_step and (self.d is not None or self.d_dom is not None):
-            with torch.no_grad(), ac:
-                fake_all = self.gd(gx, gxl)["img128"].float()
+            with torch.no_grad(), ac:  # the real profiles only when the domain discriminator needs them
+                fake_all = (self.gd(gx, gxl) if self.d_dom is not None else self.gd(x, xl))["img128"].float()
             fake = fake_all[:b]
         if self.d_dom is not None and d_step:
             with ac:
@@ -321,6 +323,11 @@ class Trainer:
                 g_dom = L.g_adversarial_loss(self.ddom(out_all["img128"][b:]))
                 total = total + self.weights.domain * g_dom
                 logs["g_domain"] = float(g_dom.detach())
+            if self.weights.domain_cycle:
+                g_dcyc = L.cycle_loss(out_all["img128"][b:].float(), real["input"], real["flow"], real["flow_valid"],
+                                      space=cfg.cycle_space)
+                total = total + self.weights.domain_cycle * g_dcyc
+                logs["g_domain_cycle"] = float(g_dcyc.detach())
         self.opt_g.zero_grad(set_to_none=True)
         if self.opt_l:
             self.opt_l.zero_grad(set_to_none=True)
@@ -334,13 +341,14 @@ class Trainer:
         logs.update({f"g_{k}": v for k, v in lt.terms.items()}, g_total=float(total.detach()))
         return logs
 
-    def _domain_batch(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Half a batch of real profiles (inputs and landmarks; mirrored to face right), drawn
-        with a generator seeded by the step so that resumed runs stay exact."""
+    def _domain_batch(self) -> Dict[str, torch.Tensor]:
+        """Half a batch of real profiles (:class:`PairDataset` items collated: ``input``,
+        ``input_lm``, mirrored to face right, and ``flow``/``flow_valid`` with the domain cycle
+        term; their targets go unused), drawn with a generator seeded by the step so that resumed
+        runs stay exact."""
         g = torch.Generator().manual_seed((self.cfg.seed + 1) * 2000003 + self.step * 11 + self.rank)
         idx = torch.randint(len(self.domain), (max(1, self.cfg.batch // 2),), generator=g).tolist()
-        batch = self._collate([self.domain[i] for i in idx])
-        return batch["input"], batch["input_lm"]
+        return self._collate([self.domain[i] for i in idx])
 
     @torch.no_grad()
     def _update_ema(self) -> None:

@@ -49,6 +49,12 @@ class LossWeights:
     # generator trained on them alone fails on real profiles; the identity terms on real profiles
     # reward a copy (stages M, U), while a copy of a profile is what this discriminator spots.
     domain: float = 0.0
+    # Not in the paper (0 = paper): the cycle term (:func:`cycle_loss`) on the domain pack's real
+    # profiles (``TrainConfig.domain_pack``, no targets needed) rather than on the training pairs.
+    # With renders teaching the rotation through the pixel terms, it anchors what the generator
+    # makes of a real profile to that profile's own face pixels — a copy, turned twice, fails it —
+    # where the domain term alone let identity and colour drift (stage X).
+    domain_cycle: float = 0.0
 
     def to_dict(self) -> Dict[str, float]:
         return asdict(self)
