@@ -168,24 +168,25 @@ def test_domain_term_trains_a_second_discriminator_and_moves_the_generator_throu
         Trainer(_cfg(small_pack, tmp_path / "e", weights=dict(only, domain=1.0)))  # no domain_pack
 
 
-def test_domain_cycle_term_moves_the_generator_through_real_profiles_without_a_second_discriminator(small_pack, shared, tmp_path):
-    """weights.domain_cycle: the domain pack's profiles carry their flows, the cycle term on their
-    outputs alone moves the generator, no domain discriminator is built, and the training pairs
-    carry no flows (the term is not weights.cycle)."""
+def test_domain_cycle_and_symmetry_move_the_generator_through_real_profiles_without_a_second_discriminator(small_pack, shared, tmp_path):
+    """weights.domain_cycle / domain_sym: the domain pack's profiles carry their flows, the cycle
+    and plain-symmetry terms on their outputs alone move the generator, no domain discriminator is
+    built, and the training pairs carry no flows (the term is not weights.cycle)."""
     model = shared / "models" / "face-frontalization" / "model3Ddlib.mat"
     if not model.is_file():
         pytest.skip("model3Ddlib.mat not available")
     only = {k: 0.0 for k in L.LossWeights().to_dict()}
-    t = Trainer(_cfg(small_pack, tmp_path / "dc", weights=dict(only, domain_cycle=1.0), domain_pack=str(small_pack),
+    t = Trainer(_cfg(small_pack, tmp_path / "dc", weights=dict(only, domain_cycle=1.0, domain_sym=0.5), domain_pack=str(small_pack),
                      domain_identities="1-3", model3d=str(model), adversarial="none"))
     assert t.d_dom is None and "flow" not in t.train[0] and "flow" in t.domain[0]
     g0 = [p.detach().clone() for p in t.g.parameters()]
     logs = t.train_step()
-    assert logs["g_domain_cycle"] > 0 and logs["g_total"] == pytest.approx(logs["g_domain_cycle"], rel=1e-5)
+    assert logs["g_domain_cycle"] > 0 and logs["g_domain_sym"] > 0
+    assert logs["g_total"] == pytest.approx(logs["g_domain_cycle"] + 0.5 * logs["g_domain_sym"], rel=1e-5)
     assert "g_domain" not in logs and "d_dom" not in logs
     assert any(not torch.equal(a, p) for a, p in zip(g0, t.g.parameters()))
     with pytest.raises(SystemExit):
-        Trainer(_cfg(small_pack, tmp_path / "e", weights=dict(only, domain_cycle=1.0)))  # no domain_pack
+        Trainer(_cfg(small_pack, tmp_path / "e", weights=dict(only, domain_sym=1.0)))  # no domain_pack
 
 
 def test_photometric_augmentation_moves_colours_together_and_disturbs_only_the_input(small_pack):

@@ -74,7 +74,7 @@ class TrainConfig:
     # Photometric augmentation (train/augment.py): 0 = off, 1 = its documented ranges. Colour and
     # contrast move input and target together; side light, blur and noise touch the input only.
     augment: float = 0.0
-    # Real faces for the domain terms (weights.domain, weights.domain_cycle): packs,
+    # Real faces for the domain terms (weights.domain, domain_cycle, domain_sym): packs,
     # comma-separated, whose profiles of domain_identities are fed as inputs without targets, half
     # a batch per step.
     domain_pack: str = ""
@@ -132,7 +132,7 @@ def selection_score(val: Dict[str, float]) -> float:
 
 CSV_FIELDS = ["step", "seconds", "d", "began_k", "began_M", "g_pixel", "g_sym", "g_adv", "g_ip", "g_id_cos", "g_tv", "g_ce",
               "g_pose", "g_cycle", "g_total", "val_id_cos_output", "val_id_cos_input", "val_rank1_output", "val_rank1_input", "val_l1",
-              "val_rank1_live", "val_id_cos_live", "d_dom", "g_domain", "g_domain_cycle"]
+              "val_rank1_live", "val_id_cos_live", "d_dom", "g_domain", "g_domain_cycle", "g_domain_sym"]
 
 
 class Trainer:
@@ -166,9 +166,9 @@ class Trainer:
             if overlap:
                 raise SystemExit(f"validation identities overlap training identities: {sorted(overlap)[:5]}")
         self.domain: Optional[PairDataset] = None
-        if self.weights.domain or self.weights.domain_cycle:
+        if self.weights.domain or self.weights.domain_cycle or self.weights.domain_sym:
             if not cfg.domain_pack:
-                raise SystemExit("weights.domain and weights.domain_cycle need domain_pack (real profiles)")
+                raise SystemExit("weights.domain, domain_cycle and domain_sym need domain_pack (real profiles)")
             dp = Pack.concat([Pack.load(Path(p)) for p in cfg.domain_pack.split(",") if p])
             self.domain = PairDataset(dp, identity_range(cfg.domain_identities), max_targets_per_input=1,
                                       flows=bool(self.weights.domain_cycle), model_path=cfg.model3d or None)
@@ -328,6 +328,10 @@ class Trainer:
                                       space=cfg.cycle_space)
                 total = total + self.weights.domain_cycle * g_dcyc
                 logs["g_domain_cycle"] = float(g_dcyc.detach())
+            if self.weights.domain_sym:
+                g_dsym = L.symmetry_loss(out_all["img128"][b:].float(), "plain")
+                total = total + self.weights.domain_sym * g_dsym
+                logs["g_domain_sym"] = float(g_dsym.detach())
         self.opt_g.zero_grad(set_to_none=True)
         if self.opt_l:
             self.opt_l.zero_grad(set_to_none=True)

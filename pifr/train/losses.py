@@ -55,6 +55,10 @@ class LossWeights:
     # makes of a real profile to that profile's own face pixels — a copy, turned twice, fails it —
     # where the domain term alone let identity and colour drift (stage X).
     domain_cycle: float = 0.0
+    # Not in the paper (0 = paper): plain (pixel-space) symmetry of the domain pack's real
+    # profiles' outputs. The cycle term sees only the half of the face a profile shows; alone it
+    # left the other half dark (stage Y), which the Laplacian symmetry term cannot see.
+    domain_sym: float = 0.0
 
     def to_dict(self) -> Dict[str, float]:
         return asdict(self)
