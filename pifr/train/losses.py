@@ -40,7 +40,9 @@ class LossWeights:
     # pixels the input shows (:func:`cycle_loss`). Needs no frontal of the person, so it applies to
     # real profiles; a copy of a strongly turned profile (≥ 60°) fails it, being turned twice, and
     # the profile with its mirror image over it fails it badly. No network judges it, so there is
-    # nothing to fool; in CPU runs it did not yet lead to frontals (docs/tpgan.md, stages R, R2).
+    # nothing to fool; in CPU runs it did not lead to frontals (docs/tpgan.md, stages R, R2): with
+    # crops and flows from detected landmarks the warp misses by more than a copy's error, and on
+    # real profiles it scores a copy far below the person's frontal (scripts/cycle_term_on_real.py).
     cycle: float = 0.0
     # Not in the paper (0 = paper): output-space domain adaptation. A second discriminator learns
     # to tell the generator's outputs for rendered profiles from its outputs for real profiles
@@ -51,9 +53,9 @@ class LossWeights:
     domain: float = 0.0
     # Not in the paper (0 = paper): the cycle term (:func:`cycle_loss`) on the domain pack's real
     # profiles (``TrainConfig.domain_pack``, no targets needed) rather than on the training pairs.
-    # With renders teaching the rotation through the pixel terms, it anchors what the generator
-    # makes of a real profile to that profile's own face pixels — a copy, turned twice, fails it —
-    # where the domain term alone let identity and colour drift (stage X).
+    # Meant to tie what the generator makes of a real profile to that profile's own face pixels,
+    # where the domain term alone let identity and colour drift (stage X); it lost identity faster
+    # (stages Y1–Y3), the term scoring a copy of a real profile below the person's frontal.
     domain_cycle: float = 0.0
     # Not in the paper (0 = paper): plain (pixel-space) symmetry of the domain pack's real
     # profiles' outputs. The cycle term sees only the half of the face a profile shows; alone it
