@@ -1,9 +1,9 @@
 """Diagnostic: does the cycle term (``pifr.train.losses.cycle_loss``) tell, on *real* profiles, the
 person's own frontal from another person's, or from a copy of the profile?
 
-On renders (made with the same 3D reference head that warps the output back) it scores the true
-frontal below a copy. On a real profile the flow comes from RetinaFace's 5 points, the yaw
-estimate and a head that is not the person's. For every profile of a pack (mirrored to face
+On renders cropped by the reference head's own landmarks it scores the true frontal below a
+copy (tests/test_geometry.py). On a real profile, and on a render cropped as real profiles are,
+the flow comes from RetinaFace's 5 points, the yaw and a head that is not the face's. For every profile of a pack (mirrored to face
 right, as in training) this scores, with the training term's own code: a frontal photo of the same
 person, a frontal photo of another identity of the pack (the next one in order), the profile
 itself (a copy) and the profile with its mirror image over it (the "ghost"). A term that leads a
