@@ -126,3 +126,20 @@ def test_identity_features_warp_and_loss():
     x.requires_grad_(True)
     feats(x)["embedding"].sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_identity_contrast_charges_a_copy_not_the_target_and_moves_the_output():
+    """relu(cos(out, input) − cos(out, target)): an output equal to its input pays 1 − cos(input,
+    target); one equal to its target pays nothing; the gradient moves the output's embedding."""
+    g = torch.Generator().manual_seed(0)
+    inp, tgt = torch.randn(4, 128, generator=g), torch.randn(4, 128, generator=g)
+    cos = torch.nn.functional.cosine_similarity(inp, tgt, dim=1)
+    assert float(L.identity_contrast(inp, tgt, inp)) == pytest.approx(float((1 - cos).mean()), abs=1e-6)
+    assert float(L.identity_contrast(tgt, tgt, inp)) == 0.0
+    out = inp.clone().requires_grad_(True)
+    L.identity_contrast(out, tgt, inp).backward()
+    assert out.grad.abs().sum() > 0
+    x, _ = _batch()
+    with pytest.raises(ValueError):  # the term cannot run without the generator's inputs
+        L.generator_loss({"img128": x, "img64": x[..., ::2, ::2], "img32": x[..., ::4, ::4]}, x,
+                         weights=L.LossWeights(id_contrast=1.0), id_features=lambda t: {"embedding": t.flatten(1)})

@@ -132,7 +132,7 @@ def selection_score(val: Dict[str, float]) -> float:
 
 CSV_FIELDS = ["step", "seconds", "d", "began_k", "began_M", "g_pixel", "g_sym", "g_adv", "g_ip", "g_id_cos", "g_tv", "g_ce",
               "g_pose", "g_cycle", "g_total", "val_id_cos_output", "val_id_cos_input", "val_rank1_output", "val_rank1_input", "val_l1",
-              "val_rank1_live", "val_id_cos_live", "d_dom", "g_domain", "g_domain_cycle", "g_domain_sym"]
+              "val_rank1_live", "val_id_cos_live", "d_dom", "g_domain", "g_domain_cycle", "g_domain_sym", "g_id_contrast"]
 
 
 class Trainer:
@@ -221,7 +221,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- setup helpers
     def _identity_net(self) -> Optional[L.IdentityFeatures]:
-        if self.cfg.identity_net == "none" or not (self.weights.ip or self.weights.id_cos):
+        if self.cfg.identity_net == "none" or not (self.weights.ip or self.weights.id_cos or self.weights.id_contrast):
             return None
         return V.identity_network(self.cfg.identity_net, self.cfg.identity_weights, self.device)
 
@@ -317,7 +317,7 @@ class Trainer:
                                   batch["aligned"] + (1 - batch["aligned"]) * cfg.pixel_on_identity_pairs,
                                   pose=self.pose,
                                   cycle=(x, batch["flow"], batch["flow_valid"]) if "flow" in batch else None,
-                                  cycle_space=cfg.cycle_space)
+                                  cycle_space=cfg.cycle_space, inputs=x)
             total = lt.total
             if self.d_dom is not None:
                 g_dom = L.g_adversarial_loss(self.ddom(out_all["img128"][b:]))
