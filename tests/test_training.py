@@ -403,6 +403,7 @@ def test_validation_rank1_of_a_passthrough_generator_equals_the_raw_input(small_
     v = tr.validate()
     assert v["val_rank1_output"] == v["val_rank1_input"] and abs(v["val_id_cos_output"] - v["val_id_cos_input"]) < 1e-6
     assert v["val_rank1_input"] > 0.5  # 3 identities: chance is 1/3
+    assert v["val_nearer_output"] == 0.0  # a copy is never nearer its target than itself
 
     # The raw inputs' and targets' embeddings are computed once and reused: a second check with
     # another generator scores the inputs identically and only the outputs change.
@@ -432,7 +433,7 @@ def test_validation_cli_reproduces_the_trainers_figures_for_a_saved_generator(sm
                             "--identity-net", "mobilefacenet", "--pairs", "12", "--batch", "4", "--json"]) == 0
     got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert got["pairs"] == 12
-    for k in ("val_rank1_output", "val_rank1_input", "val_id_cos_output", "val_id_cos_input", "val_l1"):
+    for k in ("val_rank1_output", "val_rank1_input", "val_id_cos_output", "val_id_cos_input", "val_nearer_output", "val_l1"):
         assert abs(got[k] - want[k]) < 1e-4, k
     # A missing generator file is reported and the others are still scored.
     assert validation_main(["--generator", str(tmp_path / "missing.safetensors"), str(gen), "--pack", str(small_pack),
@@ -457,6 +458,19 @@ def test_other_photo_probes_leave_out_renders_of_the_gallery_photo():
     assert probes.tolist() == [False, False, True, False, True]
     every, other = (figures({}, ref, lambda t: t, torch.device("cpu"), p) for p in (None, probes))
     assert every["val_rank1_input"] == pytest.approx(0.6) and other["val_rank1_input"] == 0.0
+
+
+def test_nearer_counts_outputs_closer_to_their_target_than_to_their_input():
+    from pifr.train.validation import ValReference, figures
+
+    g = torch.Generator().manual_seed(0)
+    x, y = (torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=1) for _ in range(2))
+    halfway = x + 2 * y  # nearer y than x
+    ref = ValReference([(x[..., None, None], torch.zeros(6, 5, 2), y[..., None, None])], x, y, list(range(6)))
+    embed = lambda t: torch.nn.functional.normalize(t.flatten(1), dim=1)  # noqa: E731
+    f = figures({"copy": lambda a, b: a, "target": lambda a, b: y[..., None, None], "mix": lambda a, b: halfway[..., None, None]},
+                ref, embed, torch.device("cpu"))
+    assert (f["val_nearer_copy"], f["val_nearer_target"], f["val_nearer_mix"]) == (0.0, 1.0, 1.0)
 
 
 def test_warm_start_takes_networks_but_not_progress(small_pack, tmp_path):

@@ -132,7 +132,8 @@ def selection_score(val: Dict[str, float]) -> float:
 
 CSV_FIELDS = ["step", "seconds", "d", "began_k", "began_M", "g_pixel", "g_sym", "g_adv", "g_ip", "g_id_cos", "g_tv", "g_ce",
               "g_pose", "g_cycle", "g_total", "val_id_cos_output", "val_id_cos_input", "val_rank1_output", "val_rank1_input", "val_l1",
-              "val_rank1_live", "val_id_cos_live", "d_dom", "g_domain", "g_domain_cycle", "g_domain_sym", "g_id_contrast"]
+              "val_rank1_live", "val_id_cos_live", "d_dom", "g_domain", "g_domain_cycle", "g_domain_sym", "g_id_contrast",
+              "val_nearer_output", "val_nearer_live"]
 
 
 class Trainer:

@@ -83,7 +83,10 @@ def reference(val: PairDataset, n: int, batch: int, embed: Callable[[torch.Tenso
 def figures(nets: Dict[str, GenerateFn], ref: ValReference, embed: Callable[[torch.Tensor], torch.Tensor],
             device: torch.device, probes: Optional[torch.Tensor] = None) -> Dict[str, float]:
     """``val_id_cos_input``, ``val_rank1_input``, and per generator ``name`` in ``nets``
-    ``val_id_cos_<name>`` and ``val_rank1_<name>``; ``val_l1`` of the first generator.
+    ``val_id_cos_<name>``, ``val_rank1_<name>`` and ``val_nearer_<name>`` (the share of outputs
+    nearer their target than their input in the embedding: 0 for a copy; another frontal photo of
+    the person scores 0.95 with dlib on CFP 351–400, docs/tpgan.md stage Z); ``val_l1`` of the
+    first generator.
     ``probes``: bool ``(n,)``, the pairs that are scored (default all); the gallery is the same."""
     e_out: Dict[str, List[torch.Tensor]] = {k: [] for k in nets}
     l1 = []
@@ -107,6 +110,7 @@ def figures(nets: Dict[str, GenerateFn], ref: ValReference, embed: Callable[[tor
     for name, embs in e_out.items():
         eo = torch.cat(embs)
         out[f"val_id_cos_{name}"], out[f"val_rank1_{name}"] = cos(eo), r1(eo)
+        out[f"val_nearer_{name}"] = float(((eo[m] * et[m]).sum(1) > (eo[m] * ei[m]).sum(1)).float().mean())
     return out
 
 
@@ -151,8 +155,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{scored} pairs scored{' (targets other than the gallery photo)' if args.other_photos else ''}, "
               f"{len(set(ref.identities))} identities of {args.pack} ({args.identities or 'all'}); "
               f"identity network {args.identity_net}\n")
-        print("| generator | rank-1 output | rank-1 raw input | cos output | cos raw input | L1 |")
-        print("|---|---|---|---|---|---|")
+        print("| generator | rank-1 output | rank-1 raw input | cos output | cos raw input | nearer target than input | L1 |")
+        print("|---|---|---|---|---|---|---|")
     failed = 0
     for g in args.generator:
         try:
@@ -171,7 +175,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               "identity_net": args.identity_net, **f}))
         else:
             print(f"| {g} | {f['val_rank1_output']:.3f} | {f['val_rank1_input']:.3f} | {f['val_id_cos_output']:.3f} "
-                  f"| {f['val_id_cos_input']:.3f} | {f['val_l1']:.3f} |")
+                  f"| {f['val_id_cos_input']:.3f} | {f['val_nearer_output']:.3f} | {f['val_l1']:.3f} |")
     return 2 if failed else 0
 
 
