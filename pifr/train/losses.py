@@ -302,7 +302,8 @@ def generator_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor, *, wei
                    pose: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                    cycle: Optional[Sequence[torch.Tensor]] = None, cycle_space: str = "pooled",
                    inputs: Optional[torch.Tensor] = None) -> LossTerms:
-    """The weighted TP-GAN generator objective; terms whose inputs are absent are skipped.
+    """The weighted TP-GAN generator objective; terms whose inputs are absent are skipped (but a
+    weighted ``id_contrast`` without ``inputs`` raises ValueError rather than vanish).
     ``pixel_weight`` (B,): per-sample scale of the pixel term (see :func:`pixel_loss`);
     ``pose``: a :class:`FrontalPose` for the ``pose`` term; ``cycle``: ``(input, flow, valid)``
     for the ``cycle`` term (:func:`cycle_loss`); ``inputs`` ``(B, 3, 128, 128)``: the generator's
