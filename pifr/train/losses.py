@@ -63,7 +63,8 @@ class LossWeights:
     domain_sym: float = 0.0
     # Not in the paper (0 = paper): :func:`identity_contrast` — the output's embedding must be
     # nearer the target's than the input's. Needs the generator's inputs (``generator_loss(inputs=)``).
-    # At 1 the generator fooled the identity network with one texture on every face (stage Z).
+    # At 1 the generator fooled the identity network with one texture on every face; at 0.1–0.3
+    # the copy stayed (docs/tpgan.md, stages Z–Z3).
     id_contrast: float = 0.0
 
     def to_dict(self) -> Dict[str, float]:
