@@ -36,8 +36,9 @@ def main() -> None:
     first: dict = {}
     for k, (i, _) in enumerate(ds.pairs):
         first.setdefault(i, []).append(k)
-    pairs = [ks[:2] for ks in first.values() if len(ks) >= 2]
-    x, xl, f1, f2 = (torch.stack([ds[ks[j]][key] for ks in pairs]) for j, key in ((0, "input"), (0, "input_lm"), (0, "target"), (1, "target")))
+    pairs = [(ds[ks[0]], ds[ks[1]]) for ks in first.values() if len(ks) >= 2]
+    x, xl, f1 = (torch.stack([a[key] for a, _ in pairs]) for key in ("input", "input_lm", "target"))
+    f2 = torch.stack([b["target"] for _, b in pairs])
     embed = V.embedding_fn(V.identity_network(args.identity_net).eval())
 
     def emb(t: torch.Tensor) -> torch.Tensor:

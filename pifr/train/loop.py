@@ -320,17 +320,17 @@ class Trainer:
                                   cycle=(x, batch["flow"], batch["flow_valid"]) if "flow" in batch else None,
                                   cycle_space=cfg.cycle_space, inputs=x)
             total = lt.total
+            real_out = out_all["img128"][b:]  # the domain pack's profiles (empty without one)
             if self.d_dom is not None:
-                g_dom = L.g_adversarial_loss(self.ddom(out_all["img128"][b:]))
+                g_dom = L.g_adversarial_loss(self.ddom(real_out))
                 total = total + self.weights.domain * g_dom
                 logs["g_domain"] = float(g_dom.detach())
             if self.weights.domain_cycle:
-                g_dcyc = L.cycle_loss(out_all["img128"][b:].float(), real["input"], real["flow"], real["flow_valid"],
-                                      space=cfg.cycle_space)
+                g_dcyc = L.cycle_loss(real_out.float(), real["input"], real["flow"], real["flow_valid"], space=cfg.cycle_space)
                 total = total + self.weights.domain_cycle * g_dcyc
                 logs["g_domain_cycle"] = float(g_dcyc.detach())
             if self.weights.domain_sym:
-                g_dsym = L.symmetry_loss(out_all["img128"][b:].float(), "plain")
+                g_dsym = L.symmetry_loss(real_out.float(), "plain")
                 total = total + self.weights.domain_sym * g_dsym
                 logs["g_domain_sym"] = float(g_dsym.detach())
         self.opt_g.zero_grad(set_to_none=True)
