@@ -527,20 +527,14 @@ def test_merge_reencodes_and_samples_identities_for_carrying(small_pack, tmp_pat
     assert max(diff) < 6, diff
 
 
-@pytest.mark.parametrize("sample_every", [1, 0])
-def test_device_job_trains_and_exports_without_facenet_or_dlib(small_pack, tmp_path, sample_every):
-    """scripts/device_train.sh as a GPU machine runs it (neither facenet-pytorch nor dlib nor
-    face-recognition-models importable; dlib's ResNet from the shipped fp16 safetensors): it trains
-    within its budget and leaves the logs and the fp16 generator, in parts that join back into a
-    loadable file, in $OUT — also when the job ends before its first sample grid."""
+def _device_env(tmp_path, out: Path) -> dict:
+    """Environment of a GPU machine as the device tool lends it: neither facenet-pytorch nor dlib nor
+    face-recognition-models importable (dlib's ResNet comes from the shipped fp16 safetensors)."""
     import os
-    import subprocess
     import sys
 
-    from safetensors import safe_open
-
     block = tmp_path / "block"
-    block.mkdir()
+    block.mkdir(exist_ok=True)
     (block / "sitecustomize.py").write_text(
         "import sys\n"
         "class _Block:\n"
@@ -548,18 +542,39 @@ def test_device_job_trains_and_exports_without_facenet_or_dlib(small_pack, tmp_p
         "        if name.split('.')[0] in ('facenet_pytorch', 'dlib', 'face_recognition_models'):\n"
         "            raise ImportError('not on the device: ' + name)\n"
         "sys.meta_path.insert(0, _Block())\n")
-    cfg = tmp_path / "cfg.json"
-    cfg.write_text(json.dumps(dict(pack=str(small_pack), val_pack=str(small_pack), train_identities="1-3",
-                                   val_identities="351-351", width=0.125, batch=2, steps=3, identity_net="dlib_resnet",
-                                   identity_weights="dlib_resnet_fp16", sample_every=sample_every, ckpt_every=1, val_every=1,
-                                   log_every=1, val_pairs=2)))
+    env = dict(os.environ, OUT=str(out), RUN_DIR=str(tmp_path / "run"), SWEEP_DIR=str(tmp_path / "sweep"),
+               PYTHONPATH=str(block), PIFR_COMMIT="test", PYTHON=sys.executable)
+    import subprocess
+
+    blocked = subprocess.run([sys.executable, "-c", "import dlib"], env=env, capture_output=True, text=True)
+    assert blocked.returncode != 0 and "not on the device" in blocked.stderr
+    return env
+
+
+def _device_cfg(small_pack, path: Path, **kw) -> Path:
+    cfg = dict(pack=str(small_pack), val_pack=str(small_pack), train_identities="1-3", val_identities="351-351",
+               width=0.125, batch=2, steps=3, identity_net="dlib_resnet", identity_weights="dlib_resnet_fp16",
+               sample_every=1, ckpt_every=1, val_every=1, log_every=1, val_pairs=2)
+    cfg.update(kw)
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+@pytest.mark.parametrize("sample_every", [1, 0])
+def test_device_job_trains_and_exports_without_facenet_or_dlib(small_pack, tmp_path, sample_every):
+    """scripts/device_train.sh as a GPU machine runs it (neither facenet-pytorch nor dlib nor
+    face-recognition-models importable; dlib's ResNet from the shipped fp16 safetensors): it trains
+    within its budget and leaves the logs and the fp16 generator, in parts that join back into a
+    loadable file, in $OUT — also when the job ends before its first sample grid."""
+    import subprocess
+
+    from safetensors import safe_open
+
+    cfg = _device_cfg(small_pack, tmp_path / "cfg.json", sample_every=sample_every)
     out = tmp_path / "out"
     out.mkdir()
     repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, OUT=str(out), RUN_DIR=str(tmp_path / "run"), PYTHONPATH=str(block), PIFR_COMMIT="test",
-               PYTHON=sys.executable)
-    blocked = subprocess.run([sys.executable, "-c", "import dlib"], env=env, capture_output=True, text=True)
-    assert blocked.returncode != 0 and "not on the device" in blocked.stderr
+    env = _device_env(tmp_path, out)
     r = subprocess.run(["bash", "scripts/device_train.sh", str(cfg), "5"], env=env, cwd=repo, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
@@ -575,6 +590,38 @@ def test_device_job_trains_and_exports_without_facenet_or_dlib(small_pack, tmp_p
         assert set(f.keys()) == set(g.keys()) and f.metadata()["dtype"] == "float16"
         k = next(k for k in g.keys() if g.get_tensor(k).is_floating_point())
         assert torch.allclose(f.get_tensor(k).float(), g.get_tensor(k), atol=1e-2)
+
+
+def test_device_sweep_runs_side_by_side_and_brings_back_the_best(small_pack, tmp_path):
+    """scripts/device_sweep.sh: two runs (the second with a config override) train at once; each
+    comes back as one archive of its logs, and only the best run's generator parts come back,
+    named by run, joining into the run's generator."""
+    import subprocess
+    import tarfile
+
+    cfg = _device_cfg(small_pack, tmp_path / "cfg.json")
+    out = tmp_path / "out"
+    out.mkdir()
+    env = dict(_device_env(tmp_path, out), KEEP="1")
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run(["bash", "scripts/device_sweep.sh", "5", f"a={cfg}", f"b={cfg},seed=1,width=0.0625"], env=env,
+                       cwd=repo, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    names = {p.name for p in out.iterdir()}
+    assert {"device.txt", "a.tgz", "b.tgz"} <= names and len(names) <= 8, names
+    for run, seed, width in (("a", 0, 0.125), ("b", 1, 0.0625)):
+        with tarfile.open(out / f"{run}.tgz") as t:
+            members = {Path(m).name for m in t.getnames()}
+            assert {"train.log", "losses.csv", "run.json", "config.json", "job.log"} <= members, members
+            conf = json.load(t.extractfile("./config.json"))
+        assert (conf["seed"], conf["width"]) == (seed, width)
+    kept = {n.split(".")[0] for n in names if ".generator_fp16.safetensors.part" in n}
+    assert len(kept) == 1, names
+    run = kept.pop()
+    joined = b"".join(p.read_bytes() for p in sorted(out.glob(f"{run}.generator_fp16.safetensors.part*")))
+    ref = tmp_path / "sweep" / run / "run" / "generator_fp16.safetensors"
+    assert joined == ref.read_bytes()
+    assert "commit test" in (out / "device.txt").read_text()
 
 
 @pytest.mark.parametrize("space", ["pooled", "gradient"])
