@@ -90,7 +90,7 @@ done
 top=${best%% *}
 if [ -n "$smi" ] && [ -n "$top" ] && [ -f "$sweep/$top/run/generator_best.safetensors" ]; then
   # GPU speed of the best generator: forward per face, training steps, pifr.frontalize() end to end.
-  { echo; echo "speed ($top):"; timeout 120 "$py" "$here/benchmarks/tpgan_speed.py" --device cuda --widths 0.25 1.0 \
+  { echo; echo "speed ($top):"; timeout 90 "$py" "$here/benchmarks/tpgan_speed.py" --device cuda --widths 0.25 1.0 \
       --generator "$sweep/$top/run/generator_best.safetensors" --out "$sweep/speed" 2>&1 | grep -v "it/s\]$" | tail -n 20; } >> "$out/device.txt"
 fi
 ls -l "$out"
