@@ -39,6 +39,10 @@ def parser(doc: str, out: str, embedders: bool = True):
 
 
 def git_commit() -> str:
+    """The checkout's short commit (+ "-dirty"), or ``$PIFR_COMMIT`` where set: a tree copied to another
+    machine (the device tool's) may carry a stale ``.git`` or none."""
+    if os.environ.get("PIFR_COMMIT"):
+        return os.environ["PIFR_COMMIT"]
     try:
         out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)

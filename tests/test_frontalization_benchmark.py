@@ -22,3 +22,15 @@ def test_probe_without_embedding_is_a_miss_not_the_first_gallery_identity():
     G, gids, P, found = gallery_and_probes(e.get, gallery, probes)
     assert gids == [1, 2] and G.shape == (2, 2) and found.tolist() == [True, False, True]
     assert cfp_hits(e.get, gallery, probes).tolist() == [True, False, False]
+
+
+def test_run_records_name_the_commit_given_by_a_copied_tree(monkeypatch):
+    """A tree copied to the GPU machine carries a stale .git (or none): PIFR_COMMIT, when set, is
+    the commit that benchmark records name; otherwise the checkout's own."""
+    from _harness import git_commit
+
+    monkeypatch.delenv("PIFR_COMMIT", raising=False)
+    own = git_commit()
+    assert own == "unknown" or len(own.split("-")[0]) >= 7
+    monkeypatch.setenv("PIFR_COMMIT", "9b92646")
+    assert git_commit() == "9b92646"

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -32,6 +33,21 @@ from .augment import photometric
 from .data import Pack, PairDataset, identity_range
 
 log = logging.getLogger("pifr.train")
+
+
+def source_commit() -> str:
+    """``$PIFR_COMMIT`` where set (a tree copied to a GPU machine may carry a stale ``.git`` or
+    none), else the checkout's commit, else "unknown": recorded in every run's ``run.json``."""
+    if os.environ.get("PIFR_COMMIT"):
+        return os.environ["PIFR_COMMIT"]
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
+                           capture_output=True, text=True, timeout=10)
+        return r.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def _rows(out: Dict[str, Any], rows: slice) -> Dict[str, Any]:
@@ -527,6 +543,8 @@ class Trainer:
                 "pack_manifest": self.train.pack.manifest, "device": str(self.device), "world_size": self.world,
                 "splits": "train: CFP 001-350 (+LFW / renders when packed); validation: CFP 351-400",
                 "init": {"from": cfg.init, "step": init_step} if cfg.init else None,
+                "commit": source_commit(), "command": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "resumed_at_step": self.step if cfg.resume and ck.is_file() else None,
             }, indent=2, default=str))
         csv_path = self.out / "losses.csv"
         writer, fh = None, None
