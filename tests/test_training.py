@@ -286,6 +286,7 @@ def test_cli_runs_and_writes_artifacts(small_pack, tmp_path):
     assert (out / "samples_000002.png").is_file() and (out / "generator.safetensors").is_file()
     run = json.loads((out / "run.json").read_text())
     assert run["train_identities"] == 3 and "splits" in run
+    assert run["commit"] == "unknown" or len(run["commit"]) == 40  # the checkout's commit (tests run from a clone)
     with pytest.raises(SystemExit):  # validation identities overlapping training ones are refused
         main(["--set", f"pack={small_pack}", f"val_pack={small_pack}", "train_identities=1-3", "val_identities=3-3",
               f"out={tmp_path / 'bad'}", "steps=1", "identity_net=none"])
@@ -525,6 +526,13 @@ def test_merge_reencodes_and_samples_identities_for_carrying(small_pack, tmp_pat
     assert m.offsets[-1] < 0.7 * np.diff(src.offsets)[idx].sum()
     diff = [np.abs(m.image(k).astype(int) - src.image(int(i)).astype(int)).mean() for k, i in enumerate(idx[:10])]
     assert max(diff) < 6, diff
+    few = tmp_path / "few.npz"
+    assert pack_main(["--merge", str(small_pack), "--max-frontal-photos", "2", "--out", str(few)]) == 0
+    f = Pack.load(few)
+    for ident in np.unique(src.identity):
+        assert (f.frontal & (f.identity == ident)).sum() == min(2, (src.frontal & (src.identity == ident)).sum())
+        assert (~f.frontal & (f.identity == ident)).sum() == (~src.frontal & (src.identity == ident)).sum()
+    assert len(PairDataset(f, identities=range(1, 4))) == 2 * (~f.frontal & np.isin(f.identity, [1, 2, 3])).sum()
 
 
 def _device_env(tmp_path, out: Path) -> dict:
@@ -614,7 +622,9 @@ def test_device_sweep_runs_side_by_side_and_brings_back_the_best(small_pack, tmp
             members = {Path(m).name for m in t.getnames()}
             assert {"train.log", "losses.csv", "run.json", "config.json", "job.log"} <= members, members
             conf = json.load(t.extractfile("./config.json"))
+            record = json.load(t.extractfile("./run.json"))
         assert (conf["seed"], conf["width"]) == (seed, width)
+        assert record["commit"] == "test" and record["command"][0].endswith("__main__.py")
     kept = {n.split(".")[0] for n in names if ".generator_fp16.safetensors.part" in n}
     assert len(kept) == 1, names
     run = kept.pop()

@@ -83,6 +83,9 @@ def main(argv=None) -> int:
     ap.add_argument("--part", default="train", choices=["train", "test"])
     ap.add_argument("--detector", default="retinaface")
     ap.add_argument("--quality", type=int, default=None, help="--merge: re-encode every crop at this JPEG quality")
+    ap.add_argument("--max-frontal-photos", type=int, default=0,
+                    help="--merge: keep only each identity's first N frontal photos (identity-level targets; "
+                         "renders and their photo targets are kept); 0 = all")
     ap.add_argument("--sample-identities", type=int, default=0,
                     help="--merge: keep every record of this many identities, chosen at random (seed 0); 0 = all")
     ap.add_argument("--out", required=True)
@@ -140,6 +143,16 @@ def merge(args: argparse.Namespace) -> int:
             keep = np.random.default_rng(0).choice(ids, args.sample_identities, replace=False)
             pack = pack.subset(np.isin(pack.identity, keep))
             pack.manifest["sampled_identities"] = f"{args.sample_identities} of {len(ids)} (seed 0)"
+    if args.max_frontal_photos:
+        # Each CFP profile is paired with every frontal photo of its person (10); fewer targets
+        # per profile cost little and make the pack fit a carry.
+        photo = pack.frontal & (pack.group < 0)
+        rank = np.zeros(len(pack), int)
+        seen: dict = {}
+        for i in np.flatnonzero(photo):
+            seen[int(pack.identity[i])] = rank[i] = seen.get(int(pack.identity[i]), 0) + 1
+        pack = pack.subset(~photo | (rank <= args.max_frontal_photos))
+        pack.manifest["max_frontal_photos"] = args.max_frontal_photos
     if args.quality:
         pack = pack.reencoded(args.quality)
     pack.save(Path(args.out))
