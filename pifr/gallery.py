@@ -8,8 +8,9 @@ false-accept rate, persist atomically in a pickle-free file.
     g.save("staff.gallery"); pifr.Gallery.load("staff.gallery")
 
 Scores are cosine similarities; an identity's score is the best over its templates. Searches
-are exact: numpy for small galleries, a faiss flat inner-product index above
-:data:`FAISS_MIN_TEMPLATES` templates (same results, measured faster; see benchmarks/gallery.py).
+are exact: numpy, or from :data:`FAISS_MIN_TEMPLATES` templates a faiss flat inner-product index
+where faiss is installed (`pip install pifr[faiss]`; the same results, and on 2 CPU cores no faster
+up to 1M templates: benchmarks/gallery.py).
 """
 from __future__ import annotations
 
@@ -225,8 +226,15 @@ class Gallery:
         return [Match(n, s, s >= thr) for n, s in sorted(out.items(), key=lambda t: (-t[1], t[0]))]
 
     def _faiss_index(self) -> Any:
+        """The faiss index of the templates, or ``None`` without faiss (an optional extra: numpy
+        gives the same exact results)."""
         if self._index is None:
-            import faiss
+            try:
+                import faiss
+            except ImportError:
+                log.warning("faiss is not installed (pip install faiss-cpu): searching %d templates with numpy",
+                            len(self._labels))
+                return None
 
             index = faiss.IndexFlatIP(self.dim)
             index.add(np.ascontiguousarray(self._emb))

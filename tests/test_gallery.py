@@ -115,6 +115,7 @@ def test_eight_threads_identify_identically(gallery, lfw):
 
 
 def test_faiss_index_gives_the_numpy_results(monkeypatch):
+    pytest.importorskip("faiss")  # an optional extra (pip install pifr[faiss])
     import pifr.gallery as G
 
     g = Gallery()
@@ -179,3 +180,31 @@ def test_cli_enroll_identify_list_remove(lfw, tmp_path, capsys):
     assert "Colin_Powell" in capsys.readouterr().out
     assert main(["gallery", "remove", "--gallery", g, "Colin_Powell"]) == 0
     assert Gallery.load(g).identities == ["Tony_Blair"]
+
+
+def test_large_gallery_without_faiss_searches_with_numpy(monkeypatch):
+    """faiss is optional: above FAISS_MIN_TEMPLATES a machine without it gets numpy's (identical)
+    results, not an ImportError."""
+    import builtins
+
+    import pifr.gallery as G
+
+    g = Gallery()
+    rng = np.random.default_rng(2)
+    for i in range(30):
+        e = rng.normal(size=(2, g.dim)).astype(np.float32)
+        g.add_embeddings(f"id{i:02d}", e / np.linalg.norm(e, axis=1, keepdims=True))
+    q = rng.normal(size=g.dim).astype(np.float32)
+    q /= np.linalg.norm(q)
+    exact = g.search_embedding(q, k=3)
+    real_import = builtins.__import__
+
+    def no_faiss(name, *a, **kw):
+        if name == "faiss":
+            raise ImportError("no faiss here")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_faiss)
+    monkeypatch.setattr(G, "FAISS_MIN_TEMPLATES", 10)
+    got = g.search_embedding(q, k=3)
+    assert [(m.identity, m.score) for m in got] == [(m.identity, m.score) for m in exact]
