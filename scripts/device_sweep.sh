@@ -57,8 +57,10 @@ done
 wait "${pids[@]}"
 [ -n "$smi" ] && kill "$smi" 2> /dev/null
 { echo "GPU use (timestamp, utilisation, memory) every 30 s:"; cat "$sweep/gpu_use.csv" 2>/dev/null; } >> "$out/device.txt"
+failed=0
 for name in "${names[@]}"; do
   tail -n 4 "$sweep/$name/job.log" | sed "s/^/[$name] /"
+  grep -q "^exit 0$" "$sweep/$name/job.log" || failed=1
   cp "$sweep/$name/job.log" "$sweep/$name/out/" 2>/dev/null
   cp "$sweep/$name/run/config.json" "$sweep/$name/out/" 2>/dev/null
   tar -czf "$out/$name.tgz" -C "$sweep/$name/out" --exclude='generator_fp16.safetensors.part*' --exclude=device.txt .
@@ -94,3 +96,4 @@ if [ -n "$smi" ] && [ -n "$top" ] && [ -f "$sweep/$top/run/generator_best.safete
       --generator "$sweep/$top/run/generator_best.safetensors" --out "$sweep/speed" 2>&1 | grep -v "it/s\]$" | tail -n 20; } >> "$out/device.txt"
 fi
 ls -l "$out"
+exit $failed  # non-zero when any run failed (what did come back is still in $OUT)

@@ -634,6 +634,24 @@ def test_device_sweep_runs_side_by_side_and_brings_back_the_best(small_pack, tmp
     assert "commit test" in (out / "device.txt").read_text()
 
 
+def test_device_sweep_fails_when_a_run_fails_and_still_brings_back_the_others(small_pack, tmp_path):
+    """A run that cannot start (an unknown config key) makes the sweep's exit status non-zero;
+    the run that trained still comes back, logs and generator."""
+    import subprocess
+
+    cfg = _device_cfg(small_pack, tmp_path / "cfg.json", sample_every=0)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = _device_env(tmp_path, out)
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run(["bash", "scripts/device_sweep.sh", "5", f"good={cfg}", f"bad={cfg},no_such_key=1"], env=env,
+                       cwd=repo, capture_output=True, text=True, timeout=900)
+    assert r.returncode != 0
+    names = {p.name for p in out.iterdir()}
+    assert {"good.tgz", "bad.tgz", "good.generator_fp16.safetensors.part00"} <= names, names
+    assert not any(n.startswith("bad.generator") for n in names)
+
+
 @pytest.mark.parametrize("space", ["pooled", "gradient"])
 def test_cycle_term_gets_flows_for_real_profiles_and_trains(small_pack, shared, tmp_path, space):
     """weights.cycle > 0: the training pairs carry the input→frontal flow of each real CFP
