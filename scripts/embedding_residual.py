@@ -85,6 +85,19 @@ def mapped_lookup(model, emb, yaws):
     return lambda p: m.get(str(p))
 
 
+def training_set(E, Y, ids, front, ok):
+    """``(x, yaw, target, centres)`` as tensors: the usable photos (``ok``) of every person with a
+    frontal among them, labelled by person; ``centres`` ``(people, dim)`` each person's unit mean
+    frontal embedding."""
+    classes = sorted(set(ids[ok & front].tolist()))
+    use = ok & np.isin(ids, classes)
+    centres = np.stack([E[ok & front & (ids == c)].mean(0) for c in classes])
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    cls = {c: k for k, c in enumerate(classes)}
+    return (torch.from_numpy(E[use]), torch.from_numpy(Y[use]), torch.tensor([cls[c] for c in ids[use]]),
+            torch.from_numpy(centres))
+
+
 def train_residual(x, yaw, target, centres, args, seed, evaluate_fn):
     """Train one :class:`PoseResidual` (cross-entropy against the identity centres); ``evaluate_fn(model)``
     every ``--eval-every`` epochs. Returns ``{epoch: (figures, state_dict)}``."""
@@ -139,15 +152,7 @@ def pack_mode(args) -> dict:
     for name in args.embedders:
         parts = [pack_embeddings(p, name, args.train_identities) for p in args.packs.split(",")]
         E, Y, ids, front = (np.concatenate([p[k] for p in parts]) for k in range(4))
-        classes = sorted(set(ids.tolist()))
-        cls = {c: k for k, c in enumerate(classes)}
-        has_front = np.array([front[ids == c].any() for c in classes])
-        centres = np.stack([E[front & (ids == c)].mean(0) if h else np.zeros(E.shape[1], np.float32)
-                            for c, h in zip(classes, has_front)])
-        centres = torch.from_numpy(centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-6))
-        use = np.isin(ids, np.array(classes)[has_front])
-        x, yaw = torch.from_numpy(E[use]), torch.from_numpy(Y[use])
-        target = torch.tensor([cls[c] for c in ids[use]])
+        x, yaw, target, centres = training_set(E, Y, ids, front, np.ones(len(ids), bool))
         vE, vY, vids, vfront = pack_embeddings(args.val_pack, name, "351-400")
         gal_idx = [int(np.flatnonzero(vfront & (vids == c))[0]) for c in sorted(set(vids[vfront].tolist()))]
         probes = np.flatnonzero(~vfront & np.isin(vids, vids[gal_idx]))
@@ -164,12 +169,12 @@ def pack_mode(args) -> dict:
         curves = [train_residual(x, yaw, target, centres, args, seed, evaluate_fn) for seed in range(args.seeds)]
         mean = {e: float(np.mean([c[e][0]["rank1"] for c in curves])) for e in curves[0]}
         best = max(mean, key=mean.get)
-        print(f"\n{name}: trained on {args.packs} ({len(x)} crops, {len(classes)} people), scored on {len(probes)} "
+        print(f"\n{name}: trained on {args.packs} ({len(x)} crops, {len(centres)} people), scored on {len(probes)} "
               f"profiles of {args.val_pack}; raw rank-1 {100 * base:.1f} %; mean of {args.seeds} seeds\n\n"
               "| epoch | rank-1 % |\n|---|---|")
         for e in sorted(mean):
             print(f"| {e}{' (best)' if e == best else ''} | {100 * mean[e]:.1f} |")
-        results[name] = {"raw": base, "curve": mean, "best_epoch": best, "train_crops": len(x), "train_people": len(classes)}
+        results[name] = {"raw": base, "curve": mean, "best_epoch": best, "train_crops": len(x), "train_people": len(centres)}
     return results
 
 
@@ -220,12 +225,7 @@ def main() -> None:
         E, Y, ok = table(tr_emb, tr_yaw, [im.path for im in train_imgs])
         ids = np.array([im.identity for im in train_imgs])
         front = np.array([im.pose == "frontal" for im in train_imgs])
-        classes = sorted(set(ids[ok].tolist()))
-        cls = {c: k for k, c in enumerate(classes)}
-        centres = np.stack([E[ok & front & (ids == c)].mean(0) for c in classes])
-        centres = torch.from_numpy(centres / np.linalg.norm(centres, axis=1, keepdims=True))
-        x, yaw = torch.from_numpy(E[ok]), torch.from_numpy(Y[ok])
-        target = torch.tensor([cls[c] for c in ids[ok]])
+        x, yaw, target, centres = training_set(E, Y, ids, front, ok)
         raw_of = lambda p: raw.get(str(p))  # noqa: E731
         base = evaluate(raw_of, raw_of, frontals, pairs, ff_pairs, gallery, probes)
         curve, models = {}, {}  # epoch -> evaluate() dict per seed; (seed, epoch) -> state
@@ -264,7 +264,7 @@ def main() -> None:
               + "; ".join(f"+{c['cmu']['gained']}/−{c['cmu']['lost']}" for c in paired))
         results[name] = {"raw": base, "curve": mean, "chosen_epoch": best, "paired": paired,
                          "cmu_raw": float(np.mean(raw_cmu[0])), "cmu_mapped": cmu_rank1,
-                         "train_images": int(ok.sum()), "train_identities": len(classes)}
+                         "train_images": len(x), "train_identities": len(centres)}
     rec.update(results=results, params=vars(args), seconds=round(time.time() - t0, 1))
     save_record(Path(args.out), rec, "embedding_residual")
     print(json.dumps({k: {"chosen_epoch": v["chosen_epoch"]} for k, v in results.items()}))
