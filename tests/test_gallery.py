@@ -114,17 +114,22 @@ def test_eight_threads_identify_identically(gallery, lfw):
             assert got == expected * 4
 
 
+def _random_gallery(people: int, templates: int, seed: int):
+    """A gallery of random unit templates (``id000``, ``id001``, …) and a random unit query."""
+    g = Gallery()
+    rng = np.random.default_rng(seed)
+    for i in range(people):
+        e = rng.normal(size=(templates, g.dim)).astype(np.float32)
+        g.add_embeddings(f"id{i:03d}", e / np.linalg.norm(e, axis=1, keepdims=True))
+    q = rng.normal(size=g.dim).astype(np.float32)
+    return g, q / np.linalg.norm(q)
+
+
 def test_faiss_index_gives_the_numpy_results(monkeypatch):
     pytest.importorskip("faiss")  # an optional extra (pip install pifr[faiss])
     import pifr.gallery as G
 
-    g = Gallery()
-    rng = np.random.default_rng(1)
-    for i in range(300):
-        e = rng.normal(size=(3, g.dim)).astype(np.float32)
-        g.add_embeddings(f"id{i:03d}", e / np.linalg.norm(e, axis=1, keepdims=True))
-    q = rng.normal(size=g.dim).astype(np.float32)
-    q /= np.linalg.norm(q)
+    g, q = _random_gallery(300, 3, seed=1)
     exact = g.search_embedding(q, k=5)
     monkeypatch.setattr(G, "FAISS_MIN_TEMPLATES", 10)
     assert G.FAISS_MIN_TEMPLATES <= g.templates
@@ -189,13 +194,7 @@ def test_large_gallery_without_faiss_searches_with_numpy(monkeypatch):
 
     import pifr.gallery as G
 
-    g = Gallery()
-    rng = np.random.default_rng(2)
-    for i in range(30):
-        e = rng.normal(size=(2, g.dim)).astype(np.float32)
-        g.add_embeddings(f"id{i:02d}", e / np.linalg.norm(e, axis=1, keepdims=True))
-    q = rng.normal(size=g.dim).astype(np.float32)
-    q /= np.linalg.norm(q)
+    g, q = _random_gallery(30, 2, seed=2)
     exact = g.search_embedding(q, k=3)
     real_import = builtins.__import__
 
