@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ sys.path.insert(0, str(ROOT))
 import pifr  # noqa: E402
 import pifr.embedders  # noqa: E402
 import pifr.weights  # noqa: E402
+from pifr._provenance import source_commit  # noqa: E402
 from pifr.datasets import SPLITS, shared_root  # noqa: E402 - shared_root is re-exported to the benchmarks
 
 __all__ = ["ROOT", "SPLITS", "append_runlog", "cache_dir", "device_description", "embed_paths", "git_commit",
@@ -39,16 +39,9 @@ def parser(doc: str, out: str, embedders: bool = True):
 
 
 def git_commit() -> str:
-    """The checkout's short commit (+ "-dirty"), or ``$PIFR_COMMIT`` where set: a tree copied to another
-    machine (the device tool's) may carry a stale ``.git`` or none."""
-    if os.environ.get("PIFR_COMMIT"):
-        return os.environ["PIFR_COMMIT"]
-    try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """The checkout's short commit (+ "-dirty"), or ``$PIFR_COMMIT`` where set (see
+    :func:`pifr._provenance.source_commit`)."""
+    return source_commit(short=True)
 
 
 def device_description() -> str:

@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from .._provenance import source_commit
 from ..models.tpgan import BEGANDiscriminator, Discriminator, Generator, count_parameters, crop_patches
 from . import losses as L
 from . import validation as V
@@ -33,21 +34,6 @@ from .augment import photometric
 from .data import Pack, PairDataset, identity_range
 
 log = logging.getLogger("pifr.train")
-
-
-def source_commit() -> str:
-    """``$PIFR_COMMIT`` where set (a tree copied to a GPU machine may carry a stale ``.git`` or
-    none), else the checkout's commit, else "unknown": recorded in every run's ``run.json``."""
-    if os.environ.get("PIFR_COMMIT"):
-        return os.environ["PIFR_COMMIT"]
-    import subprocess
-
-    try:
-        r = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), "rev-parse", "HEAD"],
-                           capture_output=True, text=True, timeout=10)
-        return r.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def _rows(out: Dict[str, Any], rows: slice) -> Dict[str, Any]:
