@@ -68,3 +68,53 @@ def test_pose_residual_starts_as_raw_and_learns_a_pose_offset():
     after = float((out[prof] * centres[ids[prof]]).sum(1).mean())
     assert after > before + 0.2, (before, after)
     assert float((out[~prof] * centres[ids[~prof]]).sum(1).mean()) > 0.9
+
+
+def _unit(v):
+    v = np.asarray(v, np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_turned_gallery_scores_the_render_at_the_probes_pose_and_falls_back_to_raw(tmp_path):
+    """scripts/gallery_pose_synthesis.py: a probe above the yaw threshold is scored against the
+    gallery face's render at its own 15° bucket; a missing render (no face found in it) leaves the
+    raw score; render embeddings survive the cache round trip, missing ones included."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from gallery_pose_synthesis import Renders, bucket, score_fn
+
+    assert [bucket(y) for y in (0.0, 7.0, 52.0, 53.0, 95.0, -61.0, -20.0)] == [15, 15, 45, 60, 90, -60, -15]
+    raw = {"p": _unit([1, 0, 0]), "q": _unit([1, 0, 0]), "g": _unit([0.6, 0.8, 0])}
+    yaws = {"p": 58.0, "q": 20.0}
+    rend = {("e", "g", 60): _unit([0, 0, 1]), ("e", "g", -60): _unit([1, 0, 0])}
+    s = score_fn(raw, yaws, rend, "e", 30.0, 1.0)
+    assert np.isclose(s("p", "g"), 0.0)  # the +60° render, not the −60° one (cos 1) nor raw (0.6)
+    assert np.isclose(s("q", "g"), 0.6)  # below the threshold: raw
+    assert np.isclose(score_fn(raw, yaws, rend, "e", 30.0, 0.25)("p", "g"), 0.75 * 0.6)
+    assert np.isclose(score_fn(raw, {"p": 80.0}, rend, "e", 30.0, 1.0)("p", "g"), 0.6)  # no 75° render: raw
+    r = Renders.__new__(Renders)
+    r.embs, r.vec = {"e": SimpleNamespace(dim=3)}, {**rend, ("e", "g", 90): None}
+    r.save(tmp_path / "c.npz")
+    back = Renders.__new__(Renders)
+    back.embs, back.vec = r.embs, {}
+    back.load(tmp_path / "c.npz")
+    assert back.vec[("e", "g", 90)] is None and np.allclose(back.vec[("e", "g", 60)], rend[("e", "g", 60)])
+
+
+def test_cohort_znorm_uses_the_probes_pose_bucket_and_falls_back_to_its_side():
+    """Gallery-side Z-norm: mean and spread of a gallery vector's scores against cohort profiles of
+    the probe's yaw bucket; a bucket with too few members borrows every cohort face of its sign."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from gallery_pose_synthesis import Cohort
+
+    rng = np.random.default_rng(0)
+    emb, yaws = {}, {}
+    for i in range(60):  # 30 faces at +60°, 30 at −75°
+        emb[f"c{i}"] = _unit(rng.normal(size=8))
+        yaws[f"c{i}"] = 60.0 if i < 30 else -75.0
+    emb["none"], yaws["none"] = None, 60.0
+    c = Cohort(emb, yaws)
+    g = _unit(rng.normal(size=8))
+    at60 = np.stack([emb[f"c{i}"] for i in range(30)]) @ g
+    assert np.isclose(c.z(float(at60.mean()), g, "g", 60), 0.0, atol=1e-5)
+    assert np.isclose(c.z(float(at60.mean() + at60.std()), g, "g", 60), 1.0, atol=1e-3)
+    assert len(c.rows(45)) == 30 and len(c.rows(-15)) == 30  # +45: empty bucket → the +60 faces
