@@ -15,7 +15,7 @@ from pifr.train.data import (Pack, PairDataset, build_pack, cfp_items, multipie_
                              multipie_pairs, multipie_split, scan_multipie)
 from pifr.train import losses as L
 from pifr.train.augment import photometric
-from pifr.train.loop import Trainer, TrainConfig
+from pifr.train.loop import Trainer, TrainConfig, as_floats
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +92,10 @@ def test_pixel_term_can_leave_identity_level_pairs_out(small_pack, tmp_path):
     """CFP pairs are identity-level (aligned 0): with pixel_on_identity_pairs=0 the pixel term
     is zero and the rest of the objective still trains."""
     assert PairDataset(Pack.load(small_pack), identities=range(1, 4))[0]["aligned"] == 0.0
-    off = Trainer(_cfg(small_pack, tmp_path / "off", pixel_on_identity_pairs=0.0)).train_step()
-    on = Trainer(_cfg(small_pack, tmp_path / "on")).train_step()
+    off = as_floats(Trainer(_cfg(small_pack, tmp_path / "off", pixel_on_identity_pairs=0.0)).train_step())
+    on = as_floats(Trainer(_cfg(small_pack, tmp_path / "on")).train_step())
     assert off["g_pixel"] == 0 and on["g_pixel"] > 0.05 and off["g_sym"] > 0 and off["g_total"] > 0
-    posed = Trainer(_cfg(small_pack, tmp_path / "pose", weights=dict(L.LossWeights().to_dict(), pose=1.0))).train_step()
+    posed = as_floats(Trainer(_cfg(small_pack, tmp_path / "pose", weights=dict(L.LossWeights().to_dict(), pose=1.0))).train_step())
     assert 0 <= posed["g_pose"] <= 1 and "g_pose" not in on
 
 
@@ -142,11 +142,11 @@ def test_resume_reproduces_the_next_steps_exactly(small_pack, shared, tmp_path, 
         a.train_step()
     ck = a.save(tmp_path / "ck.pt")
     for _ in range(2):
-        la = a.train_step()
+        la = as_floats(a.train_step())
     b = Trainer(_cfg(small_pack, tmp_path / "b", steps=5, **kw))
     b.load(ck)
     for _ in range(2):
-        lb = b.train_step()
+        lb = as_floats(b.train_step())
     assert la == lb
     for (k, p), q in zip(a.g.state_dict().items(), b.g.state_dict().values()):
         assert torch.equal(p, q), k
@@ -158,7 +158,7 @@ def test_domain_term_trains_a_second_discriminator_and_moves_the_generator_throu
     assert t.domain is not None and len(t.domain) > 0 and t.d_dom is not None
     g0 = [p.detach().clone() for p in t.g.parameters()]
     d0 = [p.detach().clone() for p in t.d_dom.parameters()]
-    logs = t.train_step()  # step 0: both discriminators and the generator update
+    logs = as_floats(t.train_step())  # step 0: both discriminators and the generator update
     assert np.isfinite(logs["d_dom"]) and np.isfinite(logs["g_domain"])
     # Every other term is weighted 0, so the generator moved through the domain term alone.
     assert logs["g_total"] == pytest.approx(logs["g_domain"], rel=1e-5)
@@ -180,7 +180,7 @@ def test_domain_cycle_and_symmetry_move_the_generator_through_real_profiles_with
                      domain_identities="1-3", model3d=str(model), adversarial="none"))
     assert t.d_dom is None and "flow" not in t.train[0] and "flow" in t.domain[0]
     g0 = [p.detach().clone() for p in t.g.parameters()]
-    logs = t.train_step()
+    logs = as_floats(t.train_step())
     assert logs["g_domain_cycle"] > 0 and logs["g_domain_sym"] > 0
     assert logs["g_total"] == pytest.approx(logs["g_domain_cycle"] + 0.5 * logs["g_domain_sym"], rel=1e-5)
     assert "g_domain" not in logs and "d_dom" not in logs
@@ -197,7 +197,7 @@ def test_identity_contrast_term_trains_on_the_inputs_the_generator_saw(small_pac
                      adversarial="none"))
     assert t.id_feats is not None
     g0 = [p.detach().clone() for p in t.g.parameters()]
-    logs = t.train_step()
+    logs = as_floats(t.train_step())
     assert logs["g_id_contrast"] > 0 and logs["g_total"] == pytest.approx(logs["g_id_contrast"], rel=1e-5)
     assert any(not torch.equal(a, p) for a, p in zip(g0, t.g.parameters()))
 
@@ -233,10 +233,10 @@ def test_small_generator_overfits_four_real_pairs(small_pack, tmp_path):
     cfg = _cfg(small_pack, tmp_path, steps=300, adversarial="none", width=0.25, lr=1e-3)
     tr = Trainer(cfg)
     tr.train.pairs = ds.pairs[:: max(1, len(ds.pairs) // 4)][:4]  # a fixed tiny set
-    first = [tr.train_step()["g_pixel"] for _ in range(5)]
+    first = [float(tr.train_step()["g_pixel"]) for _ in range(5)]
     for _ in range(290):
         tr.train_step()
-    last = [tr.train_step()["g_pixel"] for _ in range(5)]
+    last = [float(tr.train_step()["g_pixel"]) for _ in range(5)]
     print(f"overfit 4 real CFP pairs, width 0.25: pixel L1 {np.mean(first):.3f} -> {np.mean(last):.3f} in 300 steps")
     assert np.mean(last) <= 0.5 * np.mean(first), (first, last)
 
@@ -666,7 +666,7 @@ def test_cycle_term_gets_flows_for_real_profiles_and_trains(small_pack, shared, 
     item = tr.train[0]
     assert item["flow"].shape == (128, 128, 2) and 0.2 < float(item["flow_valid"].mean()) < 0.9
     before = [p.detach().clone() for p in tr.g.parameters()]
-    logs = tr.train_step()
+    logs = as_floats(tr.train_step())
     assert logs["g_cycle"] > 0 and logs["g_total"] == logs["g_cycle"]
     assert any(not torch.equal(a, b) for a, b in zip(before, tr.g.parameters()))
     plain = Trainer(_cfg(small_pack, tmp_path / "plain"))

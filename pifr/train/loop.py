@@ -36,6 +36,11 @@ from .data import Pack, PairDataset, identity_range
 log = logging.getLogger("pifr.train")
 
 
+def as_floats(logs: Dict[str, Any]) -> Dict[str, float]:
+    """A step's logs as plain numbers (waits for the device: call it only on steps that log)."""
+    return {k: float(v) for k, v in logs.items()}
+
+
 def _rows(out: Dict[str, Any], rows: slice) -> Dict[str, Any]:
     """The generator's output dict restricted to some batch rows (nested dicts too)."""
     return {k: _rows(v, rows) if isinstance(v, dict) else v[rows] for k, v in out.items()}
@@ -255,7 +260,10 @@ class Trainer:
         return {k: torch.stack([torch.as_tensor(it[k]) for it in items]).to(self.device) for k in items[0]}
 
     # ---------------------------------------------------------------- one step
-    def train_step(self) -> Dict[str, float]:
+    def train_step(self) -> Dict[str, Any]:
+        """One generator update (and the discriminators' every ``g_steps_per_d``-th step). Returns
+        the step's unweighted loss terms, mostly as detached 0-d tensors: :func:`as_floats` reads
+        them (a host sync on GPU, which is why the loop does it only on the steps it logs)."""
         cfg = self.cfg
         batch = self._next_batch()
         x, y, xl, yl = batch["input"], batch["target"], batch["input_lm"], batch["target_lm"]
@@ -283,7 +291,7 @@ class Trainer:
             self.opt_d_dom.zero_grad(set_to_none=True)
             self.scaler.scale(dd_loss).backward()
             self.scaler.step(self.opt_d_dom)
-            self._last_d_dom = float(dd_loss.detach())
+            self._last_d_dom = dd_loss.detach()
         if self.d_dom is not None:
             logs["d_dom"] = self._last_d_dom
         if self.d is not None and d_step:
@@ -299,7 +307,7 @@ class Trainer:
             self.scaler.step(self.opt_d)
             if cfg.adversarial == "began":
                 self._last_began = (self.balance.k, self.balance.update(float(er), float(ef)))
-            self._last_d = float(d_loss.detach())
+            self._last_d = d_loss.detach()
         if self.d is not None:
             logs["d"] = self._last_d  # the most recent discriminator loss (D steps every g_steps_per_d)
         if cfg.adversarial == "began":
@@ -326,15 +334,15 @@ class Trainer:
             if self.d_dom is not None:
                 g_dom = L.g_adversarial_loss(self.ddom(real_out))
                 total = total + self.weights.domain * g_dom
-                logs["g_domain"] = float(g_dom.detach())
+                logs["g_domain"] = g_dom.detach()
             if self.weights.domain_cycle:
                 g_dcyc = L.cycle_loss(real_out.float(), real["input"], real["flow"], real["flow_valid"], space=cfg.cycle_space)
                 total = total + self.weights.domain_cycle * g_dcyc
-                logs["g_domain_cycle"] = float(g_dcyc.detach())
+                logs["g_domain_cycle"] = g_dcyc.detach()
             if self.weights.domain_sym:
                 g_dsym = L.symmetry_loss(real_out.float(), "plain")
                 total = total + self.weights.domain_sym * g_dsym
-                logs["g_domain_sym"] = float(g_dsym.detach())
+                logs["g_domain_sym"] = g_dsym.detach()
         self.opt_g.zero_grad(set_to_none=True)
         if self.opt_l:
             self.opt_l.zero_grad(set_to_none=True)
@@ -345,7 +353,7 @@ class Trainer:
         self.scaler.update()
         self._update_ema()
         self.step += 1
-        logs.update({f"g_{k}": v for k, v in lt.terms.items()}, g_total=float(total.detach()))
+        logs.update({f"g_{k}": v for k, v in lt.terms.items()}, g_total=total.detach())
         return logs
 
     def _domain_batch(self) -> Dict[str, torch.Tensor]:
@@ -381,7 +389,7 @@ class Trainer:
             "step": self.step, "epoch": self._epoch, "pos": self._pos,
             "order": torch.tensor(self._order, dtype=torch.int64),
             "g": self.g.state_dict(), "opt_g": self.opt_g.state_dict(),
-            "rng": torch.get_rng_state(), "config": json.dumps(asdict(self.cfg)), "last_d": self._last_d,
+            "rng": torch.get_rng_state(), "config": json.dumps(asdict(self.cfg)), "last_d": float(self._last_d),
             "best_val": self.best_val, "best_step": self.best_step, "selection": SELECTION,
         }
         if self.opt_l:
@@ -391,7 +399,7 @@ class Trainer:
         if self.d is not None:
             s["d"], s["opt_d"] = self.d.state_dict(), self.opt_d.state_dict()
         if self.d_dom is not None:
-            s["d_dom"], s["opt_d_dom"], s["last_d_dom"] = self.d_dom.state_dict(), self.opt_d_dom.state_dict(), self._last_d_dom
+            s["d_dom"], s["opt_d_dom"], s["last_d_dom"] = self.d_dom.state_dict(), self.opt_d_dom.state_dict(), float(self._last_d_dom)
         if self.device.type == "cuda":
             s["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         if self.cfg.adversarial == "began":
@@ -547,6 +555,7 @@ class Trainer:
             logs = self.train_step()
             bar.update(1)
             if self.rank == 0 and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+                logs = as_floats(logs)
                 if cfg.val_every and self.step % cfg.val_every == 0:
                     logs.update(self.validate())
                     score = selection_score(logs)

@@ -292,7 +292,9 @@ class IdentityFeatures(nn.Module):
 @dataclass
 class LossTerms:
     total: torch.Tensor
-    terms: Dict[str, float]
+    # Unweighted terms as detached 0-d tensors: reading them as numbers waits for the GPU, so the
+    # trainer does that only on the steps it logs.
+    terms: Dict[str, torch.Tensor]
 
 
 def generator_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor, *, weights: LossWeights = LossWeights(),
@@ -333,4 +335,4 @@ def generator_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor, *, wei
         terms["ce"] = F.cross_entropy(out["logits"], id_labels)
     w = weights.to_dict()
     total = sum(w[k] * v for k, v in terms.items())
-    return LossTerms(total, {k: float(v.detach()) for k, v in terms.items()})  # type: ignore[arg-type]
+    return LossTerms(total, {k: v.detach() for k, v in terms.items()})
