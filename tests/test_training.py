@@ -88,6 +88,23 @@ def _cfg(pack: Path, out: Path, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
+def test_frozen_decoder_keeps_its_weights_while_the_encoders_learn(small_pack, tmp_path):
+    """freeze="decoder": after steps of the full objective the decoder weights (the code projection,
+    the decoder path, the local decoders) are bit-identical, the global and local encoders moved."""
+    t = Trainer(_cfg(small_pack, tmp_path / "f", freeze="decoder", ema=0.9))
+    dec = {id(p) for p in t.g.decoder_parameters()}
+    before = {n: p.detach().clone() for n, p in t.g.named_parameters()}
+    for _ in range(2):
+        t.train_step()
+    moved = {n for n, p in t.g.named_parameters() if not torch.equal(p, before[n])}
+    frozen = {n for n, p in t.g.named_parameters() if id(p) in dec}
+    assert frozen and not moved & frozen
+    assert any(n.startswith("encoder.") for n in moved) and any(".e1." in n for n in moved)
+    assert "up128.0.weight" in frozen or any(n.startswith("up128") for n in frozen)
+    with pytest.raises(SystemExit):
+        Trainer(_cfg(small_pack, tmp_path / "g", freeze="encoder"))
+
+
 def test_pixel_term_can_leave_identity_level_pairs_out(small_pack, tmp_path):
     """CFP pairs are identity-level (aligned 0): with pixel_on_identity_pairs=0 the pixel term
     is zero and the rest of the objective still trains."""

@@ -18,6 +18,7 @@ Images are ``(B, 3, H, W)`` in [-1, 1]; landmarks ``(B, 5, 2)`` in pixels of the
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -253,6 +254,13 @@ class Generator(nn.Module):
         if self.id_head is not None:
             out["logits"] = self.id_head(ident)
         return out
+
+    def decoder_parameters(self) -> List[nn.Parameter]:
+        """Every weight that turns features into the image: the identity code's projection, the
+        "simple" stacks, the main decoder path and the local pathways' decoders — all but the global
+        encoder, the local encoders (``e1``–``e4``) and the identity head."""
+        enc = re.compile(r"^(encoder\.|local\.\w+\.e\d\.|id_head\.)")
+        return [p for n, p in self.named_parameters() if not enc.match(n)]
 
     def parameter_groups(self) -> Dict[str, List[nn.Parameter]]:
         """Global and local parameters, for separate optimisers (as in the paper)."""

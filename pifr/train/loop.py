@@ -106,6 +106,10 @@ class TrainConfig:
     # checkpoint and generator and returns, so a run fits a time-limited job (the device tool's
     # 10-minute commands) and the next job resumes it.
     max_minutes: float = 0.0
+    # Generator weights held fixed: "" (none) or "decoder" (Generator.decoder_parameters: all but the
+    # encoders). With `init` from a render-trained run, only the encoders then learn, so the outputs
+    # stay on what that decoder draws — frontal faces — instead of drifting back to a copy of a profile.
+    freeze: str = ""
     # Decay of an exponential moving average of the generator's weights (0 = off; 0.999 averages
     # over ~1,000 steps). When on, validation, model selection, samples and the saved generator use
     # the average, and validation also reports the live weights (``val_rank1_live``).
@@ -185,6 +189,11 @@ class Trainer:
             if len(self.domain) == 0:
                 raise SystemExit(f"no profiles in {cfg.domain_pack} for identities {cfg.domain_identities}")
         self.g = Generator(cfg.width, id_classes=len(self.train.identities) if cfg.id_classes else 0).to(self.device)
+        if cfg.freeze not in ("", "decoder"):
+            raise SystemExit(f"freeze must be '' or 'decoder', got {cfg.freeze!r}")
+        if cfg.freeze == "decoder":
+            for p in self.g.decoder_parameters():
+                p.requires_grad_(False)
         self.d: Optional[torch.nn.Module] = None
         if cfg.adversarial == "patch":
             self.d = Discriminator(cfg.width).to(self.device)
