@@ -263,8 +263,10 @@ def main() -> None:
             e, y = embed_paths(cohort_paths, n, args.detector, with_yaw=True)
             cohorts[n] = Cohort(e, y)
     n_renders = sum(len(v) for v in need.values())
-    print(f"{n_renders} renders of {len(need)} frontal photos; texture failed for {rend.failed_texture} photos, "
-          f"no face detected in {rend.no_face} renders (aligned by their projected points); {time.time() - t0:.0f} s so far")
+    made = sum(len(v) for v in todo.values())
+    print(f"{n_renders} renders of {len(need)} frontal photos ({made} made now, the rest from the cache); of those made, "
+          f"texture failed for {rend.failed_texture} photos and the detector missed {rend.no_face} renders "
+          f"(aligned by their projected points); {time.time() - t0:.0f} s so far")
     res, chosen, cmu_res, paired = {}, {}, {}, {}
     for n in args.embedders:
         r = {}
@@ -312,7 +314,7 @@ def main() -> None:
             c, m = pr["cfp"], pr["cmu"]
             print(f"| {n} | {k} | +{c['gained']}/−{c['lost']} ({c['p_value']:.3f}) | "
                   f"{100 * cmu_res[n]['raw']:.1f} → {100 * cmu_res[n][k]:.1f} | +{m['gained']}/−{m['lost']} ({m['p_value']:.3f}) |")
-    rec.update(results=res, chosen=chosen, cmu=cmu_res, paired=paired, renders=n_renders,
+    rec.update(results=res, chosen=chosen, cmu=cmu_res, paired=paired, renders=n_renders, renders_made_this_run=made,
                texture_failed=rend.failed_texture, renders_without_face=rend.no_face, seconds=time.time() - t0)
     save_record(Path(args.out), rec, "gallery_pose_synthesis")
 
