@@ -99,6 +99,7 @@ class Gallery:
         self._labels: List[str] = []
         self._hashes: List[str] = []
         self._index: Any = None  # faiss index, rebuilt lazily
+        self._no_faiss = False  # faiss found missing once: later searches go straight to numpy
 
     # ------------------------------------------------------------------ basic facts
     @property
@@ -228,12 +229,16 @@ class Gallery:
     def _faiss_index(self) -> Any:
         """The faiss index of the templates, or ``None`` without faiss (an optional extra: numpy
         gives the same exact results)."""
+        if self._no_faiss:
+            return None
         if self._index is None:
             try:
                 import faiss
             except ImportError:
+                # Once per gallery: every search would otherwise retry the import and log again.
                 log.warning("faiss is not installed (pip install faiss-cpu): searching %d templates with numpy",
                             len(self._labels))
+                self._no_faiss = True
                 return None
 
             index = faiss.IndexFlatIP(self.dim)

@@ -197,9 +197,11 @@ def test_large_gallery_without_faiss_searches_with_numpy(monkeypatch):
     g, q = _random_gallery(30, 2, seed=2)
     exact = g.search_embedding(q, k=3)
     real_import = builtins.__import__
+    tries = []
 
     def no_faiss(name, *a, **kw):
         if name == "faiss":
+            tries.append(name)
             raise ImportError("no faiss here")
         return real_import(name, *a, **kw)
 
@@ -207,3 +209,5 @@ def test_large_gallery_without_faiss_searches_with_numpy(monkeypatch):
     monkeypatch.setattr(G, "FAISS_MIN_TEMPLATES", 10)
     got = g.search_embedding(q, k=3)
     assert [(m.identity, m.score) for m in got] == [(m.identity, m.score) for m in exact]
+    again = g.search_embedding(q, k=3)  # the missing import is remembered, not retried per search
+    assert [(m.identity, m.score) for m in again] == [(m.identity, m.score) for m in exact] and len(tries) == 1
