@@ -136,17 +136,23 @@ def cmu_summary(hits_and_people):
     return float(np.mean(hits)), len(hits), people
 
 
-def cmu_hits(emb_of, cmu):
-    """Per CMU left/right probe: identified at rank 1; and the number of gallery people."""
+def cmu_protocol(cmu, has_face):
+    """CMU Face Images as a left/right → straight identification set: ``(gallery, probes)``, the
+    gallery mapping each person to their first eyes-open straight photo for which ``has_face(path)``
+    holds, the probes their eyes-open left and right photos (people with a gallery photo only)."""
     gal = {}
     for im in cmu:
-        if im.pose == "straight" and im.eyes == "open" and im.person not in gal:
-            e = emb_of(im.path)
-            if e is not None:
-                gal[im.person] = e
+        if im.pose == "straight" and im.eyes == "open" and im.person not in gal and has_face(im.path):
+            gal[im.person] = im.path
     probes = [im for im in cmu if im.pose in ("left", "right") and im.eyes == "open" and im.person in gal]
+    return gal, probes
+
+
+def cmu_hits(emb_of, cmu):
+    """Per CMU left/right probe: identified at rank 1; and the number of gallery people."""
+    gal, probes = cmu_protocol(cmu, lambda p: emb_of(p) is not None)
     names = sorted(gal)
-    G = np.stack([gal[n] for n in names])
+    G = np.stack([emb_of(gal[n]) for n in names])
     embs = [emb_of(im.path) for im in probes]
     hits = [e is not None and names[int(np.argmax(G @ e))] == im.person for im, e in zip(probes, embs)]
     return np.array(hits, bool), len(names)

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _harness import cache_dir, embed_paths, run_header, save_record, weights_sha  # noqa: E402
-from frontalization import IDS  # noqa: E402
+from frontalization import IDS, cmu_protocol  # noqa: E402
 
 import pifr  # noqa: E402
 from pifr.datasets import cfp_identity, cfp_images, cfp_protocol, cmu_faces, shared_root  # noqa: E402
@@ -182,16 +182,12 @@ def cfp_eval(s, pairs, gallery, probes):
                                   "fp_eer": eer(sc, y), "fp_tar_at_far_1e-2": tar_at_far(sc, y, 1e-2)[0]}
 
 
-def cmu_eval(s, cmu):
-    gal = {}
-    for im in cmu:
-        if im.pose == "straight" and im.eyes == "open" and im.person not in gal:
-            gal[im.person] = str(im.path)
-    probes = [im for im in cmu if im.pose in ("left", "right") and im.eyes == "open" and im.person in gal]
+def cmu_eval(s, gal, probes):
+    """Per probe of :func:`frontalization.cmu_protocol`'s set: identified at rank 1 under ``s``."""
     names = sorted(gal)
     hits = []
     for im in probes:
-        sc = [s(str(im.path), gal[n]) for n in names]
+        sc = [s(str(im.path), str(gal[n])) for n in names]
         hits.append(names[int(np.argmax(sc))] == im.person and max(sc) > -1e9)
     return np.array(hits, bool), len(names)
 
@@ -240,14 +236,12 @@ def main() -> None:
         y = yaw.get(str(x.b), float("nan"))
         if np.isfinite(y):
             need.setdefault(str(x.a), set(extra)).add(bucket(y))
-    straight = {}
-    for im in cmu:
-        if im.pose == "straight" and im.eyes == "open" and im.person not in straight:
-            straight[im.person] = str(im.path)
-    for im in cmu:
+    # Faces are found (or not) by the detector, so every embedder has the same CMU set.
+    cmu_gal, cmu_probes = cmu_protocol(cmu, lambda p: raws[args.embedders[0]].get(str(p)) is not None)
+    for im in cmu_probes:
         y = yaw.get(str(im.path), float("nan"))
-        if im.pose in ("left", "right") and im.eyes == "open" and im.person in straight and np.isfinite(y):
-            need.setdefault(straight[im.person], set(extra)).add(bucket(y))
+        if np.isfinite(y):
+            need.setdefault(str(cmu_gal[im.person]), set(extra)).add(bucket(y))
     rend = Renders(args.embedders, model3d, args.detector)
     cache = Path(args.render_cache) if args.render_cache else None
     if cache and cache.is_file():
@@ -293,12 +287,12 @@ def main() -> None:
         report = {f"chosen: {key}": rules[key]}
         if args.znorm:
             report["z-norm raw"] = score_fn(raws[n], yaw, rend.vec, n, 1e9, 0.0, cohort=cohorts[n])
-        cmu_raw, people = cmu_eval(raw_s, cmu)
+        cmu_raw, people = cmu_eval(raw_s, cmu_gal, cmu_probes)
         cmu_res[n] = {"raw": float(cmu_raw.mean()), "probes": len(cmu_raw), "people": people}
         paired[n] = {}
         for k, f in report.items():
             hits, _ = cfp_eval(f, pairs, gallery, probes)
-            cmu_hits_k, _ = cmu_eval(f, cmu)
+            cmu_hits_k, _ = cmu_eval(f, cmu_gal, cmu_probes)
             cmu_res[n][k] = float(cmu_hits_k.mean())
             paired[n][k] = {"cfp": asdict(mcnemar(raw_hits, hits)), "cmu": asdict(mcnemar(cmu_raw, cmu_hits_k))}
         res[n] = r
