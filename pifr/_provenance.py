@@ -22,7 +22,7 @@ def source_commit(short: bool = False) -> str:
     try:
         top = _git("rev-parse", "--show-toplevel")
         # An installed copy inside someone else's repository (a venv in a project) is not a checkout.
-        if not top or not (Path(top) / "pifr" / "_provenance.py").resolve() == Path(__file__).resolve():
+        if not top or (Path(top) / "pifr" / "_provenance.py").resolve() != Path(__file__).resolve():
             return "unknown"
         head = _git("rev-parse", *(["--short"] if short else []), "HEAD")
         if not head:
