@@ -43,7 +43,7 @@ from _harness import cache_dir, embed_paths, run_header, save_record, weights_sh
 from frontalization import IDS, cfp_hits, cmu_hits, evaluate  # noqa: E402
 
 from pifr.datasets import cfp_identity, cfp_images, cfp_protocol, cmu_faces, shared_root  # noqa: E402
-from pifr.metrics import mcnemar  # noqa: E402
+from pifr.metrics import mcnemar, rank1_hits  # noqa: E402
 
 TRAIN = range(1, 351)
 
@@ -158,8 +158,7 @@ def pack_mode(args) -> dict:
         probes = np.flatnonzero(~vfront & np.isin(vids, vids[gal_idx]))
 
         def rank1(emb):
-            g = emb[gal_idx]
-            return float(np.mean(vids[gal_idx][np.argmax(emb[probes] @ g.T, 1)] == vids[probes]))
+            return float(np.mean(rank1_hits(emb[probes], vids[probes], emb[gal_idx], vids[gal_idx])))
 
         def evaluate_fn(model):
             with torch.no_grad():
