@@ -73,17 +73,17 @@ class Frontalizer:
                 meta = f.metadata() or {}
                 state = {k: f.get_tensor(k) for k in f.keys()}
             config = json.loads(meta.get("config", "{}"))
+            net = Generator.from_config(config)
         except Exception as e:  # noqa: BLE001 - a corrupt file is a format error for the caller
             raise WeightsFormatError(f"{path}: not a TP-GAN generator safetensors file ({e})") from e
         self.device = resolve_device(device)
-        self.net = Generator(width=config.get("width", 1.0), noise_dim=config.get("noise_dim", 100),
-                             id_classes=config.get("id_classes", 0), local=config.get("local", True))
+        self.net = net
         try:
             missing, unexpected = self.net.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
         except RuntimeError as e:  # shape mismatches
-            raise WeightsFormatError(f"{path}: does not fit a width-{config.get('width')} generator ({e})") from e
+            raise WeightsFormatError(f"{path}: does not fit a {net.config} generator ({e})") from e
         if missing or unexpected:
-            raise WeightsFormatError(f"{path}: does not fit a width-{config.get('width')} generator "
+            raise WeightsFormatError(f"{path}: does not fit a {net.config} generator "
                                      f"({len(missing)} missing, {len(unexpected)} unexpected keys)")
         self.net.eval().to(self.device)
         self.name, self.path = name, Path(path)

@@ -1,6 +1,8 @@
 """TP-GAN networks and losses: shapes, size, gradient flow, loss properties, and a real overfit."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -59,6 +61,50 @@ def test_gradients_reach_every_subnetwork():
         grads = [p.grad for p in m.parameters() if p.requires_grad]
         assert grads and all(gr is not None for gr in grads), name
         assert sum(float(gr.abs().sum()) for gr in grads) > 0, name
+
+
+@pytest.mark.parametrize("skips", [0, 8, 16])
+def test_narrow_skips_cut_the_copy_path(skips, monkeypatch):
+    """Below the paper's skips=128, the decoder sees the encoder's maps only up to `skips` px and
+    no input image above it (the image is injected at 32, 64 and 128 px only): two inputs with the
+    same identity code and the same low-resolution features must give the same output, while the
+    paper's generator tells them apart."""
+    torch.manual_seed(0)
+    x, lm = _batch(2, seed=1)
+    outs = {}
+    for s in (skips, 128):
+        g = Generator(width=0.125, local=False, skips=s).eval()
+        assert g.config.skips == s
+        enc = g.encoder.forward
+        first = {}
+
+        def fixed_code(inp, enc=enc, first=first):
+            feats, ident = enc(inp)
+            if not first:
+                first.update(feats=feats, ident=ident)
+            # Same identity code and same maps up to `skips` px as the first input; its own above.
+            return {k: (first["feats"][k] if k <= skips else v) for k, v in feats.items()}, first["ident"]
+
+        monkeypatch.setattr(g.encoder, "forward", fixed_code)
+        with torch.no_grad():
+            a = g(x[:1], noise=torch.zeros(1, g.noise_dim))["img128"]
+            b = g(x[1:], noise=torch.zeros(1, g.noise_dim))["img128"]
+        outs[s] = (a - b).abs().max().item()
+    assert outs[skips] == 0.0
+    assert outs[128] > 1e-3
+    assert count_parameters(Generator(width=0.125, skips=skips)) < count_parameters(Generator(width=0.125))
+
+
+def test_generator_config_round_trip_and_bad_skips():
+    g = Generator(width=0.125, skips=8)
+    g2 = Generator.from_config(dataclasses.asdict(g.config))
+    assert g2.config == g.config
+    assert g2.load_state_dict(g.state_dict()) is not None
+    assert Generator.from_config({"width": 0.125}).config.skips == 128  # files from before `skips`: the paper
+    with pytest.raises(ValueError, match="skips"):
+        Generator(width=0.125, skips=100)
+    with pytest.raises(ValueError, match="unknown"):
+        Generator.from_config({"width": 0.125, "bottleneck": 1})
 
 
 def test_patch_crop_and_paste_are_consistent():

@@ -14,6 +14,9 @@ Pure networks, no I/O. Shapes follow the paper and the facts in the authors' cod
 
 ``width`` scales every channel count (1.0 = the paper's configuration, ≈157 M generator
 parameters); it is recorded in :attr:`Generator.config` so a smaller model is never silent.
+``skips`` (default 128, the paper) is the largest resolution at which the decoder is given the
+encoder's feature maps and the input image itself; below the paper's value it is a departure
+from TP-GAN (see :class:`TPGANConfig`).
 Images are ``(B, 3, H, W)`` in [-1, 1]; landmarks ``(B, 5, 2)`` in pixels of the 128 crop.
 """
 from __future__ import annotations
@@ -35,6 +38,8 @@ PATCHES: Tuple[Tuple[str, Tuple[int, int], Tuple[float, float]], ...] = (
 )
 NOISE_DIM = 100
 ID_DIM = 256
+#: Allowed values of :attr:`TPGANConfig.skips`.
+SKIP_SIZES = (0, 8, 16, 32, 64, 128)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,17 @@ class TPGANConfig:
     noise_dim: int = NOISE_DIM
     id_classes: int = 0  # > 0 adds the encoder's identity-classification head
     local: bool = True
+    # Largest resolution (px) at which the decoder receives the encoder's skip features and the
+    # downsampled input image: 128 = the paper (all of 8…128). Lower values are NOT the paper: with
+    # 8 only the 8×8 features pass, with 0 the face must pass through the 256-d code alone. Real
+    # profiles come without pixel-aligned frontal targets, and the full skips let the generator
+    # satisfy the identity terms by copying the profile (docs/tpgan.md, stage H); a narrower
+    # path makes a copy expensive.
+    skips: int = 128
+
+    def __post_init__(self) -> None:
+        if self.skips not in SKIP_SIZES:
+            raise ValueError(f"skips must be one of {SKIP_SIZES}, got {self.skips}")
 
 
 def _c(n: int, width: float) -> int:
@@ -181,11 +197,15 @@ class Generator(nn.Module):
     local RGB outputs), ``"identity"`` ``(B, 256)`` and, with ``id_classes``, ``"logits"``.
     """
 
-    def __init__(self, width: float = 1.0, noise_dim: int = NOISE_DIM, id_classes: int = 0, local: bool = True) -> None:
+    def __init__(self, width: float = 1.0, noise_dim: int = NOISE_DIM, id_classes: int = 0, local: bool = True,
+                 skips: int = 128) -> None:
         super().__init__()
-        self.config = TPGANConfig(width, noise_dim, id_classes, local)
+        self.config = TPGANConfig(width, noise_dim, id_classes, local, skips)
         self.encoder = Encoder(width)
-        ch = self.encoder.channels
+        # Channels the decoder takes from the encoder at each size (0 where skips are dropped) and
+        # whether the input image is injected there (the paper: at 32, 64 and 128 px).
+        sk = {s: (self.encoder.channels[s] if s <= skips else 0) for s in (8, 16, 32, 64, 128)}
+        inj = {s: (3 if s <= skips else 0) for s in (32, 64, 128)}
         c8, c16, c32, c64 = (_c(n, width) for n in (8, 16, 32, 64))
         c128, c256, c512 = (_c(n, width) for n in (128, 256, 512))
         self.noise_dim = noise_dim
@@ -196,24 +216,39 @@ class Generator(nn.Module):
         self.simple64 = _deconv(c32, c16)
         self.simple128 = _deconv(c16, c8)
         # Main decoder path with encoder skips and input injections.
-        self.r8 = nn.Sequential(ResBlock(c64 + ch[8]), ResBlock(c64 + ch[8]))
-        self.up16 = _deconv(c64 + ch[8], c512)
-        self.r16 = nn.Sequential(ResBlock(c512 + ch[16]), ResBlock(c512 + ch[16]))
-        self.up32 = _deconv(c512 + ch[16], c256)
-        n32 = c256 + ch[32] + 3 + c32
+        self.r8 = nn.Sequential(ResBlock(c64 + sk[8]), ResBlock(c64 + sk[8]))
+        self.up16 = _deconv(c64 + sk[8], c512)
+        self.r16 = nn.Sequential(ResBlock(c512 + sk[16]), ResBlock(c512 + sk[16]))
+        self.up32 = _deconv(c512 + sk[16], c256)
+        n32 = c256 + sk[32] + inj[32] + c32
         self.r32 = nn.Sequential(ResBlock(n32), ResBlock(n32))
         self.rgb32 = _to_rgb(n32)
         self.up64 = _deconv(n32, c128)
-        n64 = c128 + ch[64] + 3 + c16 + 3
+        n64 = c128 + sk[64] + inj[64] + c16 + 3
         self.r64 = nn.Sequential(ResBlock(n64), ResBlock(n64))
         self.rgb64 = _to_rgb(n64)
         self.up128 = _deconv(n64, c64)
         self.local = nn.ModuleDict({name: LocalPathway(width) for name, _, _ in PATCHES}) if local else None
         n_local = (self.local["nose"].out_channels + 3) if local else 0
-        n128 = c64 + ch[128] + 3 + c8 + 3 + n_local
+        n128 = c64 + sk[128] + inj[128] + c8 + 3 + n_local
         self.r128 = nn.Sequential(_conv(n128, c64, 5, 1), ResBlock(c64), _conv(c64, c32, 3, 1))
         self.rgb128 = _to_rgb(c32)
         self.id_head = nn.Sequential(nn.Dropout(0.3), nn.Linear(ID_DIM, id_classes)) if id_classes else None
+
+    @classmethod
+    def from_config(cls, config: Dict[str, object]) -> "Generator":
+        """A generator built from a saved :class:`TPGANConfig` dict (the ``config`` metadata of a
+        generator file). Keys it does not know raise ``ValueError``; missing keys take the defaults
+        (files written before ``skips`` existed are the paper's full-skip generator)."""
+        known = set(TPGANConfig.__dataclass_fields__)
+        unknown = set(config) - known
+        if unknown:
+            raise ValueError(f"unknown generator config keys {sorted(unknown)}")
+        cfg = TPGANConfig(**config)  # type: ignore[arg-type]
+        return cls(cfg.width, cfg.noise_dim, cfg.id_classes, cfg.local, cfg.skips)
+
+    def _skip(self, feats: Dict[int, torch.Tensor], size: int) -> List[torch.Tensor]:
+        return [feats[size]] if size <= self.config.skips else []
 
     def forward(self, img: torch.Tensor, landmarks: Optional[torch.Tensor] = None,
                 noise: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
@@ -227,18 +262,22 @@ class Generator(nn.Module):
         s32 = self.simple32(code)
         s64 = self.simple64(s32)
         s128 = self.simple128(s64)
-        in32 = F.interpolate(img, size=32, mode="bilinear", align_corners=False, antialias=True)
-        in64 = F.interpolate(img, size=64, mode="bilinear", align_corners=False, antialias=True)
+        inputs = {128: img}
+        for size in (32, 64):
+            if size <= self.config.skips:
+                inputs[size] = F.interpolate(img, size=size, mode="bilinear", align_corners=False, antialias=True)
 
-        x = self.up16(self.r8(torch.cat([code, skips[8]], 1)))
-        x = self.up32(self.r16(torch.cat([x, skips[16]], 1)))
-        x = self.r32(torch.cat([x, skips[32], in32, s32], 1))
+        x = self.up16(self.r8(torch.cat([code, *self._skip(skips, 8)], 1)))
+        x = self.up32(self.r16(torch.cat([x, *self._skip(skips, 16)], 1)))
+        x = self.r32(torch.cat([x, *self._skip(skips, 32), *self._skip(inputs, 32), s32], 1))
         img32 = self.rgb32(x)
         x = self.up64(x)
-        x = self.r64(torch.cat([x, skips[64], in64, s64, F.interpolate(img32, scale_factor=2, mode="bilinear", align_corners=False)], 1))
+        x = self.r64(torch.cat([x, *self._skip(skips, 64), *self._skip(inputs, 64), s64,
+                                F.interpolate(img32, scale_factor=2, mode="bilinear", align_corners=False)], 1))
         img64 = self.rgb64(x)
         x = self.up128(x)
-        parts = [x, skips[128], img, s128, F.interpolate(img64, scale_factor=2, mode="bilinear", align_corners=False)]
+        parts = [x, *self._skip(skips, 128), *self._skip(inputs, 128), s128,
+                 F.interpolate(img64, scale_factor=2, mode="bilinear", align_corners=False)]
         out: Dict[str, torch.Tensor] = {}
         if self.local is not None:
             if landmarks is None:

@@ -54,6 +54,9 @@ class TrainConfig:
     val_identities: str = "351-400"
     out: str = "runs/tpgan"
     width: float = 0.25
+    # Generator skip connections (models.tpgan.TPGANConfig.skips): 128 = the paper; lower values
+    # narrow the path a profile can be copied through and depart from TP-GAN.
+    skips: int = 128
     batch: int = 10
     steps: int = 1000
     lr: float = 1e-4
@@ -188,7 +191,11 @@ class Trainer:
                 raise SystemExit("domain identities overlap validation identities")
             if len(self.domain) == 0:
                 raise SystemExit(f"no profiles in {cfg.domain_pack} for identities {cfg.domain_identities}")
-        self.g = Generator(cfg.width, id_classes=len(self.train.identities) if cfg.id_classes else 0).to(self.device)
+        try:
+            self.g = Generator(cfg.width, id_classes=len(self.train.identities) if cfg.id_classes else 0,
+                               skips=cfg.skips).to(self.device)
+        except ValueError as e:
+            raise SystemExit(str(e)) from e
         if cfg.freeze not in ("", "decoder"):
             raise SystemExit(f"freeze must be '' or 'decoder', got {cfg.freeze!r}")
         if cfg.freeze == "decoder":
@@ -505,15 +512,11 @@ class Trainer:
         from PIL import Image
 
         ds = self.val if self.val is not None else self.train
-        items = [ds[i] for i in range(min(n, len(ds)))]
-        x = torch.stack([it["input"] for it in items]).to(self.device)
-        xl = torch.stack([it["input_lm"] for it in items]).to(self.device)
-        y = torch.stack([it["target"] for it in items]).to(self.device)
         self.g.eval()
-        o = self._generate(x, xl)
-        self.g.train()
-        rows = torch.cat([torch.cat([a, b, c], 2) for a, b, c in zip(x, o, y)], 1)  # (3, n*128, 384)
-        img = ((rows.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+        try:
+            img = V.comparison_grid(ds, range(min(n, len(ds))), [self._generate], self.device)
+        finally:
+            self.g.train()
         Image.fromarray(img).save(path)
 
     # ---------------------------------------------------------------- loop
