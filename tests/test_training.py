@@ -454,10 +454,24 @@ def test_validation_cli_reproduces_the_trainers_figures_for_a_saved_generator(sm
     for k in ("val_rank1_output", "val_rank1_input", "val_id_cos_output", "val_id_cos_input", "val_nearer_output", "val_l1"):
         assert abs(got[k] - want[k]) < 1e-4, k
     # A missing generator file is reported and the others are still scored.
+    grid = tmp_path / "grid.png"
     assert validation_main(["--generator", str(tmp_path / "missing.safetensors"), str(gen), "--pack", str(small_pack),
-                            "--identities", "1-3", "--identity-net", "mobilefacenet", "--pairs", "12", "--json"]) == 2
+                            "--identities", "1-3", "--identity-net", "mobilefacenet", "--pairs", "12", "--json",
+                            "--grid", str(grid), "--grid-rows", "3"]) == 2
     out = capsys.readouterr()
     assert "WeightsNotFoundError" in out.err and len(out.out.strip().splitlines()) == 1
+    # The grid: input | the file's output | target for pairs spread over the scored ones, as the
+    # trainer draws its own samples from its live generator.
+    import numpy as np
+    from PIL import Image
+
+    from pifr.train.validation import comparison_grid
+
+    img = np.asarray(Image.open(grid))
+    assert img.shape == (3 * 128, 3 * 128, 3) and "pairs [0, 6, 11]" in out.err
+    tr.g.eval()
+    want_img = comparison_grid(tr.val, [0, 6, 11], [tr._generate], tr.device)
+    assert np.abs(img.astype(int) - want_img.astype(int)).max() <= 1
 
 
 def test_other_photo_probes_leave_out_renders_of_the_gallery_photo():

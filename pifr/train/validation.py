@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -114,6 +115,18 @@ def figures(nets: Dict[str, GenerateFn], ref: ValReference, embed: Callable[[tor
     return out
 
 
+@torch.no_grad()
+def comparison_grid(ds: PairDataset, indices: Sequence[int], nets: Sequence[GenerateFn],
+                    device: torch.device) -> np.ndarray:
+    """One row per pair ``indices`` of ``ds``: input | each generator's output | target, as a
+    ``(len(indices) · 128, (2 + len(nets)) · 128, 3)`` uint8 RGB image."""
+    items = [ds[i] for i in indices]
+    x, xl, y = (torch.stack([it[k] for it in items]).to(device) for k in ("input", "input_lm", "target"))
+    cols = [x, *(gen(x, xl) for gen in nets), y]
+    img = torch.cat([torch.cat(list(c), 1) for c in cols], 2)  # (3, n·128, k·128)
+    return ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy().astype(np.uint8)
+
+
 def other_photo_probes(val: PairDataset, ref: ValReference) -> torch.Tensor:
     """Bool ``(n,)``: the pairs whose target is not their identity's gallery photo. On rendered
     packs a render of the gallery photo itself is easier to match than one of another photo."""
@@ -137,6 +150,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--other-photos", action="store_true",
                     help="score only pairs whose target is not the gallery photo (for rendered packs)")
     ap.add_argument("--json", action="store_true", help="one JSON object per generator instead of a table")
+    ap.add_argument("--grid", help="also write a PNG: input | each generator's output | target, one row per pair")
+    ap.add_argument("--grid-rows", type=int, default=6, help="pairs in --grid, evenly spaced over the scored pairs")
     args = ap.parse_args(argv)
 
     from ..errors import PifrError
@@ -158,6 +173,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("| generator | rank-1 output | rank-1 raw input | cos output | cos raw input | nearer target than input | L1 |")
         print("|---|---|---|---|---|---|---|")
     failed = 0
+    gens: List[GenerateFn] = []
     for g in args.generator:
         try:
             net = Frontalizer(g, device).net
@@ -169,6 +185,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         def gen(x: torch.Tensor, xl: torch.Tensor, net=net) -> torch.Tensor:
             return net(x, xl, torch.zeros(len(x), net.noise_dim, device=x.device))["img128"]
 
+        gens.append(gen)
         f = figures({"output": gen}, ref, embed, device, probes)
         if args.json:
             print(json.dumps({"generator": g, "pack": args.pack, "identities": args.identities, "pairs": scored, "other_photos": args.other_photos,
@@ -176,6 +193,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             print(f"| {g} | {f['val_rank1_output']:.3f} | {f['val_rank1_input']:.3f} | {f['val_id_cos_output']:.3f} "
                   f"| {f['val_id_cos_input']:.3f} | {f['val_nearer_output']:.3f} | {f['val_l1']:.3f} |")
+    if args.grid and gens:
+        from PIL import Image
+
+        scored_idx = [k for k in range(len(ref.identities)) if probes is None or bool(probes[k])]
+        rows = [scored_idx[round(i)] for i in np.linspace(0, len(scored_idx) - 1, min(args.grid_rows, len(scored_idx)))]
+        Image.fromarray(comparison_grid(val, rows, gens, device)).save(args.grid)
+        print(f"\n{args.grid}: input | {' | '.join(Path(g).name for g in args.generator if g)} | target, pairs {rows}",
+              file=sys.stderr if args.json else sys.stdout)
     return 2 if failed else 0
 
 
