@@ -37,13 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _harness import cache_dir, embed_paths, run_header, save_record, weights_sha  # noqa: E402
-from frontalization import IDS, cmu_protocol  # noqa: E402
+from frontalization import IDS, cmu_protocol, fp_figures  # noqa: E402
 
 import pifr  # noqa: E402
 from pifr.datasets import cfp_identity, cfp_images, cfp_protocol, cmu_faces, shared_root  # noqa: E402
 from pifr.embedders import get_embedder  # noqa: E402
 from pifr.geometry import landmarks68, load_reference, render_texture, texture_from_photo, turned_view  # noqa: E402
-from pifr.metrics import eer, kfold_accuracy, mcnemar, tar_at_far  # noqa: E402
+from pifr.metrics import mcnemar  # noqa: E402
 
 STEP = 15
 
@@ -178,8 +178,7 @@ def cfp_eval(s, pairs, gallery, probes):
     sc = np.array([s(str(x.b), str(x.a)) for x in pairs])
     y = np.array([x.same for x in pairs])
     folds = np.arange(len(pairs)) % 10
-    return np.array(hits, bool), {"rank1": float(np.mean(hits)), "fp_accuracy": kfold_accuracy(sc, y, folds).mean,
-                                  "fp_eer": eer(sc, y), "fp_tar_at_far_1e-2": tar_at_far(sc, y, 1e-2)[0]}
+    return np.array(hits, bool), {"rank1": float(np.mean(hits)), **fp_figures(sc, y, folds)}
 
 
 def cmu_eval(s, gal, probes):
