@@ -174,6 +174,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("|---|---|---|---|---|---|---|")
     failed = 0
     gens: List[GenerateFn] = []
+    names: List[str] = []  # the files that loaded, in grid order
     for g in args.generator:
         try:
             net = Frontalizer(g, device).net
@@ -186,6 +187,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return net(x, xl, torch.zeros(len(x), net.noise_dim, device=x.device))["img128"]
 
         gens.append(gen)
+        names.append(g)
         f = figures({"output": gen}, ref, embed, device, probes)
         if args.json:
             print(json.dumps({"generator": g, "pack": args.pack, "identities": args.identities, "pairs": scored, "other_photos": args.other_photos,
@@ -199,7 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         scored_idx = [k for k in range(len(ref.identities)) if probes is None or bool(probes[k])]
         rows = [scored_idx[round(i)] for i in np.linspace(0, len(scored_idx) - 1, min(args.grid_rows, len(scored_idx)))]
         Image.fromarray(comparison_grid(val, rows, gens, device)).save(args.grid)
-        print(f"\n{args.grid}: input | {' | '.join(Path(g).name for g in args.generator if g)} | target, pairs {rows}",
+        print(f"\n{args.grid}: input | {' | '.join(names)} | target, pairs {rows}",
               file=sys.stderr if args.json else sys.stdout)
     return 2 if failed else 0
 
