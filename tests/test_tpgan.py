@@ -174,6 +174,31 @@ def test_identity_features_warp_and_loss():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_identity_nce_charges_one_image_for_everyone_and_rewards_telling_people_apart():
+    """An output equally near every target (one image for all) pays log(B / n_same); outputs equal
+    to their own, well-separated targets pay almost nothing; the gradient moves the outputs."""
+    g = torch.Generator().manual_seed(0)
+    tgt = torch.nn.functional.normalize(torch.randn(6, 128, generator=g), dim=1)
+    labels = torch.tensor([0, 0, 1, 2, 3, 4])
+    const = torch.ones(6, 128)
+    # Every output the same vector: it is as near person 0's two targets as anyone's.
+    want = torch.tensor([torch.logsumexp(torch.nn.functional.normalize(const[:1], dim=1) @ tgt.T / L.NCE_TEMPERATURE, 1).item()
+                         - torch.logsumexp((torch.nn.functional.normalize(const[:1], dim=1) @ tgt.T / L.NCE_TEMPERATURE)
+                                           .masked_fill(labels[None] != lab, float("-inf")), 1).item() for lab in labels]).mean()
+    assert float(L.identity_nce(const, tgt, labels)) == pytest.approx(float(want), abs=1e-5)
+    assert float(L.identity_nce(tgt, tgt, labels)) < 0.05 < float(L.identity_nce(tgt.flip(0), tgt, labels))
+    near_all = tgt.mean(0, keepdim=True).expand(6, -1)  # equally near (nearly) everyone: about log(6) per single
+    assert float(L.identity_nce(near_all, tgt, labels)) > 1.0
+    assert float(L.identity_nce(tgt, tgt, torch.zeros(6, dtype=torch.long))) == pytest.approx(0.0, abs=1e-6)  # one person
+    out = tgt.flip(0).clone().requires_grad_(True)
+    L.identity_nce(out, tgt, labels).backward()
+    assert out.grad.abs().sum() > 0
+    x, _ = _batch()
+    with pytest.raises(ValueError, match="id_labels"):  # the term cannot run without the batch's identities
+        L.generator_loss({"img128": x, "img64": x[..., ::2, ::2], "img32": x[..., ::4, ::4]}, x,
+                         weights=L.LossWeights(id_nce=1.0), id_features=lambda t: {"embedding": t.flatten(1)})
+
+
 def test_identity_contrast_charges_a_copy_not_the_target_and_moves_the_output():
     """relu(cos(out, input) − cos(out, target)): an output equal to its input pays 1 − cos(input,
     target); one equal to its target pays nothing; the gradient moves the output's embedding."""

@@ -147,7 +147,7 @@ def selection_score(val: Dict[str, float]) -> float:
 CSV_FIELDS = ["step", "seconds", "d", "began_k", "began_M", "g_pixel", "g_sym", "g_adv", "g_ip", "g_id_cos", "g_tv", "g_ce",
               "g_pose", "g_cycle", "g_total", "val_id_cos_output", "val_id_cos_input", "val_rank1_output", "val_rank1_input", "val_l1",
               "val_rank1_live", "val_id_cos_live", "d_dom", "g_domain", "g_domain_cycle", "g_domain_sym", "g_id_contrast",
-              "val_nearer_output", "val_nearer_live"]
+              "val_nearer_output", "val_nearer_live", "g_id_nce"]
 
 
 class Trainer:
@@ -245,7 +245,8 @@ class Trainer:
 
     # ---------------------------------------------------------------- setup helpers
     def _identity_net(self) -> Optional[L.IdentityFeatures]:
-        if self.cfg.identity_net == "none" or not (self.weights.ip or self.weights.id_cos or self.weights.id_contrast):
+        w = self.weights
+        if self.cfg.identity_net == "none" or not (w.ip or w.id_cos or w.id_contrast or w.id_nce):
             return None
         return V.identity_network(self.cfg.identity_net, self.cfg.identity_weights, self.device)
 
@@ -339,7 +340,7 @@ class Trainer:
                     began_err = (self.dd(out["img128"]) - out["img128"]).abs().mean()
             lt = L.generator_loss(out, y, weights=self.weights, target_patches=crop_patches(y, yl),
                                   fake_logits=fake_logits, began_fake_err=began_err, id_features=self.id_feats,
-                                  id_labels=batch["identity"] if cfg.id_classes else None, sym_space=cfg.sym_space,
+                                  id_labels=batch["identity"], sym_space=cfg.sym_space,
                                   pixel_weight=None if cfg.pixel_on_identity_pairs == 1 else
                                   batch["aligned"] + (1 - batch["aligned"]) * cfg.pixel_on_identity_pairs,
                                   pose=self.pose,

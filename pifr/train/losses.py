@@ -66,6 +66,14 @@ class LossWeights:
     # At 1 the generator fooled the identity network with one texture on every face; at 0.1–0.3
     # the copy stayed (docs/tpgan.md, stages Z–Z3).
     id_contrast: float = 0.0
+    # Not in the paper (0 = paper): :func:`identity_nce` — each output's embedding must be nearer
+    # its own person's target than the other people's targets in the batch (softmax over the
+    # batch, temperature :data:`NCE_TEMPERATURE`). ``id_cos`` and ``ip`` only ask for nearness to
+    # the target, and with dlib a single constant image is near every face (cosine 0.90 to the
+    # CFP 351–400 frontals, against 0.916 for the raw profiles; docs/tpgan.md, stage SK); this term
+    # charges such an image log(batch) and is met only by outputs that tell people apart.
+    # Needs the batch's identities (``generator_loss(id_labels=)``).
+    id_nce: float = 0.0
 
     def to_dict(self) -> Dict[str, float]:
         return asdict(self)
@@ -137,9 +145,10 @@ def identity_loss(features: Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 
 
 def identity_terms(features: Callable[[torch.Tensor], Mapping[str, torch.Tensor]], fake: torch.Tensor,
-                   real: torch.Tensor, inp: Optional[torch.Tensor] = None):
-    """``(l1, cos, contrast)``: the paper's mean L1 over feature levels, the mean ``1 − cosine``
-    of the embeddings, and — with ``inp``, the generator's inputs — :func:`identity_contrast`
+                   real: torch.Tensor, inp: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None):
+    """``(l1, cos, contrast, nce)``: the paper's mean L1 over feature levels, the mean
+    ``1 − cosine`` of the embeddings, with ``inp`` (the generator's inputs)
+    :func:`identity_contrast` and with ``labels`` (the batch's identities) :func:`identity_nce`
     (else None), from one pass of the frozen network over each image."""
     with torch.no_grad():
         fr = features(real)
@@ -148,7 +157,8 @@ def identity_terms(features: Callable[[torch.Tensor], Mapping[str, torch.Tensor]
     l1 = torch.stack([F.l1_loss(ff[k].float(), fr[k].float()) for k in fr]).mean()
     fe, re = ff["embedding"].float(), fr["embedding"].float()
     cos = 1 - F.cosine_similarity(fe, re, dim=1).mean()
-    return l1, cos, (identity_contrast(fe, re, fi) if fi is not None else None)
+    return (l1, cos, identity_contrast(fe, re, fi) if fi is not None else None,
+            identity_nce(fe, re, labels) if labels is not None else None)
 
 
 def identity_contrast(fake_emb: torch.Tensor, target_emb: torch.Tensor, input_emb: torch.Tensor) -> torch.Tensor:
@@ -161,6 +171,23 @@ def identity_contrast(fake_emb: torch.Tensor, target_emb: torch.Tensor, input_em
     copy scores ``1 − cos(input, target)`` here, as much as on the cosine term. Trained with it
     (docs/tpgan.md, stage Z), a width-0.25 generator fooled dlib instead of frontalizing."""
     return F.relu(F.cosine_similarity(fake_emb, input_emb, dim=1) - F.cosine_similarity(fake_emb, target_emb, dim=1)).mean()
+
+
+#: Softmax temperature of :func:`identity_nce` (cosine units; dlib's same-person and impostor
+#: cosines on CFP differ by ~0.1, 2 logits at 0.05). As in scripts/embedding_residual.py.
+NCE_TEMPERATURE = 0.05
+
+
+def identity_nce(fake_emb: torch.Tensor, target_emb: torch.Tensor, labels: torch.Tensor,
+                 temperature: float = NCE_TEMPERATURE) -> torch.Tensor:
+    """Supervised contrastive loss of ``(B, D)`` output embeddings against the batch's ``(B, D)``
+    target embeddings: mean over outputs of ``−log(Σ_{same person} e^{cos/τ} / Σ_all e^{cos/τ})``.
+    ``labels`` ``(B,)`` identities. 0 only when every output is infinitely nearer its own person's
+    targets than anyone else's; an output equally near every target pays ``log(B / n_same)``.
+    A batch of one person gives 0 (nothing to tell apart)."""
+    sim = F.normalize(fake_emb, dim=1) @ F.normalize(target_emb, dim=1).T / temperature
+    same = labels[:, None] == labels[None, :]
+    return (torch.logsumexp(sim, 1) - torch.logsumexp(sim.masked_fill(~same, float("-inf")), 1)).mean()
 
 
 def cycle_loss(fake: torch.Tensor, inp: torch.Tensor, flow: torch.Tensor, valid: torch.Tensor,
@@ -306,7 +333,9 @@ def generator_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor, *, wei
                    cycle: Optional[Sequence[torch.Tensor]] = None, cycle_space: str = "pooled",
                    inputs: Optional[torch.Tensor] = None) -> LossTerms:
     """The weighted TP-GAN generator objective; terms whose inputs are absent are skipped (but a
-    weighted ``id_contrast`` without ``inputs`` raises ValueError rather than vanish).
+    weighted ``id_contrast`` without ``inputs`` or ``id_nce`` without ``id_labels`` raises
+    ValueError rather than vanish). ``id_labels`` (B,): the batch's identities, for ``id_nce`` and,
+    when the generator has an identity head (``"logits"`` in ``out``), ``ce``.
     ``pixel_weight`` (B,): per-sample scale of the pixel term (see :func:`pixel_loss`);
     ``pose``: a :class:`FrontalPose` for the ``pose`` term; ``cycle``: ``(input, flow, valid)``
     for the ``cycle`` term (:func:`cycle_loss`); ``inputs`` ``(B, 3, 128, 128)``: the generator's
@@ -318,15 +347,20 @@ def generator_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor, *, wei
         terms["adv"] = g_adversarial_loss(fake_logits)
     elif began_fake_err is not None:
         terms["adv"] = began_fake_err
-    if id_features is not None and (weights.ip or weights.id_cos or weights.id_contrast):
+    if id_features is not None and (weights.ip or weights.id_cos or weights.id_contrast or weights.id_nce):
         if weights.id_contrast and inputs is None:
             raise ValueError("the id_contrast term needs the generator's inputs (inputs=)")
-        contrast_inputs = inputs if weights.id_contrast else None
-        terms["ip"], id_cos, contrast = identity_terms(id_features, out["img128"], target, contrast_inputs)
+        if weights.id_nce and id_labels is None:
+            raise ValueError("the id_nce term needs the batch's identities (id_labels=)")
+        terms["ip"], id_cos, contrast, nce = identity_terms(
+            id_features, out["img128"], target, inputs if weights.id_contrast else None,
+            id_labels if weights.id_nce else None)
         if weights.id_cos:
             terms["id_cos"] = id_cos
         if contrast is not None:
             terms["id_contrast"] = contrast
+        if nce is not None:
+            terms["id_nce"] = nce
     if pose is not None and weights.pose:
         terms["pose"] = pose(out["img128"]).pow(2).mean()
     if cycle is not None and weights.cycle:
