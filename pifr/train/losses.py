@@ -71,7 +71,7 @@ class LossWeights:
     # batch, temperature :data:`NCE_TEMPERATURE`). ``id_cos`` and ``ip`` only ask for nearness to
     # the target, and with dlib a single constant image is near every face (cosine 0.90 to the
     # CFP 351–400 frontals, against 0.916 for the raw profiles; docs/tpgan.md, stage SK); this term
-    # charges such an image log(batch) and is met only by outputs that tell people apart.
+    # charges such an image about log(batch) and is met only by outputs that tell people apart.
     # Needs the batch's identities (``generator_loss(id_labels=)``).
     id_nce: float = 0.0
 
