@@ -1,6 +1,7 @@
 """Shared fixtures: the real data under the shared root (``$PIFR_SHARED`` or ../shared)."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,18 @@ EXAMPLES = ROOT / "examples" / "images"
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: long-running test (deselect with -m 'not slow')")
+    config.addinivalue_line("markers", "slow: long-running test, skipped unless asked for (-m slow or PIFR_SLOW=1)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Keep the default run (the README's command, CI) short: slow tests run only when a marker
+    expression is given (``-m slow``) or ``PIFR_SLOW=1`` is set."""
+    if config.getoption("markexpr") or os.environ.get("PIFR_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow or PIFR_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
