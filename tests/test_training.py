@@ -206,29 +206,18 @@ def test_domain_cycle_and_symmetry_move_the_generator_through_real_profiles_with
         Trainer(_cfg(small_pack, tmp_path / "e", weights=dict(only, domain_sym=1.0)))  # no domain_pack
 
 
-def test_identity_contrast_term_trains_on_the_inputs_the_generator_saw(small_pack, tmp_path):
-    """weights.id_contrast alone: the identity network is loaded for it, the term is logged and is
-    what moves the generator; it is positive on a fresh generator (its outputs are not frontals)."""
+@pytest.mark.parametrize("term", ["id_contrast", "id_nce"])
+def test_identity_term_alone_trains_the_generator(small_pack, tmp_path, term):
+    """weights.id_contrast (against the inputs the generator saw) or weights.id_nce (against the
+    batch's identities) alone: the identity network is loaded for it, the term is logged, positive
+    on a fresh generator (its outputs are not frontals), and is what moves the generator."""
     only = {k: 0.0 for k in L.LossWeights().to_dict()}
-    t = Trainer(_cfg(small_pack, tmp_path / "ic", weights=dict(only, id_contrast=1.0), identity_net="mobilefacenet",
+    t = Trainer(_cfg(small_pack, tmp_path / term, weights=dict(only, **{term: 1.0}), identity_net="mobilefacenet",
                      adversarial="none"))
     assert t.id_feats is not None
     g0 = [p.detach().clone() for p in t.g.parameters()]
     logs = as_floats(t.train_step())
-    assert logs["g_id_contrast"] > 0 and logs["g_total"] == pytest.approx(logs["g_id_contrast"], rel=1e-5)
-    assert any(not torch.equal(a, p) for a, p in zip(g0, t.g.parameters()))
-
-
-def test_identity_nce_term_trains_on_the_batch_identities(small_pack, tmp_path):
-    """weights.id_nce alone: the identity network is loaded for it, the term is logged, positive on
-    a fresh generator, and is what moves the generator."""
-    only = {k: 0.0 for k in L.LossWeights().to_dict()}
-    t = Trainer(_cfg(small_pack, tmp_path / "nce", weights=dict(only, id_nce=1.0), identity_net="mobilefacenet",
-                     adversarial="none"))
-    assert t.id_feats is not None
-    g0 = [p.detach().clone() for p in t.g.parameters()]
-    logs = as_floats(t.train_step())
-    assert logs["g_id_nce"] > 0 and logs["g_total"] == pytest.approx(logs["g_id_nce"], rel=1e-5)
+    assert logs[f"g_{term}"] > 0 and logs["g_total"] == pytest.approx(logs[f"g_{term}"], rel=1e-5)
     assert any(not torch.equal(a, p) for a, p in zip(g0, t.g.parameters()))
 
 
@@ -257,16 +246,20 @@ def test_photometric_augmentation_moves_colours_together_and_disturbs_only_the_i
     assert ((hf(ys) / hf(faces)).log().abs() < 0.4).all()
 
 
-def test_small_generator_overfits_four_real_pairs(small_pack, tmp_path):
-    pack = Pack.load(small_pack)
-    ds = PairDataset(pack, identities=range(1, 4))
-    cfg = _cfg(small_pack, tmp_path, steps=300, adversarial="none", width=0.25, lr=1e-3)
-    tr = Trainer(cfg)
+def _overfit_four_pairs(small_pack, tmp_path, steps, **cfg):
+    """Mean pixel L1 of the first and the last 5 of ``steps`` steps on a fixed set of 4 real pairs."""
+    ds = PairDataset(Pack.load(small_pack), identities=range(1, 4))
+    tr = Trainer(_cfg(small_pack, tmp_path, adversarial="none", lr=1e-3, **cfg))
     tr.train.pairs = ds.pairs[:: max(1, len(ds.pairs) // 4)][:4]  # a fixed tiny set
     first = [float(tr.train_step()["g_pixel"]) for _ in range(5)]
-    for _ in range(290):
+    for _ in range(steps - 10):
         tr.train_step()
     last = [float(tr.train_step()["g_pixel"]) for _ in range(5)]
+    return first, last
+
+
+def test_small_generator_overfits_four_real_pairs(small_pack, tmp_path):
+    first, last = _overfit_four_pairs(small_pack, tmp_path, 300, width=0.25)
     print(f"overfit 4 real CFP pairs, width 0.25: pixel L1 {np.mean(first):.3f} -> {np.mean(last):.3f} in 300 steps")
     assert np.mean(last) <= 0.5 * np.mean(first), (first, last)
 
@@ -275,14 +268,7 @@ def test_small_generator_overfits_four_real_pairs(small_pack, tmp_path):
 def test_generator_without_skips_still_overfits_four_real_pairs(small_pack, tmp_path):
     """skips=8 (no maps or input image above 8×8 px reach the decoder) can still fit pixels: the
     grey constant it collapsed to in training (docs/tpgan.md, stage SK) is the objective's doing."""
-    pack = Pack.load(small_pack)
-    ds = PairDataset(pack, identities=range(1, 4))
-    tr = Trainer(_cfg(small_pack, tmp_path, adversarial="none", width=0.125, lr=1e-3, skips=8))
-    tr.train.pairs = ds.pairs[:: max(1, len(ds.pairs) // 4)][:4]
-    first = [float(tr.train_step()["g_pixel"]) for _ in range(5)]
-    for _ in range(140):
-        tr.train_step()
-    last = [float(tr.train_step()["g_pixel"]) for _ in range(5)]
+    first, last = _overfit_four_pairs(small_pack, tmp_path, 150, width=0.125, skips=8)
     print(f"overfit 4 real CFP pairs, width 0.125, skips 8: pixel L1 {np.mean(first):.3f} -> {np.mean(last):.3f} in 150 steps")
     assert np.mean(last) <= 0.5 * np.mean(first), (first, last)
 
