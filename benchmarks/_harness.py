@@ -91,44 +91,48 @@ def embed_paths(paths: Sequence[Path], embedder: str, detector: str, select: str
                 cache: bool = True, with_yaw: bool = False):
     """Embeddings by path string (``None`` where no face was found).
 
-    Work goes in chunks of :data:`CHUNK` images: faces are detected and aligned per image, the
-    crops embedded in one batch, and each finished chunk is cached on disk under
-    (embedder, weights sha256, detector, selection, the chunk's files with size and mtime) — so an
-    interrupted run resumes where it stopped and a changed file invalidates only its chunk. With
-    ``with_yaw`` also returns the chosen face's estimated yaw (degrees, NaN where no face).
+    Each image is cached on disk on its own, under (embedder, weights sha256, detector, selection)
+    and keyed by its path, size and mtime: a run over a different set of files reuses every image
+    already embedded, an interrupted run resumes where it stopped, and a changed file invalidates
+    only itself. Images not in the cache are detected and aligned one by one and their crops
+    embedded :data:`CHUNK` at a time. With ``with_yaw`` also returns the chosen face's estimated
+    yaw (degrees, NaN where no face).
     """
     from tqdm import tqdm
 
     uniq = sorted({str(p) for p in paths})
     tag = f"{embedder}_{weights_sha([embedder])[embedder][:12]}_{detector}_{select}_v{pifr.__version__}"
-    d = cache_dir() / tag
+    d = cache_dir() / tag / "img"
     d.mkdir(parents=True, exist_ok=True)
-    arr_all, ok_all, yaw_all = [], [], []
-    bar = tqdm(total=len(uniq), desc=f"embed[{embedder}]", unit="img")
-    for i in range(0, len(uniq), CHUNK):
-        chunk = uniq[i:i + CHUNK]
-        stamp = [(p, os.path.getsize(p), os.path.getmtime(p)) if os.path.exists(p) else (p, -1, -1) for p in chunk]
-        f = d / (hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:20] + ".npz")
+
+    def entry(p: str) -> Path:
+        stamp = [p, os.path.getsize(p), os.path.getmtime(p)] if os.path.exists(p) else [p, -1, -1]
+        return d / (hashlib.sha256(json.dumps(stamp).encode()).hexdigest()[:24] + ".npy")
+
+    # One row per image: [found (1/0), yaw, embedding...] as float32.
+    rows: Dict[str, np.ndarray] = {}
+    todo = []
+    for p in uniq:
+        f = entry(p)
         if cache and f.is_file():
-            z = np.load(f, allow_pickle=False)
-            arr, ok, yaw = z["emb"], z["ok"], z["yaw"]
+            rows[p] = np.load(f, allow_pickle=False)
         else:
-            arr, ok, yaw = _embed_chunk(chunk, embedder, detector, select)
+            todo.append((p, f))
+    bar = tqdm(total=len(uniq), initial=len(rows), desc=f"embed[{embedder}]", unit="img")
+    for i in range(0, len(todo), CHUNK):
+        chunk = todo[i:i + CHUNK]
+        arr, ok, yaw = _embed_chunk([p for p, _ in chunk], embedder, detector, select)
+        for k, (p, f) in enumerate(chunk):
+            rows[p] = np.concatenate([[float(ok[k]), yaw[k]], arr[k]]).astype(np.float32)
             if cache:
-                tmp = f.with_suffix(".tmp.npz")
-                np.savez(tmp, emb=arr, ok=ok, yaw=yaw)
+                tmp = f.with_name(f.stem + ".tmp.npy")
+                np.save(tmp, rows[p])
                 os.replace(tmp, f)
-        arr_all.append(arr)
-        ok_all.append(ok)
-        yaw_all.append(yaw)
         bar.update(len(chunk))
     bar.close()
-    arr = np.concatenate(arr_all) if arr_all else np.zeros((0, 1), np.float32)
-    ok = np.concatenate(ok_all) if ok_all else np.zeros(0, bool)
-    yaw = np.concatenate(yaw_all) if yaw_all else np.zeros(0, np.float32)
-    embs = {p: (arr[i] if ok[i] else None) for i, p in enumerate(uniq)}
+    embs = {p: (rows[p][2:] if rows[p][0] else None) for p in uniq}
     if with_yaw:
-        return embs, {p: float(yaw[i]) for i, p in enumerate(uniq)}
+        return embs, {p: float(rows[p][1]) for p in uniq}
     return embs
 
 
