@@ -137,9 +137,14 @@ def test_embedding_cache_is_per_image(cfp, tmp_path, monkeypatch):
         files.append(tmp_path / f"{k}.jpg")
         shutil.copy(src / rel, files[-1])
     (tmp_path / "noface.jpg").write_bytes(b"not an image")
-    embedded = []
+    embedded = []  # every path the harness actually detects and embeds
     real = _harness._embed_chunk
-    monkeypatch.setattr(_harness, "_embed_chunk", lambda paths, *a: (embedded.extend(paths), real(paths, *a))[1])
+
+    def counting(paths, *args):
+        embedded.extend(paths)
+        return real(paths, *args)
+
+    monkeypatch.setattr(_harness, "_embed_chunk", counting)
 
     first = _harness.embed_paths(files[:2] + [tmp_path / "noface.jpg"], "mobilefacenet", "retinaface")
     assert len(embedded) == 3 and first[str(tmp_path / "noface.jpg")] is None
