@@ -181,10 +181,10 @@ def test_identity_nce_charges_one_image_for_everyone_and_rewards_telling_people_
     tgt = torch.nn.functional.normalize(torch.randn(6, 128, generator=g), dim=1)
     labels = torch.tensor([0, 0, 1, 2, 3, 4])
     const = torch.ones(6, 128)
-    # Every output the same vector: it is as near person 0's two targets as anyone's.
-    want = torch.tensor([torch.logsumexp(torch.nn.functional.normalize(const[:1], dim=1) @ tgt.T / L.NCE_TEMPERATURE, 1).item()
-                         - torch.logsumexp((torch.nn.functional.normalize(const[:1], dim=1) @ tgt.T / L.NCE_TEMPERATURE)
-                                           .masked_fill(labels[None] != lab, float("-inf")), 1).item() for lab in labels]).mean()
+    # Every output the same vector, so every row of logits is the same; output i pays
+    # logsumexp(row) − logsumexp(row over its own person's targets).
+    row = (torch.nn.functional.normalize(const[0], dim=0) @ tgt.T) / L.NCE_TEMPERATURE
+    want = torch.stack([torch.logsumexp(row, 0) - torch.logsumexp(row[labels == lab], 0) for lab in labels]).mean()
     assert float(L.identity_nce(const, tgt, labels)) == pytest.approx(float(want), abs=1e-5)
     assert float(L.identity_nce(tgt, tgt, labels)) < 0.05 < float(L.identity_nce(tgt.flip(0), tgt, labels))
     near_all = tgt.mean(0, keepdim=True).expand(6, -1)  # equally near (nearly) everyone: about log(6) per single
