@@ -520,6 +520,22 @@ def test_nearer_counts_outputs_closer_to_their_target_than_to_their_input():
     assert (f["val_nearer_copy"], f["val_nearer_target"], f["val_nearer_mix"]) == (0.0, 1.0, 1.0)
 
 
+def test_fused_rank1_mixes_raw_and_output_embeddings():
+    """--fusion: rank-1 of normalise((1 − w)·raw + w·output). Here the raw input and the output each
+    identify one of two probes, and their even mix identifies both."""
+    from pifr.train.validation import ValReference, figures
+
+    unit = lambda *v: torch.nn.functional.normalize(torch.tensor(v, dtype=torch.float32), dim=0)  # noqa: E731
+    raw = torch.stack([unit(0.6, 0.8, 0.0), unit(0.0, 1.0, 0.0)])  # probe 0 (person 0) looks like person 1
+    out = torch.stack([unit(1.0, 0.0, 0.0), unit(0.6, 0.4, 0.0)])  # the output gets probe 0 right, probe 1 wrong
+    tgt = torch.eye(3)[:2]
+    ref = ValReference([(raw[..., None, None], torch.zeros(2, 5, 2), tgt[..., None, None])], raw, tgt, [0, 1])
+    embed = lambda t: torch.nn.functional.normalize(t.flatten(1), dim=1)  # noqa: E731
+    f = figures({"g": lambda a, b: out[..., None, None]}, ref, embed, torch.device("cpu"), fusion=(0.01, 0.5))
+    assert (f["val_rank1_input"], f["val_rank1_g"]) == (0.5, 0.5)
+    assert f["val_rank1_g_fused0.5"] == 1.0 and f["val_rank1_g_fused0.01"] == 0.5
+
+
 def test_warm_start_takes_networks_but_not_progress(small_pack, tmp_path):
     """init=<checkpoint>: the generator starts from the other run's weights, the step count from 0,
     and the optimisers use this run's learning rate, not the one stored with their state."""

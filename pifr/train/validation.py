@@ -82,13 +82,16 @@ def reference(val: PairDataset, n: int, batch: int, embed: Callable[[torch.Tenso
 
 @torch.no_grad()
 def figures(nets: Dict[str, GenerateFn], ref: ValReference, embed: Callable[[torch.Tensor], torch.Tensor],
-            device: torch.device, probes: Optional[torch.Tensor] = None) -> Dict[str, float]:
+            device: torch.device, probes: Optional[torch.Tensor] = None,
+            fusion: Sequence[float] = ()) -> Dict[str, float]:
     """``val_id_cos_input``, ``val_rank1_input``, and per generator ``name`` in ``nets``
     ``val_id_cos_<name>``, ``val_rank1_<name>`` and ``val_nearer_<name>`` (the share of outputs
     nearer their target than their input in the embedding: 0 for a copy; another frontal photo of
     the person scores 0.95 with dlib on CFP 351–400, docs/tpgan.md stage Z); ``val_l1`` of the
     first generator.
-    ``probes``: bool ``(n,)``, the pairs that are scored (default all); the gallery is the same."""
+    ``probes``: bool ``(n,)``, the pairs that are scored (default all); the gallery is the same.
+    ``fusion``: weights w for which ``val_rank1_<name>_fused<w>`` is also given, the rank-1 of
+    normalise((1 − w)·raw input + w·output), the embedding ``verify(frontalize="auto")`` uses."""
     e_out: Dict[str, List[torch.Tensor]] = {k: [] for k in nets}
     l1 = []
     for x, xl, y in ref.batches:
@@ -112,6 +115,8 @@ def figures(nets: Dict[str, GenerateFn], ref: ValReference, embed: Callable[[tor
         eo = torch.cat(embs)
         out[f"val_id_cos_{name}"], out[f"val_rank1_{name}"] = cos(eo), r1(eo)
         out[f"val_nearer_{name}"] = float(((eo[m] * et[m]).sum(1) > (eo[m] * ei[m]).sum(1)).float().mean())
+        for w in fusion:
+            out[f"val_rank1_{name}_fused{w:g}"] = r1(F.normalize((1.0 - w) * ei + w * eo, dim=1))
     return out
 
 
@@ -149,10 +154,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--other-photos", action="store_true",
                     help="score only pairs whose target is not the gallery photo (for rendered packs)")
+    ap.add_argument("--fusion", type=float, nargs="*", default=[],
+                    help="also the rank-1 of normalise((1-w)*raw + w*output) for each weight w in (0, 1)")
     ap.add_argument("--json", action="store_true", help="one JSON object per generator instead of a table")
     ap.add_argument("--grid", help="also write a PNG: input | each generator's output | target, one row per pair")
     ap.add_argument("--grid-rows", type=int, default=6, help="pairs in --grid, evenly spaced over the scored pairs")
     args = ap.parse_args(argv)
+    if any(not 0.0 < w < 1.0 for w in args.fusion):
+        ap.error("--fusion weights must lie strictly between 0 and 1 (1 is the output alone)")
 
     from ..errors import PifrError
     from ..frontalization import Frontalizer
@@ -170,8 +179,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{scored} pairs scored{' (targets other than the gallery photo)' if args.other_photos else ''}, "
               f"{len(set(ref.identities))} identities of {args.pack} ({args.identities or 'all'}); "
               f"identity network {args.identity_net}\n")
-        print("| generator | rank-1 output | rank-1 raw input | cos output | cos raw input | nearer target than input | L1 |")
-        print("|---|---|---|---|---|---|---|")
+        fused_cols = "".join(f" rank-1 fused w={w:g} |" for w in args.fusion)
+        print(f"| generator | rank-1 output | rank-1 raw input |{fused_cols} cos output | cos raw input "
+              "| nearer target than input | L1 |")
+        print("|---" * (7 + len(args.fusion)) + "|")
     failed = 0
     gens: List[GenerateFn] = []
     names: List[str] = []  # the files that loaded, in grid order
@@ -188,12 +199,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         gens.append(gen)
         names.append(g)
-        f = figures({"output": gen}, ref, embed, device, probes)
+        f = figures({"output": gen}, ref, embed, device, probes, args.fusion)
         if args.json:
             print(json.dumps({"generator": g, "pack": args.pack, "identities": args.identities, "pairs": scored, "other_photos": args.other_photos,
                               "identity_net": args.identity_net, **f}))
         else:
-            print(f"| {g} | {f['val_rank1_output']:.3f} | {f['val_rank1_input']:.3f} | {f['val_id_cos_output']:.3f} "
+            fused = "".join(f" {f[f'val_rank1_output_fused{w:g}']:.3f} |" for w in args.fusion)
+            print(f"| {g} | {f['val_rank1_output']:.3f} | {f['val_rank1_input']:.3f} |{fused} {f['val_id_cos_output']:.3f} "
                   f"| {f['val_id_cos_input']:.3f} | {f['val_nearer_output']:.3f} | {f['val_l1']:.3f} |")
     if args.grid and gens:
         from PIL import Image
