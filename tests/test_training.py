@@ -520,6 +520,48 @@ def test_nearer_counts_outputs_closer_to_their_target_than_to_their_input():
     assert (f["val_nearer_copy"], f["val_nearer_target"], f["val_nearer_mix"]) == (0.0, 1.0, 1.0)
 
 
+def test_random_views_keep_real_faces_recognisable_and_the_fixed_view_at_amount_zero(small_pack):
+    """id_view_jitter: the identity network sees a crop through a small random shift/scale/turn
+    and colour gain. At amount 0 that is the fixed view exactly; at amount 1 the features change
+    but every real CFP frontal is still nearest its own fixed-view embedding among four people,
+    and the gradient reaches the image through the view."""
+    from pifr.train.losses import RandomView
+    from pifr.train.validation import identity_network
+
+    pack = Pack.load(small_pack)
+    idx = [int(np.flatnonzero(pack.frontal & (pack.identity == i))[0]) for i in np.unique(pack.identity)]
+    assert len(idx) == 4
+    x = torch.stack([torch.from_numpy(pack.image(i).copy()).permute(2, 0, 1).float() / 127.5 - 1 for i in idx])
+    feats = identity_network("dlib_resnet")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        fixed = torch.nn.functional.normalize(feats(x)["embedding"], dim=1)
+        still = feats(x, RandomView.draw(4, 0.0, g, torch.device("cpu")))["embedding"]
+        moved = torch.nn.functional.normalize(feats(x, RandomView.draw(4, 1.0, g, torch.device("cpu")))["embedding"], dim=1)
+    assert torch.allclose(torch.nn.functional.normalize(still, dim=1), fixed, atol=1e-5)
+    sim = moved @ fixed.T
+    assert float((moved * fixed).sum(1).max()) < 0.9999  # the view does change what the network sees
+    assert sim.argmax(1).tolist() == [0, 1, 2, 3]
+    x.requires_grad_(True)
+    feats(x, RandomView.draw(4, 1.0, g, torch.device("cpu")))["embedding"].sum().backward()
+    assert x.grad.abs().sum() > 0
+
+
+def test_id_view_jitter_changes_only_the_identity_terms(small_pack, tmp_path):
+    """The same first step with and without id_view_jitter: same batch, same generator, same
+    pixel term; the identity terms differ (the network saw another view)."""
+    base = dict(pack=str(small_pack), train_identities="1-3", val_pack="", width=0.125, batch=2, identity_net="mobilefacenet",
+                identity_weights="", weights={**L.LossWeights().to_dict(), "id_cos": 1.0}, sample_every=0, val_every=0,
+                log_every=1, resume=False, adversarial="none")
+    terms = []
+    for j in (0.0, 1.0):
+        torch.manual_seed(0)
+        tr = Trainer(TrainConfig(**base, out=str(tmp_path / f"j{j}"), id_view_jitter=j))
+        terms.append(as_floats(tr.train_step()))
+    assert terms[0]["g_pixel"] == pytest.approx(terms[1]["g_pixel"], abs=1e-6)
+    assert abs(terms[0]["g_id_cos"] - terms[1]["g_id_cos"]) > 1e-4 and abs(terms[0]["g_ip"] - terms[1]["g_ip"]) > 1e-6
+
+
 def test_fused_rank1_mixes_raw_and_output_embeddings():
     """--fusion: rank-1 of normalise((1 − w)·raw + w·output). Here the raw input and the output each
     identify one of two probes, and their even mix identifies both."""

@@ -84,6 +84,10 @@ class TrainConfig:
     # Photometric augmentation (train/augment.py): 0 = off, 1 = its documented ranges. Colour and
     # contrast move input and target together; side light, blur and noise touch the input only.
     augment: float = 0.0
+    # The identity network sees each step's output, target and input through one random small
+    # view per sample (losses.RandomView: shift, scale, turn, colour gain; 1 = its documented
+    # ranges, 0 = the network's fixed view), so a mark that fools one fixed view stops paying.
+    id_view_jitter: float = 0.0
     # Real faces for the domain terms (weights.domain, domain_cycle, domain_sym): packs,
     # comma-separated, whose profiles of domain_identities are fed as inputs without targets, half
     # a batch per step.
@@ -288,6 +292,10 @@ class Trainer:
             # Seeded by the step, so a resumed run draws what the uninterrupted one would have.
             g = torch.Generator().manual_seed(cfg.seed * 1000003 + self.step * 7 + self.rank)
             x, y = photometric(x, y, g, cfg.augment)
+        view = None
+        if cfg.id_view_jitter > 0 and self.id_feats is not None:
+            g = torch.Generator().manual_seed(cfg.seed * 1000003 + self.step * 7 + self.rank + 3)
+            view = L.RandomView.draw(x.shape[0], cfg.id_view_jitter, g, self.device)
         logs: Dict[str, float] = {}
         ac = torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp)
         # Real profiles for the domain term ride along in the same generator batch, after the pairs.
@@ -345,7 +353,7 @@ class Trainer:
                                   batch["aligned"] + (1 - batch["aligned"]) * cfg.pixel_on_identity_pairs,
                                   pose=self.pose,
                                   cycle=(x, batch["flow"], batch["flow_valid"]) if "flow" in batch else None,
-                                  cycle_space=cfg.cycle_space, inputs=x)
+                                  cycle_space=cfg.cycle_space, inputs=x, id_view=view)
             total = lt.total
             real_out = out_all["img128"][b:]  # the domain pack's profiles (empty without one)
             if self.d_dom is not None:

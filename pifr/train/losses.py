@@ -7,6 +7,7 @@ Images are ``(B, 3, H, W)`` in [-1, 1].
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Callable, Dict, Mapping, Optional, Sequence
 
@@ -144,16 +145,19 @@ def identity_loss(features: Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
     return identity_terms(features, fake, real)[0]
 
 
-def identity_terms(features: Callable[[torch.Tensor], Mapping[str, torch.Tensor]], fake: torch.Tensor,
-                   real: torch.Tensor, inp: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None):
+def identity_terms(features: Callable[..., Mapping[str, torch.Tensor]], fake: torch.Tensor,
+                   real: torch.Tensor, inp: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
+                   view: Optional[RandomView] = None):
     """``(l1, cos, contrast, nce)``: the paper's mean L1 over feature levels, the mean
     ``1 − cosine`` of the embeddings, with ``inp`` (the generator's inputs)
     :func:`identity_contrast` and with ``labels`` (the batch's identities) :func:`identity_nce`
-    (else None), from one pass of the frozen network over each image."""
+    (else None), from one pass of the frozen network over each image — through ``view`` when
+    given (``features(img, view)``, the same view for all three)."""
+    feats = features if view is None else (lambda t: features(t, view))
     with torch.no_grad():
-        fr = features(real)
-        fi = features(inp)["embedding"].float() if inp is not None else None
-    ff = features(fake)
+        fr = feats(real)
+        fi = feats(inp)["embedding"].float() if inp is not None else None
+    ff = feats(fake)
     l1 = torch.stack([F.l1_loss(ff[k].float(), fr[k].float()) for k in fr]).mean()
     fe, re = ff["embedding"].float(), fr["embedding"].float()
     cos = 1 - F.cosine_similarity(fe, re, dim=1).mean()
@@ -310,10 +314,51 @@ class IdentityFeatures(nn.Module):
         theta = to_norm @ np.vstack([m, [0, 0, 1]]) @ from_norm
         self.register_buffer("theta", torch.tensor(theta[:2], dtype=torch.float32)[None])
 
-    def forward(self, img: torch.Tensor) -> Dict[str, torch.Tensor]:
-        grid = F.affine_grid(self.theta.expand(img.shape[0], 2, 3), [img.shape[0], 3, self.size, self.size], align_corners=False)
+    def forward(self, img: torch.Tensor, view: Optional["RandomView"] = None) -> Dict[str, torch.Tensor]:
+        """``img`` ``(B, 3, 128, 128)`` in [-1, 1]; ``view``: a per-sample random view (training only)."""
+        theta = self.theta.expand(img.shape[0], 2, 3)
+        if view is not None:
+            # The view acts in the network's own crop: output coords → jittered coords → TP-GAN crop.
+            theta = theta @ torch.cat([view.affine, view.affine.new_tensor([0.0, 0.0, 1.0]).expand(len(img), 1, 3)], 1)
+        grid = F.affine_grid(theta, [img.shape[0], 3, self.size, self.size], align_corners=False)
         x = F.grid_sample((img + 1) * 127.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if view is not None:
+            x = (x * view.gain[:, :, None, None]).clamp(0, 255)
         return self.net.feature_maps(x)
+
+
+#: Ranges of :class:`RandomView` at amount 1: shift (fraction of the half-crop), relative
+#: scale, rotation (radians), per-channel colour gain.
+VIEW_SHIFT, VIEW_SCALE, VIEW_ROTATION, VIEW_GAIN = 0.08, 0.06, math.radians(6.0), 0.10
+
+
+@dataclass(frozen=True)
+class RandomView:
+    """One small random similarity and colour gain per sample, through which the identity
+    network sees an image (``IdentityFeatures(img, view)``). One draw serves every image of a
+    step, so output, target and input of a pair are seen the same way and the feature-map L1
+    still compares like with like.
+
+    Why: a generator trained against one fixed view of one frozen network can satisfy it with
+    marks no other network reads (the green streak of docs/tpgan.md stage MF); marks that must
+    survive random shifts, scales, turns and colour changes are more likely the face itself — the
+    expectation-over-transformation argument of Athalye et al., "Synthesizing Robust Adversarial
+    Examples" (ICML 2018), used the other way round.
+    ``affine`` ``(B, 2, 3)`` in normalised crop coordinates; ``gain`` ``(B, 3)``."""
+
+    affine: torch.Tensor
+    gain: torch.Tensor
+
+    @classmethod
+    def draw(cls, b: int, amount: float, generator: torch.Generator, device: torch.device) -> "RandomView":
+        """``b`` views; ``amount`` scales the ranges (VIEW_*), 1 = as documented there."""
+        u = (torch.rand(b, 7, generator=generator) * 2 - 1) * amount
+        scale = 1 + VIEW_SCALE * u[:, 0]
+        ang = VIEW_ROTATION * u[:, 1]
+        cos, sin = scale * torch.cos(ang), scale * torch.sin(ang)
+        affine = torch.stack([torch.stack([cos, -sin, VIEW_SHIFT * u[:, 2]], 1),
+                              torch.stack([sin, cos, VIEW_SHIFT * u[:, 3]], 1)], 1)
+        return cls(affine.to(device), (1 + VIEW_GAIN * u[:, 4:7]).to(device))
 
 
 @dataclass
@@ -331,7 +376,7 @@ def generator_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor, *, wei
                    sym_space: str = "laplacian", pixel_weight: Optional[torch.Tensor] = None,
                    pose: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                    cycle: Optional[Sequence[torch.Tensor]] = None, cycle_space: str = "pooled",
-                   inputs: Optional[torch.Tensor] = None) -> LossTerms:
+                   inputs: Optional[torch.Tensor] = None, id_view: Optional[RandomView] = None) -> LossTerms:
     """The weighted TP-GAN generator objective; terms whose inputs are absent are skipped (but a
     weighted ``id_contrast`` without ``inputs`` or ``id_nce`` without ``id_labels`` raises
     ValueError rather than vanish). ``id_labels`` (B,): the batch's identities, for ``id_nce`` and,
@@ -339,7 +384,8 @@ def generator_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor, *, wei
     ``pixel_weight`` (B,): per-sample scale of the pixel term (see :func:`pixel_loss`);
     ``pose``: a :class:`FrontalPose` for the ``pose`` term; ``cycle``: ``(input, flow, valid)``
     for the ``cycle`` term (:func:`cycle_loss`); ``inputs`` ``(B, 3, 128, 128)``: the generator's
-    inputs, for the ``id_contrast`` term."""
+    inputs, for the ``id_contrast`` term; ``id_view``: the identity network's random view
+    (:class:`RandomView`) for this step, or None for its fixed one."""
     terms: Dict[str, torch.Tensor] = {"pixel": pixel_loss(out, target, target_patches, pixel_weight),
                                       "sym": symmetry_loss(out["img128"], sym_space),
                                       "tv": tv_loss(out["img128"])}
@@ -354,7 +400,7 @@ def generator_loss(out: Mapping[str, torch.Tensor], target: torch.Tensor, *, wei
             raise ValueError("the id_nce term needs the batch's identities (id_labels=)")
         terms["ip"], id_cos, contrast, nce = identity_terms(
             id_features, out["img128"], target, inputs if weights.id_contrast else None,
-            id_labels if weights.id_nce else None)
+            id_labels if weights.id_nce else None, id_view)
         if weights.id_cos:
             terms["id_cos"] = id_cos
         if contrast is not None:
