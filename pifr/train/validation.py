@@ -80,6 +80,11 @@ def reference(val: PairDataset, n: int, batch: int, embed: Callable[[torch.Tenso
     return ValReference(batches, torch.cat(e_in), torch.cat(e_tgt), ids)
 
 
+def fused_key(name: str, weight: float) -> str:
+    """The :func:`figures` key of generator ``name``'s rank-1 fused with the raw input at ``weight``."""
+    return f"val_rank1_{name}_fused{weight:g}"
+
+
 @torch.no_grad()
 def figures(nets: Dict[str, GenerateFn], ref: ValReference, embed: Callable[[torch.Tensor], torch.Tensor],
             device: torch.device, probes: Optional[torch.Tensor] = None,
@@ -116,7 +121,7 @@ def figures(nets: Dict[str, GenerateFn], ref: ValReference, embed: Callable[[tor
         out[f"val_id_cos_{name}"], out[f"val_rank1_{name}"] = cos(eo), r1(eo)
         out[f"val_nearer_{name}"] = float(((eo[m] * et[m]).sum(1) > (eo[m] * ei[m]).sum(1)).float().mean())
         for w in fusion:
-            out[f"val_rank1_{name}_fused{w:g}"] = r1(F.normalize((1.0 - w) * ei + w * eo, dim=1))
+            out[fused_key(name, w)] = r1(F.normalize((1.0 - w) * ei + w * eo, dim=1))
     return out
 
 
@@ -204,7 +209,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(json.dumps({"generator": g, "pack": args.pack, "identities": args.identities, "pairs": scored, "other_photos": args.other_photos,
                               "identity_net": args.identity_net, **f}))
         else:
-            fused = "".join(f" {f[f'val_rank1_output_fused{w:g}']:.3f} |" for w in args.fusion)
+            fused = "".join(f" {f[fused_key('output', w)]:.3f} |" for w in args.fusion)
             print(f"| {g} | {f['val_rank1_output']:.3f} | {f['val_rank1_input']:.3f} |{fused} {f['val_id_cos_output']:.3f} "
                   f"| {f['val_id_cos_input']:.3f} | {f['val_nearer_output']:.3f} | {f['val_l1']:.3f} |")
     if args.grid and gens:
