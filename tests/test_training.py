@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -146,14 +147,16 @@ def _domain_kw(pack: Path) -> dict:
     return dict(weights=dict(L.LossWeights().to_dict(), domain=1.0), domain_pack=str(pack), domain_identities="1-3")
 
 
-@pytest.mark.parametrize("extra", ["plain", "augment", "domain", "domain_cycle"])
+@pytest.mark.parametrize("extra", ["plain", "augment", "domain", "domain_cycle", "views"])
 def test_resume_reproduces_the_next_steps_exactly(small_pack, shared, tmp_path, extra):
     model = shared / "models" / "face-frontalization" / "model3Ddlib.mat"
     if extra == "domain_cycle" and not model.is_file():
         pytest.skip("model3Ddlib.mat not available")
     kw = {"plain": {}, "augment": {"augment": 1.0}, "domain": _domain_kw(small_pack),
           "domain_cycle": dict(_domain_kw(small_pack), weights=dict(L.LossWeights().to_dict(), domain=1.0, domain_cycle=1.0),
-                               model3d=str(model))}[extra]
+                               model3d=str(model)),
+          "views": dict(augment=1.0, id_view_jitter=1.0, identity_net="mobilefacenet", identity_weights="",
+                        weights=dict(L.LossWeights().to_dict(), id_cos=1.0))}[extra]
     a = Trainer(_cfg(small_pack, tmp_path / "a", steps=5, **kw))
     for _ in range(3):
         a.train_step()
@@ -167,6 +170,19 @@ def test_resume_reproduces_the_next_steps_exactly(small_pack, shared, tmp_path, 
     assert la == lb
     for (k, p), q in zip(a.g.state_dict().items(), b.g.state_dict().values()):
         assert torch.equal(p, q), k
+
+
+def test_step_random_streams_are_distinct_across_streams_steps_and_ranks_and_repeat_for_the_same_key():
+    """Each (stream, step, rank) gets its own seed: with additive seeds (seed + step·k + rank) rank k
+    of one step drew what rank 0 of the next did."""
+    def first_draws(stream, step, rank, seed=0):
+        me = SimpleNamespace(cfg=SimpleNamespace(seed=seed), step=step, rank=rank)
+        return tuple(torch.rand(4, generator=Trainer._step_rng(me, stream)).tolist())
+
+    keys = [(s, st, r) for s in ("augment", "view", "domain") for st in range(12) for r in range(8)]
+    draws = {first_draws(*k) for k in keys}
+    assert len(draws) == len(keys)
+    assert first_draws("view", 5, 1) == first_draws("view", 5, 1) != first_draws("view", 5, 1, seed=1)
 
 
 def test_domain_term_trains_a_second_discriminator_and_moves_the_generator_through_real_profiles(small_pack, tmp_path):
@@ -492,7 +508,6 @@ def test_validation_cli_reproduces_the_trainers_figures_for_a_saved_generator(sm
 def test_other_photo_probes_leave_out_renders_of_the_gallery_photo():
     """Pixel-aligned packs pair renders with the photo they came from; --other-photos scores only
     the pairs whose photo is not the one in the gallery (the first target of each identity)."""
-    from types import SimpleNamespace
 
     from pifr.train.validation import ValReference, figures, other_photo_probes
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -289,13 +290,10 @@ class Trainer:
         batch = self._next_batch()
         x, y, xl, yl = batch["input"], batch["target"], batch["input_lm"], batch["target_lm"]
         if cfg.augment > 0:
-            # Seeded by the step, so a resumed run draws what the uninterrupted one would have.
-            g = torch.Generator().manual_seed(cfg.seed * 1000003 + self.step * 7 + self.rank)
-            x, y = photometric(x, y, g, cfg.augment)
+            x, y = photometric(x, y, self._step_rng("augment"), cfg.augment)
         view = None
         if cfg.id_view_jitter > 0 and self.id_feats is not None:
-            g = torch.Generator().manual_seed(cfg.seed * 1000003 + self.step * 7 + self.rank + 3)
-            view = L.RandomView.draw(x.shape[0], cfg.id_view_jitter, g, self.device)
+            view = L.RandomView.draw(x.shape[0], cfg.id_view_jitter, self._step_rng("view"), self.device)
         logs: Dict[str, float] = {}
         ac = torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp)
         # Real profiles for the domain term ride along in the same generator batch, after the pairs.
@@ -381,12 +379,19 @@ class Trainer:
         logs.update({f"g_{k}": v for k, v in lt.terms.items()}, g_total=total.detach())
         return logs
 
+    def _step_rng(self, stream: str) -> torch.Generator:
+        """A CPU generator for one random stream of this step on this rank. Seeded by (seed, stream,
+        step, rank) alone, so a resumed run draws what the uninterrupted one would have; hashed, so
+        no two streams, steps or ranks share a seed (sums like seed + step·k + rank collide)."""
+        key = f"{self.cfg.seed}/{stream}/{self.step}/{self.rank}".encode()
+        return torch.Generator().manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little"))
+
     def _domain_batch(self) -> Dict[str, torch.Tensor]:
         """Half a batch of real profiles (:class:`PairDataset` items collated: ``input``,
         ``input_lm``, mirrored to face right, and ``flow``/``flow_valid`` with the domain cycle
         term; their targets go unused), drawn with a generator seeded by the step so that resumed
         runs stay exact."""
-        g = torch.Generator().manual_seed((self.cfg.seed + 1) * 2000003 + self.step * 11 + self.rank)
+        g = self._step_rng("domain")
         idx = torch.randint(len(self.domain), (max(1, self.cfg.batch // 2),), generator=g).tolist()
         return self._collate([self.domain[i] for i in idx])
 
