@@ -505,6 +505,34 @@ def test_validation_cli_reproduces_the_trainers_figures_for_a_saved_generator(sm
     assert np.abs(img.astype(int) - want_img.astype(int)).max() <= 1
 
 
+def test_validation_cli_through_random_views_is_seeded_and_still_recognises_raw_faces(small_pack, tmp_path, capsys):
+    """--view-jitter: every image seen through its own seeded random view; the same call gives the
+    same figures, the raw profiles' cosines move off the fixed view's, real faces are still
+    recognised above chance (3 identities), and a file's figures do not depend on its place."""
+    import json
+
+    from pifr.train.validation import main as validation_main
+
+    cfg = TrainConfig(pack=str(small_pack), train_identities="351-351", out=str(tmp_path / "run"), width=0.125,
+                      identity_net="none", resume=False)
+    gen = Trainer(cfg).save_generator(tmp_path / "g.safetensors")
+    args = ["--generator", str(gen), "--pack", str(small_pack), "--identities", "1-3", "--identity-net", "mobilefacenet",
+            "--pairs", "12", "--batch", "4", "--json"]
+    runs = []
+    for extra in ([], ["--view-jitter", "1"], ["--view-jitter", "1"]):
+        assert validation_main(args + extra) == 0
+        runs.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    fixed, a, b = runs
+    assert a == b and a["view_jitter"] == 1.0 and fixed["view_jitter"] == 0.0
+    assert abs(a["val_id_cos_input"] - fixed["val_id_cos_input"]) > 1e-4
+    assert a["val_rank1_input"] > 0.5
+    # Every file's outputs are seen through the same views, wherever it stands in the list.
+    assert validation_main(args[:1] + [str(gen)] + args[1:] + ["--view-jitter", "1"]) == 0
+    assert [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()] == [a, a]
+    with pytest.raises(SystemExit):
+        validation_main(args + ["--view-jitter", "-1"])
+
+
 def test_other_photo_probes_leave_out_renders_of_the_gallery_photo():
     """Pixel-aligned packs pair renders with the photo they came from; --other-photos scores only
     the pairs whose photo is not the one in the gallery (the first target of each identity)."""

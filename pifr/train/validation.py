@@ -57,9 +57,23 @@ def identity_network(name: str, weights: str = "", device: torch.device = torch.
     return L.IdentityFeatures(net, TPGAN_128, entry.template).to(device)
 
 
-def embedding_fn(id_feats: L.IdentityFeatures) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``(B, 3, 128, 128)`` TP-GAN crops in [-1, 1] → ``(B, dim)`` unit embeddings (float32)."""
-    return lambda t: F.normalize(id_feats(t)["embedding"].float(), dim=1)
+def embedding_fn(id_feats: L.IdentityFeatures, view_jitter: float = 0.0,
+                 seed: int = 1) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``(B, 3, 128, 128)`` TP-GAN crops in [-1, 1] → ``(B, dim)`` unit embeddings (float32).
+
+    ``view_jitter`` > 0: each image is seen through its own random view
+    (:class:`pifr.train.losses.RandomView` at that amount), drawn in call order from one generator
+    seeded by ``seed`` — to ask how much of a generator's score is tied to the network's one fixed
+    view of the crop (docs/tpgan.md, stage MF4)."""
+    if view_jitter <= 0:
+        return lambda t: F.normalize(id_feats(t)["embedding"].float(), dim=1)
+    g = torch.Generator().manual_seed(seed)
+
+    def embed(t: torch.Tensor) -> torch.Tensor:
+        view = L.RandomView.draw(len(t), view_jitter, g, t.device)
+        return F.normalize(id_feats(t, view)["embedding"].float(), dim=1)
+
+    return embed
 
 
 @torch.no_grad()
@@ -161,6 +175,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="score only pairs whose target is not the gallery photo (for rendered packs)")
     ap.add_argument("--fusion", type=float, nargs="*", default=[],
                     help="also the rank-1 of normalise((1-w)*raw + w*output) for each weight w in (0, 1)")
+    ap.add_argument("--view-jitter", type=float, default=0.0,
+                    help="the identity network sees every image through its own random view of this amount "
+                         "(1 = RandomView's ranges; seeded; 0 = its one fixed view, as the trainer's check)")
     ap.add_argument("--json", action="store_true", help="one JSON object per generator instead of a table")
     ap.add_argument("--grid", help="also write a PNG: input | each generator's output | target, one row per pair")
     ap.add_argument("--grid-rows", type=int, default=6, help="pairs in --grid, evenly spaced over the scored pairs")
@@ -174,8 +191,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     device = torch.device(args.device)
     val = PairDataset(Pack.load(Path(args.pack)), identity_range(args.identities), frontal_inputs=False, max_targets_per_input=1)
-    embed = embedding_fn(identity_network(args.identity_net, args.identity_weights, device).eval())
-    ref = reference(val, args.pairs, args.batch, embed, device)
+    if args.view_jitter < 0:
+        ap.error("--view-jitter must be >= 0")
+    feats = identity_network(args.identity_net, args.identity_weights, device).eval()
+    ref = reference(val, args.pairs, args.batch, embedding_fn(feats, args.view_jitter, seed=1), device)
     probes = other_photo_probes(val, ref) if args.other_photos else None
     scored = len(ref.identities) if probes is None else int(probes.sum())
     if scored == 0:
@@ -183,7 +202,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.json:
         print(f"{scored} pairs scored{' (targets other than the gallery photo)' if args.other_photos else ''}, "
               f"{len(set(ref.identities))} identities of {args.pack} ({args.identities or 'all'}); "
-              f"identity network {args.identity_net}\n")
+              f"identity network {args.identity_net}"
+              f"{f', each image seen through a random view (amount {args.view_jitter:g})' if args.view_jitter else ''}\n")
         fused_cols = "".join(f" rank-1 fused w={w:g} |" for w in args.fusion)
         print(f"| generator | rank-1 output | rank-1 raw input |{fused_cols} cos output | cos raw input "
               "| nearer target than input | L1 |")
@@ -204,10 +224,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         gens.append(gen)
         names.append(g)
-        f = figures({"output": gen}, ref, embed, device, probes, args.fusion)
+        # Each file's outputs through the same random views (if any), whatever its place in the list.
+        f = figures({"output": gen}, ref, embedding_fn(feats, args.view_jitter, seed=2), device, probes, args.fusion)
         if args.json:
             print(json.dumps({"generator": g, "pack": args.pack, "identities": args.identities, "pairs": scored, "other_photos": args.other_photos,
-                              "identity_net": args.identity_net, **f}))
+                              "identity_net": args.identity_net, "view_jitter": args.view_jitter, **f}))
         else:
             fused = "".join(f" {f[fused_key('output', w)]:.3f} |" for w in args.fusion)
             print(f"| {g} | {f['val_rank1_output']:.3f} | {f['val_rank1_input']:.3f} |{fused} {f['val_id_cos_output']:.3f} "
