@@ -184,6 +184,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = ap.parse_args(argv)
     if any(not 0.0 < w < 1.0 for w in args.fusion):
         ap.error("--fusion weights must lie strictly between 0 and 1 (1 is the output alone)")
+    if args.view_jitter < 0:
+        ap.error("--view-jitter must be >= 0")
 
     from ..errors import PifrError
     from ..frontalization import Frontalizer
@@ -191,8 +193,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     device = torch.device(args.device)
     val = PairDataset(Pack.load(Path(args.pack)), identity_range(args.identities), frontal_inputs=False, max_targets_per_input=1)
-    if args.view_jitter < 0:
-        ap.error("--view-jitter must be >= 0")
     feats = identity_network(args.identity_net, args.identity_weights, device).eval()
     ref = reference(val, args.pairs, args.batch, embedding_fn(feats, args.view_jitter, seed=1), device)
     probes = other_photo_probes(val, ref) if args.other_photos else None
