@@ -509,8 +509,6 @@ def test_validation_cli_through_random_views_is_seeded_and_still_recognises_raw_
     """--view-jitter: every image seen through its own seeded random view; the same call gives the
     same figures, the raw profiles' cosines move off the fixed view's, real faces are still
     recognised above chance (3 identities), and a file's figures do not depend on its place."""
-    import json
-
     from pifr.train.validation import main as validation_main
 
     cfg = TrainConfig(pack=str(small_pack), train_identities="351-351", out=str(tmp_path / "run"), width=0.125,
@@ -536,7 +534,6 @@ def test_validation_cli_through_random_views_is_seeded_and_still_recognises_raw_
 def test_other_photo_probes_leave_out_renders_of_the_gallery_photo():
     """Pixel-aligned packs pair renders with the photo they came from; --other-photos scores only
     the pairs whose photo is not the one in the gallery (the first target of each identity)."""
-
     from pifr.train.validation import ValReference, figures, other_photo_probes
 
     # identity 0: photos 10 (gallery) and 11; identity 1: photo 20 only.

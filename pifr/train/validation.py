@@ -65,12 +65,10 @@ def embedding_fn(id_feats: L.IdentityFeatures, view_jitter: float = 0.0,
     (:class:`pifr.train.losses.RandomView` at that amount), drawn in call order from one generator
     seeded by ``seed`` — to ask how much of a generator's score is tied to the network's one fixed
     view of the crop (docs/tpgan.md, stage MF4)."""
-    if view_jitter <= 0:
-        return lambda t: F.normalize(id_feats(t)["embedding"].float(), dim=1)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed) if view_jitter > 0 else None
 
     def embed(t: torch.Tensor) -> torch.Tensor:
-        view = L.RandomView.draw(len(t), view_jitter, g, t.device)
+        view = None if g is None else L.RandomView.draw(len(t), view_jitter, g, t.device)
         return F.normalize(id_feats(t, view)["embedding"].float(), dim=1)
 
     return embed
