@@ -48,7 +48,8 @@ def methods_available(embedders: List[str], generator: Optional[str], model3d: O
 
     info = {e.name: e for e in list_embedders()}
     out = {}
-    for name in embedders + ["facenet_vggface2", "lightcnn29_v2"]:
+    # The user-supplied baselines are always listed: run when their weights are present, else said skipped.
+    for name in embedders + ["mobilefacenet_casia", "facenet_vggface2", "lightcnn29_v2"]:
         if name in out:
             continue
         ok = info[name].available

@@ -55,6 +55,12 @@ def _build_mobilefacenet() -> Any:
     return MobileFaceNet()
 
 
+def _build_mobilefacenet_prelu() -> Any:
+    from .models.mobilefacenet import MobileFaceNetPReLU
+
+    return MobileFaceNetPReLU()
+
+
 def _build_facenet() -> Any:
     from .models.facenet import FaceNet
 
@@ -87,6 +93,8 @@ class _Entry:
 _EMBEDDERS: Dict[str, _Entry] = {
     "dlib_resnet": _Entry("dlib_resnet", "dlib_resnet", DLIB_150, 128, _build_dlib, threshold=0.9069),
     "mobilefacenet": _Entry("mobilefacenet", "mobilefacenet", ARCFACE_112, 128, _build_mobilefacenet, threshold=0.2738),
+    "mobilefacenet_casia": _Entry("mobilefacenet_casia", "mobilefacenet_casia", ARCFACE_112, 128,
+                                  _build_mobilefacenet_prelu, threshold=0.3206),
     "facenet_vggface2": _Entry("facenet_vggface2", "facenet_vggface2", FACENET_160, 512, _build_facenet,
                                threshold=0.5, target="net", ignore=("logits.",)),
     "lightcnn29_v2": _Entry("lightcnn29_v2", "lightcnn29_v2", TPGAN_128, 256, _build_lightcnn,

@@ -175,8 +175,11 @@ def load_state_dict(name_or_spec: Union[str, WeightSpec], path: Optional[Union[s
         raise
     except Exception as e:  # any parser failure is a bad file from the caller's point of view
         raise WeightsFormatError(f"{p}: cannot read as {spec.format} ({type(e).__name__}: {e})") from e
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
+    # Training checkpoints wrap the weights beside epoch counters and optimiser state.
+    for key in ("state_dict", "net_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
     if not isinstance(obj, dict):
         raise WeightsFormatError(f"{p}: expected a state dict, got {type(obj).__name__}")
     return spec, {k.removeprefix("module."): v for k, v in obj.items()}

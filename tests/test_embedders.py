@@ -8,7 +8,7 @@ import torch
 
 import pifr
 from pifr.datasets import lfw_pairs
-from pifr.embedders import get_embedder, list_embedders
+from pifr.embedders import get_embedder, list_embedders, locate_face
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,40 @@ def test_lfw_pairs_decided_correctly(name, dev_pairs):
         assert a.shape == (emb.dim,) and abs(np.linalg.norm(a) - 1) < 1e-4
         correct += (float(a @ b) >= emb.threshold) == p.same
     assert correct / len(dev_pairs) >= 0.95, f"{name}: {correct}/{len(dev_pairs)}"
+
+
+@pytest.fixture()
+def casia_weights(shared, monkeypatch):
+    """The user-supplied CASIA-WebFace MobileFaceNet, found the way a user would: $PIFR_WEIGHTS_DIR."""
+    d = shared / "models" / "mobilefacenet"
+    if not (d / "xiaoccer_068.ckpt").is_file():
+        pytest.skip("xiaoccer_068.ckpt not in the shared models")
+    monkeypatch.setenv("PIFR_WEIGHTS_DIR", str(d))
+    return d / "xiaoccer_068.ckpt"
+
+
+def test_casia_mobilefacenet_loads_its_checkpoint_and_decides_real_pairs(casia_weights, dev_pairs):
+    """The paper-layout MobileFaceNet reads the Xiaoccer checkpoint (a training dict around the
+    weights) strictly, verified by sha256, and decides LFW development pairs at its threshold;
+    fed BGR instead of RGB it separates them less well (the channel order is part of its contract)."""
+    emb = get_embedder("mobilefacenet_casia")
+    assert emb.spec.sha256 and emb.spec.user_supplied
+    crops = {}
+    for p in dev_pairs:
+        for f in (p.a, p.b):
+            if f not in crops:
+                img, face = locate_face(f, select="center")
+                crops[f] = emb.align(img, face)
+    a = emb.embed_crops(np.stack([crops[p.a] for p in dev_pairs]))
+    b = emb.embed_crops(np.stack([crops[p.b] for p in dev_pairs]))
+    same = np.array([p.same for p in dev_pairs])
+    scores = (a * b).sum(1)
+    assert np.mean((scores >= emb.threshold) == same) >= 0.95
+    gap = scores[same].mean() - scores[~same].mean()
+    bgr_a = emb.embed_crops(np.stack([crops[p.a][..., ::-1] for p in dev_pairs]))
+    bgr_b = emb.embed_crops(np.stack([crops[p.b][..., ::-1] for p in dev_pairs]))
+    bgr = (bgr_a * bgr_b).sum(1)
+    assert bgr[same].mean() - bgr[~same].mean() < gap
 
 
 def test_dlib_port_matches_dlib(lfw):
