@@ -587,6 +587,37 @@ def test_random_views_keep_real_faces_recognisable_and_the_fixed_view_at_amount_
     assert x.grad.abs().sum() > 0
 
 
+def test_two_identity_networks_teach_as_one_with_the_mean_of_their_cosines(small_pack, tmp_path):
+    """identity_net="dlib_resnet+mobilefacenet": the ensemble's embedding is a unit vector whose
+    cosine between two real CFP crops is the mean of the two networks' cosines, every member's
+    maps are there under its name, gradients reach the image through both, and a trainer step
+    with it moves the generator. A weights list that does not match the networks is refused."""
+    from pifr.train.validation import identity_network
+
+    pack = Pack.load(small_pack)
+    idx = [int(np.flatnonzero(pack.frontal & (pack.identity == i))[0]) for i in np.unique(pack.identity)]
+    x = torch.stack([torch.from_numpy(pack.image(i).copy()).permute(2, 0, 1).float() / 127.5 - 1 for i in idx])
+    ens = identity_network("dlib_resnet+mobilefacenet", "dlib_resnet_fp16+")
+    f = ens(x.requires_grad_(True))
+    e = f["embedding"]
+    assert torch.allclose(e.norm(dim=1), torch.ones(len(x)), atol=1e-5)
+    members = [torch.nn.functional.normalize(f[f"{n}.embedding"], dim=1) for n in ("dlib_resnet", "mobilefacenet")]
+    mean_cos = sum(m @ m.T for m in members) / 2
+    assert torch.allclose(e @ e.T, mean_cos, atol=1e-5)
+    assert {"dlib_resnet.embedding", "mobilefacenet.s1"} <= set(f)
+    g = torch.autograd.grad(f["dlib_resnet.embedding"].sum(), x, retain_graph=True)[0]
+    h = torch.autograd.grad(f["mobilefacenet.embedding"].sum(), x)[0]
+    assert g.abs().sum() > 0 and h.abs().sum() > 0
+    with pytest.raises(ValueError):
+        identity_network("dlib_resnet+mobilefacenet", "dlib_resnet_fp16")
+    t = Trainer(_cfg(small_pack, tmp_path / "ens", identity_net="dlib_resnet+mobilefacenet",
+                     identity_weights="dlib_resnet_fp16+", adversarial="none",
+                     weights={**{k: 0.0 for k in L.LossWeights().to_dict()}, "id_cos": 1.0}))
+    g0 = [p.detach().clone() for p in t.g.parameters()]
+    assert as_floats(t.train_step())["g_id_cos"] > 0
+    assert any(not torch.equal(a, p) for a, p in zip(g0, t.g.parameters()))
+
+
 def test_id_view_jitter_changes_only_the_identity_terms(small_pack, tmp_path):
     """The same first step with and without id_view_jitter: same batch, same generator, same
     pixel term; the identity terms differ (the network saw another view)."""

@@ -65,7 +65,7 @@ class TrainConfig:
     beta2: float = 0.999
     g_steps_per_d: int = 2  # generator updates per discriminator update (the official code uses 2)
     adversarial: str = "patch"  # "patch" | "began" | "none"
-    identity_net: str = "dlib_resnet"  # "dlib_resnet" | "mobilefacenet" | "lightcnn29_v2" | "none"
+    identity_net: str = "dlib_resnet"  # an embedder name, "a+b" for an ensemble (losses.IdentityEnsemble), or "none"
     # The identity network's weights: a registered name (e.g. "dlib_resnet_fp16", the shipped fp16
     # copy of dlib's ResNet, for machines without face-recognition-models), a file, or "" for the
     # embedder's own registered weights.

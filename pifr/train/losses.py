@@ -327,6 +327,36 @@ class IdentityFeatures(nn.Module):
         return self.net.feature_maps(x)
 
 
+class IdentityEnsemble(nn.Module):
+    """Several frozen identity networks as one teacher (``identity_net="dlib_resnet+mobilefacenet"``).
+
+    Returns every member's maps under ``"<name>.<map>"`` (its raw embedding included) and, as
+    ``"embedding"``, the members' unit embeddings concatenated and scaled by ``1/√n``: a unit
+    vector whose cosine to another is the mean of the members' cosines, so the cosine, contrast
+    and NCE terms and validation's rank-1 need no change.
+
+    Why: a generator taught by one network learns marks that network reads and others do not
+    (docs/tpgan.md, stages MF4–MF6: MobileFaceNet's gain never reached dlib or a second
+    MobileFaceNet); marks two unlike networks must both read are more likely the face."""
+
+    def __init__(self, members: Dict[str, IdentityFeatures]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two identity networks")
+        self.members = nn.ModuleDict(members)
+
+    def forward(self, img: torch.Tensor, view: Optional["RandomView"] = None) -> Dict[str, torch.Tensor]:
+        """``img`` ``(B, 3, 128, 128)`` in [-1, 1]; ``view`` as :meth:`IdentityFeatures.forward` (shared by all)."""
+        out: Dict[str, torch.Tensor] = {}
+        embs = []
+        for name, net in self.members.items():
+            f = net(img, view)
+            out.update({f"{name}.{k}": v for k, v in f.items()})
+            embs.append(F.normalize(f["embedding"].float(), dim=1))
+        out["embedding"] = torch.cat(embs, 1) / math.sqrt(len(embs))
+        return out
+
+
 #: Ranges of :class:`RandomView` at amount 1: shift (fraction of the half-crop), relative
 #: scale, rotation (radians), per-channel colour gain.
 VIEW_SHIFT, VIEW_SCALE, VIEW_ROTATION, VIEW_GAIN = 0.08, 0.06, math.radians(6.0), 0.10

@@ -42,10 +42,21 @@ class ValReference:
     identities: List[int]
 
 
-def identity_network(name: str, weights: str = "", device: torch.device = torch.device("cpu")) -> L.IdentityFeatures:
+def identity_network(name: str, weights: str = "",
+                     device: torch.device = torch.device("cpu")) -> "L.IdentityFeatures | L.IdentityEnsemble":
     """The embedder ``name`` (e.g. ``"dlib_resnet"``) as a frozen identity network on TP-GAN crops.
     ``weights``: a registered weights name (e.g. ``"dlib_resnet_fp16"``), a file path, or empty for
-    the embedder's own registered weights."""
+    the embedder's own registered weights.
+
+    ``"a+b"`` names an ensemble (:class:`pifr.train.losses.IdentityEnsemble`), its weights given
+    the same way (``"dlib_resnet_fp16+"``: dlib's fp16 copy, then b's own weights)."""
+    if "+" in name:
+        names = name.split("+")
+        ws = weights.split("+") if weights else [""] * len(names)
+        if len(ws) != len(names) or len(set(names)) != len(names):
+            raise ValueError(f"identity_net {name!r} with identity_weights {weights!r}: one weights entry per "
+                             "distinct network, joined by '+' (empty for a network's own weights)")
+        return L.IdentityEnsemble({n: identity_network(n, w, device) for n, w in zip(names, ws)}).to(device)
     from ..alignment import TPGAN_128
     from ..embedders import _EMBEDDERS
     from ..weights import load_into, registry
