@@ -119,7 +119,8 @@ def candidates(spec: WeightSpec, path: Optional[Union[str, Path]] = None) -> Lis
             out.append(Path(str(files(mod))) / sub / spec.file)
         except ModuleNotFoundError:
             pass
-    return out
+    # An editable install's package data is the repository's weights/: say each place once.
+    return list(dict.fromkeys(out))
 
 
 def resolve(name_or_spec: Union[str, WeightSpec], path: Optional[Union[str, Path]] = None,

@@ -121,7 +121,7 @@ class _ConvBNPReLU(nn.Module):
 
     def __init__(self, cin: int, cout: int, k, stride: int = 1, groups: int = 1, linear: bool = False) -> None:
         super().__init__()
-        pad = 0 if k != 3 else 1
+        pad = 1 if k == 3 else 0  # 3×3 keeps the size; 1×1 and the global 7×6 need no padding
         self.conv = nn.Conv2d(cin, cout, k, stride, pad, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout)
         self.prelu = None if linear else nn.PReLU(cout)
