@@ -249,7 +249,7 @@ class Trainer:
         self._val_ref: Optional[V.ValReference] = None
 
     # ---------------------------------------------------------------- setup helpers
-    def _identity_net(self) -> Optional[L.IdentityFeatures]:
+    def _identity_net(self) -> "Optional[L.IdentityFeatures | L.IdentityEnsemble]":
         w = self.weights
         if self.cfg.identity_net == "none" or not (w.ip or w.id_cos or w.id_contrast or w.id_nce):
             return None

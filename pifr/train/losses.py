@@ -336,7 +336,7 @@ class IdentityEnsemble(nn.Module):
     and NCE terms and validation's rank-1 need no change.
 
     Why: a generator taught by one network learns marks that network reads and others do not
-    (docs/tpgan.md, stages MF4–MF6: MobileFaceNet's gain never reached dlib or a second
+    (docs/tpgan.md, stages MF4–EN: MobileFaceNet's gain never reached dlib or a second
     MobileFaceNet); marks two unlike networks must both read are more likely the face."""
 
     def __init__(self, members: Dict[str, IdentityFeatures]) -> None:
