@@ -15,7 +15,7 @@ output ``(B, 128)`` (unnormalised).
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 import torch
 import torch.nn as nn
@@ -27,6 +27,26 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 BOTTLENECKS = ((2, 64, 5, 2), (4, 128, 1, 2), (2, 128, 6, 1), (4, 128, 1, 2), (2, 128, 2, 1))
 #: Indices of the blocks whose outputs :meth:`feature_maps` returns as ``s1``, ``s2``, ``s3``.
 _TAPS = (4, 11, 14)
+
+
+def _bottleneck_stack(block: Callable[[int, int, int, int], nn.Module]) -> Tuple[nn.Sequential, int]:
+    """The 15 inverted residuals of :data:`BOTTLENECKS`, each ``block(cin, cout, stride, expand)``,
+    and their output channels."""
+    layers, cin = [], 64
+    for t, c, n, s in BOTTLENECKS:
+        for i in range(n):
+            layers.append(block(cin, c, s if i == 0 else 1, t))
+            cin = c
+    return nn.Sequential(*layers), cin
+
+
+def _run_tapped(blocks: nn.Sequential, x: torch.Tensor, out: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """``x`` through ``blocks``, storing the outputs of the :data:`_TAPS` blocks in ``out`` as ``s1…s3``."""
+    for i, block in enumerate(blocks):
+        x = block(x)
+        if i in _TAPS:
+            out[f"s{len(out) + 1}"] = x
+    return x
 
 
 def _conv_bn_relu6(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
@@ -84,13 +104,7 @@ class MobileFaceNet(nn.Module):
         super().__init__()
         self.conv1 = _conv_bn_relu6(3, 64, stride=2)
         self.dw_conv = _DepthwiseSeparable(64, 64)
-        layers = []
-        cin = 64
-        for t, c, n, s in BOTTLENECKS:
-            for i in range(n):
-                layers.append(_InvertedResidual(cin, c, s if i == 0 else 1, t))
-                cin = c
-        self.features = nn.Sequential(*layers)
+        self.features, cin = _bottleneck_stack(_InvertedResidual)
         self.conv2 = _conv_bn_relu6(cin, 512, k=1)
         self.gdconv = _GlobalDepthwise(512, 7)
         self.conv3 = nn.Conv2d(512, embedding_size, 1)
@@ -103,10 +117,7 @@ class MobileFaceNet(nn.Module):
         x = (x - self.mean) / self.std
         x = self.dw_conv(self.conv1(x))
         out: Dict[str, torch.Tensor] = {}
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in _TAPS:
-                out[f"s{len(out) + 1}"] = x
+        x = _run_tapped(self.features, x, out)
         x = self.bn(self.conv3(self.gdconv(self.conv2(x))))
         out["embedding"] = x.flatten(1)
         return out
@@ -162,13 +173,7 @@ class MobileFaceNetPReLU(nn.Module):
         super().__init__()
         self.conv1 = _ConvBNPReLU(3, 64, 3, 2)
         self.dw_conv1 = _ConvBNPReLU(64, 64, 3, groups=64)
-        blocks = []
-        cin = 64
-        for t, c, n, s in BOTTLENECKS:
-            for i in range(n):
-                blocks.append(_InvertedResidualPReLU(cin, c, s if i == 0 else 1, t))
-                cin = c
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks, cin = _bottleneck_stack(_InvertedResidualPReLU)
         self.conv2 = _ConvBNPReLU(cin, 512, 1)
         self.linear7 = _ConvBNPReLU(512, 512, (7, 6), groups=512, linear=True)
         self.linear1 = _ConvBNPReLU(512, embedding_size, 1, linear=True)
@@ -179,10 +184,7 @@ class MobileFaceNetPReLU(nn.Module):
         x = (x[..., a:b] - 127.5) / 128.0
         x = self.dw_conv1(self.conv1(x))
         out: Dict[str, torch.Tensor] = {}
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i in _TAPS:
-                out[f"s{len(out) + 1}"] = x
+        x = _run_tapped(self.blocks, x, out)
         out["embedding"] = self.linear1(self.linear7(self.conv2(x))).flatten(1)
         return out
 
