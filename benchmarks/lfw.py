@@ -10,15 +10,18 @@ from pathlib import Path
 from _harness import parser, save_record, embed_paths, pair_scores, run_header, shared_root, weights_sha
 
 from pifr.datasets import lfw_pairs
-from pifr.embedders import get_embedder
+from pifr.embedders import list_embedders
 from pifr.metrics import verification_summary
+from pifr.weights import get_spec
 
 import numpy as np
 
 
 def published(name: str) -> str:
-    """The LFW accuracy its publishers report, from the weights manifest (``reported.lfw_accuracy``)."""
-    return str(get_embedder(name).spec.reported.get("lfw_accuracy", "-"))
+    """The LFW accuracy its publishers report, from the weights manifest (``reported.lfw_accuracy``);
+    read from the registry, so a run whose embeddings are all cached loads no network for it."""
+    weights = {e.name: e.weights for e in list_embedders()}[name]
+    return str(get_spec(weights).reported.get("lfw_accuracy", "-"))
 
 
 def dlib_chip_embeddings(paths, detector):
