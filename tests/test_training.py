@@ -560,6 +560,13 @@ def test_nearer_counts_outputs_closer_to_their_target_than_to_their_input():
     assert (f["val_nearer_copy"], f["val_nearer_target"], f["val_nearer_mix"]) == (0.0, 1.0, 1.0)
 
 
+def _first_frontal_of_each_person(pack_path: Path) -> torch.Tensor:
+    """``(P, 3, 128, 128)`` in [-1, 1]: each identity's first frontal crop in the pack, in identity order."""
+    pack = Pack.load(pack_path)
+    idx = [int(np.flatnonzero(pack.frontal & (pack.identity == i))[0]) for i in np.unique(pack.identity)]
+    return torch.stack([torch.from_numpy(pack.image(i).copy()).permute(2, 0, 1).float() / 127.5 - 1 for i in idx])
+
+
 def test_random_views_keep_real_faces_recognisable_and_the_fixed_view_at_amount_zero(small_pack):
     """id_view_jitter: the identity network sees a crop through a small random shift/scale/turn
     and colour gain. At amount 0 that is the fixed view exactly; at amount 1 the features change
@@ -568,10 +575,8 @@ def test_random_views_keep_real_faces_recognisable_and_the_fixed_view_at_amount_
     from pifr.train.losses import RandomView
     from pifr.train.validation import identity_network
 
-    pack = Pack.load(small_pack)
-    idx = [int(np.flatnonzero(pack.frontal & (pack.identity == i))[0]) for i in np.unique(pack.identity)]
-    assert len(idx) == 4
-    x = torch.stack([torch.from_numpy(pack.image(i).copy()).permute(2, 0, 1).float() / 127.5 - 1 for i in idx])
+    x = _first_frontal_of_each_person(small_pack)
+    assert len(x) == 4
     feats = identity_network("dlib_resnet")
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -594,9 +599,7 @@ def test_two_identity_networks_teach_as_one_with_the_mean_of_their_cosines(small
     with it moves the generator. A weights list that does not match the networks is refused."""
     from pifr.train.validation import identity_network
 
-    pack = Pack.load(small_pack)
-    idx = [int(np.flatnonzero(pack.frontal & (pack.identity == i))[0]) for i in np.unique(pack.identity)]
-    x = torch.stack([torch.from_numpy(pack.image(i).copy()).permute(2, 0, 1).float() / 127.5 - 1 for i in idx])
+    x = _first_frontal_of_each_person(small_pack)
     ens = identity_network("dlib_resnet+mobilefacenet", "dlib_resnet_fp16+")
     f = ens(x.requires_grad_(True))
     e = f["embedding"]
