@@ -2,7 +2,7 @@
 # Several TP-GAN training runs at once on one GPU machine, in one command of the device tool
 # (10 minutes a command, 15 a task, files back: at most 8, 16 MiB each, 64 MiB in all):
 #
-#   OUT=/tmp/out [PIFR_COMMIT=sha] [KEEP=2] scripts/device_sweep.sh MINUTES NAME=CONFIG.json[,KEY=VALUE...] ...
+#   OUT=/tmp/out [PIFR_COMMIT=sha] [KEEP=2] [SPEED=0] [LAST=1] scripts/device_sweep.sh MINUTES NAME=CONFIG.json[,KEY=VALUE...] ...
 #
 # e.g.  scripts/device_sweep.sh 7 mixed=scripts/device_mixed.json renders=scripts/device_renders.json,augment=1
 #
@@ -10,7 +10,7 @@
 # GPU: a width-0.25 generator at batch 32 leaves most of an H100 idle between kernel launches,
 # so runs side by side cost each other little, and one job answers several questions. The CPU
 # threads are split between them. Back in $OUT: device.txt (machine, commit, GPU use sampled every
-# 30 s, and the GPU speed benchmark of the best generator), NAME.tgz for every run (train.log,
+# 30 s, and the GPU speed benchmark of the best generator unless SPEED=0), NAME.tgz for every run (train.log,
 # losses.csv, run.json, config.json, its last sample grid) and the fp16 generator parts
 # (NAME.generator_fp16.safetensors.partNN; join with cat) of the KEEP runs with the best
 # validation score (the trainer's own selection rule, on CFP 351-400) — 8 files in all for 3 runs.
@@ -63,6 +63,14 @@ for name in "${names[@]}"; do
   grep -q "^exit 0$" "$sweep/$name/job.log" || failed=1
   cp "$sweep/$name/job.log" "$sweep/$name/out/" 2>/dev/null
   cp "$sweep/$name/run/config.json" "$sweep/$name/out/" 2>/dev/null
+  # LAST=1: the run's last generator too (fp16), when it fits the archive's 16 MiB with room to
+  # spare — the best-by-validation one alone cannot say whether later steps helped.
+  last="$sweep/$name/run/generator.safetensors"
+  if [ "${LAST:-0}" != 0 ] && [ -f "$last" ] \
+     && "$py" "$here/scripts/export_generator.py" "$last" "$sweep/$name/out/generator_last_fp16.safetensors" --fp16 > /dev/null \
+     && [ "$(stat -c %s "$sweep/$name/out/generator_last_fp16.safetensors")" -gt $((14 * 2**20)) ]; then
+    rm "$sweep/$name/out/generator_last_fp16.safetensors"  # too big to come back inside the archive
+  fi
   tar -czf "$out/$name.tgz" -C "$sweep/$name/out" --exclude='generator_fp16.safetensors.part*' --exclude=device.txt .
 done
 # The best runs by the trainer's selection score (val rank-1 + 1e-3 × identity cosine), best first.
@@ -90,7 +98,7 @@ for name in $best; do
   done
 done
 top=${best%% *}
-if [ -n "$smi" ] && [ -n "$top" ] && [ -f "$sweep/$top/run/generator_best.safetensors" ]; then
+if [ "${SPEED:-1}" != 0 ] && [ -n "$smi" ] && [ -n "$top" ] && [ -f "$sweep/$top/run/generator_best.safetensors" ]; then
   # GPU speed of the best generator: forward per face, training steps, pifr.frontalize() end to end.
   { echo; echo "speed ($top):"; timeout 90 "$py" "$here/benchmarks/tpgan_speed.py" --device cuda --widths 0.25 1.0 \
       --generator "$sweep/$top/run/generator_best.safetensors" --out "$sweep/speed" 2>&1 | grep -v "it/s\]$" | tail -n 20; } >> "$out/device.txt"

@@ -668,6 +668,34 @@ def test_warm_start_takes_networks_but_not_progress(small_pack, tmp_path):
     assert run["init"] == {"from": str(tmp_path / "a" / "checkpoint.pt"), "step": 2} and b.step == 1
 
 
+def test_init_from_an_exported_generator_sets_the_generator_alone(small_pack, tmp_path):
+    """init=<generator.safetensors> (the fp16 export, what fits a GPU machine's carry): the
+    generator and its average start from those weights, the step count from 0; a generator of
+    another size is refused by name instead of half-loading."""
+    import subprocess
+    import sys
+
+    base = dict(pack=str(small_pack), train_identities="1-3", val_pack="", width=0.125, batch=2, identity_net="none",
+                sample_every=0, val_every=0, log_every=1, resume=False, ema=0.9)
+    a = Trainer(TrainConfig(**base, out=str(tmp_path / "a"), steps=2, lr=1e-3, ckpt_every=2))
+    a.run()
+    fp16 = tmp_path / "g16.safetensors"
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, str(repo / "scripts" / "export_generator.py"), str(tmp_path / "a" / "generator.safetensors"),
+                    str(fp16), "--fp16"], check=True, capture_output=True)
+    b = Trainer(TrainConfig(**base, out=str(tmp_path / "b"), steps=1, lr=1e-5, init=str(fp16)))
+    assert b.load_networks(fp16) == 2 and b.step == 0
+    for net in (b.g, b.g_ema):
+        for (k, p), q in zip(net.state_dict().items(), a.g_eval.state_dict().values()):
+            if p.is_floating_point():
+                assert torch.allclose(p, q.half().float()), k
+    b.run()
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["init"] == {"from": str(fp16), "step": 2}
+    c = Trainer(TrainConfig(**dict(base, width=0.0625), out=str(tmp_path / "c"), steps=1, init=str(fp16)))
+    with pytest.raises(ValueError, match="cannot start"):
+        c.load_networks(fp16)
+
+
 def test_wall_clock_budget_stops_saves_and_the_next_job_resumes(small_pack, tmp_path):
     """max_minutes: a run that passes its budget stops early with its checkpoint and generator
     saved (a time-limited job), and a resumed run finishes the remaining steps."""
@@ -778,17 +806,24 @@ def test_device_job_trains_and_exports_without_facenet_or_dlib(small_pack, tmp_p
         assert torch.allclose(f.get_tensor(k).float(), g.get_tensor(k), atol=1e-2)
 
 
+def _bytes_file(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
 def test_device_sweep_runs_side_by_side_and_brings_back_the_best(small_pack, tmp_path):
     """scripts/device_sweep.sh: two runs (the second with a config override) train at once; each
-    comes back as one archive of its logs, and only the best run's generator parts come back,
-    named by run, joining into the run's generator."""
+    comes back as one archive of its logs (with LAST=1 its last generator in fp16 too), and only
+    the best run's generator parts come back, named by run, joining into the run's generator."""
     import subprocess
     import tarfile
+
+    from safetensors import safe_open
 
     cfg = _device_cfg(small_pack, tmp_path / "cfg.json")
     out = tmp_path / "out"
     out.mkdir()
-    env = dict(_device_env(tmp_path, out), KEEP="1")
+    env = dict(_device_env(tmp_path, out), KEEP="1", LAST="1")
     repo = Path(__file__).resolve().parents[1]
     r = subprocess.run(["bash", "scripts/device_sweep.sh", "5", f"a={cfg}", f"b={cfg},seed=1,width=0.0625"], env=env,
                        cwd=repo, capture_output=True, text=True, timeout=900)
@@ -798,9 +833,13 @@ def test_device_sweep_runs_side_by_side_and_brings_back_the_best(small_pack, tmp
     for run, seed, width in (("a", 0, 0.125), ("b", 1, 0.0625)):
         with tarfile.open(out / f"{run}.tgz") as t:
             members = {Path(m).name for m in t.getnames()}
-            assert {"train.log", "losses.csv", "run.json", "config.json", "job.log"} <= members, members
+            assert {"train.log", "losses.csv", "run.json", "config.json", "job.log",
+                    "generator_last_fp16.safetensors"} <= members, members
             conf = json.load(t.extractfile("./config.json"))
             record = json.load(t.extractfile("./run.json"))
+            last = _bytes_file(tmp_path / f"{run}_last.safetensors", t.extractfile("./generator_last_fp16.safetensors").read())
+        with safe_open(str(last), "pt") as f:
+            assert f.metadata()["dtype"] == "float16" and json.loads(f.metadata()["config"])["width"] == width
         assert (conf["seed"], conf["width"]) == (seed, width)
         assert record["commit"] == "test" and record["command"][0].endswith("__main__.py")
     kept = {n.split(".")[0] for n in names if ".generator_fp16.safetensors.part" in n}
