@@ -23,7 +23,8 @@ sweep=${SWEEP_DIR:-/tmp/pifr_sweep}
 keep=${KEEP:-2}
 here=$(cd "$(dirname "$0")/.." && pwd)
 py=${PYTHON:-python3}
-export PYTHON="$py" PIFR_COMMIT="${PIFR_COMMIT:-$(git -C "$here" rev-parse HEAD 2>/dev/null || echo unknown)}"
+# The machine has no installed pifr: the tree itself is on the path (device_train.sh does the same).
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" PYTHON="$py" PIFR_COMMIT="${PIFR_COMMIT:-$(git -C "$here" rev-parse HEAD 2>/dev/null || echo unknown)}"
 threads=$(( $(nproc) / $# )); [ "$threads" -ge 1 ] || threads=1
 mkdir -p "$sweep"
 {

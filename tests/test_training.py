@@ -749,12 +749,18 @@ def _device_env(tmp_path, out: Path) -> dict:
 
     block = tmp_path / "block"
     block.mkdir(exist_ok=True)
+    # Nor is pifr installed there: it imports only where the tree itself is on sys.path (PYTHONPATH,
+    # or the working directory of `python -m`), whatever way it is installed here.
+    repo = str(Path(__file__).resolve().parents[1])
     (block / "sitecustomize.py").write_text(
-        "import sys\n"
+        "import os, sys\n"
+        f"REPO = {repo!r}\n"
         "class _Block:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name.split('.')[0] in ('facenet_pytorch', 'dlib', 'face_recognition_models'):\n"
         "            raise ImportError('not on the device: ' + name)\n"
+        "        if name == 'pifr' and not any(os.path.abspath(p or '.') == REPO for p in sys.path):\n"
+        "            raise ImportError('pifr is not installed on the device')\n"
         "sys.meta_path.insert(0, _Block())\n")
     env = dict(os.environ, OUT=str(out), RUN_DIR=str(tmp_path / "run"), SWEEP_DIR=str(tmp_path / "sweep"),
                PYTHONPATH=str(block), PIFR_COMMIT="test", PYTHON=sys.executable)
@@ -762,6 +768,8 @@ def _device_env(tmp_path, out: Path) -> dict:
 
     blocked = subprocess.run([sys.executable, "-c", "import dlib"], env=env, capture_output=True, text=True)
     assert blocked.returncode != 0 and "not on the device" in blocked.stderr
+    uninstalled = subprocess.run([sys.executable, "-c", "import pifr"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert uninstalled.returncode != 0 and "not installed on the device" in uninstalled.stderr
     return env
 
 
