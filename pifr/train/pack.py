@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     ap.add_argument("--setting", type=int, default=1, help="Multi-PIE setting (1 or 2)")
     ap.add_argument("--part", default="train", choices=["train", "test"])
     ap.add_argument("--detector", default="retinaface")
-    ap.add_argument("--quality", type=int, default=None, help="--merge: re-encode every crop at this JPEG quality")
+    ap.add_argument("--quality", type=int, default=None, help="re-encode every crop at this JPEG quality (any source; else 95, or unchanged with --merge)")
     ap.add_argument("--max-frontal-photos", type=int, default=0,
                     help="--merge: keep only each identity's first N frontal photos (identity-level targets; "
                          "renders and their photo targets are kept); 0 = all")
@@ -113,9 +113,7 @@ def main(argv=None) -> int:
                                     target=args.render_target, background=args.render_background, max_source_yaw=max_yaw,
                                     landmarks=args.render_landmarks, detector=args.detector,
                                     depth_scales=args.render_depth_scales)
-        pack.save(Path(args.out))
-        print(json.dumps({k: v for k, v in pack.manifest.items() if k != "skipped_examples"}))
-        return 0
+        return _save(pack, args)
     if args.cfp:
         items = cfp_items(Path(args.cfp), ids)
         manifest = {"source": "CFP", "root": args.cfp, "identities": args.identities,
@@ -123,7 +121,13 @@ def main(argv=None) -> int:
     else:
         items = multipie_items(Path(args.multipie), args.setting, args.part)
         manifest = {"source": "Multi-PIE", "root": args.multipie, "setting": args.setting, "part": args.part}
-    pack = build_pack(items, manifest, detector=args.detector)
+    return _save(build_pack(items, manifest, detector=args.detector), args)
+
+
+def _save(pack, args: argparse.Namespace) -> int:
+    """A newly built pack, re-encoded at ``--quality`` when given (else the packs' JPEG 95), saved."""
+    if args.quality:
+        pack = pack.reencoded(args.quality)
     pack.save(Path(args.out))
     print(json.dumps({k: v for k, v in pack.manifest.items() if k != "skipped_examples"}))
     return 0
