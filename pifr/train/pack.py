@@ -82,7 +82,8 @@ def main(argv=None) -> int:
     ap.add_argument("--setting", type=int, default=1, help="Multi-PIE setting (1 or 2)")
     ap.add_argument("--part", default="train", choices=["train", "test"])
     ap.add_argument("--detector", default="retinaface")
-    ap.add_argument("--quality", type=int, default=None, help="re-encode every crop at this JPEG quality (any source; else 95, or unchanged with --merge)")
+    ap.add_argument("--quality", type=int, default=None,
+                    help="re-encode every crop at this JPEG quality (any source; else 95, or unchanged with --merge)")
     ap.add_argument("--max-frontal-photos", type=int, default=0,
                     help="--merge: keep only each identity's first N frontal photos (identity-level targets; "
                          "renders and their photo targets are kept); 0 = all")
