@@ -340,6 +340,18 @@ def test_cli_runs_and_writes_artifacts(small_pack, tmp_path):
               f"out={tmp_path / 'bad'}", "steps=1", "identity_net=none"])
 
 
+def test_cli_names_a_missing_pack_or_init_file_in_one_line(small_pack, tmp_path):
+    """A config whose pack or warm start is not on disk (a carry left behind) stops at once with
+    the file named, not a traceback from inside numpy after the networks are built."""
+    from pifr.train.loop import main
+
+    common = [f"out={tmp_path / 'r'}", "steps=1", "identity_net=none", "val_pack="]
+    with pytest.raises(SystemExit, match="nowhere.npz: no such pack"):
+        main(["--set", f"pack={small_pack},{tmp_path / 'nowhere.npz'}", *common])
+    with pytest.raises(SystemExit, match="g.safetensors: no such init file"):
+        main(["--set", f"pack={small_pack}", f"init={tmp_path / 'g.safetensors'}", *common])
+
+
 def test_synthetic_pack_gives_pixel_exact_pairs(shared, lfw, tmp_path):
     model = shared / "models" / "face-frontalization" / "model3Ddlib.mat"
     if not model.is_file():

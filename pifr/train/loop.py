@@ -157,6 +157,8 @@ CSV_FIELDS = ["step", "seconds", "d", "began_k", "began_M", "g_pixel", "g_sym", 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
+        if cfg.init and not Path(cfg.init).is_file():  # before minutes of setup, not after
+            raise FileNotFoundError(f"{cfg.init}: no such init file (a checkpoint.pt or a generator .safetensors)")
         self.cfg = cfg
         self.rank = int(os.environ.get("RANK", 0))
         self.world = int(os.environ.get("WORLD_SIZE", 1))
@@ -649,7 +651,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = TrainConfig.from_args(args.config, args.set)
-    last = Trainer(cfg).run()
+    try:
+        trainer = Trainer(cfg)
+    except FileNotFoundError as e:  # a pack or init file the config names: one line, not a traceback
+        raise SystemExit(f"pifr-train: {e}") from e
+    last = trainer.run()
     print(json.dumps(last))
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
