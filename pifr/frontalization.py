@@ -12,7 +12,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -87,6 +87,7 @@ class Frontalizer:
                                      f"({len(missing)} missing, {len(unexpected)} unexpected keys)")
         self.net.eval().to(self.device)
         self.name, self.path = name, Path(path)
+        self.metadata: Dict[str, str] = meta  # the file's own record: config, step, validation score
         self._torch = torch
 
     def frontalize_crops(self, crops: np.ndarray, landmarks: np.ndarray, yaws: Sequence[float]) -> np.ndarray:

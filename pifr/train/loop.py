@@ -473,20 +473,19 @@ class Trainer:
         return int(s["step"])
 
     def _load_generator_file(self, path: Path) -> int:
-        from safetensors import safe_open
+        from ..frontalization import Frontalizer
 
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k).float() for k in f.keys()}
-        theirs = json.loads(meta.get("config", "{}"))
-        ours = json.loads(json.dumps(asdict(self.g.config)))  # tuples read back as lists
-        if theirs and theirs != ours:
-            raise ValueError(f"init={path}: a {theirs} generator cannot start a {ours} run "
+        # The inference loader reads and checks the file (typed errors for a corrupt one, defaults
+        # for config keys older files lack); only its size has to match this run's.
+        src = Frontalizer(path, self.device)
+        if src.net.config != self.g.config:
+            raise ValueError(f"init={path}: a {src.net.config} generator cannot start a {self.g.config} run "
                              "(set width/skips/... to match it)")
+        state = src.net.state_dict()
         self.g.load_state_dict(state)
         if self.g_ema is not None:
             self.g_ema.load_state_dict(state)
-        return int(meta.get("step", 0))
+        return int(src.metadata.get("step", 0))
 
     def _load_networks(self, s: Dict[str, Any]) -> None:
         self.g.load_state_dict(s["g"])
