@@ -12,6 +12,8 @@ does not beat raw on 351–400, a generator trained on the same people should no
 
     python scripts/embedding_residual.py [--embedders dlib_resnet mobilefacenet] [--epochs 60] [--seeds 3]
     python scripts/embedding_residual.py --packs packs/cfp_train.npz[,packs/render_lfw.npz] --val-pack packs/cfp_val.npz
+    python scripts/embedding_residual.py --packs packs/cfp_train.npz --val-pack packs/cfp_val.npz \
+        --people 44 88 175 263 350 --plot people.png     # the gain against the number of training people
 
 With ``--packs`` it works on training packs' TP-GAN crops instead (embedded as the trainer's
 identity network sees them, ``pifr.train.validation.identity_network``), so renders can be added
@@ -35,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -42,10 +45,14 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _harness import cache_dir, embed_paths, run_header, save_record, weights_sha  # noqa: E402
 from frontalization import IDS, cfp_hits, cmu_hits, evaluate  # noqa: E402
 
-from pifr.datasets import cfp_identity, cfp_images, cfp_protocol, cmu_faces, shared_root  # noqa: E402
+from pifr.datasets import cfp_identity, cfp_images, cfp_names, cfp_protocol, cmu_faces, lfw_people, shared_root  # noqa: E402
 from pifr.metrics import mcnemar, rank1_hits  # noqa: E402
 
 TRAIN = range(1, 351)
+#: ``--lfw``: an LFW photo counts as its person's frontal when its estimated |yaw| is at most this (degrees).
+LFW_FRONTAL = 15.0
+#: ``--lfw``: at most this many photos of one person (in LFW's file order).
+LFW_MAX_PHOTOS = 20
 
 
 class PoseResidual(nn.Module):
@@ -136,7 +143,7 @@ def pack_embeddings(path: str, embedder: str, identities=None):
         embed = embedding_fn(identity_network(embedder))
         E = []
         with torch.no_grad():
-            for i in range(0, len(pack), 64):
+            for i in tqdm(range(0, len(pack), 64), desc=f"embed {Path(path).name} ({embedder})", unit="batch"):
                 x = np.stack([pack.image(k) for k in range(i, min(len(pack), i + 64))])
                 E.append(embed(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 127.5 - 1).numpy())
         E = np.concatenate(E).astype(np.float32)
@@ -147,13 +154,17 @@ def pack_embeddings(path: str, embedder: str, identities=None):
 
 
 def pack_mode(args) -> dict:
-    """Train on ``--packs`` crops, score rank-1 of ``--val-pack``'s profiles (gallery: first frontal per person)."""
+    """Train on ``--packs`` crops, score rank-1 of ``--val-pack``'s profiles (gallery: first frontal per
+    person). With ``--people`` once per size of a nested set of training people (the first N
+    identity numbers that have a frontal), so the gain can be read against the number of people."""
     results = {}
     for name in args.embedders:
         parts = [pack_embeddings(p, name, args.train_identities) for p in args.packs.split(",")]
         E, Y, ids, front = (np.concatenate([p[k] for p in parts]) for k in range(4))
-        x, yaw, target, centres = training_set(E, Y, ids, front, np.ones(len(ids), bool))
         vE, vY, vids, vfront = pack_embeddings(args.val_pack, name, "351-400")
+        overlap = set(ids.tolist()) & set(vids.tolist())
+        if overlap:  # the trainer refuses this too: 351-400 are where the epoch is chosen
+            raise SystemExit(f"training identities overlap the validation ones: {sorted(overlap)[:5]}")
         gal_idx = [int(np.flatnonzero(vfront & (vids == c))[0]) for c in sorted(set(vids[vfront].tolist()))]
         probes = np.flatnonzero(~vfront & np.isin(vids, vids[gal_idx]))
 
@@ -165,16 +176,69 @@ def pack_mode(args) -> dict:
                 return {"rank1": rank1(model(torch.from_numpy(vE), torch.from_numpy(vY)).numpy())}
 
         base = rank1(vE)
-        curves = [train_residual(x, yaw, target, centres, args, seed, evaluate_fn) for seed in range(args.seeds)]
-        mean = {e: float(np.mean([c[e][0]["rank1"] for c in curves])) for e in curves[0]}
-        best = max(mean, key=mean.get)
-        print(f"\n{name}: trained on {args.packs} ({len(x)} crops, {len(centres)} people), scored on {len(probes)} "
-              f"profiles of {args.val_pack}; raw rank-1 {100 * base:.1f} %; mean of {args.seeds} seeds\n\n"
-              "| epoch | rank-1 % |\n|---|---|")
-        for e in sorted(mean):
-            print(f"| {e}{' (best)' if e == best else ''} | {100 * mean[e]:.1f} |")
-        results[name] = {"raw": base, "curve": mean, "best_epoch": best, "train_crops": len(x), "train_people": len(centres)}
+        people = sorted(set(ids[front].tolist()))
+        sizes = args.people or [len(people)]
+        if max(sizes) > len(people):
+            raise SystemExit(f"--people {max(sizes)}: the packs hold {len(people)} people with a frontal")
+        results[name] = {"raw": base, "probes": len(probes), "by_people": {}}
+        for n in sizes:
+            x, yaw, target, centres = training_set(E, Y, ids, front, np.isin(ids, people[:n]))
+            curves = [train_residual(x, yaw, target, centres, args, seed, evaluate_fn) for seed in range(args.seeds)]
+            per_seed = {e: [c[e][0]["rank1"] for c in curves] for e in curves[0]}
+            mean = {e: float(np.mean(v)) for e, v in per_seed.items()}
+            best = max(mean, key=mean.get)
+            print(f"\n{name}: trained on {args.packs} ({len(x)} crops, {len(centres)} people), scored on {len(probes)} "
+                  f"profiles of {args.val_pack}; raw rank-1 {100 * base:.1f} %; mean of {args.seeds} seeds\n\n"
+                  "| epoch | rank-1 % |\n|---|---|")
+            for e in sorted(mean):
+                print(f"| {e}{' (best)' if e == best else ''} | {100 * mean[e]:.1f} |")
+            results[name]["by_people"][len(centres)] = {
+                "curve": mean, "best_epoch": best, "best_per_seed": per_seed[best], "train_crops": len(x)}
+        if len(sizes) > 1:
+            print(f"\n{name}: rank-1 at the best epoch against the number of training people (raw {100 * base:.1f} %)\n\n"
+                  "| people | crops | best epoch | rank-1 % | seeds min-max | errors vs raw |\n|---|---|---|---|---|---|")
+            for n, r in results[name]["by_people"].items():
+                acc = r["curve"][r["best_epoch"]]
+                print(f"| {n} | {r['train_crops']} | {r['best_epoch']} | {100 * acc:.1f} | {100 * min(r['best_per_seed']):.1f}"
+                      f"-{100 * max(r['best_per_seed']):.1f} | {100 * ((1 - acc) / (1 - base) - 1):+.0f} % |")
+    if args.plot:
+        people_plot(results, Path(args.plot), args)
     return results
+
+
+def people_plot(results: dict, path: Path, args) -> None:
+    """Rank-1 at the best epoch against the number of training people, one line per embedder, with
+    its raw rank-1 and the frontalizer issue's goal (a third fewer errors than raw)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for k, (name, r) in enumerate(results.items()):
+        colour = f"C{k}"
+        n = sorted(r["by_people"])
+        acc = [100 * r["by_people"][m]["curve"][r["by_people"][m]["best_epoch"]] for m in n]
+        lo = [100 * min(r["by_people"][m]["best_per_seed"]) for m in n]
+        hi = [100 * max(r["by_people"][m]["best_per_seed"]) for m in n]
+        ax.plot(n, acc, "o-", color=colour, label=f"{name}: embedding map (band: seeds' range)")
+        ax.fill_between(n, lo, hi, color=colour, alpha=0.15)
+        ax.axhline(100 * r["raw"], color=colour, ls=":", label=f"{name}: raw")
+        ax.axhline(100 * (1 - (1 - r["raw"]) * 2 / 3), color=colour, ls="--", lw=0.8, label=f"{name}: goal (1/3 fewer errors)")
+    ax.set_xscale("log")
+    sizes = sorted({m for r in results.values() for m in r["by_people"]})
+    ax.set_xticks(sizes, [str(m) for m in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("training people (the first N identity numbers of the packs)")
+    ax.set_ylabel(f"rank-1 %, {next(iter(results.values()))['probes']} validation profiles")
+    ax.set_title(f"Pose map on the embedding vs training people\n(train {args.packs}; validation {args.val_pack})", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"\nplot: {path}")
 
 
 def main() -> None:
@@ -189,15 +253,26 @@ def main() -> None:
     ap.add_argument("--weight-decay", type=float, default=1e-3)
     ap.add_argument("--temperature", type=float, default=0.05)
     ap.add_argument("--shared", default=None)
+    ap.add_argument("--lfw", action="store_true",
+                    help="also train on LFW's real photos (people with 2+ photos, at most 20 each; frontal: estimated |yaw| <= 15°)")
     ap.add_argument("--packs", default=None, help="train on these packs' crops instead (comma-separated)")
     ap.add_argument("--train-identities", default="", help="--packs: identities to train on (default all; CFP 1-350 at most)")
     ap.add_argument("--val-pack", default=None, help="--packs: the validation pack (CFP 351-400)")
+    ap.add_argument("--people", type=int, nargs="+", default=None,
+                    help="--packs: train once per number of people (nested: the first N identity numbers)")
+    ap.add_argument("--plot", default=None, help="--packs: write rank-1 against the number of people here (PNG)")
     ap.add_argument("--out", default="results/embedding_residual")
     args = ap.parse_args()
     t0 = time.time()
+    if not args.packs and (args.people or args.plot):
+        ap.error("--people and --plot need --packs")
     if args.packs:
         if not args.val_pack:
             ap.error("--packs needs --val-pack")
+        if args.lfw:
+            ap.error("--lfw works on photos, not --packs")
+        if args.people and min(args.people) < 2:
+            ap.error("--people: at least 2 people")
         rec = run_header("embedding_residual", f"packs {args.packs}; validation {args.val_pack}", weights_sha(args.embedders),
                          "train: the packs (CFP 001-350, LFW renders); tune/report: CFP 351-400 validation pack")
         rec.update(results=pack_mode(args), params=vars(args), seconds=round(time.time() - t0, 1))
@@ -216,6 +291,17 @@ def main() -> None:
     every = [im.path for im in cfp_images(cfp, IDS)]
     cmu = cmu_faces(root / "data" / "cmu_faces" / "cmu_faces_full_and_half.tar.gz", cache_dir() / "cmu_faces")
     cmu_paths = [im.path for im in cmu if im.eyes == "open" and im.pose in ("straight", "left", "right")]
+    lfw = None
+    if args.lfw:
+        # Real photos of more people, at the poses LFW has. Every CFP person is left out: 351-400 are
+        # where the epoch is chosen, and 001-350 are already here under their CFP number.
+        people = [p for p in lfw_people(root / "data" / "lfw", exclude=set(cfp_names(cfp).values())) if len(p) >= 2]
+        people = [p[:LFW_MAX_PHOTOS] for p in people]  # a few people have hundreds; the loss is per photo
+        lfw = ([q for p in people for q in p], np.array([-1 - k for k, p in enumerate(people) for _ in p]))
+        log_split = (f"; LFW: {len(people)} people with 2+ photos ({len(lfw[0])} photos, at most {LFW_MAX_PHOTOS} "
+                     "each), every CFP person left out")
+        rec["data"] += log_split
+        rec["split"] = rec["split"].replace("train CFP 001-350", "train CFP 001-350 + LFW")
     results = {}
     for name in args.embedders:
         # The same path lists as benchmarks/frontalization.py, so both share its embedding cache.
@@ -224,6 +310,12 @@ def main() -> None:
         E, Y, ok = table(tr_emb, tr_yaw, [im.path for im in train_imgs])
         ids = np.array([im.identity for im in train_imgs])
         front = np.array([im.pose == "frontal" for im in train_imgs])
+        if lfw:
+            l_emb, l_yaw = embed_paths(lfw[0], name, args.detector, with_yaw=True)
+            lE, lY, lok = table(l_emb, l_yaw, lfw[0])
+            E, Y, ok = np.concatenate([E, lE]), np.concatenate([Y, lY]), np.concatenate([ok, lok])
+            ids = np.concatenate([ids, lfw[1]])
+            front = np.concatenate([front, np.abs(lY) <= LFW_FRONTAL])
         x, yaw, target, centres = training_set(E, Y, ids, front, ok)
         raw_of = lambda p: raw.get(str(p))  # noqa: E731
         base = evaluate(raw_of, raw_of, frontals, pairs, ff_pairs, gallery, probes)

@@ -1,11 +1,13 @@
 """The benchmarks' shared plumbing (run records, the embedding cache) and benchmarks/frontalization.py's scoring."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from conftest import ROOT
 
@@ -69,6 +71,49 @@ def test_pose_residual_starts_as_raw_and_learns_a_pose_offset():
     after = float((out[prof] * centres[ids[prof]]).sum(1).mean())
     assert after > before + 0.2, (before, after)
     assert float((out[~prof] * centres[ids[~prof]]).sum(1).mean()) > 0.9
+
+
+def test_people_curve_trains_on_nested_sets_and_refuses_validation_people(monkeypatch, tmp_path):
+    """scripts/embedding_residual.py --people: one map per number of training people (the first N
+    identity numbers), each scored on the validation pack — a map learnt from more people of the
+    same pose offset must do at least as well — with a plot; and a training pack that holds a
+    validation person stops the run."""
+    import torch.nn.functional as F
+    import torch
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import embedding_residual as er
+
+    g = torch.Generator().manual_seed(0)
+    offset = F.normalize(torch.randn(16, generator=g), dim=0)
+
+    def people(first, n, per=6):
+        ids = np.repeat(np.arange(first, first + n), per)
+        centres = F.normalize(torch.randn(n, 16, generator=g), dim=1)
+        front = np.tile(np.arange(per) < 2, n)
+        yaw = np.where(front, 0.0, 75.0).astype(np.float32)
+        e = F.normalize(centres.repeat_interleave(per, 0) + 0.3 * torch.randn(n * per, 16, generator=g)
+                        + 1.2 * torch.from_numpy(~front).float()[:, None] * offset, dim=1)
+        return e.numpy(), yaw, ids, front
+
+    packs = {"train": people(1, 60), "val": people(351, 50), "leak": people(340, 20)}
+    monkeypatch.setattr(er, "pack_embeddings", lambda path, name, identities=None: packs[path])
+    monkeypatch.setattr(er, "weights_sha", lambda names: {n: "none" for n in names})
+
+    def run(packs_arg, *extra):
+        monkeypatch.setattr(sys, "argv", ["embedding_residual.py", "--embedders", "synthetic", "--packs", packs_arg,
+                                          "--val-pack", "val", "--seeds", "1", "--epochs", "20", "--hidden", "32",
+                                          "--lr", "3e-3", "--out", str(tmp_path), *extra])
+        er.main()
+        return json.loads((tmp_path / "embedding_residual_packs.json").read_text())["results"]["synthetic"]
+
+    res = run("train", "--people", "3", "60", "--plot", str(tmp_path / "people.png"))
+    assert sorted(res["by_people"], key=int) == ["3", "60"]
+    best = {int(n): r["curve"][str(r["best_epoch"])] for n, r in res["by_people"].items()}
+    assert best[60] > res["raw"] + 0.05 and best[60] >= best[3], (res["raw"], best)
+    assert (tmp_path / "people.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="overlap"):
+        run("train,leak")
 
 
 def _unit(v):
