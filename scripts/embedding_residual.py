@@ -280,8 +280,18 @@ def main() -> None:
         return
     root = shared_root(args.shared)
     cfp = root / "data" / "cfp"
-    rec = run_header("embedding_residual", f"{cfp}; report-only: {root}/data/cmu_faces", weights_sha(args.embedders),
-                     "train CFP 001-350; tune (epoch) CFP 351-400; report CMU Face Images")
+    data, split, lfw = f"{cfp}; report-only: {root}/data/cmu_faces", "train CFP 001-350", None
+    if args.lfw:
+        # Real photos of more people, at the poses LFW has. Every CFP person is left out: 351-400 are
+        # where the epoch is chosen, and 001-350 are already here under their CFP number.
+        people = [p for p in lfw_people(root / "data" / "lfw", exclude=set(cfp_names(cfp).values())) if len(p) >= 2]
+        people = [p[:LFW_MAX_PHOTOS] for p in people]  # a few people have hundreds; the loss is per photo
+        lfw = ([q for p in people for q in p], np.array([-1 - k for k, p in enumerate(people) for _ in p]))
+        data += (f"; LFW {root}/data/lfw: {len(people)} people with 2+ photos ({len(lfw[0])} photos, at most "
+                 f"{LFW_MAX_PHOTOS} each), every CFP person left out")
+        split += " + LFW"
+    rec = run_header("embedding_residual", data, weights_sha(args.embedders),
+                     f"{split}; tune (epoch) CFP 351-400; report CMU Face Images")
     train_imgs = cfp_images(cfp, TRAIN)
     frontals = cfp_images(cfp, IDS, "frontal")
     gallery = [im for im in frontals if im.index == 1]
@@ -291,17 +301,6 @@ def main() -> None:
     every = [im.path for im in cfp_images(cfp, IDS)]
     cmu = cmu_faces(root / "data" / "cmu_faces" / "cmu_faces_full_and_half.tar.gz", cache_dir() / "cmu_faces")
     cmu_paths = [im.path for im in cmu if im.eyes == "open" and im.pose in ("straight", "left", "right")]
-    lfw = None
-    if args.lfw:
-        # Real photos of more people, at the poses LFW has. Every CFP person is left out: 351-400 are
-        # where the epoch is chosen, and 001-350 are already here under their CFP number.
-        people = [p for p in lfw_people(root / "data" / "lfw", exclude=set(cfp_names(cfp).values())) if len(p) >= 2]
-        people = [p[:LFW_MAX_PHOTOS] for p in people]  # a few people have hundreds; the loss is per photo
-        lfw = ([q for p in people for q in p], np.array([-1 - k for k, p in enumerate(people) for _ in p]))
-        log_split = (f"; LFW: {len(people)} people with 2+ photos ({len(lfw[0])} photos, at most {LFW_MAX_PHOTOS} "
-                     "each), every CFP person left out")
-        rec["data"] += log_split
-        rec["split"] = rec["split"].replace("train CFP 001-350", "train CFP 001-350 + LFW")
     results = {}
     for name in args.embedders:
         # The same path lists as benchmarks/frontalization.py, so both share its embedding cache.
@@ -331,7 +330,7 @@ def main() -> None:
         mean = {e: {k: float(np.mean([r[k] for r in rs])) for k in rs[0]} for e, rs in curve.items()}
         # The epoch: best mean rank-1 + FP accuracy on the tuning identities (as the benchmark's rule).
         best = max(mean, key=lambda e: mean[e]["rank1"] + mean[e]["fp_accuracy"])
-        print(f"\n{name}: validation (CFP 351-400), mean of {args.seeds} seeds; raw rank-1 {100 * base['rank1']:.1f} %, "
+        print(f"\n{name}: trained on {len(x)} photos of {len(centres)} people; validation (CFP 351-400), mean of {args.seeds} seeds; raw rank-1 {100 * base['rank1']:.1f} %, "
               f"FP acc {100 * base['fp_accuracy']:.2f} %\n\n| epoch | rank-1 % | FP acc % | FP EER % | TAR@FAR=1% | FF acc % |\n|---|---|---|---|---|---|")
         for e in sorted(mean):
             v = mean[e]
