@@ -5,6 +5,8 @@
 #   OUT=/tmp/out [PIFR_COMMIT=sha] [KEEP=2] [SPEED=0] [LAST=1] scripts/device_sweep.sh MINUTES NAME=CONFIG.json[,KEY=VALUE...] ...
 #
 # e.g.  scripts/device_sweep.sh 7 mixed=scripts/device_mixed.json renders=scripts/device_renders.json,augment=1
+#       scripts/device_sweep.sh 7 both=scripts/device_warm.json,pack=carry/a.npz,carry/b.npz,batch=128
+# (a comma starts the next KEY=VALUE only where KEY= follows it, so a value may list packs)
 #
 # Each run is scripts/device_train.sh (its own RUN_DIR, $SWEEP_DIR/NAME/run) and all share the
 # GPU: a width-0.25 generator at batch 32 leaves most of an H100 idle between kernel launches,
@@ -45,7 +47,8 @@ pids=()
 for spec in "$@"; do
   name=${spec%%=*}
   rest=${spec#*=}
-  IFS=, read -r -a parts <<< "$rest"
+  # A comma starts a new override only before KEY=, so a value may hold commas (pack=a.npz,b.npz).
+  mapfile -t parts < <(printf '%s\n' "$rest" | sed -E 's/,([A-Za-z_][A-Za-z0-9_.]*=)/\n\1/g')
   cfg=${parts[0]}
   names+=("$name")
   mkdir -p "$sweep/$name/out"

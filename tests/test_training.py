@@ -859,12 +859,13 @@ def test_device_sweep_runs_side_by_side_and_brings_back_the_best(small_pack, tmp
     out.mkdir()
     env = dict(_device_env(tmp_path, out), KEEP="1", LAST="1")
     repo = Path(__file__).resolve().parents[1]
-    r = subprocess.run(["bash", "scripts/device_sweep.sh", "5", f"a={cfg}", f"b={cfg},seed=1,width=0.0625"], env=env,
-                       cwd=repo, capture_output=True, text=True, timeout=900)
+    two = f"{small_pack},{small_pack}"  # an override whose value holds a comma
+    r = subprocess.run(["bash", "scripts/device_sweep.sh", "5", f"a={cfg}", f"b={cfg},seed=1,pack={two},width=0.0625"],
+                       env=env, cwd=repo, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
     names = {p.name for p in out.iterdir()}
     assert {"device.txt", "a.tgz", "b.tgz"} <= names and len(names) <= 8, names
-    for run, seed, width in (("a", 0, 0.125), ("b", 1, 0.0625)):
+    for run, seed, width, pack in (("a", 0, 0.125, str(small_pack)), ("b", 1, 0.0625, two)):
         with tarfile.open(out / f"{run}.tgz") as t:
             members = {Path(m).name for m in t.getnames()}
             assert {"train.log", "losses.csv", "run.json", "config.json", "job.log",
@@ -874,7 +875,7 @@ def test_device_sweep_runs_side_by_side_and_brings_back_the_best(small_pack, tmp
             last = _bytes_file(tmp_path / f"{run}_last.safetensors", t.extractfile("./generator_last_fp16.safetensors").read())
         with safe_open(str(last), "pt") as f:
             assert f.metadata()["dtype"] == "float16" and json.loads(f.metadata()["config"])["width"] == width
-        assert (conf["seed"], conf["width"]) == (seed, width)
+        assert (conf["seed"], conf["width"], conf["pack"]) == (seed, width, pack)
         assert record["commit"] == "test" and record["command"][0].endswith("__main__.py")
     kept = {n.split(".")[0] for n in names if ".generator_fp16.safetensors.part" in n}
     assert len(kept) == 1, names
