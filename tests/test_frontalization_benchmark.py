@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -114,6 +115,40 @@ def test_people_curve_trains_on_nested_sets_and_refuses_validation_people(monkey
     assert (tmp_path / "people.png").stat().st_size > 10_000
     with pytest.raises(SystemExit, match="overlap"):
         run("train,leak")
+
+
+def test_lfw_people_join_the_map_and_no_cfp_person_comes_from_lfw(monkeypatch, tmp_path, shared):
+    """scripts/embedding_residual.py --lfw: LFW's people with 2+ photos (at most 20 each) join CFP
+    001-350 as classes of their own, those with a photo within 15° of frontal; no LFW folder of a
+    CFP person is read (351-400 are where the epoch is chosen). Embeddings are stand-ins here."""
+    from collections import Counter
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import embedding_residual as er
+
+    from pifr.datasets import cfp_names
+
+    rng = np.random.default_rng(0)
+    yaws = {}
+
+    def fake_embed(paths, name, detector, with_yaw=False):
+        paths = [str(p) for p in paths]
+        yaws.update({p: float(rng.uniform(-40, 40)) for p in paths})
+        return {p: _unit(rng.normal(size=8)) for p in paths}, {p: yaws[p] for p in paths}
+
+    monkeypatch.setattr(er, "embed_paths", fake_embed)
+    monkeypatch.setattr(er, "weights_sha", lambda names: {n: "none" for n in names})
+    monkeypatch.setattr(sys, "argv", ["embedding_residual.py", "--lfw", "--embedders", "synthetic", "--epochs", "1",
+                                      "--eval-every", "1", "--seeds", "1", "--shared", str(shared), "--out", str(tmp_path)])
+    er.main()
+    rec = json.loads((tmp_path / "embedding_residual.json").read_text())
+    in_lfw = [p for p in yaws if Path(p).parent.parent == shared / "data" / "lfw"]
+    lfw = Counter(Path(p).parent.name for p in in_lfw)
+    assert len(lfw) > 1000 and 2 <= min(lfw.values()) and max(lfw.values()) <= er.LFW_MAX_PHOTOS
+    assert not set(lfw) & set(cfp_names(shared / "data" / "cfp").values())
+    with_frontal = {Path(p).parent.name for p in in_lfw if abs(yaws[p]) <= er.LFW_FRONTAL}
+    assert rec["results"]["synthetic"]["train_identities"] == 350 + len(with_frontal) < 350 + len(lfw)
+    assert "LFW" in rec["split"] and f"{len(lfw)} people" in rec["data"]
 
 
 def _unit(v):
