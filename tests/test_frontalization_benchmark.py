@@ -13,6 +13,7 @@ import pytest
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "scripts"))  # the diagnostics tested here
 
 
 def test_probe_without_embedding_is_a_miss_not_the_first_gallery_identity():
@@ -47,7 +48,6 @@ def test_pose_residual_starts_as_raw_and_learns_a_pose_offset():
     import torch
     import torch.nn.functional as F
 
-    sys.path.insert(0, str(ROOT / "scripts"))
     from embedding_residual import PoseResidual
 
     g = torch.Generator().manual_seed(0)
@@ -82,7 +82,6 @@ def test_people_curve_trains_on_nested_sets_and_refuses_validation_people(monkey
     import torch.nn.functional as F
     import torch
 
-    sys.path.insert(0, str(ROOT / "scripts"))
     import embedding_residual as er
 
     g = torch.Generator().manual_seed(0)
@@ -123,7 +122,6 @@ def test_lfw_people_join_the_map_and_no_cfp_person_comes_from_lfw(monkeypatch, t
     CFP person is read (351-400 are where the epoch is chosen). Embeddings are stand-ins here."""
     from collections import Counter
 
-    sys.path.insert(0, str(ROOT / "scripts"))
     import embedding_residual as er
 
     from pifr.datasets import cfp_names
@@ -160,7 +158,6 @@ def test_turned_gallery_scores_the_render_at_the_probes_pose_and_falls_back_to_r
     """scripts/gallery_pose_synthesis.py: a probe above the yaw threshold is scored against the
     gallery face's render at its own 15° bucket; a missing render (no face found in it) leaves the
     raw score; render embeddings survive the cache round trip, missing ones included."""
-    sys.path.insert(0, str(ROOT / "scripts"))
     from gallery_pose_synthesis import Renders, bucket, score_fn
 
     assert [bucket(y) for y in (0.0, 7.0, 52.0, 53.0, 95.0, -61.0, -20.0)] == [15, 15, 45, 60, 90, -60, -15]
@@ -184,7 +181,6 @@ def test_turned_gallery_scores_the_render_at_the_probes_pose_and_falls_back_to_r
 def test_cohort_znorm_uses_the_probes_pose_bucket_and_falls_back_to_its_side():
     """Gallery-side Z-norm: mean and spread of a gallery vector's scores against cohort profiles of
     the probe's yaw bucket; a bucket with too few members borrows every cohort face of its sign."""
-    sys.path.insert(0, str(ROOT / "scripts"))
     from gallery_pose_synthesis import Cohort
 
     rng = np.random.default_rng(0)
@@ -248,7 +244,6 @@ def test_output_mark_finds_a_planted_mark_and_nothing_else():
     exactly; faces with no shared mark (per-image noise) give next to nothing."""
     import torch
 
-    sys.path.insert(0, str(ROOT / "scripts"))
     from output_mark import mark_mask
 
     g = torch.Generator().manual_seed(0)
