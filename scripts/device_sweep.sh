@@ -2,7 +2,7 @@
 # Several TP-GAN training runs at once on one GPU machine, in one command of the device tool
 # (10 minutes a command, 15 a task, files back: at most 8, 16 MiB each, 64 MiB in all):
 #
-#   OUT=/tmp/out [PIFR_COMMIT=sha] [KEEP=2] [SPEED=0] [LAST=1] scripts/device_sweep.sh MINUTES NAME=CONFIG.json[,KEY=VALUE...] ...
+#   OUT=/tmp/out [PIFR_COMMIT=sha] [KEEP=2] [BRING="NAME ..."] [SPEED=0] [LAST=1] scripts/device_sweep.sh MINUTES NAME=CONFIG.json[,KEY=VALUE...] ...
 #
 # e.g.  scripts/device_sweep.sh 7 mixed=scripts/device_mixed.json renders=scripts/device_renders.json,augment=1
 #       scripts/device_sweep.sh 7 both=scripts/device_warm.json,pack=carry/a.npz,carry/b.npz,batch=128
@@ -95,6 +95,9 @@ for n in names:
 print(" ".join(sorted((n for n in names if score[n] > -math.inf), key=lambda n: -score[n])[:keep]))
 EOF
 )
+# BRING="NAME ...": these runs' generators instead (e.g. the two ends of a comparison, which the
+# validation score need not pick).
+[ -n "${BRING:-}" ] && best=$BRING
 echo "bringing back: ${best:-none}"
 for name in $best; do
   for p in "$sweep/$name/out"/generator_fp16.safetensors.part*; do

@@ -888,13 +888,14 @@ def test_device_sweep_runs_side_by_side_and_brings_back_the_best(small_pack, tmp
 
 def test_device_sweep_fails_when_a_run_fails_and_still_brings_back_the_others(small_pack, tmp_path):
     """A run that cannot start (an unknown config key) makes the sweep's exit status non-zero;
-    the run that trained still comes back, logs and generator."""
+    the run that trained still comes back, logs and generator. BRING names the runs whose
+    generators come back (here with KEEP=0, so the score's choice would bring none)."""
     import subprocess
 
     cfg = _device_cfg(small_pack, tmp_path / "cfg.json", sample_every=0)
     out = tmp_path / "out"
     out.mkdir()
-    env = _device_env(tmp_path, out)
+    env = dict(_device_env(tmp_path, out), KEEP="0", BRING="bad good")
     repo = Path(__file__).resolve().parents[1]
     r = subprocess.run(["bash", "scripts/device_sweep.sh", "5", f"good={cfg}", f"bad={cfg},no_such_key=1"], env=env,
                        cwd=repo, capture_output=True, text=True, timeout=900)
