@@ -134,7 +134,7 @@ def pack_embeddings(path: str, embedder: str, identities=None):
     them (unit vectors), cached under the pack's path, size and mtime."""
     import hashlib
 
-    from pifr.train.data import Pack, identity_range
+    from pifr.train.data import Pack
     from pifr.train.validation import embedding_fn, identity_network
 
     st = Path(path).stat()
@@ -153,22 +153,44 @@ def pack_embeddings(path: str, embedder: str, identities=None):
         E = np.concatenate(E).astype(np.float32)
         f.parent.mkdir(parents=True, exist_ok=True)
         np.savez(f, emb=E)
-    keep = np.ones(len(pack), bool) if not identities else np.isin(pack.identity, list(identity_range(identities)))
+    keep = _kept(pack, identities)
     return E[keep], pack.yaw[keep].astype(np.float32), pack.identity[keep], pack.frontal[keep]
+
+
+def _kept(pack, identities) -> np.ndarray:
+    from pifr.train.data import identity_range
+
+    return np.ones(len(pack), bool) if not identities else np.isin(pack.identity, list(identity_range(identities)))
+
+
+def pack_labels(path: str, identities=None):
+    """``(identity, frontal)`` of a pack's crops, as :func:`pack_embeddings` keeps them, without
+    embedding anything: what the checks need before minutes of embedding."""
+    from pifr.train.data import Pack
+
+    pack = Pack.load(Path(path))
+    keep = _kept(pack, identities)
+    return pack.identity[keep], pack.frontal[keep]
 
 
 def pack_mode(args) -> dict:
     """Train on ``--packs`` crops, score rank-1 of ``--val-pack``'s profiles (gallery: first frontal per
     person). With ``--people`` once per size of a nested set of training people (the first N
     identity numbers that have a frontal), so the gain can be read against the number of people."""
+    labels = [pack_labels(p, args.train_identities) for p in args.packs.split(",")]
+    ids, front = (np.concatenate([p[k] for p in labels]) for k in range(2))
+    overlap = set(ids.tolist()) & set(pack_labels(args.val_pack, "351-400")[0].tolist())
+    if overlap:  # the trainer refuses this too: 351-400 are where the epoch is chosen
+        raise SystemExit(f"training identities overlap the validation ones: {sorted(overlap)[:5]}")
+    people = sorted(set(ids[front].tolist()))
+    sizes = args.people or [len(people)]
+    if max(sizes) > len(people):
+        raise SystemExit(f"--people {max(sizes)}: the packs hold {len(people)} people with a frontal")
     results = {}
     for name in args.embedders:
         parts = [pack_embeddings(p, name, args.train_identities) for p in args.packs.split(",")]
-        E, Y, ids, front = (np.concatenate([p[k] for p in parts]) for k in range(4))
+        E, Y = (np.concatenate([p[k] for p in parts]) for k in range(2))
         vE, vY, vids, vfront = pack_embeddings(args.val_pack, name, "351-400")
-        overlap = set(ids.tolist()) & set(vids.tolist())
-        if overlap:  # the trainer refuses this too: 351-400 are where the epoch is chosen
-            raise SystemExit(f"training identities overlap the validation ones: {sorted(overlap)[:5]}")
         gal_idx = [int(np.flatnonzero(vfront & (vids == c))[0]) for c in sorted(set(vids[vfront].tolist()))]
         probes = np.flatnonzero(~vfront & np.isin(vids, vids[gal_idx]))
 
@@ -180,10 +202,6 @@ def pack_mode(args) -> dict:
                 return {"rank1": rank1(model(torch.from_numpy(vE), torch.from_numpy(vY)).numpy())}
 
         base = rank1(vE)
-        people = sorted(set(ids[front].tolist()))
-        sizes = args.people or [len(people)]
-        if max(sizes) > len(people):
-            raise SystemExit(f"--people {max(sizes)}: the packs hold {len(people)} people with a frontal")
         results[name] = {"raw": base, "probes": len(probes), "by_people": {}}
         for n in sizes:
             x, yaw, target, centres = training_set(E, Y, ids, front, np.isin(ids, people[:n]))

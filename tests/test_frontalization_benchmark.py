@@ -78,7 +78,8 @@ def test_people_curve_trains_on_nested_sets_and_refuses_validation_people(monkey
     """scripts/embedding_residual.py --people: one map per number of training people (the first N
     identity numbers), each scored on the validation pack — a map learnt from more people of the
     same pose offset must do at least as well — with a plot; and a training pack that holds a
-    validation person stops the run."""
+    validation person, or more people asked for than the packs hold, stops the run before anything
+    is embedded."""
     import torch.nn.functional as F
     import torch
 
@@ -97,7 +98,9 @@ def test_people_curve_trains_on_nested_sets_and_refuses_validation_people(monkey
         return e.numpy(), yaw, ids, front
 
     packs = {"train": people(1, 60), "val": people(351, 50), "leak": people(340, 20)}
-    monkeypatch.setattr(er, "pack_embeddings", lambda path, name, identities=None: packs[path])
+    embedded = []
+    monkeypatch.setattr(er, "pack_embeddings", lambda path, name, identities=None: embedded.append(path) or packs[path])
+    monkeypatch.setattr(er, "pack_labels", lambda path, identities=None: packs[path][2:])
     monkeypatch.setattr(er, "weights_sha", lambda names: {n: "none" for n in names})
 
     def run(packs_arg, *extra):
@@ -112,8 +115,12 @@ def test_people_curve_trains_on_nested_sets_and_refuses_validation_people(monkey
     best = {int(n): r["curve"][str(r["best_epoch"])] for n, r in res["by_people"].items()}
     assert best[60] > res["raw"] + 0.05 and best[60] >= best[3], (res["raw"], best)
     assert (tmp_path / "people.png").stat().st_size > 10_000
+    embedded.clear()
     with pytest.raises(SystemExit, match="overlap"):
         run("train,leak")
+    with pytest.raises(SystemExit, match="--people 61: the packs hold 60 people"):
+        run("train", "--people", "61")
+    assert embedded == []
 
 
 def test_lfw_people_join_the_map_and_no_cfp_person_comes_from_lfw(monkeypatch, tmp_path, shared):
