@@ -515,6 +515,11 @@ def test_validation_cli_reproduces_the_trainers_figures_for_a_saved_generator(sm
     tr.g.eval()
     want_img = comparison_grid(tr.val, [0, 6, 11], [tr._generate], tr.device)
     assert np.abs(img.astype(int) - want_img.astype(int)).max() <= 1
+    # --paired: each later file's outputs against the first's, pair by pair (one file twice: no change).
+    assert validation_main(["--generator", str(gen), str(gen), "--pack", str(small_pack), "--identities", "1-3",
+                            "--identity-net", "mobilefacenet", "--pairs", "12", "--json", "--paired"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(lines) == 3 and lines[-1] == {"paired": str(gen), "against": str(gen), "gained": 0, "lost": 0, "p_value": 1.0}
 
 
 def test_validation_cli_through_random_views_is_seeded_and_still_recognises_raw_faces(small_pack, tmp_path, capsys):
@@ -570,6 +575,29 @@ def test_nearer_counts_outputs_closer_to_their_target_than_to_their_input():
     f = figures({"copy": lambda a, b: a, "target": lambda a, b: y[..., None, None], "mix": lambda a, b: halfway[..., None, None]},
                 ref, embed, torch.device("cpu"))
     assert (f["val_nearer_copy"], f["val_nearer_target"], f["val_nearer_mix"]) == (0.0, 1.0, 1.0)
+
+
+def test_figures_give_each_scored_pairs_rank1_hit_for_paired_tests():
+    """figures(hits=...) fills each scored pair's rank-1 hit (gallery: each identity's first target)
+    for the input and every generator; mcnemar over them counts the pairs one gets and the other misses."""
+    from pifr.metrics import mcnemar
+    from pifr.train.validation import ValReference, figures
+
+    unit = torch.nn.functional.normalize
+    et = torch.eye(2)[[0, 0, 1, 1]]  # identities 0, 0, 1, 1; gallery: pairs 0 and 2
+    ei = unit(torch.tensor([[1.0, 0.1], [0.1, 1.0], [0.1, 1.0], [1.0, 0.1]]), dim=1)  # pairs 1 and 3 look like the other person
+    ref = ValReference([(ei[..., None, None], torch.zeros(4, 5, 2), et[..., None, None])], ei, et, [0, 0, 1, 1])
+    nets = {"copy": lambda a, b: a, "target": lambda a, b: et[..., None, None]}
+    embed = lambda t: unit(t.flatten(1), dim=1)  # noqa: E731
+    h = {}
+    f = figures(nets, ref, embed, torch.device("cpu"), hits=h)
+    assert h["input"].tolist() == h["copy"].tolist() == [True, False, True, False] and f["val_rank1_input"] == 0.5
+    assert h["target"].tolist() == [True] * 4
+    c = mcnemar(h["copy"].numpy(), h["target"].numpy())
+    assert (c.gained, c.lost) == (2, 0)
+    h = {}
+    figures(nets, ref, embed, torch.device("cpu"), torch.tensor([False, True, True, False]), hits=h)
+    assert h["input"].tolist() == [False, True] and h["target"].tolist() == [True, True]
 
 
 def _first_frontal_of_each_person(pack_path: Path) -> torch.Tensor:

@@ -111,7 +111,7 @@ def fused_key(name: str, weight: float) -> str:
 @torch.no_grad()
 def figures(nets: Dict[str, GenerateFn], ref: ValReference, embed: Callable[[torch.Tensor], torch.Tensor],
             device: torch.device, probes: Optional[torch.Tensor] = None,
-            fusion: Sequence[float] = ()) -> Dict[str, float]:
+            fusion: Sequence[float] = (), hits: Optional[Dict[str, torch.Tensor]] = None) -> Dict[str, float]:
     """``val_id_cos_input``, ``val_rank1_input``, and per generator ``name`` in ``nets``
     ``val_id_cos_<name>``, ``val_rank1_<name>`` and ``val_nearer_<name>`` (the share of outputs
     nearer their target than their input in the embedding: 0 for a copy; another frontal photo of
@@ -119,7 +119,9 @@ def figures(nets: Dict[str, GenerateFn], ref: ValReference, embed: Callable[[tor
     first generator.
     ``probes``: bool ``(n,)``, the pairs that are scored (default all); the gallery is the same.
     ``fusion``: weights w for which ``val_rank1_<name>_fused<w>`` is also given, the rank-1 of
-    normalise((1 − w)·raw input + w·output), the embedding ``verify(frontalize="auto")`` uses."""
+    normalise((1 − w)·raw input + w·output), the embedding ``verify(frontalize="auto")`` uses.
+    ``hits``: a dict to fill with each scored pair's rank-1 hit, bool ``(scored,)``, under
+    ``"input"`` and each generator's name (for paired tests such as :func:`pifr.metrics.mcnemar`)."""
     e_out: Dict[str, List[torch.Tensor]] = {k: [] for k in nets}
     l1 = []
     for x, xl, y in ref.batches:
@@ -135,13 +137,18 @@ def figures(nets: Dict[str, GenerateFn], ref: ValReference, embed: Callable[[tor
         first.setdefault(v, k)
     gal_ids, gal = torch.tensor(list(first)), et[list(first.values())]
     m = torch.ones(len(idt), dtype=torch.bool) if probes is None else probes
-    r1 = lambda q: float((gal_ids[(q[m] @ gal.T).argmax(1)] == idt[m]).float().mean())  # noqa: E731
+    hit = lambda q: gal_ids[(q[m] @ gal.T).argmax(1)] == idt[m]  # noqa: E731
+    r1 = lambda q: float(hit(q).float().mean())  # noqa: E731
     cos = lambda q: float((q[m] * et[m]).sum(1).mean())  # noqa: E731
     out = {"val_id_cos_input": cos(ei), "val_rank1_input": r1(ei),
            "val_l1": float(torch.cat(l1)[m].mean()) if l1 else float("nan")}
+    if hits is not None:
+        hits["input"] = hit(ei)
     for name, embs in e_out.items():
         eo = torch.cat(embs)
         out[f"val_id_cos_{name}"], out[f"val_rank1_{name}"] = cos(eo), r1(eo)
+        if hits is not None:
+            hits[name] = hit(eo)
         out[f"val_nearer_{name}"] = float(((eo[m] * et[m]).sum(1) > (eo[m] * ei[m]).sum(1)).float().mean())
         for w in fusion:
             out[fused_key(name, w)] = r1(F.normalize((1.0 - w) * ei + w * eo, dim=1))
@@ -187,6 +194,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--view-jitter", type=float, default=0.0,
                     help="the identity network sees every image through its own random view of this amount "
                          "(1 = RandomView's ranges; seeded; 0 = its one fixed view, as the trainer's check)")
+    ap.add_argument("--paired", action="store_true",
+                    help="also each file's outputs against the first file's, pair by pair: rank-1 hits gained, lost, "
+                         "and the exact McNemar p-value")
     ap.add_argument("--json", action="store_true", help="one JSON object per generator instead of a table")
     ap.add_argument("--grid", help="also write a PNG: input | each generator's output | target, one row per pair")
     ap.add_argument("--grid-rows", type=int, default=6, help="pairs in --grid, evenly spaced over the scored pairs")
@@ -220,6 +230,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     failed = 0
     gens: List[GenerateFn] = []
     names: List[str] = []  # the files that loaded, in grid order
+    hits: List[torch.Tensor] = []  # their per-pair rank-1 hits, for --paired
     for g in args.generator:
         try:
             net = Frontalizer(g, device).net
@@ -234,7 +245,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         gens.append(gen)
         names.append(g)
         # Each file's outputs through the same random views (if any), whatever its place in the list.
-        f = figures({"output": gen}, ref, embedding_fn(feats, args.view_jitter, seed=2), device, probes, args.fusion)
+        h: Dict[str, torch.Tensor] = {}
+        f = figures({"output": gen}, ref, embedding_fn(feats, args.view_jitter, seed=2), device, probes, args.fusion, h)
+        hits.append(h["output"])
         if args.json:
             print(json.dumps({"generator": g, "pack": args.pack, "identities": args.identities, "pairs": scored, "other_photos": args.other_photos,
                               "identity_net": args.identity_net, "view_jitter": args.view_jitter, **f}))
@@ -242,6 +255,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             fused = "".join(f" {f[fused_key('output', w)]:.3f} |" for w in args.fusion)
             print(f"| {g} | {f['val_rank1_output']:.3f} | {f['val_rank1_input']:.3f} |{fused} {f['val_id_cos_output']:.3f} "
                   f"| {f['val_id_cos_input']:.3f} | {f['val_nearer_output']:.3f} | {f['val_l1']:.3f} |")
+    if args.paired and len(hits) > 1:
+        from ..metrics import mcnemar
+
+        if not args.json:
+            print(f"\nOutputs against {names[0]}'s, pair by pair (exact McNemar)\n\n"
+                  "| generator | gained | lost | p |\n|---|---|---|---|")
+        for g, h in zip(names[1:], hits[1:]):
+            c = mcnemar(hits[0].numpy(), h.numpy())
+            print(json.dumps({"paired": g, "against": names[0], "gained": c.gained, "lost": c.lost, "p_value": c.p_value})
+                  if args.json else f"| {g} | {c.gained} | {c.lost} | {c.p_value:.4f} |")
     if args.grid and gens:
         from PIL import Image
 
