@@ -61,10 +61,7 @@ def main() -> None:
         embed = V.embedding_fn(V.identity_network(name, weights, cpu).eval())
         ref = V.reference(val, n, 20, embed, cpu)
         ids = torch.tensor(ref.identities)
-        first = {}
-        for k, v in enumerate(ref.identities):
-            first.setdefault(v, k)
-        gal_ids, gal = torch.tensor(list(first)), ref.e_target[list(first.values())]
+        gal_ids, gal = V.first_target_gallery(ref)
         own = gal_ids[None, :] == ids[:, None]
 
         def stats(e: torch.Tensor) -> str:

@@ -103,6 +103,15 @@ def reference(val: PairDataset, n: int, batch: int, embed: Callable[[torch.Tenso
     return ValReference(batches, torch.cat(e_in), torch.cat(e_tgt), ids)
 
 
+def first_target_gallery(ref: ValReference) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The gallery validation scores against: each identity's first target, in order of first
+    appearance — ``(identities (k,), unit embeddings (k, dim))``."""
+    first: Dict[int, int] = {}
+    for k, v in enumerate(ref.identities):
+        first.setdefault(v, k)
+    return torch.tensor(list(first)), ref.e_target[list(first.values())]
+
+
 def fused_key(name: str, weight: float) -> str:
     """The :func:`figures` key of generator ``name``'s rank-1 fused with the raw input at ``weight``."""
     return f"val_rank1_{name}_fused{weight:g}"
@@ -132,10 +141,7 @@ def figures(nets: Dict[str, GenerateFn], ref: ValReference, embed: Callable[[tor
             if k == 0:
                 l1.append((o - y).abs().mean((1, 2, 3)).cpu())
     ei, et, idt = ref.e_input, ref.e_target, torch.tensor(ref.identities)
-    first: Dict[int, int] = {}
-    for k, v in enumerate(ref.identities):
-        first.setdefault(v, k)
-    gal_ids, gal = torch.tensor(list(first)), et[list(first.values())]
+    gal_ids, gal = first_target_gallery(ref)
     m = torch.ones(len(idt), dtype=torch.bool) if probes is None else probes
     hit = lambda q: gal_ids[(q[m] @ gal.T).argmax(1)] == idt[m]  # noqa: E731
     r1 = lambda q: float(hit(q).float().mean())  # noqa: E731
