@@ -177,7 +177,8 @@ def pack_mode(args) -> dict:
     """Train on ``--packs`` crops, score rank-1 of ``--val-pack``'s profiles (gallery: first frontal per
     person). With ``--people`` once per size of a nested set of training people (the first N
     identity numbers that have a frontal), so the gain can be read against the number of people."""
-    labels = [pack_labels(p, args.train_identities) for p in args.packs.split(",")]
+    paths = args.packs.split(",")  # labels and embeddings are joined in this one order
+    labels = [pack_labels(p, args.train_identities) for p in paths]
     ids, front = (np.concatenate([p[k] for p in labels]) for k in range(2))
     overlap = set(ids.tolist()) & set(pack_labels(args.val_pack, "351-400")[0].tolist())
     if overlap:  # the trainer refuses this too: 351-400 are where the epoch is chosen
@@ -188,7 +189,7 @@ def pack_mode(args) -> dict:
         raise SystemExit(f"--people {max(sizes)}: the packs hold {len(people)} people with a frontal")
     results = {}
     for name in args.embedders:
-        parts = [pack_embeddings(p, name, args.train_identities) for p in args.packs.split(",")]
+        parts = [pack_embeddings(p, name, args.train_identities) for p in paths]
         E, Y = (np.concatenate([p[k] for p in parts]) for k in range(2))
         vE, vY, vids, vfront = pack_embeddings(args.val_pack, name, "351-400")
         gal_idx = [int(np.flatnonzero(vfront & (vids == c))[0]) for c in sorted(set(vids[vfront].tolist()))]
