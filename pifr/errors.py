@@ -52,3 +52,7 @@ class DependencyError(PifrError, ImportError):
 
 class GalleryError(PifrError):
     """A gallery operation failed (empty gallery, bad file, mismatched embedder)."""
+
+
+class FitError(PifrError, ValueError):
+    """The 3D face fit cannot handle this face (too small, turned too far up or down)."""

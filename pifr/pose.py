@@ -48,7 +48,8 @@ def pose_network(device: Any = None) -> Any:
     return net.eval().to(resolve_device(device))
 
 
-def _crop(img: np.ndarray, box: Sequence[float], size: int) -> np.ndarray:
+def roi_crop(img: np.ndarray, box: Sequence[float], size: int) -> np.ndarray:
+    """``(size, size, 3)`` crop of ``img`` over the square ``box`` (x1, y1, x2, y2), black outside."""
     import cv2
 
     x1, y1, x2, y2 = box
@@ -70,7 +71,7 @@ def estimate_yaw_faces(img: np.ndarray, faces: Sequence[Face], method: str = "3d
     from .models.tddfa import pose_from_params, roi_from_bbox
 
     net = pose_network(device)
-    crops = np.stack([_crop(img[..., ::-1], roi_from_bbox(f.bbox), 120) for f in faces])  # BGR contract
+    crops = np.stack([roi_crop(img[..., ::-1], roi_from_bbox(f.bbox), 120) for f in faces])  # BGR contract
     x = torch.from_numpy(crops).to(next(net.parameters()).device).permute(0, 3, 1, 2).float()
     with torch.inference_mode():
         params = net(x).cpu().numpy()
