@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 from .alignment import ARCFACE_112, DLIB_150, TPGAN_128, AlignmentTemplate, align
 from .errors import (
     DependencyError,
+    FitError,
     GalleryError,
     ImageTooLargeError,
     InvalidImageError,
@@ -32,11 +33,11 @@ from .types import Face, Verification
 
 __all__ = [
     "__version__", "load_image", "detect", "align", "estimate_yaw", "embed", "embed_many", "verify", "frontalize",
-    "Frontalized", "Gallery", "Match",
+    "Frontalized", "rotate", "Rotated", "Gallery", "Match",
     "list_embedders", "list_detectors", "get_embedder",
     "Face", "Verification", "AlignmentTemplate", "TPGAN_128", "ARCFACE_112", "DLIB_150",
     "PifrError", "InvalidImageError", "ImageTooLargeError", "ShapeError", "NoFaceError", "UnknownModelError",
-    "WeightsError", "WeightsNotFoundError", "WeightsChecksumError", "WeightsFormatError", "DependencyError", "GalleryError",
+    "WeightsError", "WeightsNotFoundError", "WeightsChecksumError", "WeightsFormatError", "DependencyError", "GalleryError", "FitError",
 ]
 
 # Functions whose modules import torch are bound on first access, keeping `import pifr` fast.
@@ -50,6 +51,8 @@ _LAZY = {
     "list_embedders": ("embedders", "list_embedders"),
     "verify": ("verification", "verify"),
     "frontalize": ("frontalization", "frontalize"),
+    "rotate": ("rotation", "rotate"),
+    "Rotated": ("rotation", "Rotated"),
     "Frontalized": ("frontalization", "Frontalized"),
     "Gallery": ("gallery", "Gallery"),
     "Match": ("gallery", "Match"),

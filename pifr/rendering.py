@@ -71,7 +71,7 @@ def rasterize(xy: np.ndarray, depth: np.ndarray, triangles: np.ndarray, size: Tu
     depth = np.asarray(depth, np.float64)
     tri = np.asarray(triangles, np.int64)
     a, b, c = xy[tri[:, 0]], xy[tri[:, 1]], xy[tri[:, 2]]
-    lo = np.floor(np.minimum(np.minimum(a, b), c) + 1.0).astype(np.int64)  # first pixel centre ≥ min
+    lo = np.ceil(np.minimum(np.minimum(a, b), c)).astype(np.int64)  # first pixel centre ≥ min
     hi = np.floor(np.maximum(np.maximum(a, b), c)).astype(np.int64)
     lo = np.maximum(lo, 0)
     hi[:, 0] = np.minimum(hi[:, 0], w - 1)
