@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from _harness import parser, append_runlog, embed_paths, pair_scores, run_header, shared_root, weights_sha
 
-from pifr.datasets import lfw_pairs
-from pifr.metrics import best_threshold
+from pifr.eval.datasets import lfw_pairs
+from pifr.eval.metrics import best_threshold
 
 
 def main() -> None:

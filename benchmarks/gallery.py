@@ -19,7 +19,7 @@ import numpy as np
 from _harness import parser, save_record, device_description, embed_paths, run_header, shared_root, weights_sha
 
 import pifr.gallery as G
-from pifr.datasets import cfp_images
+from pifr.eval.datasets import cfp_images
 
 
 def open_set(cfp: Path, name: str, detector: str) -> dict:

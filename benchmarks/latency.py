@@ -14,7 +14,7 @@ import numpy as np
 from _harness import save_record, device_description, run_header, shared_root
 
 import pifr
-from pifr.datasets import lfw_pairs
+from pifr.eval.datasets import lfw_pairs
 
 
 def dlib_pipeline():

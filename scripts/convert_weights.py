@@ -78,9 +78,9 @@ def main() -> None:
 def check_dlib_fp16(cfp: Path) -> None:
     """The fp16 copy against the .dat on CFP 351-400 (tuning split): embedding cosine, and
     profile→frontal-01 rank-1 with the same probes hit."""
-    from pifr.datasets import cfp_images
+    from pifr.eval.datasets import cfp_images
     from pifr.embedders import _EMBEDDERS, Embedder, get_embedder, locate_face
-    from pifr.metrics import rank1_hits
+    from pifr.eval.metrics import rank1_hits
     from pifr.weights import load_into
 
     emb = get_embedder("dlib_resnet")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pifr
-from pifr.datasets import cmu_faces
+from pifr.eval.datasets import cmu_faces
 
 
 def test_cmu_faces_full_scale_only_and_extracted_once(shared, tmp_path):
@@ -20,7 +20,7 @@ def test_cmu_faces_full_scale_only_and_extracted_once(shared, tmp_path):
 
 
 def test_cfp_names_and_lfw_people_leave_out_validation_people(cfp, lfw):
-    from pifr.datasets import cfp_names, lfw_people
+    from pifr.eval.datasets import cfp_names, lfw_people
 
     names = cfp_names(cfp)
     assert len(names) == 500 and names[1] == "50_Cent" and names[351] == "Mitt_Romney"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pifr
-from pifr.datasets import lfw_pairs
+from pifr.eval.datasets import lfw_pairs
 from pifr.embedders import get_embedder, list_embedders, locate_face
 
 

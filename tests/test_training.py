@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from pifr.alignment import mirror
-from pifr.train.data import (Pack, PairDataset, build_pack, cfp_items, multipie_items,
-                             multipie_pairs, multipie_split, scan_multipie)
+from pifr.eval.multipie import multipie_pairs, multipie_split, scan_multipie
+from pifr.train.data import Pack, PairDataset, build_pack, cfp_items, multipie_items
 from pifr.train import losses as L
 from pifr.train.augment import photometric
 from pifr.train.loop import Trainer, TrainConfig, as_floats
@@ -60,7 +60,7 @@ def test_pairs_and_mirroring(small_pack):
 
 def test_multipie_reader_on_a_multipie_shaped_tree(cfp, tmp_path):
     """A Multi-PIE-shaped tree built from real CFP images: frontals as camera 05_1, profiles as ±90."""
-    from pifr.datasets import cfp_images
+    from pifr.eval.datasets import cfp_images
 
     for subj in range(1, 5):
         ims = cfp_images(cfp, range(subj, subj + 1))
@@ -580,7 +580,7 @@ def test_nearer_counts_outputs_closer_to_their_target_than_to_their_input():
 def test_figures_give_each_scored_pairs_rank1_hit_for_paired_tests():
     """figures(hits=...) fills each scored pair's rank-1 hit (gallery: each identity's first target)
     for the input and every generator; mcnemar over them counts the pairs one gets and the other misses."""
-    from pifr.metrics import mcnemar
+    from pifr.eval.metrics import mcnemar
     from pifr.train.validation import ValReference, figures
 
     unit = torch.nn.functional.normalize

@@ -28,7 +28,7 @@ def lfw_sources(args: argparse.Namespace, train_ids: range) -> Tuple[List[Tuple[
     """(path, identity) of the first photo of each chosen LFW person, and the pack manifest."""
     import numpy as np
 
-    from ..datasets import cfp_names, lfw_people
+    from ..eval.datasets import cfp_names, lfw_people
 
     all_people = lfw_people(Path(args.render_lfw))
     everyone = [p[0].parent.name for p in all_people]
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
         from .data import build_synthetic_pack
 
         if args.render_cfp:
-            from ..datasets import cfp_images
+            from ..eval.datasets import cfp_images
 
             frontals = [(str(im.path), im.identity) for im in cfp_images(Path(args.render_cfp), ids, "frontal")
                         if im.index <= args.frontals_per_identity]

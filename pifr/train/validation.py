@@ -130,7 +130,7 @@ def figures(nets: Dict[str, GenerateFn], ref: ValReference, embed: Callable[[tor
     ``fusion``: weights w for which ``val_rank1_<name>_fused<w>`` is also given, the rank-1 of
     normalise((1 − w)·raw input + w·output), the embedding ``verify(frontalize="auto")`` uses.
     ``hits``: a dict to fill with each scored pair's rank-1 hit, bool ``(scored,)``, under
-    ``"input"`` and each generator's name (for paired tests such as :func:`pifr.metrics.mcnemar`)."""
+    ``"input"`` and each generator's name (for paired tests such as :func:`pifr.eval.metrics.mcnemar`)."""
     e_out: Dict[str, List[torch.Tensor]] = {k: [] for k in nets}
     l1 = []
     for x, xl, y in ref.batches:
@@ -262,7 +262,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"| {g} | {f['val_rank1_output']:.3f} | {f['val_rank1_input']:.3f} |{fused} {f['val_id_cos_output']:.3f} "
                   f"| {f['val_id_cos_input']:.3f} | {f['val_nearer_output']:.3f} | {f['val_l1']:.3f} |")
     if args.paired and len(hits) > 1:
-        from ..metrics import mcnemar
+        from ..eval.metrics import mcnemar
 
         if not args.json:
             print(f"\nOutputs against {names[0]}'s, pair by pair (exact McNemar)\n\n"
