@@ -27,10 +27,10 @@ from frontalization import cfp_hits, cmu_hits, cmu_summary, evaluate, policy
 from tqdm import tqdm
 
 import pifr
-from pifr.datasets import cfp_identity, cfp_images, cfp_protocol, cmu_faces
+from pifr.eval.datasets import cfp_identity, cfp_images, cfp_protocol, cmu_faces
 from pifr.embedders import get_embedder, locate_face
 from pifr.face3d import fit_faces
-from pifr.metrics import mcnemar
+from pifr.eval.metrics import mcnemar
 from pifr.rotation import render_pose
 
 IDS = range(351, 401)
@@ -159,6 +159,42 @@ def speed(cfp, detector, n):
     return {"fit_ms": 1000 * float(np.median(t_fit)), "render_ms": 1000 * float(np.median(t_render)), "faces": len(ims)}
 
 
+def grid(cfp, cmu_dir, detector, out, n_cfp=6, n_cmu=2):
+    """A picture: per row input | render at 0° | at −60° | at +60° | visibility | rotate-and-render
+    input (turned 40° away and back) | the photo in the same crop. Real CFP 351–400 profiles and
+    frontals and CMU left/right photos."""
+    import cv2
+
+    from pifr.alignment import TPGAN_128, align
+    from pifr.rotation import rotate_and_render
+
+    ims = [im.path for im in cfp_images(cfp, range(351, 351 + n_cfp), "profile") if im.index == 1]
+    ims += [im.path for im in cfp_images(cfp, range(351 + n_cfp, 351 + n_cfp + 2), "frontal") if im.index == 1]
+    cmu = cmu_faces(cmu_dir, cache_dir() / "cmu_faces")
+    ims += [im.path for im in cmu if im.pose in ("left", "right") and im.eyes == "open" and im.expression == "neutral"][:n_cmu]
+    rows = []
+    for p in ims:
+        try:
+            img, face = locate_face(p, detector=detector)
+            fit = fit_faces(img, [face])[0]
+        except pifr.PifrError:
+            continue
+        cells = [align(img, face, TPGAN_128)]
+        cells += [render_pose(fit, img, y).image for y in (0.0, -60.0, 60.0)]
+        cells.append((render_pose(fit, img, 0.0).visibility * 255).astype(np.uint8)[..., None].repeat(3, 2))
+        pair = rotate_and_render(fit, img, face, -40.0 if fit.yaw > 0 else 40.0)
+        cells += [pair.input, pair.target]
+        row = np.hstack(cells)
+        cv2.putText(row, f"{abs(fit.yaw):.0f}", (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 0), 1)
+        rows.append(row)
+    head = np.zeros((16, rows[0].shape[1], 3), np.uint8)
+    for k, t in enumerate(["input", "render 0", "render -60", "render +60", "seen in photo", "R&R input", "R&R target"]):
+        cv2.putText(head, t, (3 + 128 * k, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), np.vstack([head] + rows)[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 88])
+    print(f"\ngrid of {len(rows)} faces: {out}")
+
+
 def main() -> None:
     ap = parser(__doc__, "results/rotation")
     ap.add_argument("--policy-yaw", type=float, nargs="+", default=[30.0, 45.0, 60.0])
@@ -166,6 +202,7 @@ def main() -> None:
     ap.add_argument("--pose-faces", type=int, default=50, help="CFP 351-400 faces for the pose figures (0: skip)")
     ap.add_argument("--speed-faces", type=int, default=30)
     ap.add_argument("--skip-recognition", action="store_true")
+    ap.add_argument("--grid", default=None, help="write the picture of renders here (e.g. docs/img/rotation_grid.jpg)")
     ap.add_argument("--fit-ids", default="351-400", help="CFP identities for the landmark error (e.g. 351-400; '' to skip)")
     args = ap.parse_args()
     root = shared_root(args.shared)
@@ -175,6 +212,8 @@ def main() -> None:
                       "tddfa_mb05": pifr.weights.get_spec("tddfa_mb05").sha256},
                      "tune (CFP 351-400: rule chosen here); report (CMU Face Images, never tuned on)")
     t0 = time.time()
+    if args.grid:
+        grid(cfp, root / "data" / "cmu_faces" / "cmu_faces_full_and_half.tar.gz", args.detector, args.grid)
     res, chosen, cmu_res, paired, yaw_bins = {}, {}, {}, {}, {}
     if not args.skip_recognition:
         proto = cfp_protocol(cfp, "FP")

@@ -19,9 +19,9 @@ from frontalization import cfp_hits, policy  # noqa: E402
 from rotation import IDS, fits_of  # noqa: E402
 
 import pifr.rotation as rot  # noqa: E402
-from pifr.datasets import cfp_images  # noqa: E402
+from pifr.eval.datasets import cfp_images  # noqa: E402
 from pifr.embedders import get_embedder  # noqa: E402
-from pifr.metrics import mcnemar  # noqa: E402
+from pifr.eval.metrics import mcnemar  # noqa: E402
 
 
 def renders(fits, emb, variant):

@@ -26,8 +26,8 @@ import numpy as np
 
 log = logging.getLogger("pifr")
 
-#: R&R's rotation recipe: away by 20–55° from frontal (either side), never past ±69°, one time in
-#: five to the frontal view, with a little pitch.
+#: R&R's rotation recipe: turned by 20–55° (either side), never past ±69°, one time in five to the
+#: frontal view, with a little pitch.
 AWAY_RANGE = (20.0, 55.0)
 AWAY_LIMIT = 69.0
 FRONTAL_SHARE = 0.2
@@ -37,15 +37,18 @@ MIN_TURN = 15.0
 
 
 def away_pose(yaw: float, rng: np.random.Generator) -> Tuple[float, float]:
-    """(yaw, pitch) in degrees to rotate a photo of ``yaw`` to, R&R's recipe."""
-    for _ in range(20):
-        if rng.random() < FRONTAL_SHARE:
-            y = 0.0
-        else:
-            y = float(np.clip(rng.choice([-1.0, 1.0]) * rng.uniform(*AWAY_RANGE), -AWAY_LIMIT, AWAY_LIMIT))
-        if abs(y - yaw) >= MIN_TURN:
-            return y, float(rng.uniform(-PITCH_JITTER, PITCH_JITTER))
-    return (-AWAY_RANGE[1] if yaw > 0 else AWAY_RANGE[1]), 0.0
+    """(yaw, pitch) in degrees to rotate a photo of ``yaw`` to: R&R's recipe — one time in five the
+    frontal view, else a turn of 20–55° to either side, never past ±69°. A turn that the limit
+    would cut below :data:`MIN_TURN` goes the other way (the mesh is a face, not a head: turned
+    much further, what the photo shows lands off the face's silhouette and carries back nothing)."""
+    pitch = float(rng.uniform(-PITCH_JITTER, PITCH_JITTER))
+    if rng.random() < FRONTAL_SHARE and abs(yaw) >= MIN_TURN:
+        return 0.0, pitch
+    turn = float(rng.choice([-1.0, 1.0]) * rng.uniform(*AWAY_RANGE))
+    y = float(np.clip(yaw + turn, -AWAY_LIMIT, AWAY_LIMIT))
+    if abs(y - yaw) < MIN_TURN:
+        y = float(np.clip(yaw - turn, -AWAY_LIMIT, AWAY_LIMIT))
+    return y, pitch
 
 
 def _jpeg(img: np.ndarray, quality: int) -> bytes:
