@@ -58,9 +58,7 @@ def latency(sizes, dim: int = 128, queries: int = 200) -> dict:
         g = G.Gallery("mobilefacenet")  # search cost depends only on the 128-d templates, not the network
         e = rng.normal(size=(n, dim)).astype(np.float32)
         e /= np.linalg.norm(e, axis=1, keepdims=True)
-        g._emb = e  # bulk load (two templates per identity): add_embeddings per identity would dominate set-up at 1M
-        g._labels = [f"id{i // 2}" for i in range(n)]
-        g._hashes = [""] * n
+        g.add_embeddings([f"id{i // 2}" for i in range(n)], e)  # two templates per identity, in one bulk call
         q = rng.normal(size=(queries, dim)).astype(np.float32)
         q /= np.linalg.norm(q, axis=1, keepdims=True)
         row = {}

@@ -19,9 +19,11 @@ from .errors import (
     GalleryError,
     ImageTooLargeError,
     InvalidImageError,
+    InvalidPolicyError,
     NoFaceError,
     PifrError,
     ShapeError,
+    TrainingError,
     UnknownModelError,
     WeightsChecksumError,
     WeightsError,
@@ -37,14 +39,15 @@ __all__ = [
     "list_embedders", "list_detectors", "get_embedder",
     "Face", "Verification", "AlignmentTemplate", "TPGAN_128", "ARCFACE_112", "DLIB_150",
     "PifrError", "InvalidImageError", "ImageTooLargeError", "ShapeError", "NoFaceError", "UnknownModelError",
-    "WeightsError", "WeightsNotFoundError", "WeightsChecksumError", "WeightsFormatError", "DependencyError", "GalleryError", "FitError",
+    "WeightsError", "WeightsNotFoundError", "WeightsChecksumError", "WeightsFormatError", "DependencyError", "GalleryError",
+    "InvalidPolicyError", "TrainingError", "FitError",
 ]
 
 # Functions whose modules import torch are bound on first access, keeping `import pifr` fast.
 _LAZY = {
     "detect": ("detection", "detect"),
     "list_detectors": ("detection", "list_detectors"),
-    "estimate_yaw": ("pose", "estimate_yaw"),
+    "estimate_yaw": ("detection", "estimate_yaw"),
     "embed": ("embedders", "embed"),
     "embed_many": ("embedders", "embed_many"),
     "get_embedder": ("embedders", "get_embedder"),

@@ -11,12 +11,15 @@ from typing import List, Optional
 import numpy as np
 
 from .errors import PifrError
+from .frontalization import AUTO_FUSION_WEIGHT, AUTO_YAW_THRESHOLD, FRONTALIZE_METHODS, FRONTALIZE_MODES
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .verification import verify
 
-    r = verify(args.a, args.b, embedder=args.embedder, threshold=args.threshold, detector=args.detector)
+    r = verify(args.a, args.b, embedder=args.embedder, threshold=args.threshold, detector=args.detector,
+               frontalize=args.frontalize, frontalizer=args.frontalizer, yaw_threshold=args.yaw_threshold,
+               fusion_weight=args.fusion_weight)
     if args.json:
         print(json.dumps(r.to_dict()))
     else:
@@ -42,7 +45,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _cmd_yaw(args: argparse.Namespace) -> int:
-    from .pose import estimate_yaw
+    from .detection import estimate_yaw
 
     bad = 0
     for path in args.images:
@@ -88,7 +91,7 @@ def _cmd_frontalize(args: argparse.Namespace) -> int:
     with tqdm(total=len(files), desc="frontalize", unit="img", disable=len(files) < 2) as bar:
         for k in range(0, len(files), step):
             chunk = files[k:k + step]
-            for f, r in zip(chunk, frontalize(list(chunk), weights=args.weights, batch_size=step)):
+            for f, r in zip(chunk, frontalize(list(chunk), method=args.method, weights=args.weights, batch_size=step)):
                 if isinstance(r, Exception):
                     bad += 1
                     print(f"{f}: {type(r).__name__}: {r}", file=sys.stderr)
@@ -143,9 +146,7 @@ def _cmd_identify(args: argparse.Namespace) -> int:
 def _cmd_gallery(args: argparse.Namespace) -> int:
     g = _open_gallery(args.gallery)
     if args.action == "list":
-        counts = {}
-        for name in g._labels:  # noqa: SLF001 - a read-only summary
-            counts[name] = counts.get(name, 0) + 1
+        counts = g.template_counts()
         print(f"# {args.gallery}: embedder {g.embedder}, threshold {g.threshold:.4f}"
               + (f" (calibrated for FAR {g.calibrated_far:g})" if g.calibrated_far else ""))
         for name in sorted(counts):
@@ -183,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--embedder", default=None)
     v.add_argument("--detector", default=None)
     v.add_argument("--threshold", type=float, default=None)
+    v.add_argument("--frontalize", default="never", choices=FRONTALIZE_MODES,
+                   help="frontalization policy (default never; auto: faces above --yaw-threshold are fused)")
+    v.add_argument("--frontalizer", default=None, help="generator.safetensors for --frontalize auto/always")
+    v.add_argument("--yaw-threshold", type=float, default=AUTO_YAW_THRESHOLD,
+                   help=f"|yaw| in degrees above which auto frontalizes (default {AUTO_YAW_THRESHOLD:g})")
+    v.add_argument("--fusion-weight", type=float, default=AUTO_FUSION_WEIGHT,
+                   help=f"weight of the frontalized embedding under auto, 0-1 (default {AUTO_FUSION_WEIGHT:g})")
     v.add_argument("--json", action="store_true", help="print the full result as JSON")
     v.add_argument("--exit-code", action="store_true", help="exit 1 when the faces differ")
     v.set_defaults(func=_cmd_verify)
@@ -207,7 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("frontalize", help="write the frontal view of each face (file or folder)")
     f.add_argument("input")
     f.add_argument("-o", "--output", required=True)
-    f.add_argument("--weights", default=None, help="generator.safetensors (default: the installed frontalizer)")
+    f.add_argument("--method", default="tpgan", choices=FRONTALIZE_METHODS,
+                   help="tpgan (learned generator) or 3d (classical, Hassner et al. 2015)")
+    f.add_argument("--weights", default=None,
+                   help="tpgan: generator.safetensors (default: the installed frontalizer); 3d: model3Ddlib.mat")
     f.add_argument("--batch-size", type=int, default=32, help="faces per generator forward pass (default 32)")
     f.set_defaults(func=_cmd_frontalize)
 

@@ -16,6 +16,8 @@ import numpy as np
 from ._device import resolve_device
 from .alignment import ARCFACE_112, DLIB_150, TPGAN_128, AlignmentTemplate, align
 from .errors import NoFaceError, ShapeError, UnknownModelError
+from .frontalization import (AUTO_FUSION_WEIGHT, AUTO_YAW_THRESHOLD, embed_face_policy, get_frontalizer,
+                             validate_policy)
 from .image import ImageLike, load_image
 from .types import Face
 
@@ -75,7 +77,12 @@ def _build_lightcnn() -> Any:
 
 @dataclass(frozen=True)
 class _Entry:
+    """One row of the embedder table: the single place that says what a network expects (its
+    alignment template, hence input size; the pixel normalisation is inside its ``forward``) and
+    at which threshold its scores mean "same person"."""
+
     name: str
+    #: Registry name of its weight file (``weights/manifest.json``).
     weights: str
     template: AlignmentTemplate
     dim: int
@@ -85,6 +92,20 @@ class _Entry:
     #: Prefix of the module the weight keys belong to, and weight keys to drop (training heads).
     target: str = ""
     ignore: tuple = ()
+
+    def load_network(self, weights: Optional[str] = None, path: Optional[str] = None) -> "tuple[Any, Any]":
+        """A fresh network with its weights loaded: the registered file ``weights`` (default: its
+        own), or the file at ``path``. Returns ``(module, WeightSpec)``; the module is in train
+        mode on the CPU.
+
+        Raises:
+            WeightsNotFoundError / WeightsChecksumError / WeightsFormatError."""
+        from .weights import load_into
+
+        module = self.build()
+        target = getattr(module, self.target) if self.target else module
+        spec = load_into(target, weights or self.weights, path, ignore=self.ignore)
+        return module, spec
 
 
 # Thresholds: best-accuracy cosine threshold on LFW pairsDevTrain (the tuning split), from
@@ -109,16 +130,12 @@ class Embedder:
     def __init__(self, entry: _Entry, device: Any = None, weights_path: Optional[str] = None) -> None:
         import torch
 
-        from .weights import load_into
-
         self.name = entry.name
         self.template = entry.template
         self.dim = entry.dim
         self.threshold = entry.threshold
         self.device = resolve_device(device)
-        module = entry.build()
-        target = getattr(module, entry.target) if entry.target else module
-        self.spec = load_into(target, entry.weights, weights_path, ignore=entry.ignore)
+        module, self.spec = entry.load_network(path=weights_path)
         self.module = module.eval().to(self.device)
         for p in self.module.parameters():
             p.requires_grad_(False)
@@ -153,6 +170,19 @@ def _cached(name: str, device: Any, weights_path: Optional[str]) -> Embedder:
     return Embedder(_EMBEDDERS[name], device=device, weights_path=weights_path)
 
 
+def embedder_spec(name: str) -> _Entry:
+    """The registry row of embedder ``name`` (template, dim, threshold, weights name, builder),
+    e.g. to build an uncached copy (:class:`Embedder`) or a network loaded with other weights
+    (``embedder_spec(n).load_network(...)``).
+
+    Raises:
+        UnknownModelError: not a registered embedder.
+    """
+    if name not in _EMBEDDERS:
+        raise UnknownModelError(f"unknown embedder {name!r}; known: {sorted(_EMBEDDERS)}")
+    return _EMBEDDERS[name]
+
+
 def get_embedder(name: str = DEFAULT_EMBEDDER, device: Any = None, weights_path: Optional[str] = None) -> Embedder:
     """The embedder ``name`` on ``device``, loaded once and cached.
 
@@ -160,8 +190,7 @@ def get_embedder(name: str = DEFAULT_EMBEDDER, device: Any = None, weights_path:
         UnknownModelError: not a registered embedder.
         WeightsNotFoundError / WeightsChecksumError / WeightsFormatError: its weights are missing or wrong.
     """
-    if name not in _EMBEDDERS:
-        raise UnknownModelError(f"unknown embedder {name!r}; known: {sorted(_EMBEDDERS)}")
+    embedder_spec(name)  # unknown names fail here, before anything is cached
     dev = resolve_device(device)
     return _cached(name, str(dev), None if weights_path is None else str(weights_path))
 
@@ -191,7 +220,8 @@ def embed_face(img: np.ndarray, face: Face, embedder: Union[str, Embedder] = DEF
 
 
 def embed(img: ImageLike, *, embedder: str = DEFAULT_EMBEDDER, face: Optional[Face] = None,
-          frontalize: str = "never", frontalizer: Optional[str] = None, detector: Optional[str] = None,
+          frontalize: str = "never", frontalizer: Optional[str] = None, yaw_threshold: float = AUTO_YAW_THRESHOLD,
+          fusion_weight: float = AUTO_FUSION_WEIGHT, detector: Optional[str] = None,
           device: Any = None, bgr: bool = False) -> np.ndarray:
     """L2-normalised embedding of the largest face in ``img`` (or of ``face``).
 
@@ -201,6 +231,7 @@ def embed(img: ImageLike, *, embedder: str = DEFAULT_EMBEDDER, face: Optional[Fa
         face: skip detection and use this face.
         frontalize: ``"never"``, ``"always"`` or ``"auto"`` (see :func:`pifr.verify`).
         frontalizer: generator weights file when no frontalizer is installed.
+        yaw_threshold, fusion_weight: the ``"auto"`` policy's parameters (see :func:`pifr.verify`).
         detector: detector name (default :data:`pifr.detection.DEFAULT_DETECTOR`).
 
     Returns:
@@ -208,11 +239,9 @@ def embed(img: ImageLike, *, embedder: str = DEFAULT_EMBEDDER, face: Optional[Fa
 
     Raises:
         NoFaceError: no face detected.
+        InvalidPolicyError: unknown ``frontalize`` mode, or threshold / weight out of range.
     """
-    from .verification import AUTO_YAW_THRESHOLD, FRONTALIZE_MODES, embed_face_policy
-
-    if frontalize not in FRONTALIZE_MODES:
-        raise UnknownModelError(f"frontalize must be one of {FRONTALIZE_MODES}, got {frontalize!r}")
+    frontalize, yaw_threshold, fusion_weight = validate_policy(frontalize, yaw_threshold, fusion_weight)
     arr = load_image(img, bgr=bgr)
     if face is None:
         from .detection import detect_one
@@ -221,10 +250,8 @@ def embed(img: ImageLike, *, embedder: str = DEFAULT_EMBEDDER, face: Optional[Fa
     emb = get_embedder(embedder, device)
     gen = None
     if frontalize != "never":
-        from .frontalization import get_frontalizer
-
         gen = get_frontalizer(frontalizer, device)
-    return embed_face_policy(arr, face, emb, frontalize, gen, AUTO_YAW_THRESHOLD)[0]
+    return embed_face_policy(arr, face, emb, frontalize, gen, yaw_threshold, fusion_weight)[0]
 
 
 def pick_face(faces: Sequence[Face], shape: tuple, select: str = "largest") -> Face:

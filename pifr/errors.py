@@ -30,6 +30,11 @@ class UnknownModelError(PifrError, ValueError):
     """A model, embedder, detector or template name is not registered."""
 
 
+class InvalidPolicyError(PifrError, ValueError):
+    """A frontalization policy is invalid: unknown mode (modes are case-sensitive), or a yaw
+    threshold or fusion weight out of range."""
+
+
 class WeightsError(PifrError):
     """Base class of weight-file problems."""
 
@@ -52,6 +57,11 @@ class DependencyError(PifrError, ImportError):
 
 class GalleryError(PifrError):
     """A gallery operation failed (empty gallery, bad file, mismatched embedder)."""
+
+
+class TrainingError(PifrError, ValueError):
+    """A training or validation run was set up wrongly: unknown option, empty or overlapping
+    identity splits, a missing pack or init file."""
 
 
 class FitError(PifrError, ValueError):

@@ -1,9 +1,14 @@
-"""Frontalization: a face at any yaw → the 128×128 frontal face (TP-GAN, Huang et al. ICCV 2017).
+"""Frontalization: a face at any yaw → the 128×128 frontal face (TP-GAN, Huang et al. ICCV 2017),
+and the pose policy that decides when recognition uses it.
 
 Data flow: image → face → TP-GAN aligned crop (mirrored so the face turns right, as in
 training) → generator → frontal crop (mirrored back) → embedder. Generator weights come from
-the registry (a shipped ``tpgan_*`` entry) or an explicit ``generator.safetensors`` written by
-``pifr-train``.
+the registry (an entry of task ``"frontalizer"`` in ``weights/manifest.json``; none ships yet)
+or an explicit ``generator.safetensors`` written by ``pifr-train``.
+
+The policy (:data:`FRONTALIZE_MODES`, :func:`validate_policy`, :func:`embed_face_policy`) is
+shared by :func:`pifr.verify`, :func:`pifr.embed`, :class:`pifr.Gallery` and the CLI, so all
+of them take the same mode, yaw threshold and fusion weight and reject the same bad values.
 """
 from __future__ import annotations
 
@@ -18,14 +23,95 @@ import numpy as np
 
 from ._device import resolve_device
 from .alignment import TPGAN_128, AlignmentTemplate, align_with_landmarks, mirror, similarity_transform
-from .errors import WeightsFormatError, WeightsNotFoundError
+from .errors import InvalidPolicyError, PifrError, UnknownModelError, WeightsFormatError, WeightsNotFoundError
 from .image import ImageLike, load_image
 from .types import Face
 
 log = logging.getLogger("pifr")
 
-#: Registry name of the shipped frontalizer, if any (see weights/manifest.json).
-DEFAULT_FRONTALIZER = "tpgan_cfp"
+# ----------------------------------------------------------------------------- pose policy
+
+#: ``"never"``: raw embeddings; ``"always"``: the frontalized face's embedding alone; ``"auto"``:
+#: faces with |yaw| above the threshold are embedded raw and frontalized, fused.
+FRONTALIZE_MODES = ("never", "always", "auto")
+# The "auto" rule, chosen on CFP 351-400 (tuning split) by `python benchmarks/frontalization.py
+# --generator G --no-3d` over |yaw| > 30/45/60 and w = 0.25/0.5/0.75/1, best rank-1 + FP accuracy,
+# for the best generator trained so far (width 0.25, 2,000 CPU steps; docs/frontalization.md):
+#   dlib_resnet  raw 72.5 % rank-1 / 88.71 % FP acc; frontalized only 60.5 / 83.86;
+#                |yaw| > 45, w = 0.25: 73.0 / 89.71 (chosen; MobileFaceNet's best was |yaw| > 30,
+#                w = 0.25: 67.0 / 86.14 against raw 69.0 / 87.14).
+# No generator helps yet, which is why verify() defaults to frontalize="never"; a small w keeps
+# "auto" close to raw until one does.
+#: |yaw| above which ``frontalize="auto"`` sends a face through the frontalizer (degrees).
+AUTO_YAW_THRESHOLD = 45.0
+#: Weight of the frontalized embedding in ``frontalize="auto"``: a face above the yaw threshold is
+#: embedded as normalise((1 − w)·raw + w·frontalized); 1 means "frontalized only".
+AUTO_FUSION_WEIGHT = 0.25
+
+
+def validate_policy(frontalize: Any, yaw_threshold: Any = AUTO_YAW_THRESHOLD,
+                    fusion_weight: Any = AUTO_FUSION_WEIGHT) -> "tuple[str, float, float]":
+    """Check a frontalization policy; returns ``(mode, yaw_threshold, fusion_weight)`` as
+    ``(str, float, float)``.
+
+    ``frontalize`` must be one of :data:`FRONTALIZE_MODES` exactly (``"Auto"`` is refused: a
+    near-miss would otherwise fall through to raw embeddings unnoticed); ``yaw_threshold`` is in
+    degrees, 0–90; ``fusion_weight`` in [0, 1].
+
+    Raises:
+        InvalidPolicyError: (also a ``ValueError``) any of the three is invalid.
+    """
+    if not isinstance(frontalize, str) or frontalize not in FRONTALIZE_MODES:
+        raise InvalidPolicyError(f"frontalize must be one of {FRONTALIZE_MODES}, got {frontalize!r}")
+    out = []
+    for name, value, lo, hi in (("yaw_threshold", yaw_threshold, 0.0, 90.0), ("fusion_weight", fusion_weight, 0.0, 1.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise InvalidPolicyError(f"{name} must be a number, got {value!r}")
+        if not lo <= float(value) <= hi:  # NaN fails too
+            raise InvalidPolicyError(f"{name} must lie in [{lo:g}, {hi:g}], got {value!r}")
+        out.append(float(value))
+    return frontalize, out[0], out[1]
+
+
+def fuse_embeddings(raw: np.ndarray, frontalized: np.ndarray, weight: float) -> np.ndarray:
+    """normalise((1 − weight)·raw + weight·frontalized) for unit ``(dim,)`` vectors; weight 1 is
+    the frontalized embedding alone."""
+    if weight >= 1.0:
+        return frontalized
+    v = (1.0 - weight) * raw + weight * frontalized
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def embed_face_policy(arr: np.ndarray, face: Face, emb: Any, frontalize: str, frontalizer: Any,
+                      yaw_threshold: float = AUTO_YAW_THRESHOLD,
+                      fusion_weight: float = AUTO_FUSION_WEIGHT) -> "tuple[np.ndarray, bool]":
+    """Embedding of ``face`` in ``arr`` (``(H, W, 3)`` uint8 RGB) by ``emb`` (an
+    :class:`pifr.embedders.Embedder`) under the policy; returns ``(unit (dim,) vector, frontalized?)``.
+
+    ``"always"`` embeds the frontalized face alone; ``"auto"`` frontalizes faces with
+    |yaw| > ``yaw_threshold`` and fuses: normalise((1 − w)·raw + w·frontalized). For a probe
+    against fixed gallery vectors, that ranks exactly like the score fusion
+    (1 − w)·cos(raw, g) + w·cos(frontalized, g). ``frontalizer`` (a :class:`Frontalizer`) may be
+    ``None`` for ``"never"``.
+
+    Raises:
+        InvalidPolicyError: the policy is invalid (see :func:`validate_policy`).
+    """
+    frontalize, yaw_threshold, w = validate_policy(frontalize, yaw_threshold, fusion_weight)
+    use = frontalize == "always" or (frontalize == "auto" and face.yaw is not None and abs(face.yaw) > yaw_threshold)
+    if frontalize == "always":
+        w = 1.0
+    if not use:
+        return emb.embed_crops(emb.align(arr, face)[None])[0], False
+    crop, lm = align_with_landmarks(arr, face, TPGAN_128)
+    frontal = frontalizer.frontalize_crops(crop[None], lm[None], [face.yaw or 0.0])[0]
+    v = emb.embed_crops(to_template(frontal, emb.template)[None])[0]
+    if w < 1.0:
+        v = fuse_embeddings(emb.embed_crops(emb.align(arr, face)[None])[0], v, w)
+    return v, True
+
+
+# ----------------------------------------------------------------------------- the generator
 
 
 @dataclass(frozen=True)
@@ -55,14 +141,14 @@ class Frontalizer:
         from .models.tpgan import Generator
 
         if weights is None:
-            from .weights import get_spec, resolve
+            from .weights import list_weights, resolve
 
-            try:
-                spec, path = resolve(get_spec(DEFAULT_FRONTALIZER))
-            except Exception as e:
-                raise WeightsNotFoundError(
-                    "no TP-GAN frontalizer weights are installed yet; pass weights=<generator.safetensors> "
-                    f"written by pifr-train ({e})") from e
+            registered = list_weights("frontalizer")
+            if not registered:
+                raise WeightsNotFoundError("no TP-GAN frontalizer weights ship with pifr yet; pass "
+                                           "weights=<generator.safetensors> written by pifr-train")
+            # A missing or corrupt registered file raises its own WeightsError (checksum included).
+            spec, path = resolve(registered[0])
             name = spec.name
         else:
             path, name = Path(weights), Path(weights).name
@@ -144,6 +230,10 @@ def _tpgan_input(img: ImageLike, face: Optional[Face], detector: Optional[str], 
     return face, crop, lm
 
 
+#: What :func:`frontalize` can use: the learned TP-GAN generator, or classical 3D frontalization.
+FRONTALIZE_METHODS = ("tpgan", "3d")
+
+
 def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: str = "tpgan", face: Optional[Face] = None,
                weights: Optional[Union[str, Path]] = None, detector: Optional[str] = None,
                device: Any = None, batch_size: int = 32) -> Union[Frontalized, List[Union[Frontalized, Exception]]]:
@@ -164,10 +254,8 @@ def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: str = "tpgan",
         WeightsNotFoundError: no frontalizer weights installed and none given (also for a list:
             that is not one bad image).
     """
-    from .errors import PifrError, UnknownModelError
-
-    if method not in ("tpgan", "3d"):
-        raise UnknownModelError(f"method must be 'tpgan' or '3d', got {method!r}")
+    if method not in FRONTALIZE_METHODS:
+        raise UnknownModelError(f"method must be one of {FRONTALIZE_METHODS}, got {method!r}")
     if method == "3d":
         from .geometry import frontalize_3d
 

@@ -27,7 +27,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import GalleryError, PifrError
+from .errors import GalleryError, InvalidPolicyError, PifrError
+from .frontalization import AUTO_FUSION_WEIGHT, AUTO_YAW_THRESHOLD, embed_face_policy, get_frontalizer, validate_policy
 from .image import ImageLike, load_image
 
 log = logging.getLogger("pifr")
@@ -78,11 +79,20 @@ class Gallery:
         detector: detector name for enrollment and probes.
         frontalize: probe policy, as in :func:`pifr.verify` (``"never"``, ``"auto"``, ``"always"``).
         frontalizer: generator weights when frontalizing and none is installed.
+        yaw_threshold, fusion_weight: the ``"auto"`` policy's parameters, as in :func:`pifr.verify`
+            (saved with the gallery).
+
+    Raises:
+        InvalidPolicyError: unknown ``frontalize`` mode, or threshold / weight out of range.
     """
 
     def __init__(self, embedder: Optional[str] = None, *, threshold: Optional[float] = None, detector: Optional[str] = None,
-                 frontalize: str = "never", frontalizer: Optional[str] = None, device: Any = None) -> None:
+                 frontalize: str = "never", frontalizer: Optional[str] = None,
+                 yaw_threshold: float = AUTO_YAW_THRESHOLD, fusion_weight: float = AUTO_FUSION_WEIGHT,
+                 device: Any = None) -> None:
         from .embedders import DEFAULT_EMBEDDER, get_embedder
+
+        frontalize, yaw_threshold, fusion_weight = validate_policy(frontalize, yaw_threshold, fusion_weight)
 
         self._emb_name = embedder or DEFAULT_EMBEDDER
         self._device = device
@@ -94,6 +104,8 @@ class Gallery:
         self.detector = detector
         self.frontalize = frontalize
         self.frontalizer = frontalizer
+        self.yaw_threshold = yaw_threshold
+        self.fusion_weight = fusion_weight
         self._lock = threading.RLock()
         self._emb = np.zeros((0, self.dim), np.float32)
         self._labels: List[str] = []
@@ -118,13 +130,20 @@ class Gallery:
     def templates(self) -> int:
         return len(self._labels)
 
+    def template_counts(self) -> Dict[str, int]:
+        """How many templates each enrolled identity has, by identity name."""
+        with self._lock:
+            counts: Dict[str, int] = {}
+            for name in self._labels:
+                counts[name] = counts.get(name, 0) + 1
+            return counts
+
     # ------------------------------------------------------------------ embedding
     def _embed(self, img: ImageLike, policy: Optional[str] = None) -> Tuple[List[np.ndarray], str]:
         """Templates of the largest face in ``img`` under ``policy`` (default: the gallery's
         probe policy; ``"both"`` = the raw and the frontalized template) and the image's hash."""
         from .detection import detect_one
         from .embedders import get_embedder
-        from .verification import AUTO_YAW_THRESHOLD, embed_face_policy
 
         policy = policy or self.frontalize
         arr = load_image(img)
@@ -132,11 +151,10 @@ class Gallery:
         emb = get_embedder(self._emb_name, self._device)
         gen = None
         if policy != "never":
-            from .frontalization import get_frontalizer
-
             gen = get_frontalizer(self.frontalizer, self._device)
         modes = ("never", "always") if policy == "both" else (policy,)
-        vecs = [embed_face_policy(arr, face, emb, m, gen, AUTO_YAW_THRESHOLD)[0].astype(np.float32) for m in modes]
+        vecs = [embed_face_policy(arr, face, emb, m, gen, self.yaw_threshold, self.fusion_weight)[0].astype(np.float32)
+                for m in modes]
         return vecs, _pixels_hash(arr)
 
     # ------------------------------------------------------------------ mutation
@@ -175,13 +193,19 @@ class Gallery:
                 self._index = None
         return EnrollReport(identity, len(vecs), tuple(failures), tuple(dups))
 
-    def add_embeddings(self, identity: str, embeddings: np.ndarray) -> None:
-        """Add precomputed, L2-normalised ``(N, dim)`` templates (e.g. from :func:`pifr.embed_many`)."""
+    def add_embeddings(self, identity: Union[str, Sequence[str]], embeddings: np.ndarray) -> None:
+        """Add precomputed, L2-normalised ``(N, dim)`` templates (e.g. from :func:`pifr.embed_many`),
+        all of ``identity``, or one identity per row when ``identity`` is a sequence of N names
+        (a bulk load in one call)."""
         e = np.asarray(embeddings, np.float32).reshape(-1, self.dim)
+        names = [identity] * len(e) if isinstance(identity, str) else [str(x) for x in identity]
+        if len(names) != len(e):
+            raise GalleryError(f"{len(names)} identities for {len(e)} embeddings")
         with self._lock:
+            n0 = len(self._hashes)
             self._emb = np.concatenate([self._emb, e], 0)
-            self._labels += [identity] * len(e)
-            self._hashes += [f"embedding:{identity}:{len(self._hashes) + i}" for i in range(len(e))]
+            self._labels += names
+            self._hashes += [f"embedding:{name}:{n0 + i}" for i, name in enumerate(names)]
             self._index = None
 
     def remove(self, identity: str) -> int:
@@ -315,7 +339,8 @@ class Gallery:
     def _header(self) -> dict:
         return {"magic": _MAGIC, "schema": SCHEMA_VERSION, "embedder": self._emb_name, "embedder_sha256": self.embedder_sha256,
                 "dim": self.dim, "threshold": self.threshold, "calibrated_far": self.calibrated_far,
-                "frontalize": self.frontalize, "saved": time.strftime("%Y-%m-%dT%H:%M:%S"), "templates": len(self._labels)}
+                "frontalize": self.frontalize, "yaw_threshold": self.yaw_threshold, "fusion_weight": self.fusion_weight,
+                "saved": time.strftime("%Y-%m-%dT%H:%M:%S"), "templates": len(self._labels)}
 
     def save(self, path: Union[str, Path]) -> None:
         """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over ``path``."""
@@ -354,8 +379,13 @@ class Gallery:
             raise GalleryError(f"{path}: not a pifr gallery file")
         if header.get("schema") != SCHEMA_VERSION:
             raise GalleryError(f"{path}: gallery schema {header.get('schema')!r} is not supported (this pifr reads {SCHEMA_VERSION})")
-        g = cls(header["embedder"], threshold=header["threshold"], detector=detector,
-                frontalize=header.get("frontalize", "never"), frontalizer=frontalizer, device=device)
+        try:
+            g = cls(header["embedder"], threshold=header["threshold"], detector=detector,
+                    frontalize=header.get("frontalize", "never"), frontalizer=frontalizer,
+                    yaw_threshold=header.get("yaw_threshold", AUTO_YAW_THRESHOLD),
+                    fusion_weight=header.get("fusion_weight", AUTO_FUSION_WEIGHT), device=device)
+        except InvalidPolicyError as e:
+            raise GalleryError(f"{path}: invalid frontalization policy in the header ({e})") from e
         if header["embedder_sha256"] and g.embedder_sha256 != header["embedder_sha256"]:
             raise GalleryError(f"{path}: made with {header['embedder']} weights {header['embedder_sha256'][:12]}…, "
                                f"but the installed ones are {g.embedder_sha256[:12]}…: re-enroll")

@@ -4,18 +4,20 @@ image's right (the subject looks to their own left), ±90 = full profile.
 Methods: ``"3ddfa"`` — the 3DDFA_V2 MobileNet regressor (Guo et al., ECCV 2020) on the
 face box; ``"landmarks"`` — geometry of the 5 landmarks (nose offset from the eye midpoint
 against the inter-eye half-distance), a fallback that needs no network.
+
+The verb :func:`pifr.estimate_yaw` (image in, detection included) lives in
+:mod:`pifr.detection`, which uses this module; this module never imports detection.
 """
 from __future__ import annotations
 
 import functools
 import math
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Sequence
 
 import numpy as np
 
 from ._device import resolve_device
 from .errors import UnknownModelError
-from .image import ImageLike, load_image
 from .types import Face
 
 #: Nose-tip depth in front of the eye line, in units of half the inter-eye distance (a mean-face ratio).
@@ -77,18 +79,3 @@ def estimate_yaw_faces(img: np.ndarray, faces: Sequence[Face], method: str = "3d
         params = net(x).cpu().numpy()
     # 3DDFA's yaw is positive when the face turns to the image's left: flip to pifr's convention.
     return [-pose_from_params(p)[0] for p in params]
-
-
-def estimate_yaw(img: ImageLike, face: Optional[Face] = None, *, method: str = "3ddfa",
-                 detector: Optional[str] = None, device: Any = None) -> float:
-    """Yaw in degrees of ``face`` in ``img`` (or of the largest detected face).
-
-    Raises:
-        NoFaceError: no face given and none detected.
-    """
-    arr = load_image(img)
-    if face is None:
-        from .detection import detect_one
-
-        face = detect_one(arr, detector=detector, yaw=False, device=device, purpose=" to estimate yaw")
-    return estimate_yaw_faces(arr, [face], method=method, device=device)[0]

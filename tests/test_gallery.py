@@ -211,3 +211,18 @@ def test_large_gallery_without_faiss_searches_with_numpy(monkeypatch):
     assert [(m.identity, m.score) for m in got] == [(m.identity, m.score) for m in exact]
     again = g.search_embedding(q, k=3)  # the missing import is remembered, not retried per search
     assert [(m.identity, m.score) for m in again] == [(m.identity, m.score) for m in exact] and len(tries) == 1
+
+
+def test_bulk_add_and_template_counts_are_public(tmp_path):
+    """A bulk load (one identity per row) and the per-identity counts, without touching the
+    gallery's private arrays; a bulk load searches and saves like per-identity calls."""
+    g, q = _random_gallery(3, 2, seed=3)
+    e = np.stack([q, q, q])
+    h = Gallery()
+    h.add_embeddings(["a", "b", "a"], e)
+    assert h.template_counts() == {"a": 2, "b": 1} and h.templates == 3
+    assert g.template_counts() == {"id000": 2, "id001": 2, "id002": 2}
+    with pytest.raises(pifr.GalleryError):
+        h.add_embeddings(["a"], e)
+    h.save(tmp_path / "b.gallery")
+    assert Gallery.load(tmp_path / "b.gallery").template_counts() == {"a": 2, "b": 1}

@@ -47,8 +47,9 @@ def test_no_face_error_names_the_image():
 
 
 def test_frontalize_modes_are_checked(tmp_path, monkeypatch):
-    with pytest.raises(pifr.UnknownModelError):
+    with pytest.raises(pifr.InvalidPolicyError) as e:
         pifr.verify(A, B, frontalize="sometimes")
+    assert isinstance(e.value, ValueError) and not isinstance(e.value, pifr.UnknownModelError)
     monkeypatch.setenv("PIFR_WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(pifr.WeightsNotFoundError):
         pifr.verify(A, B, frontalize="always", frontalizer=tmp_path / "missing.safetensors")

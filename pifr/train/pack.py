@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import List, Tuple
 
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
         return merge(args)
     ids = identity_range(args.identities)
     if ids is None:
-        raise SystemExit("--identities must be a range such as 1-350")
+        ap.error("--identities must be a range such as 1-350")
     if args.rotate_and_render:
         return _render_pairs(args, ids)
     if args.render_cfp or args.render_lfw:
@@ -196,4 +197,4 @@ def merge(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
