@@ -16,8 +16,7 @@ import numpy as np
 from ._device import resolve_device
 from .alignment import ARCFACE_112, DLIB_150, TPGAN_128, AlignmentTemplate, align
 from .errors import NoFaceError, ShapeError, UnknownModelError
-from .frontalization import (AUTO_FUSION_WEIGHT, AUTO_YAW_THRESHOLD, embed_face_policy, get_frontalizer,
-                             validate_policy)
+from .frontalization import DEFAULT_FRONTALIZE, embed_face_policy, frontal_view, validate_policy
 from .image import ImageLike, load_image
 from .types import Face
 
@@ -220,8 +219,8 @@ def embed_face(img: np.ndarray, face: Face, embedder: Union[str, Embedder] = DEF
 
 
 def embed(img: ImageLike, *, embedder: str = DEFAULT_EMBEDDER, face: Optional[Face] = None,
-          frontalize: str = "never", frontalizer: Optional[str] = None, yaw_threshold: float = AUTO_YAW_THRESHOLD,
-          fusion_weight: float = AUTO_FUSION_WEIGHT, detector: Optional[str] = None,
+          frontalize: str = DEFAULT_FRONTALIZE, frontalizer: Optional[str] = None, yaw_threshold: Optional[float] = None,
+          fusion_weight: Optional[float] = None, detector: Optional[str] = None,
           device: Any = None, bgr: bool = False) -> np.ndarray:
     """L2-normalised embedding of the largest face in ``img`` (or of ``face``).
 
@@ -229,8 +228,8 @@ def embed(img: ImageLike, *, embedder: str = DEFAULT_EMBEDDER, face: Optional[Fa
         img: anything :func:`pifr.load_image` accepts.
         embedder: registry name (see :func:`list_embedders`).
         face: skip detection and use this face.
-        frontalize: ``"never"``, ``"always"`` or ``"auto"`` (see :func:`pifr.verify`).
-        frontalizer: generator weights file when no frontalizer is installed.
+        frontalize: ``"auto"`` (default), ``"never"`` or ``"always"`` (see :func:`pifr.verify`).
+        frontalizer: ``None``/``"3d"`` (the 3D render) or a generator weights file.
         yaw_threshold, fusion_weight: the ``"auto"`` policy's parameters (see :func:`pifr.verify`).
         detector: detector name (default :data:`pifr.detection.DEFAULT_DETECTOR`).
 
@@ -250,7 +249,7 @@ def embed(img: ImageLike, *, embedder: str = DEFAULT_EMBEDDER, face: Optional[Fa
     emb = get_embedder(embedder, device)
     gen = None
     if frontalize != "never":
-        gen = get_frontalizer(frontalizer, device)
+        gen = frontal_view(frontalizer, device)
     return embed_face_policy(arr, face, emb, frontalize, gen, yaw_threshold, fusion_weight)[0]
 
 

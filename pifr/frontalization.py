@@ -31,46 +31,75 @@ log = logging.getLogger("pifr")
 
 # ----------------------------------------------------------------------------- pose policy
 
-#: ``"never"``: raw embeddings; ``"always"``: the frontalized face's embedding alone; ``"auto"``:
-#: faces with |yaw| above the threshold are embedded raw and frontalized, fused.
+#: ``"never"``: raw embeddings; ``"always"``: the frontal view's embedding alone; ``"auto"``:
+#: faces with |yaw| above the rule's threshold are embedded raw and from the frontal view, fused.
 FRONTALIZE_MODES = ("never", "always", "auto")
-# The "auto" rule, chosen on CFP 351-400 (tuning split) by `python benchmarks/frontalization.py
-# --generator G --no-3d` over |yaw| > 30/45/60 and w = 0.25/0.5/0.75/1, best rank-1 + FP accuracy,
-# for the best generator trained so far (width 0.25, 2,000 CPU steps; docs/frontalization.md):
-#   dlib_resnet  raw 72.5 % rank-1 / 88.71 % FP acc; frontalized only 60.5 / 83.86;
-#                |yaw| > 45, w = 0.25: 73.0 / 89.71 (chosen; MobileFaceNet's best was |yaw| > 30,
-#                w = 0.25: 67.0 / 86.14 against raw 69.0 / 87.14).
-# No generator helps yet, which is why verify() defaults to frontalize="never"; a small w keeps
-# "auto" close to raw until one does.
-#: |yaw| above which ``frontalize="auto"`` sends a face through the frontalizer (degrees).
+#: The mode :func:`pifr.verify`, :func:`pifr.embed`, :class:`pifr.Gallery` and the CLI use by default.
+DEFAULT_FRONTALIZE = "auto"
+
+#: The ``"auto"`` rule per embedder for the 3D frontal render (no learned refiner): a face with
+#: |yaw| > threshold is embedded as normalise((1 − w)·raw + w·render). Chosen on CFP 351–400 (the
+#: tuning split; gallery frontal 01 of 50 people, their 200 profiles as probes) by
+#: ``python benchmarks/rotation.py`` over |yaw| > 30/45/60 and w = 0.25/0.5/0.75/1 as the rule
+#: most reliably better than raw (lowest exact McNemar p, probe by probe), and reported on CMU Face
+#: Images, which nothing is tuned on (docs/rotation.md has the tables):
+#:   dlib_resnet    rank-1 72.5 → 77.5 % (+13 / −3, p = 0.021); FP accuracy 88.71 → 89.71 %;
+#:                  CMU 72.2 → 74.7 %.
+#:   mobilefacenet  rank-1 69.0 → 78.5 % (+22 / −3, p = 0.0001); FP accuracy 87.14 → 90.71 %;
+#:                  CMU 74.7 → 79.7 %.
+#: An embedder not listed here (e.g. a registered ONNX model) is never frontalized under "auto"
+#: until its rule is measured: "auto" then means raw.
+AUTO_RULES: Dict[str, "tuple[float, float]"] = {
+    "dlib_resnet": (45.0, 0.25),
+    "mobilefacenet": (45.0, 0.5),
+}
+#: The rule for a TP-GAN generator the caller supplies (no measured rule can know it): few faces,
+#: a small weight, so a weak generator moves scores little.
 AUTO_YAW_THRESHOLD = 45.0
-#: Weight of the frontalized embedding in ``frontalize="auto"``: a face above the yaw threshold is
-#: embedded as normalise((1 − w)·raw + w·frontalized); 1 means "frontalized only".
 AUTO_FUSION_WEIGHT = 0.25
 
 
-def validate_policy(frontalize: Any, yaw_threshold: Any = AUTO_YAW_THRESHOLD,
-                    fusion_weight: Any = AUTO_FUSION_WEIGHT) -> "tuple[str, float, float]":
-    """Check a frontalization policy; returns ``(mode, yaw_threshold, fusion_weight)`` as
-    ``(str, float, float)``.
+def validate_policy(frontalize: Any, yaw_threshold: Any = None,
+                    fusion_weight: Any = None) -> "tuple[str, Optional[float], Optional[float]]":
+    """Check a frontalization policy; returns ``(mode, yaw_threshold, fusion_weight)``.
 
     ``frontalize`` must be one of :data:`FRONTALIZE_MODES` exactly (``"Auto"`` is refused: a
     near-miss would otherwise fall through to raw embeddings unnoticed); ``yaw_threshold`` is in
-    degrees, 0–90; ``fusion_weight`` in [0, 1].
+    degrees, 0–90; ``fusion_weight`` in [0, 1]; either may be ``None`` — the measured rule of the
+    embedder (:data:`AUTO_RULES`), resolved by :func:`auto_rule`.
 
     Raises:
         InvalidPolicyError: (also a ``ValueError``) any of the three is invalid.
     """
     if not isinstance(frontalize, str) or frontalize not in FRONTALIZE_MODES:
         raise InvalidPolicyError(f"frontalize must be one of {FRONTALIZE_MODES}, got {frontalize!r}")
-    out = []
+    out: List[Optional[float]] = []
     for name, value, lo, hi in (("yaw_threshold", yaw_threshold, 0.0, 90.0), ("fusion_weight", fusion_weight, 0.0, 1.0)):
+        if value is None:
+            out.append(None)
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise InvalidPolicyError(f"{name} must be a number, got {value!r}")
         if not lo <= float(value) <= hi:  # NaN fails too
             raise InvalidPolicyError(f"{name} must lie in [{lo:g}, {hi:g}], got {value!r}")
         out.append(float(value))
     return frontalize, out[0], out[1]
+
+
+def auto_rule(embedder: str, frontalizer: Any = None, yaw_threshold: Optional[float] = None,
+              fusion_weight: Optional[float] = None) -> "Optional[tuple[float, float]]":
+    """``(yaw_threshold, fusion_weight)`` that ``"auto"`` applies for ``embedder`` with
+    ``frontalizer`` (a :class:`Render3D`, a :class:`Frontalizer` or ``None`` for the default);
+    explicit values win. ``None``: no rule is known (the 3D render with an embedder it was never
+    measured for, and no explicit values), so "auto" embeds raw."""
+    if isinstance(frontalizer, Frontalizer):
+        base: "Optional[tuple[float, float]]" = (AUTO_YAW_THRESHOLD, AUTO_FUSION_WEIGHT)
+    else:
+        base = AUTO_RULES.get(embedder)
+    if base is None and (yaw_threshold is None or fusion_weight is None):
+        return None
+    base = base or (0.0, 0.0)
+    return (base[0] if yaw_threshold is None else yaw_threshold, base[1] if fusion_weight is None else fusion_weight)
 
 
 def fuse_embeddings(raw: np.ndarray, frontalized: np.ndarray, weight: float) -> np.ndarray:
@@ -83,32 +112,69 @@ def fuse_embeddings(raw: np.ndarray, frontalized: np.ndarray, weight: float) -> 
 
 
 def embed_face_policy(arr: np.ndarray, face: Face, emb: Any, frontalize: str, frontalizer: Any,
-                      yaw_threshold: float = AUTO_YAW_THRESHOLD,
-                      fusion_weight: float = AUTO_FUSION_WEIGHT) -> "tuple[np.ndarray, bool]":
+                      yaw_threshold: Optional[float] = None,
+                      fusion_weight: Optional[float] = None) -> "tuple[np.ndarray, bool]":
     """Embedding of ``face`` in ``arr`` (``(H, W, 3)`` uint8 RGB) by ``emb`` (an
     :class:`pifr.embedders.Embedder`) under the policy; returns ``(unit (dim,) vector, frontalized?)``.
 
-    ``"always"`` embeds the frontalized face alone; ``"auto"`` frontalizes faces with
-    |yaw| > ``yaw_threshold`` and fuses: normalise((1 − w)·raw + w·frontalized). For a probe
-    against fixed gallery vectors, that ranks exactly like the score fusion
-    (1 − w)·cos(raw, g) + w·cos(frontalized, g). ``frontalizer`` (a :class:`Frontalizer`) may be
-    ``None`` for ``"never"``.
+    ``"always"`` embeds the frontal view alone; ``"auto"`` takes the frontal view of faces with
+    |yaw| > the rule's threshold and fuses: normalise((1 − w)·raw + w·frontal) (see
+    :func:`auto_rule`). For a probe against fixed gallery vectors, that ranks exactly like the
+    score fusion (1 − w)·cos(raw, g) + w·cos(frontal, g). ``frontalizer`` (from
+    :func:`frontal_view`) may be ``None`` for ``"never"``.
 
     Raises:
         InvalidPolicyError: the policy is invalid (see :func:`validate_policy`).
+        FitError: the 3D fit refused the face (only when the frontal view is needed).
     """
     frontalize, yaw_threshold, w = validate_policy(frontalize, yaw_threshold, fusion_weight)
-    use = frontalize == "always" or (frontalize == "auto" and face.yaw is not None and abs(face.yaw) > yaw_threshold)
+    use, weight = False, 1.0
     if frontalize == "always":
-        w = 1.0
+        use = True
+    elif frontalize == "auto" and face.yaw is not None:
+        rule = auto_rule(emb.name, frontalizer, yaw_threshold, w)
+        if rule is not None:
+            use, weight = abs(face.yaw) > rule[0] and rule[1] > 0, rule[1]
     if not use:
         return emb.embed_crops(emb.align(arr, face)[None])[0], False
-    crop, lm = align_with_landmarks(arr, face, TPGAN_128)
-    frontal = frontalizer.frontalize_crops(crop[None], lm[None], [face.yaw or 0.0])[0]
-    v = emb.embed_crops(to_template(frontal, emb.template)[None])[0]
-    if w < 1.0:
-        v = fuse_embeddings(emb.embed_crops(emb.align(arr, face)[None])[0], v, w)
+    v = emb.embed_crops(frontalizer.frontal_crop(arr, face, emb.template)[None])[0]
+    if weight < 1.0:
+        v = fuse_embeddings(emb.embed_crops(emb.align(arr, face)[None])[0], v, weight)
     return v, True
+
+
+class Render3D:
+    """The frontal view as the 3D render of :mod:`pifr.rotation` (no learned refiner): fit, render
+    at 0° yaw and pitch straight into the embedder's template, the hidden side filled from the
+    mirrored half. Build with :func:`frontal_view`."""
+
+    name = "3d-render"
+
+    def __init__(self, device: Any = None) -> None:
+        self.device = device
+
+    def frontal_crop(self, arr: np.ndarray, face: Face, template: AlignmentTemplate) -> np.ndarray:
+        """``(S, S, 3)`` uint8 frontal render of ``face`` in ``arr`` placed in ``template``."""
+        from .face3d import fit_faces
+        from .rotation import render_pose
+
+        fit = fit_faces(arr, [face], device=self.device)[0]
+        return render_pose(fit, arr, 0.0, template=template).image
+
+
+def frontal_view(frontalizer: Optional[Union[str, Path]] = None, device: Any = None) -> Any:
+    """What the policy takes the frontal view from: ``frontalizer`` = ``None`` or ``"3d"`` — the 3D
+    render (:class:`Render3D`; a TP-GAN generator registered in the weights manifest is used
+    instead once one ships); else a ``generator.safetensors`` path (:class:`Frontalizer`)."""
+    if frontalizer is None:
+        from .weights import list_weights
+
+        if list_weights("frontalizer"):
+            return get_frontalizer(None, device)
+        return Render3D(device)
+    if str(frontalizer) == "3d":
+        return Render3D(device)
+    return get_frontalizer(frontalizer, device)
 
 
 # ----------------------------------------------------------------------------- the generator
@@ -122,13 +188,15 @@ class Frontalized:
         image: ``(128, 128, 3)`` uint8 RGB frontal face on the :data:`pifr.TPGAN_128` template.
         face: the input :class:`Face` (source-image pixels, with yaw).
         yaw: the input face's estimated yaw in degrees.
-        generator: which weights produced it.
+        generator: which weights or method produced it (``"3d-render"`` for ``method="3d"``).
+        mask: ``(128, 128)`` bool pixels covered by the face (``method="3d"``; ``None`` otherwise).
     """
 
     image: np.ndarray
     face: Face
     yaw: float
     generator: str
+    mask: Optional[np.ndarray] = None
 
 
 class Frontalizer:
@@ -197,6 +265,12 @@ class Frontalizer:
         return np.stack([im[:, ::-1] if f else im for im, f in zip(imgs, flips)])
 
 
+    def frontal_crop(self, arr: np.ndarray, face: Face, template: AlignmentTemplate) -> np.ndarray:
+        """``(S, S, 3)`` uint8 generator output for ``face`` in ``arr``, re-cropped onto ``template``."""
+        crop, lm = align_with_landmarks(arr, face, TPGAN_128)
+        return to_template(self.frontalize_crops(crop[None], lm[None], [face.yaw or 0.0])[0], template)
+
+
 @functools.lru_cache(maxsize=4)
 def _cached(weights: Optional[str], device: str) -> Frontalizer:
     return Frontalizer(weights, device)
@@ -230,19 +304,37 @@ def _tpgan_input(img: ImageLike, face: Optional[Face], detector: Optional[str], 
     return face, crop, lm
 
 
-#: What :func:`frontalize` can use: the learned TP-GAN generator, or classical 3D frontalization.
-FRONTALIZE_METHODS = ("tpgan", "3d")
+#: What :func:`frontalize` can use: ``"3d"`` — the 3D render (no learned refiner; works out of the
+#: box); ``"tpgan"`` — a TP-GAN generator (``weights=``; none ships yet); ``"hassner"`` — classical
+#: 3D frontalization (Hassner et al., CVPR 2015), a baseline that needs the user-supplied
+#: ``model3Ddlib.mat`` (``weights=``) and lowers recognition (docs/frontalization.md).
+FRONTALIZE_METHODS = ("3d", "tpgan", "hassner")
 
 
-def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: str = "tpgan", face: Optional[Face] = None,
+def _render_3d(img: ImageLike, face: Optional[Face], detector: Optional[str], device: Any, name: str) -> Frontalized:
+    from .detection import detect_one
+    from .face3d import fit_faces
+    from .rotation import render_pose
+
+    arr = load_image(img)
+    face = face or detect_one(arr, detector=detector, device=device, purpose=" to frontalize")
+    fit = fit_faces(arr, [face], device=device, names=[name])[0]
+    r = render_pose(fit, arr, 0.0)
+    if face.yaw is None:
+        face = face.with_yaw(fit.yaw)
+    return Frontalized(image=r.image, face=face, yaw=float(face.yaw), generator=Render3D.name, mask=r.mask)
+
+
+def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: str = "3d", face: Optional[Face] = None,
                weights: Optional[Union[str, Path]] = None, detector: Optional[str] = None,
                device: Any = None, batch_size: int = 32) -> Union[Frontalized, List[Union[Frontalized, Exception]]]:
-    """Frontal view of the largest face in ``img`` (or of ``face``).
+    """Frontal view of the largest face in ``img`` (or of ``face``), in the 128×128 TP-GAN crop.
 
     Args:
-        method: ``"tpgan"`` (the learned frontalizer; ``weights`` or the installed one) or ``"3d"``
-            (classical 3D frontalization, Hassner et al. 2015; ``weights`` = path of
-            ``model3Ddlib.mat``, else the registry's search path).
+        method: ``"3d"`` (default: the face fitted in 3D and rendered from the front, the hidden
+            side filled from the visible half; :mod:`pifr.rotation`), ``"tpgan"`` (a learned
+            generator: ``weights`` or the installed one) or ``"hassner"`` (Hassner et al. 2015;
+            ``weights`` = path of ``model3Ddlib.mat``). See :data:`FRONTALIZE_METHODS`.
         batch_size: for a list, how many faces go through the generator in one forward pass.
 
     A list input returns a list with one :class:`Frontalized` or one exception per image (one
@@ -251,12 +343,23 @@ def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: str = "tpgan",
 
     Raises:
         NoFaceError: no face found (single-image call).
-        WeightsNotFoundError: no frontalizer weights installed and none given (also for a list:
-            that is not one bad image).
+        FitError: the 3D fit refused the face (``"3d"``; too small or turned too far up/down).
+        WeightsNotFoundError: ``"tpgan"`` with no generator installed and none given (also for a
+            list: that is not one bad image).
     """
     if method not in FRONTALIZE_METHODS:
         raise UnknownModelError(f"method must be one of {FRONTALIZE_METHODS}, got {method!r}")
     if method == "3d":
+        if not isinstance(img, list):
+            return _render_3d(img, face, detector, device, "the image")
+        out_r: List[Union[Frontalized, Exception]] = []
+        for i, one in enumerate(img):
+            try:
+                out_r.append(_render_3d(one, None, detector, device, str(one) if isinstance(one, (str, Path)) else f"image {i}"))
+            except PifrError as e:
+                out_r.append(e)
+        return out_r
+    if method == "hassner":
         from .geometry import frontalize_3d
 
         def one_3d(im: ImageLike, f: Optional[Face]) -> Frontalized:

@@ -11,14 +11,15 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from .frontalization import AUTO_FUSION_WEIGHT, AUTO_YAW_THRESHOLD, embed_face_policy, get_frontalizer, validate_policy
+from .errors import InvalidPolicyError
+from .frontalization import DEFAULT_FRONTALIZE, embed_face_policy, frontal_view, validate_policy
 from .image import ImageLike, load_image
 from .types import Verification
 
 
 def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, threshold: Optional[float] = None,
-           detector: Optional[str] = None, frontalize: str = "never", frontalizer: Optional[Union[str, Path]] = None,
-           yaw_threshold: float = AUTO_YAW_THRESHOLD, fusion_weight: float = AUTO_FUSION_WEIGHT,
+           detector: Optional[str] = None, frontalize: str = DEFAULT_FRONTALIZE, frontalizer: Optional[Union[str, Path]] = None,
+           yaw_threshold: Optional[float] = None, fusion_weight: Optional[float] = None,
            device: Any = None) -> Verification:
     """Decide whether the largest face in ``a`` and the largest face in ``b`` are the same person.
 
@@ -27,13 +28,14 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
         embedder: registry name (default :data:`pifr.embedders.DEFAULT_EMBEDDER`).
         threshold: cosine-similarity threshold; default: the embedder's calibrated one.
         detector: detector name (default :data:`pifr.detection.DEFAULT_DETECTOR`).
-        frontalize: ``"never"`` (default), ``"always"``, or ``"auto"`` (faces with |yaw| above
-            ``yaw_threshold`` degrees go through the TP-GAN frontalizer first and are embedded as
-            normalise((1 − w)·raw + w·frontalized) with w = ``fusion_weight``); see
-            :func:`pifr.frontalization.validate_policy`.
-        frontalizer: generator weights (``generator.safetensors``) when no frontalizer is installed.
-        yaw_threshold: degrees, 0–90 (default :data:`pifr.frontalization.AUTO_YAW_THRESHOLD`).
-        fusion_weight: in [0, 1] (default :data:`pifr.frontalization.AUTO_FUSION_WEIGHT`).
+        frontalize: ``"auto"`` (default: a face turned beyond the embedder's measured yaw
+            threshold is embedded as normalise((1 − w)·raw + w·frontal view), the rule in
+            :data:`pifr.frontalization.AUTO_RULES`; near-frontal faces are untouched), ``"never"``
+            (raw embeddings) or ``"always"`` (the frontal view alone: no threshold is measured for
+            it, so ``threshold=`` is required).
+        frontalizer: where the frontal view comes from: ``None``/``"3d"`` the 3D render, or a
+            TP-GAN ``generator.safetensors``.
+        yaw_threshold: degrees, 0–90; ``fusion_weight``: in [0, 1]; ``None`` = the measured rule.
         device: torch device (``None``: CUDA if available).
 
     Returns:
@@ -43,7 +45,9 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
     Raises:
         InvalidImageError: an input is not a usable image.
         NoFaceError: no face in one of the images (the message says which).
-        InvalidPolicyError: unknown ``frontalize`` mode, or threshold / weight out of range.
+        InvalidPolicyError: unknown ``frontalize`` mode, threshold / weight out of range, or
+            ``"always"`` without an explicit ``threshold``.
+        FitError: the 3D fit refused a face that the policy needs frontalized.
         WeightsNotFoundError: frontalization asked for but no generator weights available.
     """
     from .detection import detect_one
@@ -52,9 +56,12 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
     frontalize, yaw_threshold, fusion_weight = validate_policy(frontalize, yaw_threshold, fusion_weight)
     t0 = time.perf_counter()
     emb = get_embedder(embedder or DEFAULT_EMBEDDER, device)
+    if frontalize == "always" and threshold is None:
+        raise InvalidPolicyError('frontalize="always" compares frontal views only, and no decision threshold is '
+                                 'measured for that; pass threshold=, or use "auto" (measured) or "never"')
     gen = None
     if frontalize != "never":
-        gen = get_frontalizer(frontalizer, device)
+        gen = frontal_view(frontalizer, device)
     faces, vecs, fronts = [], [], []
     for which, src in (("first", a), ("second", b)):
         arr = load_image(src)
