@@ -15,8 +15,10 @@ __version__ = "0.1.0"
 from .alignment import ARCFACE_112, DLIB_150, TPGAN_128, AlignmentTemplate, align
 from .errors import (
     DependencyError,
+    DeviceError,
     GalleryError,
     ImageTooLargeError,
+    InvalidArgumentError,
     InvalidImageError,
     NoFaceError,
     PifrError,
@@ -37,6 +39,7 @@ __all__ = [
     "Face", "Verification", "AlignmentTemplate", "TPGAN_128", "ARCFACE_112", "DLIB_150",
     "PifrError", "InvalidImageError", "ImageTooLargeError", "ShapeError", "NoFaceError", "UnknownModelError",
     "WeightsError", "WeightsNotFoundError", "WeightsChecksumError", "WeightsFormatError", "DependencyError", "GalleryError",
+    "InvalidArgumentError", "DeviceError",
 ]
 
 # Functions whose modules import torch are bound on first access, keeping `import pifr` fast.

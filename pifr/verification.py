@@ -94,6 +94,10 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
 
     if frontalize not in FRONTALIZE_MODES:
         raise UnknownModelError(f"frontalize must be one of {FRONTALIZE_MODES}, got {frontalize!r}")
+    if threshold is not None and not np.isfinite(threshold):  # NaN would answer DIFFERENT for every pair, silently
+        from .errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"threshold must be a finite number, got {threshold!r}")
     t0 = time.perf_counter()
     emb = get_embedder(embedder or DEFAULT_EMBEDDER, device)
     gen = None
