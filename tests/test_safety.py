@@ -82,7 +82,8 @@ def test_real_faces_at_the_default(g0):
     g = Gallery()
     assert g.enroll("mitchell", [EXAMPLES / "mitchell_frontal.png"]).added == 1
     assert g.enroll("phoebe", [EXAMPLES / "phoebe_frontal.png"]).added == 1
-    assert g.identify(EXAMPLES / "mitchell_sunglasses.png")[0].identity == "mitchell"
+    m = g.identify(EXAMPLES / "mitchell_sunglasses.png")[0]
+    assert m.identity == "mitchell" and m.accepted
     assert not g.identify(EXAMPLES / "night_frontal.png")[0].accepted  # a stranger
 
 
@@ -439,12 +440,34 @@ def test_lazy_truncated_pil_bfloat16_and_4d_messages():
         pifr.load_image(torch.zeros(1, 189, 1, 3))
 
 
+def _png_claiming(w: int, h: int) -> bytes:
+    """A PNG whose header claims w×h pixels, with a tiny body (a decompression-bomb shape)."""
+    import struct
+    import zlib
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b""))
+
+
 def test_bomb_guard_quotes_pifrs_limit():
     from pifr.image import MAX_PIXELS
 
-    from test_image import _png_header_only
+    for w, h in ((50_000, 50_000), (9_000, 9_000)):  # beyond PIL's own guard, and between the two
+        with pytest.raises(pifr.ImageTooLargeError, match=str(MAX_PIXELS)):
+            pifr.load_image(_png_claiming(w, h))
 
-    with pytest.raises(pifr.ImageTooLargeError, match=str(MAX_PIXELS)):
-        pifr.load_image(_png_header_only(50_000, 50_000))
-    with pytest.raises(pifr.ImageTooLargeError, match=str(MAX_PIXELS)):
-        pifr.load_image(_png_header_only(9_000, 9_000))
+
+def test_schema_1_files_still_load(g0, tmp_path):
+    e = unit(np.random.default_rng(0), 3)
+    for thr, source in ((g0._pair_threshold, "default"), (0.95, "fixed")):
+        h = {"magic": "pifr-gallery", "schema": 1, "embedder": "dlib_resnet", "embedder_sha256": g0.embedder_sha256,
+             "dim": 128, "threshold": thr, "calibrated_far": None, "frontalize": "never"}
+        p = tmp_path / "old.gallery"
+        with open(p, "wb") as f:
+            np.savez(f, header=np.array(json.dumps(h)), embeddings=e, labels=np.array(["a", "a", "b"]),
+                     hashes=np.array(["h1", "h2", "h3"]))
+        g = Gallery.load(p)
+        assert g.identities == ["a", "b"] and g.threshold_source == source
