@@ -2,7 +2,7 @@
 embed, both images) against a plain face_recognition-style dlib pipeline (HOG detector, 5-point
 shape predictor, dlib's own ResNet) on the same LFW pairs, in the same run.
 
-    python benchmarks/latency.py [--pairs 50] [--embedders dlib_resnet mobilefacenet]
+    python benchmarks/latency.py [--pairs 50] [--embedders dlib_resnet mobilefacenet] [--threads 1] [--no-baseline]
 """
 from __future__ import annotations
 
@@ -56,7 +56,13 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=50)
     ap.add_argument("--embedders", nargs="+", default=["dlib_resnet", "mobilefacenet"])
     ap.add_argument("--out", default="results/latency")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the dlib pipeline")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     lfw = shared_root(args.shared) / "data" / "lfw"
     pairs = lfw_pairs(lfw, "pairsDevTrain.txt")[: args.pairs]
     rec = run_header("latency", f"{lfw} pairsDevTrain first {len(pairs)}", {}, "timing only")
@@ -65,10 +71,12 @@ def main() -> None:
         pifr.verify(pairs[0].a, pairs[0].b, embedder=name)  # load models once, outside the timing
         ms = timeit(lambda a, b: pifr.verify(a, b, embedder=name), pairs)
         res[f"pifr.verify[{name}]"] = ms
-    base = dlib_pipeline()
-    base(pairs[0].a, pairs[0].b)
-    res["dlib HOG + 5pt + ResNet (face_recognition-style)"] = timeit(base, pairs)
-    ref = np.median(res["dlib HOG + 5pt + ResNet (face_recognition-style)"])
+    ref = np.nan
+    if not args.no_baseline:
+        base = dlib_pipeline()
+        base(pairs[0].a, pairs[0].b)
+        res["dlib HOG + 5pt + ResNet (face_recognition-style)"] = timeit(base, pairs)
+        ref = np.median(res["dlib HOG + 5pt + ResNet (face_recognition-style)"])
     print(f"\nDevice: {device_description()}\n\n| pipeline | median ms / pair | p90 ms | ratio to dlib pipeline |\n|---|---|---|---|")
     out = {}
     for k, v in res.items():

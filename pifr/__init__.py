@@ -16,8 +16,10 @@ from .alignment import ARCFACE_112, DLIB_150, TPGAN_128, AlignmentTemplate, alig
 from .errors import (
     DependencyError,
     FitError,
+    DeviceError,
     GalleryError,
     ImageTooLargeError,
+    InvalidArgumentError,
     InvalidImageError,
     InvalidPolicyError,
     NoFaceError,
@@ -40,7 +42,7 @@ __all__ = [
     "Face", "Verification", "AlignmentTemplate", "TPGAN_128", "ARCFACE_112", "DLIB_150",
     "PifrError", "InvalidImageError", "ImageTooLargeError", "ShapeError", "NoFaceError", "UnknownModelError",
     "WeightsError", "WeightsNotFoundError", "WeightsChecksumError", "WeightsFormatError", "DependencyError", "GalleryError",
-    "InvalidPolicyError", "TrainingError", "FitError",
+    "InvalidPolicyError", "TrainingError", "FitError", "InvalidArgumentError", "DeviceError",
 ]
 
 # Functions whose modules import torch are bound on first access, keeping `import pifr` fast.

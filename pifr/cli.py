@@ -57,19 +57,80 @@ def _cmd_yaw(args: argparse.Namespace) -> int:
     return 2 if bad else 0
 
 
+def _writable_target(path: str, what: str) -> None:
+    """Fail before the work, not after it, when ``path`` cannot be written."""
+    import os
+    from pathlib import Path
+
+    from .errors import InvalidArgumentError
+
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise InvalidArgumentError(f"{what} {p} is a folder; give a file name")
+    if not parent.is_dir():
+        raise InvalidArgumentError(f"{what} {p}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise InvalidArgumentError(f"{what} {p} is not writable")
+
+
 def _cmd_embed(args: argparse.Namespace) -> int:
     from .embedders import embed_many
 
+    _writable_target(args.output, "output")
+    out = args.output if args.output.endswith(".npz") else args.output + ".npz"  # np.savez adds the suffix
+    _writable_target(out, "output")
     res = embed_many(args.images, embedder=args.embedder, detector=args.detector, progress=len(args.images) > 1)
     ok = [r for r in res if r.ok]
     for r in res:
         if not r.ok:
             print(f"{args.images[r.index]}: {type(r.error).__name__}: {r.error}", file=sys.stderr)
     if ok:
-        np.savez(args.output, embeddings=np.stack([r.embedding for r in ok]),
-                 paths=np.array([args.images[r.index] for r in ok]))
-        print(f"wrote {len(ok)} embeddings to {args.output}")
+        try:
+            np.savez(out, embeddings=np.stack([r.embedding for r in ok]), paths=np.array([args.images[r.index] for r in ok]))
+        except OSError as e:
+            print(f"pifr: error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+            return 2
+        print(f"wrote {len(ok)} embeddings to {out}")
     return 0 if len(ok) == len(res) else 2
+
+
+def frontalize_plan(src: "Path", dst: "Path") -> "list":
+    """``[(input, output), ...]`` for ``pifr frontalize``: every output is a distinct ``.png``
+    that is not one of the inputs. A folder keeps its layout; two inputs that would meet in one
+    name (``x.jpg`` and ``x.png``) each keep their suffix (``x.jpg.png``, ``x.png.png``); a file
+    into an existing folder becomes ``folder/<stem>.png``.
+
+    Raises InvalidArgumentError: an output would replace an input, or no images were found."""
+    from collections import Counter
+    from pathlib import Path
+
+    from .errors import InvalidArgumentError
+
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp"}
+    if src.is_dir():
+        if dst.exists() and not dst.is_dir():
+            raise InvalidArgumentError(f"{src} is a folder, so the output must be a folder; {dst} is a file")
+        if dst.resolve() == src.resolve():  # outputs among the photos they came from: refuse, even where names differ
+            raise InvalidArgumentError(f"the output folder is the input folder {src}: refusing to overwrite input images "
+                                       "or mix outputs with them; choose another output")
+        files = sorted(p for p in src.rglob("*") if p.suffix.lower() in exts and p.is_file())
+        if not files:
+            raise InvalidArgumentError(f"{src}: no images ({', '.join(sorted(exts))})")
+        rel = [f.relative_to(src) for f in files]
+        base = Counter(r.with_suffix(".png") for r in rel)
+        outs = [dst / (r.with_suffix(".png") if base[r.with_suffix(".png")] == 1 else r.with_name(r.name + ".png"))
+                for r in rel]
+    else:
+        files = [src]
+        outs = [dst / (src.stem + ".png") if dst.is_dir() else dst]
+    inputs = {Path(f).resolve() for f in files}
+    clash = [str(o) for o in outs if o.resolve() in inputs]
+    if clash:
+        raise InvalidArgumentError(f"refusing to overwrite input image(s) {clash[:3]}; choose another output")
+    if len({o.resolve() for o in outs}) != len(outs):  # x.jpg.png beside a real x.jpg.png input's x.jpg.png
+        raise InvalidArgumentError(f"{src}: two inputs would be written to one output; rename them")
+    return list(zip(files, outs))
 
 
 def _cmd_frontalize(args: argparse.Namespace) -> int:
@@ -80,53 +141,55 @@ def _cmd_frontalize(args: argparse.Namespace) -> int:
     from .frontalization import frontalize
 
     src, dst = Path(args.input), Path(args.output)
-    exts = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp"}
-    files = sorted(p for p in src.rglob("*") if p.suffix.lower() in exts) if src.is_dir() else [src]
+    if not src.exists():
+        from .errors import InvalidImageError
+
+        raise InvalidImageError(f"{src}: no such file or folder")
+    plan = frontalize_plan(src, dst)
     if src.is_dir():
         dst.mkdir(parents=True, exist_ok=True)
     from tqdm import tqdm
 
     bad = 0
     step = max(1, args.batch_size)
-    with tqdm(total=len(files), desc="frontalize", unit="img", disable=len(files) < 2) as bar:
-        for k in range(0, len(files), step):
-            chunk = files[k:k + step]
-            for f, r in zip(chunk, frontalize(list(chunk), method=args.method, weights=args.weights, batch_size=step)):
+    with tqdm(total=len(plan), desc="frontalize", unit="img", disable=len(plan) < 2) as bar:
+        for k in range(0, len(plan), step):
+            chunk = plan[k:k + step]
+            for (f, out), r in zip(chunk, frontalize([f for f, _ in chunk], method=args.method, weights=args.weights,
+                                                     batch_size=step)):
                 if isinstance(r, Exception):
                     bad += 1
                     print(f"{f}: {type(r).__name__}: {r}", file=sys.stderr)
                     continue
-                out = dst / (f.relative_to(src).with_suffix(".png")) if src.is_dir() else dst
-                out.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(r.image).save(out)
+                try:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(r.image).save(out, format="PNG")
+                except OSError as e:
+                    bad += 1
+                    print(f"{f}: cannot write {out}: {e.strerror or e}", file=sys.stderr)
             bar.update(len(chunk))
-    print(f"frontalized {len(files) - bad} of {len(files)} images into {dst}")
+    print(f"frontalized {len(plan) - bad} of {len(plan)} images into {dst}")
     return 2 if bad else 0
 
 
-def _open_gallery(path: str, create: bool = False, embedder: Optional[str] = None):
-    from pathlib import Path
-
+def _open_gallery(path: str):
     from .gallery import Gallery
 
-    if Path(path).is_file():
-        return Gallery.load(path)
-    if create:
-        return Gallery(embedder)
-    from .errors import GalleryError
-
-    raise GalleryError(f"{path}: no such gallery file")
+    return Gallery.load(path)
 
 
 def _cmd_enroll(args: argparse.Namespace) -> int:
-    g = _open_gallery(args.gallery, create=True, embedder=args.embedder)
-    rep = g.enroll(args.id, args.images)
-    g.save(args.gallery)
+    from .gallery import Gallery
+
+    # Load, enroll and save under the gallery's file lock: concurrent enrolls take turns.
+    with Gallery.edit(args.gallery, create=True, embedder=args.embedder) as g:
+        rep = g.enroll(args.id, args.images)
+        n_ids, n_templates = len(g), g.templates
     for i, why in rep.failures:
         print(f"{args.images[i]}: not enrolled: {why}", file=sys.stderr)
     for i in rep.duplicates:
         print(f"{args.images[i]}: already enrolled (same image)", file=sys.stderr)
-    print(f"{args.id}: {rep.added} template(s) added; gallery has {len(g)} identities, {g.templates} templates")
+    print(f"{args.id}: {rep.added} template(s) added; gallery has {n_ids} identities, {n_templates} templates")
     return 0 if rep.added else 2
 
 
@@ -144,18 +207,30 @@ def _cmd_identify(args: argparse.Namespace) -> int:
 
 
 def _cmd_gallery(args: argparse.Namespace) -> int:
-    g = _open_gallery(args.gallery)
     if args.action == "list":
+        g = _open_gallery(args.gallery)
         counts = g.template_counts()
-        print(f"# {args.gallery}: embedder {g.embedder}, threshold {g.threshold:.4f}"
-              + (f" (calibrated for FAR {g.calibrated_far:g})" if g.calibrated_far else ""))
+        src = g.threshold_source
+        what = {"default": f"default operating point, FAR {g.far_per_probe:g} per probe",
+                "calibrated": f"calibrated for FAR {g.calibrated_far:g}" if g.calibrated_far else "calibrated",
+                "fixed": "fixed", "embedder": "the embedder's 1:1 threshold"}[src]
+        print(f"# {args.gallery}: embedder {g.embedder}, threshold {g.threshold:.4f} ({what})")
         for name in sorted(counts):
             print(f"{name}\t{counts[name]}")
         return 0
-    for name in args.names:
-        print(f"{name}: removed {g.remove(name)} template(s)")
-    g.save(args.gallery)
-    return 0
+    from .gallery import Gallery
+
+    missing = []
+    with Gallery.edit(args.gallery) as g:
+        known = set(g.identities)
+        for name in dict.fromkeys(args.names):
+            if name in known:
+                print(f"{name}: removed {g.remove(name)} template(s)")
+            else:
+                missing.append(name)
+    for name in missing:
+        print(f"{name}: not enrolled (nothing removed)", file=sys.stderr)
+    return 2 if missing else 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -164,10 +239,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     print("embedders:")
     for e in list_embedders():
-        state = "ready" if e.available else "missing weights"
+        bad_sum = e.reason.startswith("WeightsChecksumError")
+        state = "ready" if e.available else "CHECKSUM FAILED" if bad_sum else "missing weights"
         thr = f"{e.threshold:.4f}" + ("" if e.calibrated else " (uncalibrated)")
         print(f"  {e.name:18s} dim {e.dim:4d}  template {e.template:12s} threshold {thr:20s} {state}")
-        if e.reason and args.verbose:
+        if e.reason and (args.verbose or bad_sum):
             print(f"      {e.reason}")
     print("detectors:", ", ".join(list_detectors()))
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
@@ -195,17 +196,19 @@ def get_embedder(name: str = DEFAULT_EMBEDDER, device: Any = None, weights_path:
 
 
 def list_embedders() -> List[EmbedderInfo]:
-    """Every registered embedder, with whether its weights are present here (nothing is loaded)."""
+    """Every registered embedder, with whether its weights are present here and pass their sha256
+    check (nothing is loaded; ``reason`` names the error otherwise)."""
     from .errors import WeightsError
     from .weights import resolve
 
     out = []
     for e in _EMBEDDERS.values():
         try:
-            resolve(e.weights, verify=False)
+            # verify=True: a file that fails its sha256 is not "available" (the hash is cached by size and mtime).
+            resolve(e.weights, verify=True)
             ok, why = True, ""
         except WeightsError as err:
-            ok, why = False, str(err)
+            ok, why = False, f"{type(err).__name__}: {err}"
         if e.name in _UNCALIBRATED:
             why = (why + " " if why else "") + "(threshold not calibrated here: call Gallery.calibrate or pass threshold=)"
         out.append(EmbedderInfo(e.name, e.weights, e.template.name, e.dim, e.threshold, ok, e.name not in _UNCALIBRATED, why))
@@ -292,8 +295,12 @@ def embed_many(images: Sequence[ImageLike], *, embedder: str = DEFAULT_EMBEDDER,
         progress: show a tqdm progress bar.
     """
     from .detection import DEFAULT_DETECTOR
-    from .errors import PifrError
+    from .errors import InvalidArgumentError, PifrError
 
+    # A str is iterable too: embed_many("a.jpg") would otherwise try each character as a path.
+    if isinstance(images, (str, bytes, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim != 4):
+        raise InvalidArgumentError(f"embed_many takes a sequence of images, got a single {type(images).__name__}; "
+                                   "wrap it in a list, or use pifr.embed")
     emb = get_embedder(embedder, device)
     det = detector or DEFAULT_DETECTOR
     it = enumerate(images)

@@ -22,6 +22,10 @@ class ShapeError(PifrError, ValueError):
     """An array or tensor has the wrong shape, dtype or value range."""
 
 
+class InvalidArgumentError(PifrError, ValueError):
+    """An argument's value is out of range or meaningless (NaN threshold, k < 1, a str where a list belongs)."""
+
+
 class NoFaceError(PifrError):
     """No face was found where one was required."""
 
@@ -53,6 +57,10 @@ class WeightsFormatError(WeightsError):
 
 class DependencyError(PifrError, ImportError):
     """An optional dependency needed for the requested feature is not installed."""
+
+
+class DeviceError(PifrError, ValueError):
+    """The requested torch device is not valid or not present here (e.g. ``"cuda"`` without a GPU)."""
 
 
 class GalleryError(PifrError):

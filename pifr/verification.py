@@ -54,6 +54,10 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
     from .embedders import DEFAULT_EMBEDDER, get_embedder
 
     frontalize, yaw_threshold, fusion_weight = validate_policy(frontalize, yaw_threshold, fusion_weight)
+    if threshold is not None and not np.isfinite(threshold):  # NaN would answer DIFFERENT for every pair, silently
+        from .errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"threshold must be a finite number, got {threshold!r}")
     t0 = time.perf_counter()
     emb = get_embedder(embedder or DEFAULT_EMBEDDER, device)
     if frontalize == "always" and threshold is None:

@@ -96,7 +96,7 @@ def test_save_load_round_trip_and_bad_files(gallery, lfw, tmp_path):
         h = json.loads(str(z["header"]))
         h.update(changes)
         q = tmp_path / "edited.gallery"
-        np.savez(open(q, "wb"), header=np.array(json.dumps(h)), embeddings=z["embeddings"], labels=z["labels"], hashes=z["hashes"])
+        np.savez(open(q, "wb"), header=np.array(json.dumps(h)), **{k: z[k] for k in z.files if k != "header"})
         return q
 
     with pytest.raises(pifr.GalleryError, match="schema"):
