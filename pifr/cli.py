@@ -291,10 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("frontalize", help="write the frontal view of each face (file or folder)")
     f.add_argument("input")
     f.add_argument("-o", "--output", required=True)
-    f.add_argument("--method", default="tpgan", choices=FRONTALIZE_METHODS,
-                   help="tpgan (learned generator) or 3d (classical, Hassner et al. 2015)")
+    f.add_argument("--method", default=None, choices=FRONTALIZE_METHODS,
+                   help="3d (the 3D render, works out of the box), tpgan (a learned generator) or hassner (classical, "
+                        "Hassner et al. 2015); default: tpgan when --weights is given, else 3d")
     f.add_argument("--weights", default=None,
-                   help="tpgan: generator.safetensors (default: the installed frontalizer); 3d: model3Ddlib.mat")
+                   help="tpgan: generator.safetensors (default: the installed frontalizer); hassner: model3Ddlib.mat")
     f.add_argument("--batch-size", type=int, default=32, help="faces per generator forward pass (default 32)")
     f.set_defaults(func=_cmd_frontalize)
 

@@ -134,7 +134,7 @@ def embed_face_policy(arr: np.ndarray, face: Face, emb: Any, frontalize: str, fr
     elif frontalize == "auto" and face.yaw is not None:
         rule = auto_rule(emb.name, frontalizer, yaw_threshold, w)
         if rule is not None:
-            use, weight = abs(face.yaw) > rule[0] and rule[1] > 0, rule[1]
+            use, weight = abs(face.yaw) > rule[0], rule[1]
     if not use:
         return emb.embed_crops(emb.align(arr, face)[None])[0], False
     v = emb.embed_crops(frontalizer.frontal_crop(arr, face, emb.template)[None])[0]
@@ -325,16 +325,17 @@ def _render_3d(img: ImageLike, face: Optional[Face], detector: Optional[str], de
     return Frontalized(image=r.image, face=face, yaw=float(face.yaw), generator=Render3D.name, mask=r.mask)
 
 
-def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: str = "3d", face: Optional[Face] = None,
+def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: Optional[str] = None, face: Optional[Face] = None,
                weights: Optional[Union[str, Path]] = None, detector: Optional[str] = None,
                device: Any = None, batch_size: int = 32) -> Union[Frontalized, List[Union[Frontalized, Exception]]]:
     """Frontal view of the largest face in ``img`` (or of ``face``), in the 128×128 TP-GAN crop.
 
     Args:
-        method: ``"3d"`` (default: the face fitted in 3D and rendered from the front, the hidden
-            side filled from the visible half; :mod:`pifr.rotation`), ``"tpgan"`` (a learned
-            generator: ``weights`` or the installed one) or ``"hassner"`` (Hassner et al. 2015;
-            ``weights`` = path of ``model3Ddlib.mat``). See :data:`FRONTALIZE_METHODS`.
+        method: ``"3d"`` (the face fitted in 3D and rendered from the front, the hidden side
+            filled from the visible half; :mod:`pifr.rotation`), ``"tpgan"`` (a learned generator:
+            ``weights`` or the installed one) or ``"hassner"`` (Hassner et al. 2015; ``weights`` =
+            path of ``model3Ddlib.mat``). See :data:`FRONTALIZE_METHODS`. Default: ``"tpgan"``
+            when ``weights`` is given or a generator is installed, else ``"3d"``.
         batch_size: for a list, how many faces go through the generator in one forward pass.
 
     A list input returns a list with one :class:`Frontalized` or one exception per image (one
@@ -347,9 +348,15 @@ def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: str = "3d", fa
         WeightsNotFoundError: ``"tpgan"`` with no generator installed and none given (also for a
             list: that is not one bad image).
     """
+    if method is None:
+        from .weights import list_weights
+
+        method = "tpgan" if weights is not None or list_weights("frontalizer") else "3d"
     if method not in FRONTALIZE_METHODS:
         raise UnknownModelError(f"method must be one of {FRONTALIZE_METHODS}, got {method!r}")
     if method == "3d":
+        if weights is not None:
+            raise UnknownModelError('method="3d" takes no weights (its 3D face ships with pifr); a generator file needs method="tpgan"')
         if not isinstance(img, list):
             return _render_3d(img, face, detector, device, "the image")
         out_r: List[Union[Frontalized, Exception]] = []

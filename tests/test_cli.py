@@ -46,5 +46,5 @@ def test_frontalize_takes_the_method(monkeypatch, tmp_path):
 
     monkeypatch.setattr(F, "frontalize", fake)
     assert main(["frontalize", str(EXAMPLES / "night_turned.png"), "-o", str(tmp_path / "o.png"),
-                 "--method", "3d", "--weights", "model3Ddlib.mat"]) == 2
-    assert got["method"] == "3d" and got["weights"] == "model3Ddlib.mat"
+                 "--method", "hassner", "--weights", "model3Ddlib.mat"]) == 2
+    assert got["method"] == "hassner" and got["weights"] == "model3Ddlib.mat"

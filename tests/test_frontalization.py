@@ -65,7 +65,8 @@ def test_policies_in_verify_and_embed(gen_file):
     r = pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png", frontalize="auto",
                     frontalizer=gen_file, yaw_threshold=30)
     assert r.frontalized == (False, True)
-    r = pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png", frontalize="always", frontalizer=gen_file)
+    r = pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png", frontalize="always", frontalizer=gen_file,
+                    threshold=0.5)
     assert r.frontalized == (True, True)
     v = pifr.embed(EXAMPLES / "night_turned.png", frontalize="always", frontalizer=str(gen_file))
     assert v.shape == (128,) and abs(np.linalg.norm(v) - 1) < 1e-4
@@ -176,7 +177,8 @@ def test_validation_accepts_the_modes_and_the_range_ends():
 
     assert FRONTALIZE_MODES == ("never", "always", "auto")
     for m in FRONTALIZE_MODES:
-        assert validate_policy(m) == (m, AUTO_YAW_THRESHOLD, AUTO_FUSION_WEIGHT)
+        assert validate_policy(m) == (m, None, None)  # None: the rule measured for the embedder
+        assert validate_policy(m, AUTO_YAW_THRESHOLD, AUTO_FUSION_WEIGHT) == (m, AUTO_YAW_THRESHOLD, AUTO_FUSION_WEIGHT)
     assert validate_policy("auto", 0, 1) == ("auto", 0.0, 1.0)
     assert validate_policy("auto", np.float32(90), np.int64(0)) == ("auto", 90.0, 0.0)
 
@@ -211,7 +213,7 @@ def test_gallery_verify_and_embed_pass_the_same_policy_parameters(monkeypatch, t
     for mod in (E, G, V):
         monkeypatch.setattr(mod, "embed_face_policy", spy)
     for mod in (E, G, V):
-        monkeypatch.setattr(mod, "get_frontalizer", lambda *a, **k: None)
+        monkeypatch.setattr(mod, "frontal_view", lambda *a, **k: None)
     img = EXAMPLES / "night_turned.png"
     pifr.verify(img, img, embedder="mobilefacenet", frontalize="auto", yaw_threshold=30, fusion_weight=0.5)
     pifr.embed(img, embedder="mobilefacenet", frontalize="auto", yaw_threshold=31, fusion_weight=0.6)
