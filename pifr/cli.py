@@ -1,5 +1,6 @@
 """Command line: ``pifr verify A B``, ``pifr detect IMG...``, ``pifr yaw IMG...``, ``pifr embed IMG... -o F``,
-``pifr frontalize IN -o OUT``, ``pifr models``."""
+``pifr frontalize IN -o OUT``, ``pifr rotate IN --yaw Y -o OUT``, ``pifr models``; galleries:
+``pifr enroll``, ``pifr identify``, ``pifr gallery list|remove``."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,7 @@ from typing import List, Optional
 import numpy as np
 
 from .errors import PifrError
-from .frontalization import AUTO_FUSION_WEIGHT, AUTO_YAW_THRESHOLD, FRONTALIZE_METHODS, FRONTALIZE_MODES
+from .frontalization import DEFAULT_FRONTALIZE, FRONTALIZE_METHODS, FRONTALIZE_MODES
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -172,6 +173,38 @@ def _cmd_frontalize(args: argparse.Namespace) -> int:
     return 2 if bad else 0
 
 
+def _cmd_rotate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from PIL import Image
+    from tqdm import tqdm
+
+    from .errors import InvalidImageError
+    from .rotation import rotate
+
+    src, dst = Path(args.input), Path(args.output)
+    if not src.exists():
+        raise InvalidImageError(f"{src}: no such file or folder")
+    plan = frontalize_plan(src, dst)  # the same rules: distinct .png outputs, never over an input
+    if src.is_dir():
+        dst.mkdir(parents=True, exist_ok=True)
+    bad = 0
+    for f, out in tqdm(plan, desc=f"rotate to {args.yaw:+g}°", unit="img", disable=len(plan) < 2):
+        r = rotate([f], yaw=args.yaw, pitch=args.pitch)[0]
+        if isinstance(r, Exception):
+            bad += 1
+            print(f"{f}: {type(r).__name__}: {r}", file=sys.stderr)
+            continue
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(r.image).save(out, format="PNG")
+        except OSError as e:
+            bad += 1
+            print(f"{f}: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+    print(f"rotated {len(plan) - bad} of {len(plan)} images to yaw {args.yaw:+g}°, pitch {args.pitch:+g}° into {dst}")
+    return 2 if bad else 0
+
+
 def _open_gallery(path: str):
     from .gallery import Gallery
 
@@ -260,13 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--embedder", default=None)
     v.add_argument("--detector", default=None)
     v.add_argument("--threshold", type=float, default=None)
-    v.add_argument("--frontalize", default="never", choices=FRONTALIZE_MODES,
-                   help="frontalization policy (default never; auto: faces above --yaw-threshold are fused)")
-    v.add_argument("--frontalizer", default=None, help="generator.safetensors for --frontalize auto/always")
-    v.add_argument("--yaw-threshold", type=float, default=AUTO_YAW_THRESHOLD,
-                   help=f"|yaw| in degrees above which auto frontalizes (default {AUTO_YAW_THRESHOLD:g})")
-    v.add_argument("--fusion-weight", type=float, default=AUTO_FUSION_WEIGHT,
-                   help=f"weight of the frontalized embedding under auto, 0-1 (default {AUTO_FUSION_WEIGHT:g})")
+    v.add_argument("--frontalize", default=DEFAULT_FRONTALIZE, choices=FRONTALIZE_MODES,
+                   help=f"pose policy (default {DEFAULT_FRONTALIZE}: a face turned beyond the embedder's measured yaw "
+                        "threshold is fused with its frontal 3D render; never: raw; always: frontal views only, needs --threshold)")
+    v.add_argument("--frontalizer", default=None, help="where frontal views come from: 3d (default) or a generator.safetensors")
+    v.add_argument("--yaw-threshold", type=float, default=None,
+                   help="|yaw| in degrees above which auto frontalizes (default: the embedder's measured rule)")
+    v.add_argument("--fusion-weight", type=float, default=None,
+                   help="weight of the frontal view's embedding under auto, 0-1 (default: the embedder's measured rule)")
     v.add_argument("--json", action="store_true", help="print the full result as JSON")
     v.add_argument("--exit-code", action="store_true", help="exit 1 when the faces differ")
     v.set_defaults(func=_cmd_verify)
@@ -298,6 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tpgan: generator.safetensors (default: the installed frontalizer); hassner: model3Ddlib.mat")
     f.add_argument("--batch-size", type=int, default=32, help="faces per generator forward pass (default 32)")
     f.set_defaults(func=_cmd_frontalize)
+
+    ro = sub.add_parser("rotate", help="write each face seen from another yaw/pitch (3D fit and render; file or folder)")
+    ro.add_argument("input")
+    ro.add_argument("--yaw", type=float, required=True, help="target yaw in degrees, -90..90 (+: turned towards the image's right)")
+    ro.add_argument("--pitch", type=float, default=0.0, help="target pitch in degrees, -60..60 (+: looking up)")
+    ro.add_argument("-o", "--output", required=True)
+    ro.set_defaults(func=_cmd_rotate)
 
     en = sub.add_parser("enroll", help="add a person's photos to a gallery file (created if absent)")
     en.add_argument("--gallery", required=True)

@@ -24,7 +24,7 @@ def test_verify_takes_the_policy_options(monkeypatch):
     assert (got["frontalize"], got["frontalizer"], got["yaw_threshold"], got["fusion_weight"]) == ("auto", "g.safetensors", 30.0, 0.5)
     got.clear()
     main(["verify", "a.png", "b.png"])
-    assert (got["frontalize"], got["yaw_threshold"], got["fusion_weight"]) == ("never", 45.0, 0.25)
+    assert (got["frontalize"], got["yaw_threshold"], got["fusion_weight"]) == ("auto", None, None)  # the default: the measured rule
 
 
 def test_verify_refuses_a_bad_mode_or_weight(capsys):

@@ -172,3 +172,23 @@ def test_render_pair_pack_builds_saves_and_skips_bad_photos(tmp_path):
     # The JPEG round trip keeps the pair aligned: the input matches its target where it has colour.
     m = mask & (inp.sum(2) > 30)
     assert np.abs(inp[m].astype(int) - tgt[m]).mean() < 40
+
+
+def test_cli_rotate_writes_each_face_and_reports_bad_files(tmp_path, capsys):
+    import shutil
+
+    from PIL import Image
+
+    from pifr.cli import main
+
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(EXAMPLES / "night_frontal.png", src / "a.png")
+    (src / "b.jpg").write_bytes(b"not an image")
+    assert main(["rotate", str(src), "--yaw", "60", "-o", str(tmp_path / "out")]) == 2
+    assert "b.jpg: InvalidImageError" in capsys.readouterr().err
+    im = np.asarray(Image.open(tmp_path / "out" / "a.png"))
+    assert np.array_equal(im, pifr.rotate(src / "a.png", yaw=60).image)
+    assert not (tmp_path / "out" / "b.png").exists()
+    with pytest.raises(SystemExit):  # argparse: --yaw is required
+        main(["rotate", str(src / "a.png"), "-o", str(tmp_path / "x.png")])
