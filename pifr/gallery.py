@@ -42,7 +42,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import GalleryError, InvalidArgumentError, InvalidPolicyError, PifrError
-from .frontalization import DEFAULT_FRONTALIZE, embed_face_policy, frontal_view, validate_policy
+from .frontalization import DEFAULT_FRONTALIZE, embed_face_policy, frontal_view, threshold_shift, validate_policy
 from .image import ImageLike, load_image
 
 log = logging.getLogger("pifr")
@@ -243,8 +243,9 @@ class Gallery:
         embedder: embedder name (its weights' sha256 is stored with the gallery).
         threshold: a fixed operating cosine threshold in [0, 1]. Default: the gallery's default
             operating point, which follows its size so that a stranger is accepted with
-            probability at most ``far_per_probe`` (module doc); for an embedder without a shipped
-            impostor table, or a frontalizing probe policy, the embedder's 1:1 threshold.
+            probability at most ``far_per_probe`` (module doc; a probe fused under ``"auto"`` gets
+            its rule's measured threshold shift); for an embedder without a shipped impostor table,
+            or ``frontalize="always"``, the embedder's 1:1 threshold.
         far_per_probe: the per-probe false-accept rate of the default operating point.
         detector: detector name for enrollment and probes.
         frontalize: probe policy, as in :func:`pifr.verify` (``"never"``, ``"auto"``, ``"always"``).
@@ -291,9 +292,10 @@ class Gallery:
     def operating_point(self) -> Optional[OperatingPoint]:
         """The default operating point for the current number of templates, or ``None`` when the
         threshold is fixed (given or calibrated) or no shipped table applies (another embedder's
-        weights, or a frontalizing probe policy, whose scores the raw-embedding tables do not describe)."""
+        weights, or ``frontalize="always"``, whose scores the raw-embedding tables do not describe)."""
         with self._lock:
-            if self._fixed is not None or self.frontalize != "never":
+            # "auto" probes keep the raw tables: fused ones get the rule's measured threshold shift.
+            if self._fixed is not None or self.frontalize == "always":
                 return None
             op = default_operating_point(self._emb_name, len(self._labels), self.far_per_probe, self.embedder_sha256)
         if op is None and not self._warned_unmeasured:
@@ -361,6 +363,12 @@ class Gallery:
     def _embed(self, img: ImageLike, policy: Optional[str] = None) -> Tuple[List[np.ndarray], str]:
         """Templates of the largest face in ``img`` under ``policy`` (default: the gallery's
         probe policy; ``"both"`` = the raw and the frontalized template) and the image's hash."""
+        vecs, h, _ = self._embed_with_shift(img, policy)
+        return vecs, h
+
+    def _embed_with_shift(self, img: ImageLike, policy: Optional[str] = None) -> Tuple[List[np.ndarray], str, float]:
+        """:meth:`_embed`, and the threshold shift the probe's first template needs (non-zero when
+        ``"auto"`` fused it: :func:`pifr.frontalization.threshold_shift`)."""
         from .detection import detect_one
         from .embedders import get_embedder
 
@@ -372,9 +380,9 @@ class Gallery:
         if policy != "never":
             gen = frontal_view(self.frontalizer, self._device)
         modes = ("never", "always") if policy == "both" else (policy,)
-        vecs = [embed_face_policy(arr, face, emb, m, gen, self.yaw_threshold, self.fusion_weight)[0].astype(np.float32)
-                for m in modes]
-        return vecs, _pixels_hash(arr)
+        out = [embed_face_policy(arr, face, emb, m, gen, self.yaw_threshold, self.fusion_weight) for m in modes]
+        shift = threshold_shift(emb.name, gen) if policy == "auto" and out[0][1] else 0.0
+        return [v.astype(np.float32) for v, _ in out], _pixels_hash(arr), shift
 
     # ------------------------------------------------------------------ mutation
     def enroll(self, identity: str, images: Sequence[ImageLike], *, templates: Optional[str] = None) -> EnrollReport:
@@ -475,8 +483,10 @@ class Gallery:
             return n
 
     # ------------------------------------------------------------------ search
-    def search_embedding(self, query: np.ndarray, k: int = 1) -> List[Match]:
-        """Top-``k`` identities for a unit ``(dim,)`` query vector (an identity's score = its best template).
+    def search_embedding(self, query: np.ndarray, k: int = 1, *, threshold_shift: float = 0.0) -> List[Match]:
+        """Top-``k`` identities for a unit ``(dim,)`` query vector (an identity's score = its best
+        template). ``threshold_shift`` is added to the operating threshold for this query (a probe
+        fused under ``"auto"``; :meth:`identify` passes it).
 
         Raises:
             InvalidArgumentError: ``k`` < 1 or a query that is not a finite ``(dim,)`` vector.
@@ -489,7 +499,7 @@ class Gallery:
         with self._lock:
             if not self._labels:
                 raise GalleryError("the gallery is empty: enroll someone first")
-            emb, labels, thr = self._emb, np.array(self._labels), self.threshold
+            emb, labels, thr = self._emb, np.array(self._labels), self.threshold + float(threshold_shift)
             index = self._faiss_index() if len(labels) >= FAISS_MIN_TEMPLATES else None
         q = qv.reshape(1, -1)
         # The k best identities' best templates are among the k × (max templates per identity) best templates.
@@ -543,8 +553,8 @@ class Gallery:
         _check_k(k)
         if not self._labels:
             raise GalleryError("the gallery is empty: enroll someone first")
-        vs, _ = self._embed(img)
-        return self.search_embedding(vs[0], k)
+        vs, _, shift = self._embed_with_shift(img)
+        return self.search_embedding(vs[0], k, threshold_shift=shift)
 
     def verify(self, identity: str, img: ImageLike) -> Match:
         """1:1 check of ``img`` against one enrolled identity."""
@@ -553,9 +563,9 @@ class Gallery:
             if not sel:
                 raise GalleryError(f"identity {identity!r} is not enrolled")
             emb = self._emb[sel]
-        vs, _ = self._embed(img)
+        vs, _, shift = self._embed_with_shift(img)
         s = float((emb @ vs[0]).max())
-        return Match(identity, s, s >= self.threshold)
+        return Match(identity, s, s >= self.threshold + shift)
 
     # ------------------------------------------------------------------ thresholds
     def calibrate(self, target_far: float, impostor_scores: Optional[np.ndarray] = None, *,

@@ -226,3 +226,19 @@ def test_bulk_add_and_template_counts_are_public(tmp_path):
         h.add_embeddings(["a"], e)
     h.save(tmp_path / "b.gallery")
     assert Gallery.load(tmp_path / "b.gallery").template_counts() == {"a": 2, "b": 1}
+
+
+def test_a_probe_fused_under_auto_is_judged_with_the_rules_threshold_shift(monkeypatch):
+    """The default policy fuses a 52°-turned probe with its frontal render; its acceptance uses the
+    operating threshold plus the rule's measured shift (here exaggerated to make the effect plain)."""
+    from pifr import frontalization as F
+
+    g = pifr.Gallery(threshold=0.5)
+    g.enroll("mitchell", [EXAMPLES / "mitchell_frontal.png"])
+    assert g.frontalize == "auto" and g.identify(EXAMPLES / "mitchell_turned.png")[0].accepted
+    monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", F.AutoRule(45.0, 0.25, 0.6))
+    m = g.identify(EXAMPLES / "mitchell_turned.png")[0]
+    assert m.identity == "mitchell" and not m.accepted  # 0.5 + 0.6 is out of reach
+    assert not g.verify("mitchell", EXAMPLES / "mitchell_turned.png").accepted
+    # A near-frontal probe is not fused and keeps the plain threshold.
+    assert g.identify(EXAMPLES / "mitchell_sunglasses.png")[0].accepted

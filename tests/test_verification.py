@@ -67,9 +67,11 @@ def test_auto_is_the_default_and_frontalizes_only_turned_faces():
     assert r.frontalized == (False, True) and r.same
     raw = pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png", frontalize="never")
     assert raw.frontalized == (False, False) and raw.score != r.score
+    # A fused face is judged against the threshold shifted by the rule's measured amount.
+    assert r.threshold == pytest.approx(raw.threshold + AUTO_RULES["dlib_resnet"].threshold_shift)
     # An explicit yaw threshold above the face's yaw turns the rule off for it.
     assert pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png", yaw_threshold=80).frontalized == (False, False)
-    assert AUTO_RULES["dlib_resnet"][0] < 52 < 80
+    assert AUTO_RULES["dlib_resnet"].yaw_threshold < 52 < 80
 
 
 def test_auto_embeds_raw_for_an_embedder_without_a_measured_rule(monkeypatch):
