@@ -15,10 +15,12 @@ __version__ = "0.1.0"
 from .alignment import ARCFACE_112, DLIB_150, TPGAN_128, AlignmentTemplate, align
 from .errors import (
     DependencyError,
+    EmbedderConfigError,
     GalleryError,
     ImageTooLargeError,
     InvalidImageError,
     NoFaceError,
+    NoThresholdError,
     PifrError,
     ShapeError,
     UnknownModelError,
@@ -33,10 +35,11 @@ from .types import Face, Verification
 __all__ = [
     "__version__", "load_image", "detect", "align", "estimate_yaw", "embed", "embed_many", "verify", "frontalize",
     "Frontalized", "Gallery", "Match",
-    "list_embedders", "list_detectors", "get_embedder",
+    "list_embedders", "list_detectors", "get_embedder", "register_embedder",
     "Face", "Verification", "AlignmentTemplate", "TPGAN_128", "ARCFACE_112", "DLIB_150",
     "PifrError", "InvalidImageError", "ImageTooLargeError", "ShapeError", "NoFaceError", "UnknownModelError",
     "WeightsError", "WeightsNotFoundError", "WeightsChecksumError", "WeightsFormatError", "DependencyError", "GalleryError",
+    "EmbedderConfigError", "NoThresholdError",
 ]
 
 # Functions whose modules import torch are bound on first access, keeping `import pifr` fast.
@@ -48,6 +51,7 @@ _LAZY = {
     "embed_many": ("embedders", "embed_many"),
     "get_embedder": ("embedders", "get_embedder"),
     "list_embedders": ("embedders", "list_embedders"),
+    "register_embedder": ("onnx_embedder", "register_embedder"),
     "verify": ("verification", "verify"),
     "frontalize": ("frontalization", "frontalize"),
     "Frontalized": ("frontalization", "Frontalized"),

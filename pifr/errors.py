@@ -52,3 +52,11 @@ class DependencyError(PifrError, ImportError):
 
 class GalleryError(PifrError):
     """A gallery operation failed (empty gallery, bad file, mismatched embedder)."""
+
+
+class EmbedderConfigError(PifrError, ValueError):
+    """An embedder registration (:func:`pifr.register_embedder` or the ``$PIFR_EMBEDDERS`` file) is invalid."""
+
+
+class NoThresholdError(PifrError, ValueError):
+    """A decision was asked of an embedder that has no calibrated threshold, and none was given."""
