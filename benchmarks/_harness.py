@@ -33,7 +33,8 @@ def parser(doc: str, out: str, embedders: bool = True):
     ap.add_argument("--shared", default=None, help="shared data root (default: $PIFR_SHARED or ../shared)")
     ap.add_argument("--out", default=out, help="folder for results and runs.jsonl")
     if embedders:
-        ap.add_argument("--embedders", nargs="+", default=["dlib_resnet", "mobilefacenet"])
+        # --embedder NAME reads naturally for one model (a built-in one, or one registered in $PIFR_EMBEDDERS).
+        ap.add_argument("--embedders", "--embedder", nargs="+", default=["dlib_resnet", "mobilefacenet"])
         ap.add_argument("--detector", default="retinaface")
     return ap
 
