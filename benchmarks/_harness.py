@@ -74,7 +74,11 @@ def weights_sha(embedders: Sequence[str]) -> Dict[str, str]:
 
     out = {}
     for e in embedders:
-        spec, p = resolve(pifr.embedders.get_embedder(e).spec)
+        emb = pifr.embedders.get_embedder(e)
+        if hasattr(emb, "registration"):  # a registered ONNX model: its sha256 also covers external data files
+            out[e] = emb.sha256
+            continue
+        spec, p = resolve(emb.spec)
         out[e] = spec.sha256 or pifr.weights.sha256_file(p)
     return out
 

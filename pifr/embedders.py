@@ -2,7 +2,8 @@
 
 Every embedder has the same small protocol (:class:`Embedder`): a registry name, the
 alignment template it expects, the output dimension, a differentiable ``module`` (a torch
-network taking ``(B, 3, S, S)`` RGB in [0, 255]) and :meth:`Embedder.embed_crops`.
+network taking ``(B, 3, S, S)`` RGB in [0, 255]) and :meth:`Embedder.embed_crops`. ONNX models
+registered with :func:`pifr.register_embedder` (:mod:`pifr.onnx_embedder`) follow it too, without ``module``.
 """
 from __future__ import annotations
 

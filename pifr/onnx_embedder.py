@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -255,6 +256,54 @@ def _ort() -> Any:
     return onnxruntime
 
 
+def external_data_files(path: Path) -> List[Path]:
+    """The files holding a model's tensors outside the ``.onnx`` file (torch's newer exporter writes
+    ``model.onnx.data`` beside it): the recorded sha256 must cover them too. Read with the ``onnx``
+    package where installed; otherwise torch's ``<file>.data`` naming is assumed. Cached per file state."""
+    st = path.stat()
+    return list(_external_data_files(str(path), st.st_size, st.st_mtime))
+
+
+@functools.lru_cache(maxsize=64)
+def _external_data_files(path_str: str, size: int, mtime: float) -> Tuple[Path, ...]:
+    path = Path(path_str)
+    try:
+        import onnx
+    except ImportError:
+        guess = path.with_name(path.name + ".data")
+        return (guess,) if guess.is_file() else ()
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001 - onnxruntime reports the unreadable file in its own words next
+        log.debug("%s: onnx could not parse it (%s)", path, e)
+        return ()
+    locs = {kv.value for t in m.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+            for kv in t.external_data if kv.key == "location"}
+    return tuple(path.parent / loc for loc in sorted(locs))
+
+
+def model_sha256(path: Path) -> str:
+    """sha256 of the ``.onnx`` file; for a model with external data, sha256 over the file's and
+    each data file's sha256 (so a changed weight file changes it too)."""
+    from .weights import _sha_cached
+
+    def one(p: Path) -> str:
+        st = p.stat()
+        return _sha_cached(str(p), st.st_size, st.st_mtime)
+
+    sha = one(path)
+    ext = external_data_files(path)
+    if not ext:
+        return sha
+    missing = [str(p) for p in ext if not p.is_file()]
+    if missing:
+        raise WeightsNotFoundError(f"{path}: its external data file(s) {missing} are missing")
+    h = hashlib.sha256(sha.encode())
+    for p in ext:
+        h.update(f"{p.name}:{one(p)}".encode())
+    return h.hexdigest()
+
+
 _FLOATS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
@@ -268,7 +317,7 @@ class OnnxEmbedder:
 
     def __init__(self, reg: Registration, device: Any = None) -> None:
         from ._device import resolve_device
-        from .weights import WeightSpec, _sha_cached
+        from .weights import WeightSpec
 
         ort = _ort()
         self.registration = reg
@@ -278,8 +327,7 @@ class OnnxEmbedder:
         self.device = resolve_device(device)
         if not self.path.is_file():
             raise WeightsNotFoundError(f"embedder {reg.name!r}: {self.path}: no such file")
-        st = self.path.stat()
-        self.sha256 = _sha_cached(str(self.path), st.st_size, st.st_mtime)
+        self.sha256 = model_sha256(self.path)
         opts = ort.SessionOptions()
         # onnxruntime ignores OMP_NUM_THREADS; follow torch's thread count so a benchmark's limit holds for both.
         import torch
@@ -410,7 +458,7 @@ class OnnxEmbedder:
 
 
 @functools.lru_cache(maxsize=16)
-def _cached(reg: Registration, device: str, size: int, mtime: float) -> OnnxEmbedder:
+def _cached(reg: Registration, device: str, stamp: tuple) -> OnnxEmbedder:
     return OnnxEmbedder(reg, device)
 
 
@@ -426,8 +474,9 @@ def get_registered(name: str, device: Any = None) -> Optional[OnnxEmbedder]:
     if not p.is_file():
         raise WeightsNotFoundError(f"embedder {name!r}: {p}: no such file"
                                    + (f" (registered in {reg.config})" if reg.config else ""))
-    st = p.stat()
-    return _cached(reg, str(resolve_device(device)), st.st_size, st.st_mtime)
+    # Keyed by the files' state too: a model replaced on disk under the same name is loaded afresh.
+    stamp = tuple((q.stat().st_size, q.stat().st_mtime) for q in [p] + external_data_files(p) if q.is_file())
+    return _cached(reg, str(resolve_device(device)), stamp)
 
 
 def infos() -> List[Any]:

@@ -217,6 +217,34 @@ def test_fixed_batch_above_one_pads_the_last_chunk(models, crops):
     assert np.abs(b2.embed_crops(odd) - dyn.embed_crops(odd)).max() < 1e-5
 
 
+def test_external_data_is_covered_by_the_recorded_sha256(models, crops, tmp_path):
+    """Weights stored beside the graph (``.onnx.data``, torch's newer exporter's default) load, and
+    changing them changes the sha256 that run records and galleries check."""
+    import onnx
+
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(onnx.load(str(models["ires_dyn"])), str(path), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="ext.onnx.data", size_threshold=0)
+    assert (tmp_path / "ext.onnx.data").is_file() and path.stat().st_size < 100_000
+    pifr.register_embedder("ext", path)
+    emb = get_embedder("ext", device="cpu")
+    pifr.register_embedder("ires", models["ires_dyn"])
+    assert np.abs(emb.embed_crops(crops) - get_embedder("ires", device="cpu").embed_crops(crops)).max() < 1e-5
+    assert emb.sha256 != sha256_file(path)
+    g = pifr.Gallery("ext", threshold=0.3, device="cpu")
+    g.add_embeddings("alice", emb.embed_crops(crops[:1]))
+    g.save(tmp_path / "g.gallery")
+    data = np.fromfile(tmp_path / "ext.onnx.data", np.float32)
+    data[-1] *= 1.5
+    data.tofile(tmp_path / "ext.onnx.data")
+    assert get_embedder("ext", device="cpu").sha256 != emb.sha256
+    with pytest.raises(GalleryError, match="re-enroll"):
+        pifr.Gallery.load(tmp_path / "g.gallery", device="cpu")
+    (tmp_path / "ext.onnx.data").unlink()
+    with pytest.raises(WeightsNotFoundError, match="ext.onnx.data"):
+        get_embedder("ext", device="cpu")
+
+
 # ----------------------------------------------------------------------------- typed errors
 class _Rank4(nn.Module):
     def forward(self, x):
