@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import math
+import numbers
 import os
 import threading
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ _CONFIG_READ = False
 
 def _triple(name: str, what: str, v: Any) -> Tuple[float, float, float]:
     try:
-        t = tuple(float(x) for x in v)
+        t = () if isinstance(v, (str, bytes)) else tuple(float(x) for x in v)
     except (TypeError, ValueError):
         t = ()
     if len(t) != 3 or not all(math.isfinite(x) for x in t):
@@ -115,7 +116,7 @@ def _make(name: Any, path: Any, template: Any = "arcface_112", mean: Any = (127.
     if ch not in ("RGB", "BGR"):
         raise EmbedderConfigError(f"embedder {name!r}: channels must be 'RGB' or 'BGR', got {channels!r}")
     if threshold is not None:
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1.0 <= threshold <= 1.0:
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not -1.0 <= threshold <= 1.0:
             raise EmbedderConfigError(f"embedder {name!r}: threshold must be a cosine in [-1, 1] or None, got {threshold!r}")
         threshold = float(threshold)
     return Registration(name, str(Path(path).expanduser().absolute()), tpl, m, s, ch, threshold,
