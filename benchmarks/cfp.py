@@ -6,7 +6,7 @@ pairs that point to absent identities (401–500) are skipped and counted. Rank-
 frontal 01 of every identity present; probes = all profiles. Writes ROC PNG/CSV, a
 per-bucket CSV and a JSON run record to --out.
 
-    python benchmarks/cfp.py [--embedders dlib_resnet mobilefacenet] [--identities 351-400]
+    python benchmarks/cfp.py [--embedders dlib_resnet mobilefacenet] [--identities 351-400] [--pairs-per-fold N]
 """
 from __future__ import annotations
 
@@ -40,12 +40,17 @@ def bucket_of(y: float) -> str:
 def main() -> None:
     ap = parser(__doc__, "results/cfp")
     ap.add_argument("--identities", default="1-400", help="identity range for rank-1 (e.g. 351-400 = tuning split)")
+    ap.add_argument("--pairs-per-fold", type=int, default=0,
+                    help="subset: the first N same and N different pairs of each fold, in protocol order (0 = all); "
+                         "embeds only those pairs' images and skips rank-1")
     args = ap.parse_args()
     cfp = shared_root(args.shared) / "data" / "cfp"
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ids = parse_range(args.identities)
     split = "report (CFP protocol folds, identities 001-400 present)" if args.identities == "1-400" else f"identities {args.identities}"
+    if args.pairs_per_fold:
+        split += f"; subset: first {args.pairs_per_fold} same + {args.pairs_per_fold} different pairs per fold"
     rec = run_header("cfp", str(cfp), weights_sha(args.embedders), split)
     t0 = time.time()
     protos = {s: cfp_protocol(cfp, s) for s in ("FF", "FP")}
@@ -53,10 +58,21 @@ def main() -> None:
         kept = [x for x in p.pairs if cfp_identity(x.a) in ids and cfp_identity(x.b) in ids]
         print(f"# CFP-{s}: {len(kept)} pairs evaluated, {p.skipped} skipped (identities absent here), "
               f"{len(p.pairs) - len(kept)} outside identities {args.identities}")
+        if args.pairs_per_fold:
+            taken: dict = {}
+            sub = []
+            for x in kept:
+                if taken.get((x.fold, x.same), 0) < args.pairs_per_fold:
+                    taken[(x.fold, x.same)] = taken.get((x.fold, x.same), 0) + 1
+                    sub.append(x)
+            kept = sub
+            print(f"# CFP-{s}: subset of {len(kept)} pairs (the first {args.pairs_per_fold} same and different of each fold)")
         protos[s] = type(p)(kept, p.skipped)
-    gallery = [im for im in cfp_images(cfp, ids, "frontal") if im.index == 1]
-    probes = cfp_images(cfp, ids, "profile")
-    all_paths = {im.path for im in cfp_images(cfp)} | {x for p in protos.values() for pr in p.pairs for x in (pr.a, pr.b)}
+    gallery = [im for im in cfp_images(cfp, ids, "frontal") if im.index == 1] if not args.pairs_per_fold else []
+    probes = cfp_images(cfp, ids, "profile") if not args.pairs_per_fold else []
+    all_paths = {x for p in protos.values() for pr in p.pairs for x in (pr.a, pr.b)}
+    if not args.pairs_per_fold:
+        all_paths |= {im.path for im in cfp_images(cfp)}
     results, curves = {}, {}
     rows = []
     for name in args.embedders:
@@ -91,6 +107,9 @@ def main() -> None:
                     sel = bk == b
                     rows.append({"embedder": name, "view": "FP verification", "bucket": b, "n": int(sel.sum()),
                                  "value": float(correct[sel].mean())})
+        results[name] = res
+        if not gallery:  # a pair subset: no rank-1
+            continue
         g_ok = [im for im in gallery if embs[str(im.path)] is not None]
         G = np.stack([embs[str(im.path)] for im in g_ok])
         gid = [im.identity for im in g_ok]
@@ -108,7 +127,6 @@ def main() -> None:
             sel = pb == b
             rows.append({"embedder": name, "view": "rank-1", "bucket": b, "n": int(sel.sum()),
                          "value": rank1(P[sel], np.array(pid)[sel], G, gid)})
-        results[name] = res
     plot_roc(curves, out / "roc.png", "CFP verification ROC")
     with open(out / "yaw_buckets.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["embedder", "view", "bucket", "n", "value"])
@@ -120,7 +138,8 @@ def main() -> None:
         ff, fp = r["FF"], r["FP"]
         print(f"| {name} | {100 * ff['accuracy']:.2f} ± {100 * ff['accuracy_std']:.2f} | {100 * ff['eer']:.2f} | "
               f"{100 * fp['accuracy']:.2f} ± {100 * fp['accuracy_std']:.2f} | {100 * fp['eer']:.2f} | {fp['auc']:.4f} | "
-              f"{100 * fp['tar_at_far_1e-2']:.1f} | {100 * r['rank1_profile_to_frontal']:.1f} (n={r['rank1_probes']}) |")
+              f"{100 * fp['tar_at_far_1e-2']:.1f} | " + (f"{100 * r['rank1_profile_to_frontal']:.1f} (n={r['rank1_probes']})"
+                                                          if "rank1_probes" in r else "-") + " |")
     print("\nPer estimated-|yaw| bucket (profile image):\n\n| embedder | view | |yaw| bucket | n | value % |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['embedder']} | {r['view']} | {r['bucket']} | {r['n']} | {100 * r['value']:.1f} |")

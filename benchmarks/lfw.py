@@ -11,6 +11,7 @@ from _harness import parser, save_record, embed_paths, pair_scores, run_header, 
 
 from pifr.eval.datasets import lfw_pairs
 from pifr.embedders import list_embedders
+from pifr.errors import UnknownModelError
 from pifr.eval.metrics import verification_summary
 from pifr.weights import get_spec
 
@@ -21,7 +22,10 @@ def published(name: str) -> str:
     """The LFW accuracy its publishers report, from the weights manifest (``reported.lfw_accuracy``);
     read from the registry, so a run whose embeddings are all cached loads no network for it."""
     weights = {e.name: e.weights for e in list_embedders()}[name]
-    return str(get_spec(weights).reported.get("lfw_accuracy", "-"))
+    try:
+        return str(get_spec(weights).reported.get("lfw_accuracy", "-"))
+    except UnknownModelError:  # a model registered by path ($PIFR_EMBEDDERS) has no manifest entry
+        return "-"
 
 
 def dlib_chip_embeddings(paths, detector):

@@ -17,12 +17,14 @@ from .errors import (
     DependencyError,
     FitError,
     DeviceError,
+    EmbedderConfigError,
     GalleryError,
     ImageTooLargeError,
     InvalidArgumentError,
     InvalidImageError,
     InvalidPolicyError,
     NoFaceError,
+    NoThresholdError,
     PifrError,
     ShapeError,
     TrainingError,
@@ -38,11 +40,12 @@ from .types import Face, Verification
 __all__ = [
     "__version__", "load_image", "detect", "align", "estimate_yaw", "embed", "embed_many", "verify", "frontalize",
     "Frontalized", "rotate", "Rotated", "Gallery", "Match",
-    "list_embedders", "list_detectors", "get_embedder",
+    "list_embedders", "list_detectors", "get_embedder", "register_embedder",
     "Face", "Verification", "AlignmentTemplate", "TPGAN_128", "ARCFACE_112", "DLIB_150",
     "PifrError", "InvalidImageError", "ImageTooLargeError", "ShapeError", "NoFaceError", "UnknownModelError",
     "WeightsError", "WeightsNotFoundError", "WeightsChecksumError", "WeightsFormatError", "DependencyError", "GalleryError",
     "InvalidPolicyError", "TrainingError", "FitError", "InvalidArgumentError", "DeviceError",
+    "EmbedderConfigError", "NoThresholdError",
 ]
 
 # Functions whose modules import torch are bound on first access, keeping `import pifr` fast.
@@ -54,6 +57,7 @@ _LAZY = {
     "embed_many": ("embedders", "embed_many"),
     "get_embedder": ("embedders", "get_embedder"),
     "list_embedders": ("embedders", "list_embedders"),
+    "register_embedder": ("onnx_embedder", "register_embedder"),
     "verify": ("verification", "verify"),
     "frontalize": ("frontalization", "frontalize"),
     "rotate": ("rotation", "rotate"),

@@ -274,8 +274,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
     for e in list_embedders():
         bad_sum = e.reason.startswith("WeightsChecksumError")
         state = "ready" if e.available else "CHECKSUM FAILED" if bad_sum else "missing weights"
-        thr = f"{e.threshold:.4f}" + ("" if e.calibrated else " (uncalibrated)")
-        print(f"  {e.name:18s} dim {e.dim:4d}  template {e.template:12s} threshold {thr:20s} {state}")
+        # A registered ONNX model reports dim 0 (unknown until loaded) and NaN (no threshold measured).
+        thr = ("none" if e.threshold != e.threshold else f"{e.threshold:.4f}") + ("" if e.calibrated else " (uncalibrated)")
+        print(f"  {e.name:18s} dim {e.dim or '?':>4}  template {e.template:12s} threshold {thr:20s} {state}")
         if e.reason and (args.verbose or bad_sum):
             print(f"      {e.reason}")
     print("detectors:", ", ".join(list_detectors()))

@@ -2,7 +2,8 @@
 
 Every embedder has the same small protocol (:class:`Embedder`): a registry name, the
 alignment template it expects, the output dimension, a differentiable ``module`` (a torch
-network taking ``(B, 3, S, S)`` RGB in [0, 255]) and :meth:`Embedder.embed_crops`.
+network taking ``(B, 3, S, S)`` RGB in [0, 255]) and :meth:`Embedder.embed_crops`. ONNX models
+registered with :func:`pifr.register_embedder` (:mod:`pifr.onnx_embedder`) follow it too, without ``module``.
 """
 from __future__ import annotations
 
@@ -186,11 +187,24 @@ def embedder_spec(name: str) -> _Entry:
 def get_embedder(name: str = DEFAULT_EMBEDDER, device: Any = None, weights_path: Optional[str] = None) -> Embedder:
     """The embedder ``name`` on ``device``, loaded once and cached.
 
+    ``name`` may also be a model registered with :func:`pifr.register_embedder` (an
+    :class:`pifr.onnx_embedder.OnnxEmbedder`, same interface; ``weights_path`` does not apply).
+
     Raises:
         UnknownModelError: not a registered embedder.
         WeightsNotFoundError / WeightsChecksumError / WeightsFormatError: its weights are missing or wrong.
     """
-    embedder_spec(name)  # unknown names fail here, before anything is cached
+    if name not in _EMBEDDERS:
+        # Models registered with pifr.register_embedder or $PIFR_EMBEDDERS (pifr/onnx_embedder.py).
+        from .onnx_embedder import get_registered, registered
+
+        if name in registered():
+            if weights_path is not None:
+                from .errors import EmbedderConfigError
+
+                raise EmbedderConfigError(f"{name!r} is a registered ONNX model: its file is the registration's, not weights_path")
+            return get_registered(name, device)  # type: ignore[return-value]
+        raise UnknownModelError(f"unknown embedder {name!r}; known: {sorted(_EMBEDDERS) + sorted(registered())}")
     dev = resolve_device(device)
     return _cached(name, str(dev), None if weights_path is None else str(weights_path))
 
@@ -212,12 +226,14 @@ def list_embedders() -> List[EmbedderInfo]:
         if e.name in _UNCALIBRATED:
             why = (why + " " if why else "") + "(threshold not calibrated here: call Gallery.calibrate or pass threshold=)"
         out.append(EmbedderInfo(e.name, e.weights, e.template.name, e.dim, e.threshold, ok, e.name not in _UNCALIBRATED, why))
-    return out
+    from .onnx_embedder import infos
+
+    return out + infos()
 
 
 def embed_face(img: np.ndarray, face: Face, embedder: Union[str, Embedder] = DEFAULT_EMBEDDER, device: Any = None) -> np.ndarray:
     """Embedding ``(dim,)`` of one detected ``face`` in ``img`` (``(H, W, 3)`` uint8 RGB)."""
-    emb = embedder if isinstance(embedder, Embedder) else get_embedder(embedder, device)
+    emb = get_embedder(embedder, device) if isinstance(embedder, str) else embedder
     return emb.embed_crops(emb.align(img, face)[None])[0]
 
 

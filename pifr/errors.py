@@ -74,3 +74,11 @@ class TrainingError(PifrError, ValueError):
 
 class FitError(PifrError, ValueError):
     """The 3D face fit cannot handle this face (too small, turned too far up or down)."""
+
+
+class EmbedderConfigError(PifrError, ValueError):
+    """An embedder registration (:func:`pifr.register_embedder` or the ``$PIFR_EMBEDDERS`` file) is invalid."""
+
+
+class NoThresholdError(PifrError, ValueError):
+    """A decision was asked of an embedder that has no calibrated threshold, and none was given."""
