@@ -57,7 +57,7 @@ _LAZY = {
     "embed_many": ("embedders", "embed_many"),
     "get_embedder": ("embedders", "get_embedder"),
     "list_embedders": ("embedders", "list_embedders"),
-    "register_embedder": ("onnx_embedder", "register_embedder"),
+    "register_embedder": ("embedders", "register_embedder"),
     "verify": ("verification", "verify"),
     "frontalize": ("frontalization", "frontalize"),
     "rotate": ("rotation", "rotate"),

@@ -20,7 +20,9 @@ from .alignment import ARCFACE_112, DLIB_150, TPGAN_128, AlignmentTemplate, alig
 from .errors import NoFaceError, ShapeError, UnknownModelError
 from .frontalization import DEFAULT_FRONTALIZE, embed_face_policy, frontal_view, validate_policy
 from .image import ImageLike, load_image
-from .types import Face
+from . import onnx_embedder
+from .onnx_embedder import register_embedder  # noqa: F401 - re-exported: pifr.register_embedder
+from .types import EmbedderInfo, Face
 
 log = logging.getLogger("pifr")
 
@@ -29,21 +31,6 @@ DEFAULT_EMBEDDER = "dlib_resnet"
 
 #: facenet-pytorch's InceptionResnetV1 is fed 160 px crops: the ArcFace template scaled up.
 FACENET_160 = AlignmentTemplate("facenet_160", 160, tuple((x * 160 / 112, y * 160 / 112) for x, y in ARCFACE_112.points))
-
-
-@dataclass(frozen=True)
-class EmbedderInfo:
-    """What :func:`list_embedders` reports for one embedder."""
-
-    name: str
-    weights: str
-    template: str
-    dim: int
-    threshold: float
-    available: bool
-    calibrated: bool = True
-    reason: str = ""
-
 
 
 def _build_dlib() -> Any:
@@ -122,6 +109,8 @@ _EMBEDDERS: Dict[str, _Entry] = {
     "lightcnn29_v2": _Entry("lightcnn29_v2", "lightcnn29_v2", TPGAN_128, 256, _build_lightcnn,
                             threshold=0.5, target="net", ignore=("fc2.",)),
 }
+# Registered ONNX models may not take a built-in's name (pifr.onnx_embedder refuses it).
+onnx_embedder.BUILTIN_NAMES.update(_EMBEDDERS)
 _UNCALIBRATED = {"facenet_vggface2", "lightcnn29_v2"}
 
 

@@ -41,7 +41,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .errors import GalleryError, InvalidArgumentError, InvalidPolicyError, PifrError
+from .errors import GalleryError, InvalidArgumentError, InvalidPolicyError, NoThresholdError, PifrError
 from .frontalization import DEFAULT_FRONTALIZE, embed_face_policy, frontal_view, threshold_shift, validate_policy
 from .image import ImageLike, load_image
 
@@ -273,7 +273,13 @@ class Gallery:
         emb = get_embedder(self._emb_name, device)
         self.embedder_sha256 = getattr(getattr(emb, "spec", None), "sha256", "") or ""
         self.dim = emb.dim
-        self._pair_threshold = float(emb.threshold)
+        try:
+            self._pair_threshold = float(emb.threshold)
+        except NoThresholdError:
+            # A registered model nobody calibrated: usable only with a threshold given here.
+            if self._fixed is None:
+                raise
+            self._pair_threshold = float("nan")
         self.calibrated_far: Optional[float] = None
         self.detector = detector
         self.frontalize = frontalize
