@@ -157,14 +157,17 @@ def speed(cfp, detector, n):
     ims = cfp_images(cfp, IDS, "profile")[:n]
     t_fit, t_render = [], []
     for im in ims:
-        img, face = locate_face(im.path, detector=detector)
-        t = time.perf_counter()
-        fit = fit_faces(img, [face])[0]
+        try:
+            img, face = locate_face(im.path, detector=detector)
+            t = time.perf_counter()
+            fit = fit_faces(img, [face])[0]
+        except pifr.PifrError:
+            continue
         t_fit.append(time.perf_counter() - t)
         t = time.perf_counter()
         render_pose(fit, img, 0.0)
         t_render.append(time.perf_counter() - t)
-    return {"fit_ms": 1000 * float(np.median(t_fit)), "render_ms": 1000 * float(np.median(t_render)), "faces": len(ims)}
+    return {"fit_ms": 1000 * float(np.median(t_fit)), "render_ms": 1000 * float(np.median(t_render)), "faces": len(t_fit)}
 
 
 def grid(cfp, cmu_dir, detector, out, n_cfp=6, n_cmu=2):

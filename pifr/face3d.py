@@ -165,10 +165,12 @@ def angles(rotation: np.ndarray) -> Tuple[float, float, float]:
     the camera) in pifr's convention: yaw > 0 when the face turns towards the image's right,
     pitch > 0 when it looks up."""
     r = rotation
-    # The model's z axis (out of the face) seen in camera axes: its x part is sin(yaw).
+    # The model's z axis (out of the face) seen in camera axes: (sin y·cos p, −sin p, cos y·cos p)
+    # for a face turned by yaw y and pitch p. Pitch is its elevation, which stays defined at ±90°
+    # of yaw (where atan2 forms of Euler angles are not).
     fz = r[:, 2]
-    yaw = math.degrees(math.asin(float(np.clip(fz[0], -1, 1))))
-    pitch = math.degrees(math.atan2(-fz[1], fz[2]))
+    yaw = math.degrees(math.atan2(float(fz[0]), float(fz[2])))
+    pitch = math.degrees(math.asin(float(np.clip(-fz[1], -1, 1))))
     fx = r[:, 0]
     roll = math.degrees(math.atan2(fx[1], fx[0]))
     return yaw, pitch, roll

@@ -192,3 +192,13 @@ def test_cli_rotate_writes_each_face_and_reports_bad_files(tmp_path, capsys):
     assert not (tmp_path / "out" / "b.png").exists()
     with pytest.raises(SystemExit):  # argparse: --yaw is required
         main(["rotate", str(src / "a.png"), "-o", str(tmp_path / "x.png")])
+
+
+@pytest.mark.parametrize("yaw,pitch", [(30.0, 10.0), (89.0, 20.0), (-75.0, -15.0), (0.0, 40.0)])
+def test_pose_angles_read_back_a_view_rotation_even_near_profile(yaw, pitch):
+    """Pitch is the face direction's elevation, defined at ±90° of yaw (an Euler atan2 form read
+    real CFP profiles as pitched 77° and refused them)."""
+    from pifr.face3d import angles
+    from pifr.rotation import view_rotation
+
+    assert np.allclose(angles(view_rotation(yaw, pitch))[:2], (yaw, pitch), atol=1e-6)
