@@ -12,7 +12,7 @@ camera (orthographic views, as 3DDFA_V2's camera is).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -54,7 +54,8 @@ class Raster:
         return out
 
 
-def rasterize(xy: np.ndarray, depth: np.ndarray, triangles: np.ndarray, size: Tuple[int, int]) -> Raster:
+def rasterize(xy: np.ndarray, depth: np.ndarray, triangles: np.ndarray, size: Tuple[int, int],
+              front: Optional[float] = None) -> Raster:
     """Z-buffer rasterisation of a triangle mesh.
 
     Args:
@@ -62,6 +63,9 @@ def rasterize(xy: np.ndarray, depth: np.ndarray, triangles: np.ndarray, size: Tu
         depth: ``(N,)`` vertex depth, larger = nearer the camera.
         triangles: ``(T, 3)`` int vertex indices.
         size: output ``(H, W)``.
+        front: the sign of the projected (signed) area of triangles that face the camera; those of
+            the other sign are culled. ``None`` keeps both. For a camera whose rows are image x,
+            image y and depth, it is the sign of the rows' determinant (:func:`front_sign`).
 
     Returns:
         :class:`Raster` with the nearest triangle and barycentrics per pixel.
@@ -79,6 +83,8 @@ def rasterize(xy: np.ndarray, depth: np.ndarray, triangles: np.ndarray, size: Tu
     span = hi - lo + 1
     area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
     keep = (span[:, 0] > 0) & (span[:, 1] > 0) & (np.abs(area) > 1e-12) & (span.max(1) <= MAX_TRIANGLE_PX)
+    if front is not None:
+        keep &= np.sign(area) == np.sign(front)
     idx = np.nonzero(keep)[0]
 
     pix_parts, z_parts, t_parts, b_parts = [], [], [], []
@@ -138,3 +144,10 @@ def vertex_normals(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     n = np.stack([np.bincount(idx, rep[:, i], minlength=len(v)) for i in range(3)], 1)
     n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
     return n.astype(np.float32)
+
+
+def front_sign(camera: np.ndarray) -> float:
+    """The signed-area sign of camera-facing triangles under ``camera`` (3×4 or 3×3; rows image x,
+    image y, depth towards the camera): the projected area of a triangle with outward normal n has
+    the sign of det(rows) · (n · depth row)."""
+    return float(np.sign(np.linalg.det(np.asarray(camera, np.float64)[:3, :3])))

@@ -25,7 +25,7 @@ from .alignment import TPGAN_128, AlignmentTemplate, align_with_landmarks, estim
 from .errors import PifrError, ShapeError
 from .face3d import Fit3D, face_model, fit_faces, landmarks5_from_68
 from .image import ImageLike, load_image
-from .rendering import Raster, rasterize, vertex_normals
+from .rendering import Raster, front_sign, rasterize, vertex_normals
 from .types import Face
 
 #: Cosine between a surface normal and the view direction below which the photo's colour is
@@ -37,7 +37,7 @@ GRAZING_RAMP = 0.3
 VISIBILITY_TOL = 0.03
 #: The source photo's visibility raster is at most this wide (px) across the face: finer buys
 #: nothing, the test only needs to tell near from far surfaces.
-VISIBILITY_RASTER_PX = 128
+VISIBILITY_RASTER_PX = 96
 #: Largest |yaw| (degrees) a caller may ask for.
 MAX_YAW = 90.0
 
@@ -132,7 +132,7 @@ def _source_view(fit: Fit3D, triangles: np.ndarray, normals: np.ndarray) -> _Sou
     k = min(1.0, VISIBILITY_RASTER_PX / width)
     origin = lo - 2.0 / k
     size = np.ceil((hi - lo) * k).astype(int) + 5
-    ras = rasterize((proj[:, :2] - origin) * k, proj[:, 2], triangles, (int(size[1]), int(size[0])))
+    ras = rasterize((proj[:, :2] - origin) * k, proj[:, 2], triangles, (int(size[1]), int(size[0])), front_sign(fit.camera))
     facing = normals @ fit.rotation[2]
     return _SourceView(proj, facing.astype(np.float32), ras.depth, k, origin, VISIBILITY_TOL * width)
 
@@ -177,7 +177,7 @@ def render_fit(fit: Fit3D, photo: np.ndarray, camera: np.ndarray, size: int, *, 
     tris = model.triangles
     verts = fit.vertices
     out_proj = verts @ camera[:, :3].T + camera[:, 3]
-    ras = rasterize(out_proj[:, :2], out_proj[:, 2], tris, (size, size))
+    ras = rasterize(out_proj[:, :2], out_proj[:, 2], tris, (size, size), front_sign(camera))
     m = ras.mask
     img = np.zeros((size, size, 3), np.float32)
     vis = np.zeros((size, size), np.float32)

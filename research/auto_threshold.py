@@ -29,7 +29,8 @@ def main():
     pr = cfp_images(cfp, IDS, "profile")
     fits = fits_of([im.path for im in pr], "retinaface")
     print("split: CFP 351-400 (tuning); all frontal x profile pairs")
-    for name, (t, w) in AUTO_RULES.items():
+    for name, rule in AUTO_RULES.items():
+        t, w = rule.yaw_threshold, rule.fusion_weight
         emb = get_embedder(name)
         raw, yaws = embed_paths([im.path for im in fr + pr], name, "retinaface", with_yaw=True)
         ren = embed_renders(fits, emb)
