@@ -236,7 +236,7 @@ import sys, time, numpy as np
 sys.path.insert(0, {root!r})
 from pifr.gallery import Gallery
 i = int(sys.argv[1])
-with Gallery.edit({path!r}, create=True) as g:
+with Gallery.edit({path!r}, create=True, embedder="mobilefacenet") as g:  # the lighter network to load
     e = np.random.default_rng(i).normal(size=(1, g.dim)).astype(np.float32)
     time.sleep(0.3)  # a slow enrolment: without a lock every editor reads the same old file
     g.add_embeddings(f"p{{i}}", e / np.linalg.norm(e))
