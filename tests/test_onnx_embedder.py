@@ -401,3 +401,9 @@ def test_cli_uses_a_registered_model(models, monkeypatch, capsys, tmp_path):
     assert json.loads(capsys.readouterr().out)["embedder"] == "cli_mfn"
     assert main(["models"]) == 0
     assert "cli_mfn" in capsys.readouterr().out
+    out = tmp_path / "e.npz"
+    assert main(["embed", a, b, "-o", str(out), "--embedder", "cli_mfn"]) == 0  # embed_many
+    got = np.load(out)["embeddings"]
+    ref = np.stack([pifr.embed(x, embedder="mobilefacenet", device="cpu") for x in (a, b)])
+    assert got.shape == (2, 128) and _cos(got, ref).min() >= 0.9999
+    assert _cos(pifr.embed(a, embedder="cli_mfn", device="cpu")[None], ref[:1])[0] >= 0.9999
