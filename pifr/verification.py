@@ -88,6 +88,7 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
         InvalidImageError: an input is not a usable image.
         NoFaceError: no face in one of the images (the message says which).
         WeightsNotFoundError: frontalization asked for but no generator weights available.
+        NoThresholdError: no ``threshold`` given and the embedder has none calibrated (a registered ONNX model).
     """
     from .detection import detect_one
     from .embedders import DEFAULT_EMBEDDER, get_embedder
@@ -96,6 +97,8 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
         raise UnknownModelError(f"frontalize must be one of {FRONTALIZE_MODES}, got {frontalize!r}")
     t0 = time.perf_counter()
     emb = get_embedder(embedder or DEFAULT_EMBEDDER, device)
+    # Before any work: a registered model without a calibrated threshold raises NoThresholdError here.
+    thr = emb.threshold if threshold is None else float(threshold)
     gen = None
     if frontalize != "never":
         from .frontalization import get_frontalizer
@@ -110,7 +113,6 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
         vecs.append(v)
         fronts.append(f)
     score = float(np.dot(vecs[0], vecs[1]))
-    thr = emb.threshold if threshold is None else float(threshold)
     return Verification(
         same=score >= thr, score=score, threshold=thr, embedder=emb.name,
         faces=(faces[0], faces[1]), frontalized=(fronts[0], fronts[1]), seconds=time.perf_counter() - t0,

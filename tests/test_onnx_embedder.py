@@ -313,6 +313,8 @@ def test_no_threshold_is_invented(models):
     pifr.register_embedder("mfn_export", models["mfn_dyn"], mean=IMAGENET_MEAN, std=IMAGENET_STD)
     with pytest.raises(NoThresholdError, match="calibrate.py --embedder mfn_export"):
         pifr.verify(a, b, embedder="mfn_export", device="cpu")
+    with pytest.raises(NoThresholdError):  # said before any image is read or face detected
+        pifr.verify(a.with_name("absent.png"), b, embedder="mfn_export", device="cpu")
     with pytest.raises(NoThresholdError):
         pifr.Gallery("mfn_export", device="cpu")
     info = {e.name: e for e in list_embedders()}["mfn_export"]
