@@ -15,7 +15,7 @@ setup(
     packages=find_packages(include=["pifr", "pifr.*"]) + ["pifr_weights"],
     # weights/ is installed as the package `pifr_weights` (the registry's last search location).
     package_dir={"pifr_weights": "weights"},
-    package_data={"pifr": ["py.typed"], "pifr_weights": ["manifest.json", "*.safetensors"]},
+    package_data={"pifr": ["py.typed", "data/*.json"], "pifr_weights": ["manifest.json", "*.safetensors"]},
     install_requires=[
         # The machines we run on cap torch at these; facenet-pytorch 2.5.3 is the newest that
         # accepts them (newer releases pin old torch).

@@ -19,7 +19,7 @@ import pifr  # noqa: E402
 import pifr.embedders  # noqa: E402
 import pifr.weights  # noqa: E402
 from pifr._provenance import source_commit  # noqa: E402
-from pifr.datasets import SPLITS, shared_root  # noqa: E402 - shared_root is re-exported to the benchmarks
+from pifr.eval.datasets import SPLITS, shared_root  # noqa: E402 - shared_root is re-exported to the benchmarks
 
 __all__ = ["ROOT", "SPLITS", "append_runlog", "cache_dir", "device_description", "embed_paths", "git_commit",
            "pair_scores", "parser", "plot_roc", "run_header", "save_record", "shared_root", "weights_sha"]

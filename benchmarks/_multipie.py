@@ -15,8 +15,8 @@ from typing import Dict, List, Optional
 import numpy as np
 from _harness import append_runlog, device_description, embed_paths, parser, plot_roc, run_header, weights_sha
 
-from pifr.metrics import rank1, roc, tar_at_far
-from pifr.train.data import FRONTAL_CAMERA, scan_multipie, multipie_split
+from pifr.eval.metrics import rank1, roc, tar_at_far
+from pifr.eval.multipie import FRONTAL_CAMERA, multipie_split, scan_multipie
 
 GALLERY_ILLUMINATION = 7
 #: Published rank-1 (%), quoted from ../shared/docs/protocols.md (approximate, as recalled there).

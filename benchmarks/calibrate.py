@@ -23,8 +23,8 @@ import numpy as np
 from _harness import parser, append_runlog, embed_paths, git_commit, pair_scores, run_header, shared_root, weights_sha
 
 from pifr import onnx_embedder
-from pifr.datasets import cfp_identity, cfp_protocol, lfw_pairs
-from pifr.metrics import best_threshold
+from pifr.eval.datasets import cfp_identity, cfp_protocol, lfw_pairs
+from pifr.eval.metrics import best_threshold
 
 TUNING_CFP = range(351, 401)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from _harness import parser, save_record, embed_paths, pair_scores, plot_roc, run_header, shared_root, weights_sha
 
-from pifr.datasets import cfp_identity, cfp_images, cfp_protocol
-from pifr.metrics import rank1, roc, verification_summary
+from pifr.eval.datasets import cfp_identity, cfp_images, cfp_protocol
+from pifr.eval.metrics import rank1, roc, verification_summary
 
 YAW_BUCKETS = ((0, 30), (30, 45), (45, 60), (60, 75), (75, 91))
 
@@ -98,7 +98,7 @@ def main() -> None:
                 w.writerows(zip(far.round(6), tar.round(6)))
             # Per-bucket accuracy of FP pairs at each fold's threshold, bucketed by the profile's estimated |yaw|.
             if s == "FP":
-                from pifr.metrics import kfold_accuracy
+                from pifr.eval.metrics import kfold_accuracy
 
                 kf = kfold_accuracy(scores, same, folds)
                 correct = (scores >= np.array(kf.thresholds)[folds]) == same

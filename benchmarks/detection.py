@@ -12,7 +12,7 @@ from _harness import save_record, run_header, shared_root
 from tqdm import tqdm
 
 import pifr
-from pifr.datasets import cfp_images
+from pifr.eval.datasets import cfp_images
 
 
 def main() -> None:

@@ -27,11 +27,11 @@ from _harness import cache_dir, embed_paths, parser, run_header, save_record, sh
 from tqdm import tqdm
 
 import pifr
-from pifr.datasets import cfp_identity, cfp_images, cfp_protocol, cmu_faces
+from pifr.eval.datasets import cfp_identity, cfp_images, cfp_protocol, cmu_faces
 from pifr.embedders import get_embedder, locate_face
 from pifr.frontalization import get_frontalizer, to_template
-from pifr.metrics import mcnemar, rank1_hits, verification_summary
-from pifr.verification import fuse_embeddings
+from pifr.eval.metrics import mcnemar, rank1_hits, verification_summary
+from pifr.frontalization import fuse_embeddings
 from pifr.weights import sha256_file
 from pifr.alignment import TPGAN_128, align_with_landmarks
 

@@ -2,7 +2,8 @@
 embed, both images) against a plain face_recognition-style dlib pipeline (HOG detector, 5-point
 shape predictor, dlib's own ResNet) on the same LFW pairs, in the same run.
 
-    python benchmarks/latency.py [--pairs 50] [--embedders dlib_resnet mobilefacenet] [--no-dlib]
+    python benchmarks/latency.py [--pairs 50] [--embedders dlib_resnet mobilefacenet] [--no-dlib] [--threads 1]
+    python benchmarks/latency.py --data cfp-fp --no-dlib --embedders dlib_resnet   # auto vs never on profile pairs
 
 The pipelines take turns on each pair (fair on a shared machine).
 """
@@ -16,7 +17,7 @@ import numpy as np
 from _harness import save_record, device_description, run_header, shared_root, weights_sha
 
 import pifr
-from pifr.datasets import lfw_pairs
+from pifr.eval.datasets import lfw_pairs
 
 
 def dlib_pipeline():
@@ -65,13 +66,33 @@ def main() -> None:
                     help="decision threshold for every embedder (needed for a registered model not yet calibrated)")
     ap.add_argument("--no-dlib", action="store_true", help="skip the dlib reference pipeline")
     ap.add_argument("--out", default="results/latency")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own)")
+    ap.add_argument("--policies", nargs="+", default=["auto", "never"], choices=["auto", "never"],
+                    help="frontalize= policies to time pifr.verify under (auto: a turned face is fused with its 3D render)")
+    ap.add_argument("--data", default="lfw", choices=["lfw", "cfp-fp"],
+                    help="lfw: pairsDevTrain (mostly near-frontal); cfp-fp: CFP 351-400 frontal-profile protocol pairs "
+                         "(every pair has a profile: the case the auto policy renders)")
     args = ap.parse_args()
-    lfw = shared_root(args.shared) / "data" / "lfw"
-    pairs = lfw_pairs(lfw, "pairsDevTrain.txt")[: args.pairs]
-    rec = run_header("latency", f"{lfw} pairsDevTrain first {len(pairs)}", weights_sha(args.embedders), "timing only")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.data == "lfw":
+        src = shared_root(args.shared) / "data" / "lfw"
+        pairs = lfw_pairs(src, "pairsDevTrain.txt")[: args.pairs]
+        what = f"{src} pairsDevTrain first {len(pairs)}"
+    else:
+        from pifr.eval.datasets import cfp_identity, cfp_protocol
+
+        src = shared_root(args.shared) / "data" / "cfp"
+        pairs = [x for x in cfp_protocol(src, "FP").pairs if cfp_identity(x.a) > 350 and cfp_identity(x.b) > 350][: args.pairs]
+        what = f"{src} FP protocol pairs of CFP 351-400, first {len(pairs)}"
+    rec = run_header("latency", what, weights_sha(args.embedders), "timing only")
     fns = {}
     for name in args.embedders:
-        fns[f"pifr.verify[{name}]"] = (lambda n: lambda a, b: pifr.verify(a, b, embedder=n, threshold=args.threshold))(name)
+        for pol in args.policies:
+            fns[f"pifr.verify[{name}, {pol}]"] = (lambda n, q: lambda a, b: pifr.verify(
+                a, b, embedder=n, threshold=args.threshold, frontalize=q))(name, pol)
     dlib_name = "dlib HOG + 5pt + ResNet (face_recognition-style)"
     if not args.no_dlib:
         fns[dlib_name] = dlib_pipeline()

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from _harness import parser, save_record, embed_paths, pair_scores, run_header, shared_root, weights_sha
 
-from pifr.datasets import lfw_pairs
+from pifr.eval.datasets import lfw_pairs
 from pifr.embedders import list_embedders
 from pifr.errors import UnknownModelError
-from pifr.metrics import verification_summary
+from pifr.eval.metrics import verification_summary
 from pifr.weights import get_spec
 
 import numpy as np

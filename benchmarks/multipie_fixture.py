@@ -20,8 +20,8 @@ from _harness import parser, shared_root
 from PIL import Image
 
 import pifr
-from pifr.datasets import cfp_images
-from pifr.train.data import MULTIPIE_CAMERA_YAW
+from pifr.eval.datasets import cfp_images
+from pifr.eval.multipie import MULTIPIE_CAMERA_YAW
 
 N_TRAIN = {1: 150, 2: 200}
 

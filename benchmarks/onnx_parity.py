@@ -18,7 +18,7 @@ import numpy as np
 from _harness import ROOT, run_header, save_record, shared_root, weights_sha
 
 import pifr
-from pifr.datasets import lfw_pairs
+from pifr.eval.datasets import lfw_pairs
 from pifr.embedders import get_embedder, locate_face
 
 

@@ -16,7 +16,7 @@ from _harness import cache_dir, run_header, save_record, shared_root
 from tqdm import tqdm
 
 import pifr
-from pifr.datasets import cfp_images, cmu_faces
+from pifr.eval.datasets import cfp_images, cmu_faces
 
 
 def main() -> None:

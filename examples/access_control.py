@@ -5,8 +5,9 @@
     python examples/access_control.py --gallery staff.gallery --frames frames_dir/
 
 ``people/`` holds one sub-folder of photos per person (the folder name is the identity).
-Without ``--impostors``, the threshold is the embedder's default; with a folder of labelled
-people (sub-folder per person, not the enrolled ones) it is calibrated to ``--far`` per probe.
+Without ``--impostors``, the threshold is the gallery's default operating point (FAR 1 % per probe
+for its size, from the impostor tables pifr ships); with a folder of labelled people (sub-folder
+per person, not the enrolled ones) it is calibrated to ``--far`` per probe on them.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def main() -> None:
     ap.add_argument("--enroll", type=Path, help="folder of people (one sub-folder each)")
     ap.add_argument("--gallery", type=Path, help="existing gallery file (written here after --enroll)")
     ap.add_argument("--impostors", type=Path, help="folder of other people (sub-folder each) to calibrate on")
-    ap.add_argument("--far", type=float, default=1e-3, help="target false-accept rate per probe")
+    ap.add_argument("--far", type=float, default=1e-3, help="target false-accept rate per probe (with --impostors)")
     ap.add_argument("--frames", type=Path, required=True, help="video file or folder of images")
     ap.add_argument("--every", type=int, default=5, help="use every N-th video frame")
     ap.add_argument("--log", type=Path, default=Path("decisions.csv"))

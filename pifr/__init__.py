@@ -15,14 +15,19 @@ __version__ = "0.1.0"
 from .alignment import ARCFACE_112, DLIB_150, TPGAN_128, AlignmentTemplate, align
 from .errors import (
     DependencyError,
+    FitError,
+    DeviceError,
     EmbedderConfigError,
     GalleryError,
     ImageTooLargeError,
+    InvalidArgumentError,
     InvalidImageError,
+    InvalidPolicyError,
     NoFaceError,
     NoThresholdError,
     PifrError,
     ShapeError,
+    TrainingError,
     UnknownModelError,
     WeightsChecksumError,
     WeightsError,
@@ -34,11 +39,12 @@ from .types import Face, Verification
 
 __all__ = [
     "__version__", "load_image", "detect", "align", "estimate_yaw", "embed", "embed_many", "verify", "frontalize",
-    "Frontalized", "Gallery", "Match",
+    "Frontalized", "rotate", "Rotated", "Gallery", "Match",
     "list_embedders", "list_detectors", "get_embedder", "register_embedder",
     "Face", "Verification", "AlignmentTemplate", "TPGAN_128", "ARCFACE_112", "DLIB_150",
     "PifrError", "InvalidImageError", "ImageTooLargeError", "ShapeError", "NoFaceError", "UnknownModelError",
     "WeightsError", "WeightsNotFoundError", "WeightsChecksumError", "WeightsFormatError", "DependencyError", "GalleryError",
+    "InvalidPolicyError", "TrainingError", "FitError", "InvalidArgumentError", "DeviceError",
     "EmbedderConfigError", "NoThresholdError",
 ]
 
@@ -46,14 +52,16 @@ __all__ = [
 _LAZY = {
     "detect": ("detection", "detect"),
     "list_detectors": ("detection", "list_detectors"),
-    "estimate_yaw": ("pose", "estimate_yaw"),
+    "estimate_yaw": ("detection", "estimate_yaw"),
     "embed": ("embedders", "embed"),
     "embed_many": ("embedders", "embed_many"),
     "get_embedder": ("embedders", "get_embedder"),
     "list_embedders": ("embedders", "list_embedders"),
-    "register_embedder": ("onnx_embedder", "register_embedder"),
+    "register_embedder": ("embedders", "register_embedder"),
     "verify": ("verification", "verify"),
     "frontalize": ("frontalization", "frontalize"),
+    "rotate": ("rotation", "rotate"),
+    "Rotated": ("rotation", "Rotated"),
     "Frontalized": ("frontalization", "Frontalized"),
     "Gallery": ("gallery", "Gallery"),
     "Match": ("gallery", "Match"),

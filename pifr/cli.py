@@ -1,5 +1,6 @@
 """Command line: ``pifr verify A B``, ``pifr detect IMG...``, ``pifr yaw IMG...``, ``pifr embed IMG... -o F``,
-``pifr frontalize IN -o OUT``, ``pifr models``."""
+``pifr frontalize IN -o OUT``, ``pifr rotate IN --yaw Y -o OUT``, ``pifr models``; galleries:
+``pifr enroll``, ``pifr identify``, ``pifr gallery list|remove``."""
 from __future__ import annotations
 
 import argparse
@@ -11,12 +12,15 @@ from typing import List, Optional
 import numpy as np
 
 from .errors import PifrError
+from .frontalization import DEFAULT_FRONTALIZE, FRONTALIZE_METHODS, FRONTALIZE_MODES
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     from .verification import verify
 
-    r = verify(args.a, args.b, embedder=args.embedder, threshold=args.threshold, detector=args.detector)
+    r = verify(args.a, args.b, embedder=args.embedder, threshold=args.threshold, detector=args.detector,
+               frontalize=args.frontalize, frontalizer=args.frontalizer, yaw_threshold=args.yaw_threshold,
+               fusion_weight=args.fusion_weight)
     if args.json:
         print(json.dumps(r.to_dict()))
     else:
@@ -42,7 +46,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _cmd_yaw(args: argparse.Namespace) -> int:
-    from .pose import estimate_yaw
+    from .detection import estimate_yaw
 
     bad = 0
     for path in args.images:
@@ -54,19 +58,80 @@ def _cmd_yaw(args: argparse.Namespace) -> int:
     return 2 if bad else 0
 
 
+def _writable_target(path: str, what: str) -> None:
+    """Fail before the work, not after it, when ``path`` cannot be written."""
+    import os
+    from pathlib import Path
+
+    from .errors import InvalidArgumentError
+
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise InvalidArgumentError(f"{what} {p} is a folder; give a file name")
+    if not parent.is_dir():
+        raise InvalidArgumentError(f"{what} {p}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise InvalidArgumentError(f"{what} {p} is not writable")
+
+
 def _cmd_embed(args: argparse.Namespace) -> int:
     from .embedders import embed_many
 
+    _writable_target(args.output, "output")
+    out = args.output if args.output.endswith(".npz") else args.output + ".npz"  # np.savez adds the suffix
+    _writable_target(out, "output")
     res = embed_many(args.images, embedder=args.embedder, detector=args.detector, progress=len(args.images) > 1)
     ok = [r for r in res if r.ok]
     for r in res:
         if not r.ok:
             print(f"{args.images[r.index]}: {type(r.error).__name__}: {r.error}", file=sys.stderr)
     if ok:
-        np.savez(args.output, embeddings=np.stack([r.embedding for r in ok]),
-                 paths=np.array([args.images[r.index] for r in ok]))
-        print(f"wrote {len(ok)} embeddings to {args.output}")
+        try:
+            np.savez(out, embeddings=np.stack([r.embedding for r in ok]), paths=np.array([args.images[r.index] for r in ok]))
+        except OSError as e:
+            print(f"pifr: error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+            return 2
+        print(f"wrote {len(ok)} embeddings to {out}")
     return 0 if len(ok) == len(res) else 2
+
+
+def frontalize_plan(src: "Path", dst: "Path") -> "list":
+    """``[(input, output), ...]`` for ``pifr frontalize``: every output is a distinct ``.png``
+    that is not one of the inputs. A folder keeps its layout; two inputs that would meet in one
+    name (``x.jpg`` and ``x.png``) each keep their suffix (``x.jpg.png``, ``x.png.png``); a file
+    into an existing folder becomes ``folder/<stem>.png``.
+
+    Raises InvalidArgumentError: an output would replace an input, or no images were found."""
+    from collections import Counter
+    from pathlib import Path
+
+    from .errors import InvalidArgumentError
+
+    exts = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp"}
+    if src.is_dir():
+        if dst.exists() and not dst.is_dir():
+            raise InvalidArgumentError(f"{src} is a folder, so the output must be a folder; {dst} is a file")
+        if dst.resolve() == src.resolve():  # outputs among the photos they came from: refuse, even where names differ
+            raise InvalidArgumentError(f"the output folder is the input folder {src}: refusing to overwrite input images "
+                                       "or mix outputs with them; choose another output")
+        files = sorted(p for p in src.rglob("*") if p.suffix.lower() in exts and p.is_file())
+        if not files:
+            raise InvalidArgumentError(f"{src}: no images ({', '.join(sorted(exts))})")
+        rel = [f.relative_to(src) for f in files]
+        base = Counter(r.with_suffix(".png") for r in rel)
+        outs = [dst / (r.with_suffix(".png") if base[r.with_suffix(".png")] == 1 else r.with_name(r.name + ".png"))
+                for r in rel]
+    else:
+        files = [src]
+        outs = [dst / (src.stem + ".png") if dst.is_dir() else dst]
+    inputs = {Path(f).resolve() for f in files}
+    clash = [str(o) for o in outs if o.resolve() in inputs]
+    if clash:
+        raise InvalidArgumentError(f"refusing to overwrite input image(s) {clash[:3]}; choose another output")
+    if len({o.resolve() for o in outs}) != len(outs):  # x.jpg.png beside a real x.jpg.png input's x.jpg.png
+        raise InvalidArgumentError(f"{src}: two inputs would be written to one output; rename them")
+    return list(zip(files, outs))
 
 
 def _cmd_frontalize(args: argparse.Namespace) -> int:
@@ -77,53 +142,87 @@ def _cmd_frontalize(args: argparse.Namespace) -> int:
     from .frontalization import frontalize
 
     src, dst = Path(args.input), Path(args.output)
-    exts = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp"}
-    files = sorted(p for p in src.rglob("*") if p.suffix.lower() in exts) if src.is_dir() else [src]
+    if not src.exists():
+        from .errors import InvalidImageError
+
+        raise InvalidImageError(f"{src}: no such file or folder")
+    plan = frontalize_plan(src, dst)
     if src.is_dir():
         dst.mkdir(parents=True, exist_ok=True)
     from tqdm import tqdm
 
     bad = 0
     step = max(1, args.batch_size)
-    with tqdm(total=len(files), desc="frontalize", unit="img", disable=len(files) < 2) as bar:
-        for k in range(0, len(files), step):
-            chunk = files[k:k + step]
-            for f, r in zip(chunk, frontalize(list(chunk), weights=args.weights, batch_size=step)):
+    with tqdm(total=len(plan), desc="frontalize", unit="img", disable=len(plan) < 2) as bar:
+        for k in range(0, len(plan), step):
+            chunk = plan[k:k + step]
+            for (f, out), r in zip(chunk, frontalize([f for f, _ in chunk], method=args.method, weights=args.weights,
+                                                     batch_size=step)):
                 if isinstance(r, Exception):
                     bad += 1
                     print(f"{f}: {type(r).__name__}: {r}", file=sys.stderr)
                     continue
-                out = dst / (f.relative_to(src).with_suffix(".png")) if src.is_dir() else dst
-                out.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(r.image).save(out)
+                try:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(r.image).save(out, format="PNG")
+                except OSError as e:
+                    bad += 1
+                    print(f"{f}: cannot write {out}: {e.strerror or e}", file=sys.stderr)
             bar.update(len(chunk))
-    print(f"frontalized {len(files) - bad} of {len(files)} images into {dst}")
+    print(f"frontalized {len(plan) - bad} of {len(plan)} images into {dst}")
     return 2 if bad else 0
 
 
-def _open_gallery(path: str, create: bool = False, embedder: Optional[str] = None):
+def _cmd_rotate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from PIL import Image
+    from tqdm import tqdm
+
+    from .errors import InvalidImageError
+    from .rotation import rotate
+
+    src, dst = Path(args.input), Path(args.output)
+    if not src.exists():
+        raise InvalidImageError(f"{src}: no such file or folder")
+    plan = frontalize_plan(src, dst)  # the same rules: distinct .png outputs, never over an input
+    if src.is_dir():
+        dst.mkdir(parents=True, exist_ok=True)
+    bad = 0
+    for f, out in tqdm(plan, desc=f"rotate to {args.yaw:+g}°", unit="img", disable=len(plan) < 2):
+        r = rotate([f], yaw=args.yaw, pitch=args.pitch)[0]
+        if isinstance(r, Exception):
+            bad += 1
+            print(f"{f}: {type(r).__name__}: {r}", file=sys.stderr)
+            continue
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(r.image).save(out, format="PNG")
+        except OSError as e:
+            bad += 1
+            print(f"{f}: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+    print(f"rotated {len(plan) - bad} of {len(plan)} images to yaw {args.yaw:+g}°, pitch {args.pitch:+g}° into {dst}")
+    return 2 if bad else 0
+
+
+def _open_gallery(path: str):
     from .gallery import Gallery
 
-    if Path(path).is_file():
-        return Gallery.load(path)
-    if create:
-        return Gallery(embedder)
-    from .errors import GalleryError
-
-    raise GalleryError(f"{path}: no such gallery file")
+    return Gallery.load(path)
 
 
 def _cmd_enroll(args: argparse.Namespace) -> int:
-    g = _open_gallery(args.gallery, create=True, embedder=args.embedder)
-    rep = g.enroll(args.id, args.images)
-    g.save(args.gallery)
+    from .gallery import Gallery
+
+    # Load, enroll and save under the gallery's file lock: concurrent enrolls take turns.
+    with Gallery.edit(args.gallery, create=True, embedder=args.embedder) as g:
+        rep = g.enroll(args.id, args.images)
+        n_ids, n_templates = len(g), g.templates
     for i, why in rep.failures:
         print(f"{args.images[i]}: not enrolled: {why}", file=sys.stderr)
     for i in rep.duplicates:
         print(f"{args.images[i]}: already enrolled (same image)", file=sys.stderr)
-    print(f"{args.id}: {rep.added} template(s) added; gallery has {len(g)} identities, {g.templates} templates")
+    print(f"{args.id}: {rep.added} template(s) added; gallery has {n_ids} identities, {n_templates} templates")
     return 0 if rep.added else 2
 
 
@@ -141,20 +240,30 @@ def _cmd_identify(args: argparse.Namespace) -> int:
 
 
 def _cmd_gallery(args: argparse.Namespace) -> int:
-    g = _open_gallery(args.gallery)
     if args.action == "list":
-        counts = {}
-        for name in g._labels:  # noqa: SLF001 - a read-only summary
-            counts[name] = counts.get(name, 0) + 1
-        print(f"# {args.gallery}: embedder {g.embedder}, threshold {g.threshold:.4f}"
-              + (f" (calibrated for FAR {g.calibrated_far:g})" if g.calibrated_far else ""))
+        g = _open_gallery(args.gallery)
+        counts = g.template_counts()
+        src = g.threshold_source
+        what = {"default": f"default operating point, FAR {g.far_per_probe:g} per probe",
+                "calibrated": f"calibrated for FAR {g.calibrated_far:g}" if g.calibrated_far else "calibrated",
+                "fixed": "fixed", "embedder": "the embedder's 1:1 threshold"}[src]
+        print(f"# {args.gallery}: embedder {g.embedder}, threshold {g.threshold:.4f} ({what})")
         for name in sorted(counts):
             print(f"{name}\t{counts[name]}")
         return 0
-    for name in args.names:
-        print(f"{name}: removed {g.remove(name)} template(s)")
-    g.save(args.gallery)
-    return 0
+    from .gallery import Gallery
+
+    missing = []
+    with Gallery.edit(args.gallery) as g:
+        known = set(g.identities)
+        for name in dict.fromkeys(args.names):
+            if name in known:
+                print(f"{name}: removed {g.remove(name)} template(s)")
+            else:
+                missing.append(name)
+    for name in missing:
+        print(f"{name}: not enrolled (nothing removed)", file=sys.stderr)
+    return 2 if missing else 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -163,11 +272,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
     print("embedders:")
     for e in list_embedders():
-        state = "ready" if e.available else "missing weights"
+        bad_sum = e.reason.startswith("WeightsChecksumError")
+        state = "ready" if e.available else "CHECKSUM FAILED" if bad_sum else "missing weights"
         # A registered ONNX model reports dim 0 (unknown until loaded) and NaN (no threshold measured).
         thr = ("none" if e.threshold != e.threshold else f"{e.threshold:.4f}") + ("" if e.calibrated else " (uncalibrated)")
         print(f"  {e.name:18s} dim {e.dim or '?':>4}  template {e.template:12s} threshold {thr:20s} {state}")
-        if e.reason and args.verbose:
+        if e.reason and (args.verbose or bad_sum):
             print(f"      {e.reason}")
     print("detectors:", ", ".join(list_detectors()))
     return 0
@@ -184,6 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--embedder", default=None)
     v.add_argument("--detector", default=None)
     v.add_argument("--threshold", type=float, default=None)
+    v.add_argument("--frontalize", default=DEFAULT_FRONTALIZE, choices=FRONTALIZE_MODES,
+                   help=f"pose policy (default {DEFAULT_FRONTALIZE}: a face turned beyond the embedder's measured yaw "
+                        "threshold is fused with its frontal 3D render; never: raw; always: frontal views only, needs --threshold)")
+    v.add_argument("--frontalizer", default=None, help="where frontal views come from: 3d (default) or a generator.safetensors")
+    v.add_argument("--yaw-threshold", type=float, default=None,
+                   help="|yaw| in degrees above which auto frontalizes (default: the embedder's measured rule)")
+    v.add_argument("--fusion-weight", type=float, default=None,
+                   help="weight of the frontal view's embedding under auto, 0-1 (default: the embedder's measured rule)")
     v.add_argument("--json", action="store_true", help="print the full result as JSON")
     v.add_argument("--exit-code", action="store_true", help="exit 1 when the faces differ")
     v.set_defaults(func=_cmd_verify)
@@ -208,9 +326,20 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("frontalize", help="write the frontal view of each face (file or folder)")
     f.add_argument("input")
     f.add_argument("-o", "--output", required=True)
-    f.add_argument("--weights", default=None, help="generator.safetensors (default: the installed frontalizer)")
+    f.add_argument("--method", default=None, choices=FRONTALIZE_METHODS,
+                   help="3d (the 3D render, works out of the box), tpgan (a learned generator) or hassner (classical, "
+                        "Hassner et al. 2015); default: tpgan when --weights is given, else 3d")
+    f.add_argument("--weights", default=None,
+                   help="tpgan: generator.safetensors (default: the installed frontalizer); hassner: model3Ddlib.mat")
     f.add_argument("--batch-size", type=int, default=32, help="faces per generator forward pass (default 32)")
     f.set_defaults(func=_cmd_frontalize)
+
+    ro = sub.add_parser("rotate", help="write each face seen from another yaw/pitch (3D fit and render; file or folder)")
+    ro.add_argument("input")
+    ro.add_argument("--yaw", type=float, required=True, help="target yaw in degrees, -90..90 (+: turned towards the image's right)")
+    ro.add_argument("--pitch", type=float, default=0.0, help="target pitch in degrees, -60..60 (+: looking up)")
+    ro.add_argument("-o", "--output", required=True)
+    ro.set_defaults(func=_cmd_rotate)
 
     en = sub.add_parser("enroll", help="add a person's photos to a gallery file (created if absent)")
     en.add_argument("--gallery", required=True)

@@ -15,6 +15,7 @@ import numpy as np
 from ._device import resolve_device
 from .errors import DependencyError, UnknownModelError
 from .image import ImageLike, load_image
+from .pose import estimate_yaw_faces
 from .types import Face
 
 log = logging.getLogger("pifr")
@@ -140,8 +141,6 @@ def detect(img: ImageLike, *, detector: str = DEFAULT_DETECTOR, min_score: Optio
     faces = det(arr) if min_score is None else det(arr, min_score=min_score)
     faces.sort(key=lambda f: -(f.width * f.height))
     if yaw and faces:
-        from .pose import estimate_yaw_faces
-
         yaws = estimate_yaw_faces(arr, faces, device=device)
         faces = [f.with_yaw(y) for f, y in zip(faces, yaws)]
     return faces
@@ -160,3 +159,16 @@ def detect_one(img: np.ndarray, *, detector: Optional[str] = None, device: Any =
     if not faces:
         raise NoFaceError(f"no face found{purpose}")
     return faces[0]
+
+
+def estimate_yaw(img: ImageLike, face: Optional[Face] = None, *, method: str = "3ddfa",
+                 detector: Optional[str] = None, device: Any = None) -> float:
+    """Yaw in degrees of ``face`` in ``img`` (or of the largest detected face).
+
+    Raises:
+        NoFaceError: no face given and none detected.
+    """
+    arr = load_image(img)
+    if face is None:
+        face = detect_one(arr, detector=detector, yaw=False, device=device, purpose=" to estimate yaw")
+    return estimate_yaw_faces(arr, [face], method=method, device=device)[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
@@ -17,8 +18,11 @@ import numpy as np
 from ._device import resolve_device
 from .alignment import ARCFACE_112, DLIB_150, TPGAN_128, AlignmentTemplate, align
 from .errors import NoFaceError, ShapeError, UnknownModelError
+from .frontalization import DEFAULT_FRONTALIZE, embed_face_policy, frontal_view, validate_policy
 from .image import ImageLike, load_image
-from .types import Face
+from . import onnx_embedder
+from .onnx_embedder import register_embedder  # noqa: F401 - re-exported: pifr.register_embedder
+from .types import EmbedderInfo, Face
 
 log = logging.getLogger("pifr")
 
@@ -27,21 +31,6 @@ DEFAULT_EMBEDDER = "dlib_resnet"
 
 #: facenet-pytorch's InceptionResnetV1 is fed 160 px crops: the ArcFace template scaled up.
 FACENET_160 = AlignmentTemplate("facenet_160", 160, tuple((x * 160 / 112, y * 160 / 112) for x, y in ARCFACE_112.points))
-
-
-@dataclass(frozen=True)
-class EmbedderInfo:
-    """What :func:`list_embedders` reports for one embedder."""
-
-    name: str
-    weights: str
-    template: str
-    dim: int
-    threshold: float
-    available: bool
-    calibrated: bool = True
-    reason: str = ""
-
 
 
 def _build_dlib() -> Any:
@@ -76,7 +65,12 @@ def _build_lightcnn() -> Any:
 
 @dataclass(frozen=True)
 class _Entry:
+    """One row of the embedder table: the single place that says what a network expects (its
+    alignment template, hence input size; the pixel normalisation is inside its ``forward``) and
+    at which threshold its scores mean "same person"."""
+
     name: str
+    #: Registry name of its weight file (``weights/manifest.json``).
     weights: str
     template: AlignmentTemplate
     dim: int
@@ -86,6 +80,20 @@ class _Entry:
     #: Prefix of the module the weight keys belong to, and weight keys to drop (training heads).
     target: str = ""
     ignore: tuple = ()
+
+    def load_network(self, weights: Optional[str] = None, path: Optional[str] = None) -> "tuple[Any, Any]":
+        """A fresh network with its weights loaded: the registered file ``weights`` (default: its
+        own), or the file at ``path``. Returns ``(module, WeightSpec)``; the module is in train
+        mode on the CPU.
+
+        Raises:
+            WeightsNotFoundError / WeightsChecksumError / WeightsFormatError."""
+        from .weights import load_into
+
+        module = self.build()
+        target = getattr(module, self.target) if self.target else module
+        spec = load_into(target, weights or self.weights, path, ignore=self.ignore)
+        return module, spec
 
 
 # Thresholds: best-accuracy cosine threshold on LFW pairsDevTrain (the tuning split), from
@@ -101,6 +109,8 @@ _EMBEDDERS: Dict[str, _Entry] = {
     "lightcnn29_v2": _Entry("lightcnn29_v2", "lightcnn29_v2", TPGAN_128, 256, _build_lightcnn,
                             threshold=0.5, target="net", ignore=("fc2.",)),
 }
+# Registered ONNX models may not take a built-in's name (pifr.onnx_embedder refuses it).
+onnx_embedder.BUILTIN_NAMES.update(_EMBEDDERS)
 _UNCALIBRATED = {"facenet_vggface2", "lightcnn29_v2"}
 
 
@@ -110,16 +120,12 @@ class Embedder:
     def __init__(self, entry: _Entry, device: Any = None, weights_path: Optional[str] = None) -> None:
         import torch
 
-        from .weights import load_into
-
         self.name = entry.name
         self.template = entry.template
         self.dim = entry.dim
         self.threshold = entry.threshold
         self.device = resolve_device(device)
-        module = entry.build()
-        target = getattr(module, entry.target) if entry.target else module
-        self.spec = load_into(target, entry.weights, weights_path, ignore=entry.ignore)
+        module, self.spec = entry.load_network(path=weights_path)
         self.module = module.eval().to(self.device)
         for p in self.module.parameters():
             p.requires_grad_(False)
@@ -154,6 +160,19 @@ def _cached(name: str, device: Any, weights_path: Optional[str]) -> Embedder:
     return Embedder(_EMBEDDERS[name], device=device, weights_path=weights_path)
 
 
+def embedder_spec(name: str) -> _Entry:
+    """The registry row of embedder ``name`` (template, dim, threshold, weights name, builder),
+    e.g. to build an uncached copy (:class:`Embedder`) or a network loaded with other weights
+    (``embedder_spec(n).load_network(...)``).
+
+    Raises:
+        UnknownModelError: not a registered embedder.
+    """
+    if name not in _EMBEDDERS:
+        raise UnknownModelError(f"unknown embedder {name!r}; known: {sorted(_EMBEDDERS)}")
+    return _EMBEDDERS[name]
+
+
 def get_embedder(name: str = DEFAULT_EMBEDDER, device: Any = None, weights_path: Optional[str] = None) -> Embedder:
     """The embedder ``name`` on ``device``, loaded once and cached.
 
@@ -180,17 +199,19 @@ def get_embedder(name: str = DEFAULT_EMBEDDER, device: Any = None, weights_path:
 
 
 def list_embedders() -> List[EmbedderInfo]:
-    """Every registered embedder, with whether its weights are present here (nothing is loaded)."""
+    """Every registered embedder, with whether its weights are present here and pass their sha256
+    check (nothing is loaded; ``reason`` names the error otherwise)."""
     from .errors import WeightsError
     from .weights import resolve
 
     out = []
     for e in _EMBEDDERS.values():
         try:
-            resolve(e.weights, verify=False)
+            # verify=True: a file that fails its sha256 is not "available" (the hash is cached by size and mtime).
+            resolve(e.weights, verify=True)
             ok, why = True, ""
         except WeightsError as err:
-            ok, why = False, str(err)
+            ok, why = False, f"{type(err).__name__}: {err}"
         if e.name in _UNCALIBRATED:
             why = (why + " " if why else "") + "(threshold not calibrated here: call Gallery.calibrate or pass threshold=)"
         out.append(EmbedderInfo(e.name, e.weights, e.template.name, e.dim, e.threshold, ok, e.name not in _UNCALIBRATED, why))
@@ -206,7 +227,8 @@ def embed_face(img: np.ndarray, face: Face, embedder: Union[str, Embedder] = DEF
 
 
 def embed(img: ImageLike, *, embedder: str = DEFAULT_EMBEDDER, face: Optional[Face] = None,
-          frontalize: str = "never", frontalizer: Optional[str] = None, detector: Optional[str] = None,
+          frontalize: str = DEFAULT_FRONTALIZE, frontalizer: Optional[str] = None, yaw_threshold: Optional[float] = None,
+          fusion_weight: Optional[float] = None, detector: Optional[str] = None,
           device: Any = None, bgr: bool = False) -> np.ndarray:
     """L2-normalised embedding of the largest face in ``img`` (or of ``face``).
 
@@ -214,8 +236,9 @@ def embed(img: ImageLike, *, embedder: str = DEFAULT_EMBEDDER, face: Optional[Fa
         img: anything :func:`pifr.load_image` accepts.
         embedder: registry name (see :func:`list_embedders`).
         face: skip detection and use this face.
-        frontalize: ``"never"``, ``"always"`` or ``"auto"`` (see :func:`pifr.verify`).
-        frontalizer: generator weights file when no frontalizer is installed.
+        frontalize: ``"auto"`` (default), ``"never"`` or ``"always"`` (see :func:`pifr.verify`).
+        frontalizer: ``None``/``"3d"`` (the 3D render) or a generator weights file.
+        yaw_threshold, fusion_weight: the ``"auto"`` policy's parameters (see :func:`pifr.verify`).
         detector: detector name (default :data:`pifr.detection.DEFAULT_DETECTOR`).
 
     Returns:
@@ -223,11 +246,9 @@ def embed(img: ImageLike, *, embedder: str = DEFAULT_EMBEDDER, face: Optional[Fa
 
     Raises:
         NoFaceError: no face detected.
+        InvalidPolicyError: unknown ``frontalize`` mode, or threshold / weight out of range.
     """
-    from .verification import AUTO_YAW_THRESHOLD, FRONTALIZE_MODES, embed_face_policy
-
-    if frontalize not in FRONTALIZE_MODES:
-        raise UnknownModelError(f"frontalize must be one of {FRONTALIZE_MODES}, got {frontalize!r}")
+    frontalize, yaw_threshold, fusion_weight = validate_policy(frontalize, yaw_threshold, fusion_weight)
     arr = load_image(img, bgr=bgr)
     if face is None:
         from .detection import detect_one
@@ -236,10 +257,8 @@ def embed(img: ImageLike, *, embedder: str = DEFAULT_EMBEDDER, face: Optional[Fa
     emb = get_embedder(embedder, device)
     gen = None
     if frontalize != "never":
-        from .frontalization import get_frontalizer
-
-        gen = get_frontalizer(frontalizer, device)
-    return embed_face_policy(arr, face, emb, frontalize, gen, AUTO_YAW_THRESHOLD)[0]
+        gen = frontal_view(frontalizer, device)
+    return embed_face_policy(arr, face, emb, frontalize, gen, yaw_threshold, fusion_weight)[0]
 
 
 def pick_face(faces: Sequence[Face], shape: tuple, select: str = "largest") -> Face:
@@ -281,8 +300,12 @@ def embed_many(images: Sequence[ImageLike], *, embedder: str = DEFAULT_EMBEDDER,
         progress: show a tqdm progress bar.
     """
     from .detection import DEFAULT_DETECTOR
-    from .errors import PifrError
+    from .errors import InvalidArgumentError, PifrError
 
+    # A str is iterable too: embed_many("a.jpg") would otherwise try each character as a path.
+    if isinstance(images, (str, bytes, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim != 4):
+        raise InvalidArgumentError(f"embed_many takes a sequence of images, got a single {type(images).__name__}; "
+                                   "wrap it in a list, or use pifr.embed")
     emb = get_embedder(embedder, device)
     det = detector or DEFAULT_DETECTOR
     it = enumerate(images)

@@ -22,12 +22,21 @@ class ShapeError(PifrError, ValueError):
     """An array or tensor has the wrong shape, dtype or value range."""
 
 
+class InvalidArgumentError(PifrError, ValueError):
+    """An argument's value is out of range or meaningless (NaN threshold, k < 1, a str where a list belongs)."""
+
+
 class NoFaceError(PifrError):
     """No face was found where one was required."""
 
 
 class UnknownModelError(PifrError, ValueError):
     """A model, embedder, detector or template name is not registered."""
+
+
+class InvalidPolicyError(PifrError, ValueError):
+    """A frontalization policy is invalid: unknown mode (modes are case-sensitive), or a yaw
+    threshold or fusion weight out of range."""
 
 
 class WeightsError(PifrError):
@@ -50,8 +59,21 @@ class DependencyError(PifrError, ImportError):
     """An optional dependency needed for the requested feature is not installed."""
 
 
+class DeviceError(PifrError, ValueError):
+    """The requested torch device is not valid or not present here (e.g. ``"cuda"`` without a GPU)."""
+
+
 class GalleryError(PifrError):
     """A gallery operation failed (empty gallery, bad file, mismatched embedder)."""
+
+
+class TrainingError(PifrError, ValueError):
+    """A training or validation run was set up wrongly: unknown option, empty or overlapping
+    identity splits, a missing pack or init file."""
+
+
+class FitError(PifrError, ValueError):
+    """The 3D face fit cannot handle this face (too small, turned too far up or down)."""
 
 
 class EmbedderConfigError(PifrError, ValueError):

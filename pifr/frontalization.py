@@ -1,9 +1,14 @@
-"""Frontalization: a face at any yaw → the 128×128 frontal face (TP-GAN, Huang et al. ICCV 2017).
+"""Frontalization: a face at any yaw → the 128×128 frontal face (TP-GAN, Huang et al. ICCV 2017),
+and the pose policy that decides when recognition uses it.
 
 Data flow: image → face → TP-GAN aligned crop (mirrored so the face turns right, as in
 training) → generator → frontal crop (mirrored back) → embedder. Generator weights come from
-the registry (a shipped ``tpgan_*`` entry) or an explicit ``generator.safetensors`` written by
-``pifr-train``.
+the registry (an entry of task ``"frontalizer"`` in ``weights/manifest.json``; none ships yet)
+or an explicit ``generator.safetensors`` written by ``pifr-train``.
+
+The policy (:data:`FRONTALIZE_MODES`, :func:`validate_policy`, :func:`embed_face_policy`) is
+shared by :func:`pifr.verify`, :func:`pifr.embed`, :class:`pifr.Gallery` and the CLI, so all
+of them take the same mode, yaw threshold and fusion weight and reject the same bad values.
 """
 from __future__ import annotations
 
@@ -18,14 +23,192 @@ import numpy as np
 
 from ._device import resolve_device
 from .alignment import TPGAN_128, AlignmentTemplate, align_with_landmarks, mirror, similarity_transform
-from .errors import WeightsFormatError, WeightsNotFoundError
+from .errors import InvalidPolicyError, PifrError, UnknownModelError, WeightsFormatError, WeightsNotFoundError
 from .image import ImageLike, load_image
 from .types import Face
 
 log = logging.getLogger("pifr")
 
-#: Registry name of the shipped frontalizer, if any (see weights/manifest.json).
-DEFAULT_FRONTALIZER = "tpgan_cfp"
+# ----------------------------------------------------------------------------- pose policy
+
+#: ``"never"``: raw embeddings; ``"always"``: the frontal view's embedding alone; ``"auto"``:
+#: faces with |yaw| above the rule's threshold are embedded raw and from the frontal view, fused.
+FRONTALIZE_MODES = ("never", "always", "auto")
+#: The mode :func:`pifr.verify`, :func:`pifr.embed`, :class:`pifr.Gallery` and the CLI use by default.
+DEFAULT_FRONTALIZE = "auto"
+
+@dataclass(frozen=True)
+class AutoRule:
+    """When ``"auto"`` uses the frontal view for one embedder, and what that does to scores.
+
+    Attributes:
+        yaw_threshold: faces with |yaw| above this (degrees) are fused.
+        fusion_weight: w in normalise((1 − w)·raw + w·frontal).
+        threshold_shift: added to a decision threshold when the probe face was fused: fusion
+            raises impostor scores a little, and the shift restores the false-accept rate the
+            threshold had on raw embeddings (the largest shift measured at FAR 1e-2, 1e-3, 1e-4 and
+            at the embedder's 1:1 threshold — see below).
+    """
+
+    yaw_threshold: float
+    fusion_weight: float
+    threshold_shift: float = 0.0
+
+
+#: The ``"auto"`` rule per embedder for the 3D frontal render (no learned refiner): a face with
+#: |yaw| > threshold is embedded as normalise((1 − w)·raw + w·render). Chosen on CFP 351–400 (the
+#: tuning split; gallery frontal 01 of 50 people, their 200 profiles as probes) by
+#: ``python benchmarks/rotation.py`` over |yaw| > 30/45/60 and w = 0.25/0.5/0.75/1 as the rule
+#: most reliably better than raw (lowest exact McNemar p, probe by probe; MobileFaceNet's |yaw| > 30
+#: and > 45 tie on every figure but FP accuracy by 0.15 points, and > 45 renders fewer faces), and
+#: reported on CMU Face Images, which nothing is tuned on (docs/rotation.md has the tables):
+#:   dlib_resnet    rank-1 72.5 → 77.5 % (+13 / −3, p = 0.021); FP accuracy 88.71 → 89.71 %;
+#:                  CMU 72.2 → 75.9 % (+4 / −1).
+#:   mobilefacenet  rank-1 69.0 → 78.5 % (+24 / −5, p = 0.001); FP accuracy 87.14 → 90.71 %;
+#:                  CMU 74.7 → 79.7 % (+8 / −4).
+#: Threshold shifts from ``python research/auto_threshold.py`` (every cross-identity frontal ×
+#: fused-profile pair of CFP 351–400, 84,000 impostor pairs): dlib_resnet +0.0031…+0.0055,
+#: mobilefacenet +0.0020…+0.0155 (the largest is kept).
+#: An embedder not listed here (e.g. a registered ONNX model) is never frontalized under "auto"
+#: until its rule is measured: "auto" then means raw.
+AUTO_RULES: Dict[str, AutoRule] = {
+    "dlib_resnet": AutoRule(45.0, 0.25, 0.0055),
+    "mobilefacenet": AutoRule(45.0, 0.5, 0.0155),
+}
+#: The rule for a TP-GAN generator the caller supplies (no measured rule can know it): few faces,
+#: a small weight, so a weak generator moves scores little.
+AUTO_YAW_THRESHOLD = 45.0
+AUTO_FUSION_WEIGHT = 0.25
+
+
+def validate_policy(frontalize: Any, yaw_threshold: Any = None,
+                    fusion_weight: Any = None) -> "tuple[str, Optional[float], Optional[float]]":
+    """Check a frontalization policy; returns ``(mode, yaw_threshold, fusion_weight)``.
+
+    ``frontalize`` must be one of :data:`FRONTALIZE_MODES` exactly (``"Auto"`` is refused: a
+    near-miss would otherwise fall through to raw embeddings unnoticed); ``yaw_threshold`` is in
+    degrees, 0–90; ``fusion_weight`` in [0, 1]; either may be ``None`` — the measured rule of the
+    embedder (:data:`AUTO_RULES`), resolved by :func:`auto_rule`.
+
+    Raises:
+        InvalidPolicyError: (also a ``ValueError``) any of the three is invalid.
+    """
+    if not isinstance(frontalize, str) or frontalize not in FRONTALIZE_MODES:
+        raise InvalidPolicyError(f"frontalize must be one of {FRONTALIZE_MODES}, got {frontalize!r}")
+    out: List[Optional[float]] = []
+    for name, value, lo, hi in (("yaw_threshold", yaw_threshold, 0.0, 90.0), ("fusion_weight", fusion_weight, 0.0, 1.0)):
+        if value is None:
+            out.append(None)
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise InvalidPolicyError(f"{name} must be a number, got {value!r}")
+        if not lo <= float(value) <= hi:  # NaN fails too
+            raise InvalidPolicyError(f"{name} must lie in [{lo:g}, {hi:g}], got {value!r}")
+        out.append(float(value))
+    return frontalize, out[0], out[1]
+
+
+def auto_rule(embedder: str, frontalizer: Any = None, yaw_threshold: Optional[float] = None,
+              fusion_weight: Optional[float] = None) -> "Optional[tuple[float, float]]":
+    """``(yaw_threshold, fusion_weight)`` that ``"auto"`` applies for ``embedder`` with
+    ``frontalizer`` (a :class:`Render3D`, a :class:`Frontalizer` or ``None`` for the default);
+    explicit values win. ``None``: no rule is known (the 3D render with an embedder it was never
+    measured for, and no explicit values), so "auto" embeds raw."""
+    if isinstance(frontalizer, Frontalizer):
+        base: "Optional[tuple[float, float]]" = (AUTO_YAW_THRESHOLD, AUTO_FUSION_WEIGHT)
+    else:
+        rule = AUTO_RULES.get(embedder)
+        base = None if rule is None else (rule.yaw_threshold, rule.fusion_weight)
+    if base is None and (yaw_threshold is None or fusion_weight is None):
+        return None
+    base = base or (0.0, 0.0)
+    return (base[0] if yaw_threshold is None else yaw_threshold, base[1] if fusion_weight is None else fusion_weight)
+
+
+def threshold_shift(embedder: str, frontalizer: Any = None) -> float:
+    """What to add to a decision threshold for a face fused under ``"auto"`` (:class:`AutoRule`);
+    0 for a caller's generator, whose effect on scores no one has measured."""
+    if isinstance(frontalizer, Frontalizer) or embedder not in AUTO_RULES:
+        return 0.0
+    return AUTO_RULES[embedder].threshold_shift
+
+
+def fuse_embeddings(raw: np.ndarray, frontalized: np.ndarray, weight: float) -> np.ndarray:
+    """normalise((1 − weight)·raw + weight·frontalized) for unit ``(dim,)`` vectors; weight 1 is
+    the frontalized embedding alone."""
+    if weight >= 1.0:
+        return frontalized
+    v = (1.0 - weight) * raw + weight * frontalized
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def embed_face_policy(arr: np.ndarray, face: Face, emb: Any, frontalize: str, frontalizer: Any,
+                      yaw_threshold: Optional[float] = None,
+                      fusion_weight: Optional[float] = None) -> "tuple[np.ndarray, bool]":
+    """Embedding of ``face`` in ``arr`` (``(H, W, 3)`` uint8 RGB) by ``emb`` (an
+    :class:`pifr.embedders.Embedder`) under the policy; returns ``(unit (dim,) vector, frontalized?)``.
+
+    ``"always"`` embeds the frontal view alone; ``"auto"`` takes the frontal view of faces with
+    |yaw| > the rule's threshold and fuses: normalise((1 − w)·raw + w·frontal) (see
+    :func:`auto_rule`). For a probe against fixed gallery vectors, that ranks exactly like the
+    score fusion (1 − w)·cos(raw, g) + w·cos(frontal, g). ``frontalizer`` (from
+    :func:`frontal_view`) may be ``None`` for ``"never"``.
+
+    Raises:
+        InvalidPolicyError: the policy is invalid (see :func:`validate_policy`).
+        FitError: the 3D fit refused the face (only when the frontal view is needed).
+    """
+    frontalize, yaw_threshold, w = validate_policy(frontalize, yaw_threshold, fusion_weight)
+    use, weight = False, 1.0
+    if frontalize == "always":
+        use = True
+    elif frontalize == "auto" and face.yaw is not None:
+        rule = auto_rule(emb.name, frontalizer, yaw_threshold, w)
+        if rule is not None:
+            use, weight = abs(face.yaw) > rule[0], rule[1]
+    if not use:
+        return emb.embed_crops(emb.align(arr, face)[None])[0], False
+    v = emb.embed_crops(frontalizer.frontal_crop(arr, face, emb.template)[None])[0]
+    if weight < 1.0:
+        v = fuse_embeddings(emb.embed_crops(emb.align(arr, face)[None])[0], v, weight)
+    return v, True
+
+
+class Render3D:
+    """The frontal view as the 3D render of :mod:`pifr.rotation` (no learned refiner): fit, render
+    at 0° yaw and pitch straight into the embedder's template, the hidden side filled from the
+    mirrored half. Build with :func:`frontal_view`."""
+
+    name = "3d-render"
+
+    def __init__(self, device: Any = None) -> None:
+        self.device = device
+
+    def frontal_crop(self, arr: np.ndarray, face: Face, template: AlignmentTemplate) -> np.ndarray:
+        """``(S, S, 3)`` uint8 frontal render of ``face`` in ``arr`` placed in ``template``."""
+        from .face3d import fit_faces
+        from .rotation import render_pose
+
+        fit = fit_faces(arr, [face], device=self.device)[0]
+        return render_pose(fit, arr, 0.0, template=template).image
+
+
+def frontal_view(frontalizer: Optional[Union[str, Path]] = None, device: Any = None) -> Any:
+    """What the policy takes the frontal view from: ``frontalizer`` = ``None`` or ``"3d"`` — the 3D
+    render (:class:`Render3D`; a TP-GAN generator registered in the weights manifest is used
+    instead once one ships); else a ``generator.safetensors`` path (:class:`Frontalizer`)."""
+    if frontalizer is None:
+        from .weights import list_weights
+
+        if list_weights("frontalizer"):
+            return get_frontalizer(None, device)
+        return Render3D(device)
+    if str(frontalizer) == "3d":
+        return Render3D(device)
+    return get_frontalizer(frontalizer, device)
+
+
+# ----------------------------------------------------------------------------- the generator
 
 
 @dataclass(frozen=True)
@@ -36,13 +219,15 @@ class Frontalized:
         image: ``(128, 128, 3)`` uint8 RGB frontal face on the :data:`pifr.TPGAN_128` template.
         face: the input :class:`Face` (source-image pixels, with yaw).
         yaw: the input face's estimated yaw in degrees.
-        generator: which weights produced it.
+        generator: which weights or method produced it (``"3d-render"`` for ``method="3d"``).
+        mask: ``(128, 128)`` bool pixels covered by the face (``method="3d"``; ``None`` otherwise).
     """
 
     image: np.ndarray
     face: Face
     yaw: float
     generator: str
+    mask: Optional[np.ndarray] = None
 
 
 class Frontalizer:
@@ -55,14 +240,14 @@ class Frontalizer:
         from .models.tpgan import Generator
 
         if weights is None:
-            from .weights import get_spec, resolve
+            from .weights import list_weights, resolve
 
-            try:
-                spec, path = resolve(get_spec(DEFAULT_FRONTALIZER))
-            except Exception as e:
-                raise WeightsNotFoundError(
-                    "no TP-GAN frontalizer weights are installed yet; pass weights=<generator.safetensors> "
-                    f"written by pifr-train ({e})") from e
+            registered = list_weights("frontalizer")
+            if not registered:
+                raise WeightsNotFoundError("no TP-GAN frontalizer weights ship with pifr yet; pass "
+                                           "weights=<generator.safetensors> written by pifr-train")
+            # A missing or corrupt registered file raises its own WeightsError (checksum included).
+            spec, path = resolve(registered[0])
             name = spec.name
         else:
             path, name = Path(weights), Path(weights).name
@@ -111,6 +296,12 @@ class Frontalizer:
         return np.stack([im[:, ::-1] if f else im for im, f in zip(imgs, flips)])
 
 
+    def frontal_crop(self, arr: np.ndarray, face: Face, template: AlignmentTemplate) -> np.ndarray:
+        """``(S, S, 3)`` uint8 generator output for ``face`` in ``arr``, re-cropped onto ``template``."""
+        crop, lm = align_with_landmarks(arr, face, TPGAN_128)
+        return to_template(self.frontalize_crops(crop[None], lm[None], [face.yaw or 0.0])[0], template)
+
+
 @functools.lru_cache(maxsize=4)
 def _cached(weights: Optional[str], device: str) -> Frontalizer:
     return Frontalizer(weights, device)
@@ -144,15 +335,38 @@ def _tpgan_input(img: ImageLike, face: Optional[Face], detector: Optional[str], 
     return face, crop, lm
 
 
-def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: str = "tpgan", face: Optional[Face] = None,
+#: What :func:`frontalize` can use: ``"3d"`` — the 3D render (no learned refiner; works out of the
+#: box); ``"tpgan"`` — a TP-GAN generator (``weights=``; none ships yet); ``"hassner"`` — classical
+#: 3D frontalization (Hassner et al., CVPR 2015), a baseline that needs the user-supplied
+#: ``model3Ddlib.mat`` (``weights=``) and lowers recognition (docs/frontalization.md).
+FRONTALIZE_METHODS = ("3d", "tpgan", "hassner")
+
+
+def _render_3d(img: ImageLike, face: Optional[Face], detector: Optional[str], device: Any, name: str) -> Frontalized:
+    from .detection import detect_one
+    from .face3d import fit_faces
+    from .rotation import render_pose
+
+    arr = load_image(img)
+    face = face or detect_one(arr, detector=detector, device=device, purpose=" to frontalize")
+    fit = fit_faces(arr, [face], device=device, names=[name])[0]
+    r = render_pose(fit, arr, 0.0)
+    if face.yaw is None:
+        face = face.with_yaw(fit.yaw)
+    return Frontalized(image=r.image, face=face, yaw=float(face.yaw), generator=Render3D.name, mask=r.mask)
+
+
+def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: Optional[str] = None, face: Optional[Face] = None,
                weights: Optional[Union[str, Path]] = None, detector: Optional[str] = None,
                device: Any = None, batch_size: int = 32) -> Union[Frontalized, List[Union[Frontalized, Exception]]]:
-    """Frontal view of the largest face in ``img`` (or of ``face``).
+    """Frontal view of the largest face in ``img`` (or of ``face``), in the 128×128 TP-GAN crop.
 
     Args:
-        method: ``"tpgan"`` (the learned frontalizer; ``weights`` or the installed one) or ``"3d"``
-            (classical 3D frontalization, Hassner et al. 2015; ``weights`` = path of
-            ``model3Ddlib.mat``, else the registry's search path).
+        method: ``"3d"`` (the face fitted in 3D and rendered from the front, the hidden side
+            filled from the visible half; :mod:`pifr.rotation`), ``"tpgan"`` (a learned generator:
+            ``weights`` or the installed one) or ``"hassner"`` (Hassner et al. 2015; ``weights`` =
+            path of ``model3Ddlib.mat``). See :data:`FRONTALIZE_METHODS`. Default: ``"tpgan"``
+            when ``weights`` is given or a generator is installed, else ``"3d"``.
         batch_size: for a list, how many faces go through the generator in one forward pass.
 
     A list input returns a list with one :class:`Frontalized` or one exception per image (one
@@ -161,14 +375,29 @@ def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: str = "tpgan",
 
     Raises:
         NoFaceError: no face found (single-image call).
-        WeightsNotFoundError: no frontalizer weights installed and none given (also for a list:
-            that is not one bad image).
+        FitError: the 3D fit refused the face (``"3d"``; too small or turned too far up/down).
+        WeightsNotFoundError: ``"tpgan"`` with no generator installed and none given (also for a
+            list: that is not one bad image).
     """
-    from .errors import PifrError, UnknownModelError
+    if method is None:
+        from .weights import list_weights
 
-    if method not in ("tpgan", "3d"):
-        raise UnknownModelError(f"method must be 'tpgan' or '3d', got {method!r}")
+        method = "tpgan" if weights is not None or list_weights("frontalizer") else "3d"
+    if method not in FRONTALIZE_METHODS:
+        raise UnknownModelError(f"method must be one of {FRONTALIZE_METHODS}, got {method!r}")
     if method == "3d":
+        if weights is not None:
+            raise UnknownModelError('method="3d" takes no weights (its 3D face ships with pifr); a generator file needs method="tpgan"')
+        if not isinstance(img, list):
+            return _render_3d(img, face, detector, device, "the image")
+        out_r: List[Union[Frontalized, Exception]] = []
+        for i, one in enumerate(img):
+            try:
+                out_r.append(_render_3d(one, None, detector, device, str(one) if isinstance(one, (str, Path)) else f"image {i}"))
+            except PifrError as e:
+                out_r.append(e)
+        return out_r
+    if method == "hassner":
         from .geometry import frontalize_3d
 
         def one_3d(im: ImageLike, f: Optional[Face]) -> Frontalized:

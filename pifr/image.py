@@ -21,15 +21,29 @@ MAX_PIXELS = 64_000_000
 MIN_SIDE = 16
 #: Largest encoded file accepted, in bytes.
 MAX_FILE_BYTES = 200 * 1024 * 1024
+#: Largest ratio of the long side to the short side. The detector scales the long side to 1024 px;
+#: beyond 64:1 the short side would shrink below :data:`MIN_SIDE` (a 16×40000 strip reached OpenCV
+#: as a zero-height resize and crashed it). Nothing that elongated holds a face worth detecting.
+MAX_ASPECT = 64
 
 ImageLike = Union[str, os.PathLike, bytes, np.ndarray, Any]
 
 
-def _check_pixels(h: int, w: int, max_pixels: int) -> None:
+def _check_pixels(h: int, w: int, max_pixels: int, name: str = "image") -> None:
     if h * w > max_pixels:
-        raise ImageTooLargeError(f"image has {w}x{h} = {w * h} pixels, more than the limit {max_pixels}")
+        raise ImageTooLargeError(f"{name} has {w}x{h} = {w * h} pixels, more than pifr's limit of {max_pixels} "
+                                 "(pifr.image.MAX_PIXELS; pass max_pixels= to raise it)")
     if min(h, w) < MIN_SIDE:
-        raise InvalidImageError(f"image is {w}x{h}; both sides must be at least {MIN_SIDE} px")
+        raise InvalidImageError(f"{name} is {w}x{h}; both sides must be at least {MIN_SIDE} px")
+    if max(h, w) > MAX_ASPECT * min(h, w):
+        raise InvalidImageError(f"{name} is {w}x{h}: longer than {MAX_ASPECT}:1, no face can be found in it")
+
+
+def _check_array_shape(shape: tuple, name: str) -> None:
+    """An array image is HxW, HxWx1, HxWx3 or HxWx4; say the real shape otherwise (before its
+    first two axes are read as height and width)."""
+    if len(shape) not in (2, 3) or (len(shape) == 3 and shape[2] not in (1, 3, 4)):
+        raise InvalidImageError(f"{name}: expected HxW, HxWx3 or HxWx4, got shape {tuple(shape)}")
 
 
 def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
@@ -40,17 +54,31 @@ def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:
             # Check the header's size before decoding any pixels (bomb guard).
-            _check_pixels(im.height, im.width, max_pixels)
+            _check_pixels(im.height, im.width, max_pixels, name)
             im.load()
-            return _pil_to_rgb(im)
+            return _pil_to_rgb(_upright(im))
     except (ImageTooLargeError, InvalidImageError):
         raise
     except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(f"{name}: {e}") from e
+        # PIL's own guard fires inside open() for headers far beyond its limit; quote pifr's.
+        raise ImageTooLargeError(f"{name}: the image header declares more than pifr's limit of {max_pixels} pixels "
+                                 "(pifr.image.MAX_PIXELS)") from e
     except UnidentifiedImageError as e:
         raise InvalidImageError(f"{name}: not a readable image format") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise InvalidImageError(f"{name}: corrupt or truncated image ({e})") from e
+
+
+def _upright(im: Any) -> Any:
+    """Apply the EXIF Orientation tag: phones store portraits sideways and set the tag; a face
+    lying on its side is not detected or embedded as the person it is."""
+    from PIL import ImageOps
+
+    try:
+        orientation = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - an unreadable EXIF block is treated as no rotation
+        return im
+    return ImageOps.exif_transpose(im) if orientation not in (None, 1) else im
 
 
 def _pil_to_rgb(im: Any) -> np.ndarray:
@@ -125,21 +153,45 @@ def load_image(src: ImageLike, *, bgr: bool = False, max_pixels: int = MAX_PIXEL
     if isinstance(src, (bytes, bytearray, memoryview)):
         return _decode(bytes(src), "<bytes>", max_pixels)
     if isinstance(src, np.ndarray):
-        if src.ndim >= 2:
-            _check_pixels(src.shape[0], src.shape[1], max_pixels)
+        _check_array_shape(src.shape, "array")
+        _check_pixels(src.shape[0], src.shape[1], max_pixels, "array")
         return _array_to_rgb(src, bgr=bgr, name="array")
     mod = type(src).__module__
     if mod.startswith("PIL."):
-        _check_pixels(src.height, src.width, max_pixels)
-        return _pil_to_rgb(src)
+        _check_pixels(src.height, src.width, max_pixels, "PIL image")
+        try:
+            # A lazily opened file decodes here: a truncated one fails now, not at open().
+            src.load()
+            return _pil_to_rgb(_upright(src))
+        except (OSError, SyntaxError, ValueError) as e:
+            raise InvalidImageError(f"PIL image: corrupt or truncated ({e})") from e
     if mod.startswith("torch"):
-        t = src.detach().cpu()
-        if t.ndim == 3 and t.shape[0] in (1, 3, 4) and t.shape[2] not in (1, 3, 4):
-            t = t.permute(1, 2, 0)
-        a = t.numpy()
-        if a.ndim >= 2:
-            _check_pixels(a.shape[0], a.shape[1], max_pixels)
-        return _array_to_rgb(a, bgr=bgr, name="tensor")
+        return _tensor_to_rgb(src, bgr=bgr, max_pixels=max_pixels)
     if src is None:
         raise InvalidImageError("image is None")
+    if isinstance(src, (list, tuple)):
+        raise InvalidImageError(f"a {type(src).__name__} is not an image (for several images use a batch function "
+                                "such as pifr.embed_many)")
     raise InvalidImageError(f"unsupported image type {type(src).__name__}")
+
+
+def _tensor_to_rgb(src: Any, *, bgr: bool, max_pixels: int) -> np.ndarray:
+    """A torch tensor (CxHxW or HxWxC) → RGB uint8, through the numpy rules."""
+    import torch
+
+    if not isinstance(src, torch.Tensor):
+        raise InvalidImageError(f"unsupported image type {type(src).__name__}")
+    t = src.detach().cpu()
+    if t.is_complex() or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64):
+        raise InvalidImageError(f"tensor: unsupported dtype {t.dtype}")
+    if t.dtype in (torch.bfloat16, torch.float16):
+        t = t.float()  # numpy has no bfloat16: compare in float32, exactly representable
+    if t.ndim == 3 and t.shape[0] in (1, 3, 4) and t.shape[2] not in (1, 3, 4):
+        t = t.permute(1, 2, 0)
+    _check_array_shape(tuple(t.shape), "tensor")
+    _check_pixels(int(t.shape[0]), int(t.shape[1]), max_pixels, "tensor")
+    try:
+        a = t.numpy()
+    except (TypeError, RuntimeError) as e:
+        raise InvalidImageError(f"tensor: cannot convert dtype {t.dtype} ({e})") from e
+    return _array_to_rgb(a, bgr=bgr, name="tensor")

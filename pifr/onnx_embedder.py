@@ -93,16 +93,24 @@ def _triple(name: str, what: str, v: Any) -> Tuple[float, float, float]:
     return t  # type: ignore[return-value]
 
 
+#: Names of the built-in embedders, filled in by :mod:`pifr.embedders` when it is imported (it
+#: imports this module, not the reverse, so the registry stays one-way).
+BUILTIN_NAMES: "set[str]" = set()
+
+
+def check_not_builtin(name: str) -> None:
+    if name in BUILTIN_NAMES:
+        raise EmbedderConfigError(f"{name!r} is a built-in embedder; register the model under another name")
+
+
 def _make(name: Any, path: Any, template: Any = "arcface_112", mean: Any = (127.5, 127.5, 127.5),
           std: Any = (127.5, 127.5, 127.5), channels: Any = "RGB", threshold: Any = None,
           threshold_source: str = "", config: Optional[str] = None) -> Registration:
-    """Validate one registration (no file is read)."""
-    from .embedders import _EMBEDDERS
-
+    """Validate one registration (no file is read). A clash with a built-in name is refused by
+    :mod:`pifr.embedders`, the registry that knows them (:func:`check_not_builtin`)."""
     if not isinstance(name, str) or not name.strip():
         raise EmbedderConfigError(f"an embedder name must be a non-empty string, got {name!r}")
-    if name in _EMBEDDERS:
-        raise EmbedderConfigError(f"{name!r} is a built-in embedder; register the model under another name")
+    check_not_builtin(name)
     if not isinstance(path, (str, os.PathLike)) or not str(path):
         raise EmbedderConfigError(f"embedder {name!r}: path must be a file path, got {path!r}")
     try:
@@ -347,9 +355,8 @@ class OnnxEmbedder:
             raise WeightsFormatError(f"{self.path}: not a readable ONNX model ({type(e).__name__}: {e})") from e
         self._check_io()
         self.dim = int(self._run(np.full((1, self.template.size, self.template.size, 3), 128, np.uint8)).shape[1])
-        norm = f"{reg.channels}, (x - {list(reg.mean)}) / {list(reg.std)}"
-        self.spec = WeightSpec(reg.name, "embedder", "onnx", str(self.path), self.sha256, "onnx", "user",
-                               input_size=self.template.size, template=self.template.name, normalisation=norm)
+        # The input contract (template, mean/std, channels) lives in the registration, its one source.
+        self.spec = WeightSpec(reg.name, "embedder", "onnx", str(self.path), self.sha256, "onnx", "user")
 
     # -------------------------------------------------------------- contract checks
     def _check_io(self) -> None:
@@ -483,7 +490,7 @@ def get_registered(name: str, device: Any = None) -> Optional[OnnxEmbedder]:
 def infos() -> List[Any]:
     """:class:`pifr.embedders.EmbedderInfo` rows for the registered models (nothing is loaded, so
     ``dim`` is 0 until the model is; an uncalibrated threshold is NaN)."""
-    from .embedders import EmbedderInfo
+    from .types import EmbedderInfo
 
     out = []
     for r in registered().values():

@@ -4,18 +4,20 @@ image's right (the subject looks to their own left), ±90 = full profile.
 Methods: ``"3ddfa"`` — the 3DDFA_V2 MobileNet regressor (Guo et al., ECCV 2020) on the
 face box; ``"landmarks"`` — geometry of the 5 landmarks (nose offset from the eye midpoint
 against the inter-eye half-distance), a fallback that needs no network.
+
+The verb :func:`pifr.estimate_yaw` (image in, detection included) lives in
+:mod:`pifr.detection`, which uses this module; this module never imports detection.
 """
 from __future__ import annotations
 
 import functools
 import math
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Sequence
 
 import numpy as np
 
 from ._device import resolve_device
 from .errors import UnknownModelError
-from .image import ImageLike, load_image
 from .types import Face
 
 #: Nose-tip depth in front of the eye line, in units of half the inter-eye distance (a mean-face ratio).
@@ -48,7 +50,8 @@ def pose_network(device: Any = None) -> Any:
     return net.eval().to(resolve_device(device))
 
 
-def _crop(img: np.ndarray, box: Sequence[float], size: int) -> np.ndarray:
+def roi_crop(img: np.ndarray, box: Sequence[float], size: int) -> np.ndarray:
+    """``(size, size, 3)`` crop of ``img`` over the square ``box`` (x1, y1, x2, y2), black outside."""
     import cv2
 
     x1, y1, x2, y2 = box
@@ -70,24 +73,9 @@ def estimate_yaw_faces(img: np.ndarray, faces: Sequence[Face], method: str = "3d
     from .models.tddfa import pose_from_params, roi_from_bbox
 
     net = pose_network(device)
-    crops = np.stack([_crop(img[..., ::-1], roi_from_bbox(f.bbox), 120) for f in faces])  # BGR contract
+    crops = np.stack([roi_crop(img[..., ::-1], roi_from_bbox(f.bbox), 120) for f in faces])  # BGR contract
     x = torch.from_numpy(crops).to(next(net.parameters()).device).permute(0, 3, 1, 2).float()
     with torch.inference_mode():
         params = net(x).cpu().numpy()
     # 3DDFA's yaw is positive when the face turns to the image's left: flip to pifr's convention.
     return [-pose_from_params(p)[0] for p in params]
-
-
-def estimate_yaw(img: ImageLike, face: Optional[Face] = None, *, method: str = "3ddfa",
-                 detector: Optional[str] = None, device: Any = None) -> float:
-    """Yaw in degrees of ``face`` in ``img`` (or of the largest detected face).
-
-    Raises:
-        NoFaceError: no face given and none detected.
-    """
-    arr = load_image(img)
-    if face is None:
-        from .detection import detect_one
-
-        face = detect_one(arr, detector=detector, yaw=False, device=device, purpose=" to estimate yaw")
-    return estimate_yaw_faces(arr, [face], method=method, device=device)[0]

@@ -119,3 +119,18 @@ class Verification:
             "faces": [f.to_dict() for f in self.faces],
             "seconds": round(self.seconds, 4),
         }
+
+
+@dataclass(frozen=True)
+class EmbedderInfo:
+    """What :func:`pifr.list_embedders` reports for one embedder (``dim`` 0: not known until the
+    model is loaded; ``threshold`` NaN: none measured)."""
+
+    name: str
+    weights: str
+    template: str
+    dim: int
+    threshold: float
+    available: bool
+    calibrated: bool = True
+    reason: str = ""

@@ -1,6 +1,7 @@
 """1:1 verification: are two photos the same person?
 
-Data flows image → face → aligned crop → (frontalized crop) → embedding → decision.
+Data flows image → face → aligned crop → (frontalized crop) → embedding → decision. The
+frontalization policy it applies lives in :mod:`pifr.frontalization`.
 """
 from __future__ import annotations
 
@@ -10,62 +11,15 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from .errors import UnknownModelError
+from .errors import InvalidPolicyError
+from .frontalization import DEFAULT_FRONTALIZE, embed_face_policy, frontal_view, threshold_shift, validate_policy
 from .image import ImageLike, load_image
-from .types import Face, Verification
-
-FRONTALIZE_MODES = ("never", "always", "auto")
-# The "auto" rule, chosen on CFP 351-400 (tuning split) by `python benchmarks/frontalization.py
-# --generator G --no-3d` over |yaw| > 30/45/60 and w = 0.25/0.5/0.75/1, best rank-1 + FP accuracy,
-# for the best generator trained so far (width 0.25, 2,000 CPU steps; docs/frontalization.md):
-#   dlib_resnet  raw 72.5 % rank-1 / 88.71 % FP acc; frontalized only 60.5 / 83.86;
-#                |yaw| > 45, w = 0.25: 73.0 / 89.71 (chosen; MobileFaceNet's best was |yaw| > 30,
-#                w = 0.25: 67.0 / 86.14 against raw 69.0 / 87.14).
-# No generator helps yet, which is why verify() defaults to frontalize="never"; a small w keeps
-# "auto" close to raw until one does.
-#: |yaw| above which ``frontalize="auto"`` sends a face through the frontalizer (degrees).
-AUTO_YAW_THRESHOLD = 45.0
-#: Weight of the frontalized embedding in ``frontalize="auto"``: a face above the yaw threshold is
-#: embedded as normalise((1 − w)·raw + w·frontalized); 1 means "frontalized only".
-AUTO_FUSION_WEIGHT = 0.25
-
-
-def fuse_embeddings(raw: np.ndarray, frontalized: np.ndarray, weight: float) -> np.ndarray:
-    """normalise((1 − weight)·raw + weight·frontalized) for unit ``(dim,)`` vectors; weight 1 is
-    the frontalized embedding alone."""
-    if weight >= 1.0:
-        return frontalized
-    v = (1.0 - weight) * raw + weight * frontalized
-    return (v / np.linalg.norm(v)).astype(np.float32)
-
-
-def embed_face_policy(arr: np.ndarray, face: Face, emb: Any, frontalize: str, frontalizer: Any,
-                      yaw_threshold: float, fusion_weight: float = AUTO_FUSION_WEIGHT) -> "tuple[np.ndarray, bool]":
-    """Embedding of ``face`` under the frontalization policy; returns ``(unit vector, frontalized?)``.
-
-    ``"always"`` embeds the frontalized face alone; ``"auto"`` frontalizes faces with
-    |yaw| > ``yaw_threshold`` and fuses: normalise((1 − w)·raw + w·frontalized). For a probe
-    against fixed gallery vectors, that ranks exactly like the score fusion
-    (1 − w)·cos(raw, g) + w·cos(frontalized, g).
-    """
-    use = frontalize == "always" or (frontalize == "auto" and face.yaw is not None and abs(face.yaw) > yaw_threshold)
-    w = 1.0 if frontalize == "always" else float(fusion_weight)
-    if not use:
-        return emb.embed_crops(emb.align(arr, face)[None])[0], False
-    from .alignment import TPGAN_128, align_with_landmarks
-    from .frontalization import to_template
-
-    crop, lm = align_with_landmarks(arr, face, TPGAN_128)
-    frontal = frontalizer.frontalize_crops(crop[None], lm[None], [face.yaw or 0.0])[0]
-    v = emb.embed_crops(to_template(frontal, emb.template)[None])[0]
-    if w < 1.0:
-        v = fuse_embeddings(emb.embed_crops(emb.align(arr, face)[None])[0], v, w)
-    return v, True
+from .types import Verification
 
 
 def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, threshold: Optional[float] = None,
-           detector: Optional[str] = None, frontalize: str = "never", frontalizer: Optional[Union[str, Path]] = None,
-           yaw_threshold: float = AUTO_YAW_THRESHOLD, fusion_weight: float = AUTO_FUSION_WEIGHT,
+           detector: Optional[str] = None, frontalize: str = DEFAULT_FRONTALIZE, frontalizer: Optional[Union[str, Path]] = None,
+           yaw_threshold: Optional[float] = None, fusion_weight: Optional[float] = None,
            device: Any = None) -> Verification:
     """Decide whether the largest face in ``a`` and the largest face in ``b`` are the same person.
 
@@ -74,10 +28,14 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
         embedder: registry name (default :data:`pifr.embedders.DEFAULT_EMBEDDER`).
         threshold: cosine-similarity threshold; default: the embedder's calibrated one.
         detector: detector name (default :data:`pifr.detection.DEFAULT_DETECTOR`).
-        frontalize: ``"never"`` (default), ``"always"``, or ``"auto"`` (faces with |yaw| above
-            ``yaw_threshold`` degrees go through the TP-GAN frontalizer first and are embedded as
-            normalise((1 − w)·raw + w·frontalized) with w = ``fusion_weight``).
-        frontalizer: generator weights (``generator.safetensors``) when no frontalizer is installed.
+        frontalize: ``"auto"`` (default: a face turned beyond the embedder's measured yaw
+            threshold is embedded as normalise((1 − w)·raw + w·frontal view), the rule in
+            :data:`pifr.frontalization.AUTO_RULES`; near-frontal faces are untouched), ``"never"``
+            (raw embeddings) or ``"always"`` (the frontal view alone: no threshold is measured for
+            it, so ``threshold=`` is required).
+        frontalizer: where the frontal view comes from: ``None``/``"3d"`` the 3D render, or a
+            TP-GAN ``generator.safetensors``.
+        yaw_threshold: degrees, 0–90; ``fusion_weight``: in [0, 1]; ``None`` = the measured rule.
         device: torch device (``None``: CUDA if available).
 
     Returns:
@@ -87,23 +45,30 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
     Raises:
         InvalidImageError: an input is not a usable image.
         NoFaceError: no face in one of the images (the message says which).
+        InvalidPolicyError: unknown ``frontalize`` mode, threshold / weight out of range, or
+            ``"always"`` without an explicit ``threshold``.
+        FitError: the 3D fit refused a face that the policy needs frontalized.
         WeightsNotFoundError: frontalization asked for but no generator weights available.
         NoThresholdError: no ``threshold`` given and the embedder has none calibrated (a registered ONNX model).
     """
     from .detection import detect_one
     from .embedders import DEFAULT_EMBEDDER, get_embedder
 
-    if frontalize not in FRONTALIZE_MODES:
-        raise UnknownModelError(f"frontalize must be one of {FRONTALIZE_MODES}, got {frontalize!r}")
+    frontalize, yaw_threshold, fusion_weight = validate_policy(frontalize, yaw_threshold, fusion_weight)
+    if threshold is not None and not np.isfinite(threshold):  # NaN would answer DIFFERENT for every pair, silently
+        from .errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"threshold must be a finite number, got {threshold!r}")
     t0 = time.perf_counter()
     emb = get_embedder(embedder or DEFAULT_EMBEDDER, device)
+    if frontalize == "always" and threshold is None:
+        raise InvalidPolicyError('frontalize="always" compares frontal views only, and no decision threshold is '
+                                 'measured for that; pass threshold=, or use "auto" (measured) or "never"')
     # Before any work: a registered model without a calibrated threshold raises NoThresholdError here.
-    thr = emb.threshold if threshold is None else float(threshold)
+    thr = float(threshold) if threshold is not None else emb.threshold
     gen = None
     if frontalize != "never":
-        from .frontalization import get_frontalizer
-
-        gen = get_frontalizer(frontalizer, device)
+        gen = frontal_view(frontalizer, device)
     faces, vecs, fronts = [], [], []
     for which, src in (("first", a), ("second", b)):
         arr = load_image(src)
@@ -113,6 +78,9 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
         vecs.append(v)
         fronts.append(f)
     score = float(np.dot(vecs[0], vecs[1]))
+    if threshold is None and frontalize == "auto" and any(fronts):
+        # Fusion raises impostor scores a little; the measured shift keeps the embedder's FAR.
+        thr += threshold_shift(emb.name, gen)
     return Verification(
         same=score >= thr, score=score, threshold=thr, embedder=emb.name,
         faces=(faces[0], faces[1]), frontalized=(fronts[0], fronts[1]), seconds=time.perf_counter() - t0,

@@ -25,7 +25,10 @@ _REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
 @dataclass(frozen=True)
 class WeightSpec:
-    """One registered weight file and its contract (see ``weights/manifest.json``)."""
+    """One registered weight file: where it comes from, its checksum, format and licence (see
+    ``weights/manifest.json``). What a network expects as input (template, size, normalisation)
+    and its threshold are not here: the code that uses the network is their one source
+    (:mod:`pifr.embedders`' table and the network's own ``forward``)."""
 
     name: str
     task: str
@@ -34,9 +37,6 @@ class WeightSpec:
     sha256: Optional[str]
     format: str
     location: str
-    input_size: int = 0
-    template: str = ""
-    normalisation: str = ""
     source: str = ""
     source_sha256: str = ""
     licence: str = ""

@@ -78,13 +78,13 @@ def main() -> None:
 def check_dlib_fp16(cfp: Path) -> None:
     """The fp16 copy against the .dat on CFP 351-400 (tuning split): embedding cosine, and
     profile→frontal-01 rank-1 with the same probes hit."""
-    from pifr.datasets import cfp_images
-    from pifr.embedders import _EMBEDDERS, Embedder, get_embedder, locate_face
-    from pifr.metrics import rank1_hits
+    from pifr.eval.datasets import cfp_images
+    from pifr.embedders import Embedder, embedder_spec, get_embedder, locate_face
+    from pifr.eval.metrics import rank1_hits
     from pifr.weights import load_into
 
     emb = get_embedder("dlib_resnet")
-    emb16 = Embedder(_EMBEDDERS["dlib_resnet"])  # a separate copy: the cached embedder keeps the .dat
+    emb16 = Embedder(embedder_spec("dlib_resnet"))  # a separate copy: the cached embedder keeps the .dat
     load_into(emb16.module, "dlib_resnet_fp16")  # through the registry, so its sha256 is checked
     ims = cfp_images(cfp, range(351, 401), "profile")
     n = len(ims)

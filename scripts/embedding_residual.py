@@ -49,8 +49,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _harness import cache_dir, embed_paths, run_header, save_record, weights_sha  # noqa: E402
 from frontalization import IDS, cfp_hits, cmu_hits, evaluate  # noqa: E402
 
-from pifr.datasets import cfp_identity, cfp_images, cfp_names, cfp_protocol, cmu_faces, lfw_people, shared_root  # noqa: E402
-from pifr.metrics import mcnemar, rank1_hits  # noqa: E402
+from pifr.eval.datasets import cfp_identity, cfp_images, cfp_names, cfp_protocol, cmu_faces, lfw_people, shared_root  # noqa: E402
+from pifr.eval.metrics import mcnemar, rank1_hits  # noqa: E402
 
 TRAIN = range(1, 351)
 #: ``--lfw``: an LFW photo counts as its person's frontal when its estimated |yaw| is at most this (degrees).

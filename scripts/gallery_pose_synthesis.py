@@ -40,10 +40,10 @@ from _harness import cache_dir, embed_paths, run_header, save_record, weights_sh
 from frontalization import IDS, cmu_protocol, fp_figures  # noqa: E402
 
 import pifr  # noqa: E402
-from pifr.datasets import cfp_identity, cfp_images, cfp_protocol, cmu_faces, shared_root  # noqa: E402
+from pifr.eval.datasets import cfp_identity, cfp_images, cfp_protocol, cmu_faces, shared_root  # noqa: E402
 from pifr.embedders import get_embedder  # noqa: E402
 from pifr.geometry import landmarks68, load_reference, render_texture, texture_from_photo, turned_view  # noqa: E402
-from pifr.metrics import mcnemar  # noqa: E402
+from pifr.eval.metrics import mcnemar  # noqa: E402
 
 STEP = 15
 

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pifr.datasets import shared_root  # noqa: E402
+from pifr.eval.datasets import shared_root  # noqa: E402
 
 EXAMPLES = ROOT / "examples" / "images"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pifr
-from pifr.datasets import cmu_faces
+from pifr.eval.datasets import cmu_faces
 
 
 def test_cmu_faces_full_scale_only_and_extracted_once(shared, tmp_path):
@@ -20,7 +20,7 @@ def test_cmu_faces_full_scale_only_and_extracted_once(shared, tmp_path):
 
 
 def test_cfp_names_and_lfw_people_leave_out_validation_people(cfp, lfw):
-    from pifr.datasets import cfp_names, lfw_people
+    from pifr.eval.datasets import cfp_names, lfw_people
 
     names = cfp_names(cfp)
     assert len(names) == 500 and names[1] == "50_Cent" and names[351] == "Mitt_Romney"
@@ -32,3 +32,14 @@ def test_cfp_names_and_lfw_people_leave_out_validation_people(cfp, lfw):
     kept_names = {p[0].parent.name for p in kept}
     assert not kept_names & validation and len(kept_names) == len(everyone) - len(shared_people)
     assert all(p[0].name.startswith(p[0].parent.name + "_") and p == sorted(p) for p in kept[:50])
+
+
+def test_shared_root_defaults_to_the_folder_beside_the_repository(monkeypatch):
+    from conftest import ROOT
+
+    from pifr.eval.datasets import shared_root
+
+    monkeypatch.delenv("PIFR_SHARED", raising=False)
+    assert shared_root() == ROOT.parent / "shared"
+    monkeypatch.setenv("PIFR_SHARED", "/elsewhere")
+    assert str(shared_root()) == "/elsewhere" and str(shared_root("/given")) == "/given"

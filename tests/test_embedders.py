@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pifr
-from pifr.datasets import lfw_pairs
+from pifr.eval.datasets import lfw_pairs
 from pifr.embedders import get_embedder, list_embedders, locate_face
 
 
@@ -139,3 +139,17 @@ def test_missing_user_weights_give_a_clear_error(tmp_path, monkeypatch):
 def test_wrong_crop_shape_rejected():
     with pytest.raises(pifr.ShapeError):
         get_embedder("mobilefacenet").embed_crops(np.zeros((1, 150, 150, 3), np.uint8))
+
+
+def test_embedder_spec_is_the_public_view_of_the_table():
+    from pifr.embedders import Embedder, embedder_spec, list_embedders
+
+    for info in list_embedders():
+        spec = embedder_spec(info.name)
+        assert (spec.template.name, spec.dim, spec.threshold) == (info.template, info.dim, info.threshold)
+    with pytest.raises(pifr.UnknownModelError):
+        embedder_spec("nope")
+    copy = Embedder(embedder_spec("mobilefacenet"))  # uncached, its own module
+    assert copy.module is not pifr.get_embedder("mobilefacenet").module
+    net, spec = embedder_spec("mobilefacenet").load_network()
+    assert spec.name == "mobilefacenet" and net.training

@@ -131,7 +131,7 @@ def test_lfw_people_join_the_map_and_no_cfp_person_comes_from_lfw(monkeypatch, t
 
     import embedding_residual as er
 
-    from pifr.datasets import cfp_names
+    from pifr.eval.datasets import cfp_names
 
     rng = np.random.default_rng(0)
     yaws = {}

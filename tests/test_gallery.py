@@ -96,7 +96,7 @@ def test_save_load_round_trip_and_bad_files(gallery, lfw, tmp_path):
         h = json.loads(str(z["header"]))
         h.update(changes)
         q = tmp_path / "edited.gallery"
-        np.savez(open(q, "wb"), header=np.array(json.dumps(h)), embeddings=z["embeddings"], labels=z["labels"], hashes=z["hashes"])
+        np.savez(open(q, "wb"), header=np.array(json.dumps(h)), **{k: z[k] for k in z.files if k != "header"})
         return q
 
     with pytest.raises(pifr.GalleryError, match="schema"):
@@ -211,3 +211,34 @@ def test_large_gallery_without_faiss_searches_with_numpy(monkeypatch):
     assert [(m.identity, m.score) for m in got] == [(m.identity, m.score) for m in exact]
     again = g.search_embedding(q, k=3)  # the missing import is remembered, not retried per search
     assert [(m.identity, m.score) for m in again] == [(m.identity, m.score) for m in exact] and len(tries) == 1
+
+
+def test_bulk_add_and_template_counts_are_public(tmp_path):
+    """A bulk load (one identity per row) and the per-identity counts, without touching the
+    gallery's private arrays; a bulk load searches and saves like per-identity calls."""
+    g, q = _random_gallery(3, 2, seed=3)
+    e = np.stack([q, q, q])
+    h = Gallery()
+    h.add_embeddings(["a", "b", "a"], e)
+    assert h.template_counts() == {"a": 2, "b": 1} and h.templates == 3
+    assert g.template_counts() == {"id000": 2, "id001": 2, "id002": 2}
+    with pytest.raises(pifr.GalleryError):
+        h.add_embeddings(["a"], e)
+    h.save(tmp_path / "b.gallery")
+    assert Gallery.load(tmp_path / "b.gallery").template_counts() == {"a": 2, "b": 1}
+
+
+def test_a_probe_fused_under_auto_is_judged_with_the_rules_threshold_shift(monkeypatch):
+    """The default policy fuses a 52°-turned probe with its frontal render; its acceptance uses the
+    operating threshold plus the rule's measured shift (here exaggerated to make the effect plain)."""
+    from pifr import frontalization as F
+
+    g = pifr.Gallery(threshold=0.5)
+    g.enroll("mitchell", [EXAMPLES / "mitchell_frontal.png"])
+    assert g.frontalize == "auto" and g.identify(EXAMPLES / "mitchell_turned.png")[0].accepted
+    monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", F.AutoRule(45.0, 0.25, 0.6))
+    m = g.identify(EXAMPLES / "mitchell_turned.png")[0]
+    assert m.identity == "mitchell" and not m.accepted  # 0.5 + 0.6 is out of reach
+    assert not g.verify("mitchell", EXAMPLES / "mitchell_turned.png").accepted
+    # A near-frontal probe is not fused and keeps the plain threshold.
+    assert g.identify(EXAMPLES / "mitchell_sunglasses.png")[0].accepted

@@ -115,7 +115,7 @@ def test_round_trip_keeps_identity(model3d, frontal, lfw):
     same_person = pifr.embed(lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0001.jpg", embedder="mobilefacenet")
     other = pifr.embed(lfw / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg", embedder="mobilefacenet")
     r = render_at_yaw(frontal, 30, model_path=model3d)
-    back = pifr.frontalize(r.image, method="3d", weights=model3d)
+    back = pifr.frontalize(r.image, method="hassner", weights=model3d)
     assert back.image.shape == (128, 128, 3) and back.yaw > 15
     from pifr.frontalization import to_template
 
@@ -124,7 +124,7 @@ def test_round_trip_keeps_identity(model3d, frontal, lfw):
 
 
 def test_frontalize_3d_on_a_real_profile(model3d, cfp):
-    f = pifr.frontalize(cfp / "Data" / "Images" / "351" / "profile" / "01.jpg", method="3d", weights=model3d)
+    f = pifr.frontalize(cfp / "Data" / "Images" / "351" / "profile" / "01.jpg", method="hassner", weights=model3d)
     assert f.image.shape == (128, 128, 3) and f.generator == "hassner2015-3d"
     assert abs(f.yaw) > 30
     with pytest.raises(pifr.UnknownModelError):

@@ -110,5 +110,6 @@ def test_input_never_modified():
 
 def test_public_errors_share_one_base():
     for name in ("InvalidImageError", "ImageTooLargeError", "NoFaceError", "WeightsNotFoundError",
-                 "WeightsChecksumError", "WeightsFormatError", "UnknownModelError", "ShapeError", "GalleryError"):
+                 "WeightsChecksumError", "WeightsFormatError", "UnknownModelError", "ShapeError", "GalleryError",
+                 "InvalidPolicyError", "TrainingError"):
         assert issubclass(getattr(pifr, name), pifr.PifrError)

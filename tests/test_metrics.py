@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from pifr.metrics import auc, best_threshold, eer, kfold_accuracy, mcnemar, rank1, rank1_hits, tar_at_far
+from pifr.eval.metrics import auc, best_threshold, eer, kfold_accuracy, mcnemar, rank1, rank1_hits, tar_at_far
 
 
 @pytest.fixture

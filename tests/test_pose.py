@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import pifr
-from pifr.datasets import cfp_images
+from pifr.eval.datasets import cfp_images
 
 
 def _yaws(cmu, pose, method, limit=12):

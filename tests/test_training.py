@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from pifr.alignment import mirror
-from pifr.train.data import (Pack, PairDataset, build_pack, cfp_items, multipie_items,
-                             multipie_pairs, multipie_split, scan_multipie)
+from pifr.eval.multipie import multipie_pairs, multipie_split, scan_multipie
+from pifr.train.data import Pack, PairDataset, build_pack, cfp_items, multipie_items
 from pifr.train import losses as L
 from pifr.train.augment import photometric
+from pifr.errors import TrainingError
 from pifr.train.loop import Trainer, TrainConfig, as_floats
 
 
@@ -60,7 +61,7 @@ def test_pairs_and_mirroring(small_pack):
 
 def test_multipie_reader_on_a_multipie_shaped_tree(cfp, tmp_path):
     """A Multi-PIE-shaped tree built from real CFP images: frontals as camera 05_1, profiles as ±90."""
-    from pifr.datasets import cfp_images
+    from pifr.eval.datasets import cfp_images
 
     for subj in range(1, 5):
         ims = cfp_images(cfp, range(subj, subj + 1))
@@ -102,7 +103,7 @@ def test_frozen_decoder_keeps_its_weights_while_the_encoders_learn(small_pack, t
     assert frozen and not moved & frozen
     assert any(n.startswith("encoder.") for n in moved) and any(".e1." in n for n in moved)
     assert any(n.startswith("up128.") for n in frozen) and any(n.startswith("local.nose.d1.") for n in frozen)
-    with pytest.raises(SystemExit):
+    with pytest.raises(TrainingError, match="freeze"):
         Trainer(_cfg(small_pack, tmp_path / "g", freeze="encoder"))
 
 
@@ -197,7 +198,7 @@ def test_domain_term_trains_a_second_discriminator_and_moves_the_generator_throu
     assert logs["g_total"] == pytest.approx(logs["g_domain"], rel=1e-5)
     assert any(not torch.equal(a, p) for a, p in zip(g0, t.g.parameters()))
     assert any(not torch.equal(a, p) for a, p in zip(d0, t.d_dom.parameters()))
-    with pytest.raises(SystemExit):
+    with pytest.raises(TrainingError, match="domain_pack"):
         Trainer(_cfg(small_pack, tmp_path / "e", weights=dict(only, domain=1.0)))  # no domain_pack
 
 
@@ -218,7 +219,7 @@ def test_domain_cycle_and_symmetry_move_the_generator_through_real_profiles_with
     assert logs["g_total"] == pytest.approx(logs["g_domain_cycle"] + 0.5 * logs["g_domain_sym"], rel=1e-5)
     assert "g_domain" not in logs and "d_dom" not in logs
     assert any(not torch.equal(a, p) for a, p in zip(g0, t.g.parameters()))
-    with pytest.raises(SystemExit):
+    with pytest.raises(TrainingError, match="domain_pack"):
         Trainer(_cfg(small_pack, tmp_path / "e", weights=dict(only, domain_sym=1.0)))  # no domain_pack
 
 
@@ -335,21 +336,23 @@ def test_cli_runs_and_writes_artifacts(small_pack, tmp_path):
     run = json.loads((out / "run.json").read_text())
     assert run["train_identities"] == 3 and "splits" in run
     assert run["commit"] == "unknown" or len(run["commit"].split("-")[0]) == 40  # the checkout's commit (+ "-dirty")
-    with pytest.raises(SystemExit):  # validation identities overlapping training ones are refused
-        main(["--set", f"pack={small_pack}", f"val_pack={small_pack}", "train_identities=1-3", "val_identities=3-3",
-              f"out={tmp_path / 'bad'}", "steps=1", "identity_net=none"])
+    # Validation identities overlapping training ones are refused: a typed error, exit code 2 at the CLI.
+    assert main(["--set", f"pack={small_pack}", f"val_pack={small_pack}", "train_identities=1-3", "val_identities=3-3",
+                 f"out={tmp_path / 'bad'}", "steps=1", "identity_net=none"]) == 2
+    with pytest.raises(TrainingError, match="overlap"):
+        Trainer(_cfg(small_pack, tmp_path / "bad", val_pack=str(small_pack), train_identities="1-3", val_identities="3-3"))
 
 
-def test_cli_names_a_missing_pack_or_init_file_in_one_line(small_pack, tmp_path):
+def test_cli_names_a_missing_pack_or_init_file_in_one_line(small_pack, tmp_path, capsys):
     """A config whose pack or warm start is not on disk (a carry left behind) stops at once with
     the file named, not a traceback from inside numpy after the networks are built."""
     from pifr.train.loop import main
 
     common = [f"out={tmp_path / 'r'}", "steps=1", "identity_net=none", "val_pack="]
-    with pytest.raises(SystemExit, match="nowhere.npz: no such pack"):
-        main(["--set", f"pack={small_pack},{tmp_path / 'nowhere.npz'}", *common])
-    with pytest.raises(SystemExit, match="g.safetensors: no such init file"):
-        main(["--set", f"pack={small_pack}", f"init={tmp_path / 'g.safetensors'}", *common])
+    assert main(["--set", f"pack={small_pack},{tmp_path / 'nowhere.npz'}", *common]) == 2
+    assert "nowhere.npz: no such pack" in capsys.readouterr().err
+    assert main(["--set", f"pack={small_pack}", f"init={tmp_path / 'g.safetensors'}", *common]) == 2
+    assert "g.safetensors: no such init file" in capsys.readouterr().err
 
 
 def test_synthetic_pack_gives_pixel_exact_pairs(shared, lfw, tmp_path):
@@ -580,7 +583,7 @@ def test_nearer_counts_outputs_closer_to_their_target_than_to_their_input():
 def test_figures_give_each_scored_pairs_rank1_hit_for_paired_tests():
     """figures(hits=...) fills each scored pair's rank-1 hit (gallery: each identity's first target)
     for the input and every generator; mcnemar over them counts the pairs one gets and the other misses."""
-    from pifr.metrics import mcnemar
+    from pifr.eval.metrics import mcnemar
     from pifr.train.validation import ValReference, figures
 
     unit = torch.nn.functional.normalize

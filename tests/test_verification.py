@@ -47,11 +47,39 @@ def test_no_face_error_names_the_image():
 
 
 def test_frontalize_modes_are_checked(tmp_path, monkeypatch):
-    with pytest.raises(pifr.UnknownModelError):
+    with pytest.raises(pifr.InvalidPolicyError) as e:
         pifr.verify(A, B, frontalize="sometimes")
+    assert isinstance(e.value, ValueError) and not isinstance(e.value, pifr.UnknownModelError)
     monkeypatch.setenv("PIFR_WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(pifr.WeightsNotFoundError):
-        pifr.verify(A, B, frontalize="always", frontalizer=tmp_path / "missing.safetensors")
+        pifr.verify(A, B, frontalize="always", threshold=0.5, frontalizer=tmp_path / "missing.safetensors")
+    # "always" compares frontal views alone, for which no threshold is measured: refused without one.
+    with pytest.raises(pifr.InvalidPolicyError, match="threshold"):
+        pifr.verify(A, B, frontalize="always")
+
+
+def test_auto_is_the_default_and_frontalizes_only_turned_faces():
+    """The default policy renders the 52°-turned face from the front and fuses it (dlib's rule:
+    |yaw| > 45°), leaves the frontal one raw, and still says SAME for this pair."""
+    from pifr.frontalization import AUTO_RULES
+
+    r = pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png")
+    assert r.frontalized == (False, True) and r.same
+    raw = pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png", frontalize="never")
+    assert raw.frontalized == (False, False) and raw.score != r.score
+    # A fused face is judged against the threshold shifted by the rule's measured amount.
+    assert r.threshold == pytest.approx(raw.threshold + AUTO_RULES["dlib_resnet"].threshold_shift)
+    # An explicit yaw threshold above the face's yaw turns the rule off for it.
+    assert pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png", yaw_threshold=80).frontalized == (False, False)
+    assert AUTO_RULES["dlib_resnet"].yaw_threshold < 52 < 80
+
+
+def test_auto_embeds_raw_for_an_embedder_without_a_measured_rule(monkeypatch):
+    from pifr import frontalization
+
+    monkeypatch.setattr(frontalization, "AUTO_RULES", {})
+    r = pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png")
+    assert r.frontalized == (False, False)
 
 
 def test_one_bad_image_does_not_stop_a_batch(tmp_path):

@@ -84,8 +84,6 @@ class DlibResNet(nn.Module):
     :meth:`features` also returns the intermediate maps used by the identity loss.
     """
 
-    input_size = 150
-
     def __init__(self) -> None:
         super().__init__()
         self.conv0 = nn.Conv2d(3, 32, 7, 2, 0)

@@ -14,8 +14,6 @@ from ..errors import DependencyError
 
 
 class FaceNet(nn.Module):
-    input_size = 160
-
     def __init__(self) -> None:
         super().__init__()
         try:

@@ -52,8 +52,6 @@ def _pool(x: torch.Tensor) -> torch.Tensor:
 
 
 class LightCNN29v2(nn.Module):
-    input_size = 128
-
     def __init__(self) -> None:
         super().__init__()
         self.conv1 = MFM(1, 48, 5, 1, 2)

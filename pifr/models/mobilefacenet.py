@@ -98,8 +98,6 @@ class _InvertedResidual(nn.Module):
 
 
 class MobileFaceNet(nn.Module):
-    input_size = 112
-
     def __init__(self, embedding_size: int = 128) -> None:
         super().__init__()
         self.conv1 = _conv_bn_relu6(3, 64, stride=2)
@@ -165,7 +163,6 @@ class MobileFaceNetPReLU(nn.Module):
     columns: the SphereFace 112×96 template these weights were trained on is the ArcFace one
     shifted 8 px left (:data:`pifr.alignment.ARCFACE_112`)."""
 
-    input_size = 112
     #: Columns of the 112 crop the network sees (the SphereFace 112×96 crop).
     COLUMNS: Tuple[int, int] = (8, 104)
 

@@ -28,8 +28,6 @@ class _DW(nn.Module):
 
 
 class TDDFAMobileNet(nn.Module):
-    input_size = 120
-
     def __init__(self, widen: float = 0.5, num_params: int = 62) -> None:
         super().__init__()
         c = lambda n: int(n * widen)  # noqa: E731

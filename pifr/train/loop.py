@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from .._provenance import source_commit
+from ..errors import PifrError, TrainingError
 from ..models.tpgan import BEGANDiscriminator, Discriminator, Generator, count_parameters, crop_patches
 from . import losses as L
 from . import validation as V
@@ -133,7 +134,7 @@ class TrainConfig:
                 data.setdefault("weights", L.LossWeights().to_dict())[k[8:]] = float(v)
                 continue
             if k not in types:
-                raise SystemExit(f"unknown config key {k!r}; known: {sorted(types)}")
+                raise TrainingError(f"unknown config key {k!r}; known: {sorted(types)}")
             t = types[k]
             data[k] = (v.lower() in ("1", "true", "yes")) if t in (bool, "bool") else (
                 int(v) if t in (int, "int") else float(v) if t in (float, "float") else v)
@@ -179,32 +180,32 @@ class Trainer:
         self.train = PairDataset(pack, identity_range(cfg.train_identities), frontal_inputs=cfg.frontal_inputs,
                                  flows=bool(self.weights.cycle), model_path=cfg.model3d or None)
         if len(self.train) == 0:
-            raise SystemExit(f"no training pairs in {cfg.pack} for identities {cfg.train_identities}")
+            raise TrainingError(f"no training pairs in {cfg.pack} for identities {cfg.train_identities}")
         self.val = None
         if cfg.val_pack:
             vp = pack if cfg.val_pack == cfg.pack else Pack.load(Path(cfg.val_pack))
             self.val = PairDataset(vp, identity_range(cfg.val_identities), frontal_inputs=False, max_targets_per_input=1)
             overlap = set(self.train.identities) & set(self.val.identities)
             if overlap:
-                raise SystemExit(f"validation identities overlap training identities: {sorted(overlap)[:5]}")
+                raise TrainingError(f"validation identities overlap training identities: {sorted(overlap)[:5]}")
         self.domain: Optional[PairDataset] = None
         if self.weights.domain or self.weights.domain_cycle or self.weights.domain_sym:
             if not cfg.domain_pack:
-                raise SystemExit("weights.domain, domain_cycle and domain_sym need domain_pack (real profiles)")
+                raise TrainingError("weights.domain, domain_cycle and domain_sym need domain_pack (real profiles)")
             dp = Pack.concat([Pack.load(Path(p)) for p in cfg.domain_pack.split(",") if p])
             self.domain = PairDataset(dp, identity_range(cfg.domain_identities), max_targets_per_input=1,
                                       flows=bool(self.weights.domain_cycle), model_path=cfg.model3d or None)
             if self.val is not None and set(self.domain.identities) & set(self.val.identities):
-                raise SystemExit("domain identities overlap validation identities")
+                raise TrainingError("domain identities overlap validation identities")
             if len(self.domain) == 0:
-                raise SystemExit(f"no profiles in {cfg.domain_pack} for identities {cfg.domain_identities}")
+                raise TrainingError(f"no profiles in {cfg.domain_pack} for identities {cfg.domain_identities}")
         try:
             self.g = Generator(cfg.width, id_classes=len(self.train.identities) if cfg.id_classes else 0,
                                skips=cfg.skips).to(self.device)
         except ValueError as e:
-            raise SystemExit(str(e)) from e
+            raise TrainingError(str(e)) from e
         if cfg.freeze not in ("", "decoder"):
-            raise SystemExit(f"freeze must be '' or 'decoder', got {cfg.freeze!r}")
+            raise TrainingError(f"freeze must be '' or 'decoder', got {cfg.freeze!r}")
         if cfg.freeze == "decoder":
             for p in self.g.decoder_parameters():
                 p.requires_grad_(False)
@@ -649,11 +650,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides, e.g. steps=500 width=0.5 weights.ip=0")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = TrainConfig.from_args(args.config, args.set)
     try:
-        trainer = Trainer(cfg)
-    except FileNotFoundError as e:  # a pack or init file the config names: one line, not a traceback
-        raise SystemExit(f"pifr-train: {e}") from e
+        trainer = Trainer(TrainConfig.from_args(args.config, args.set))
+    except (PifrError, FileNotFoundError) as e:  # a bad option, split, pack or init file: one line, not a traceback
+        print(f"pifr-train: error: {e}", file=sys.stderr)
+        return 2
     last = trainer.run()
     print(json.dumps(last))
     if torch.distributed.is_initialized():

@@ -4,6 +4,7 @@
     python -m pifr.train.pack --multipie /data/multipie --setting 1 --out packs/mpie_s1_train.npz
     python -m pifr.train.pack --render-cfp ../shared/data/cfp --identities 1-350 --model3d model3Ddlib.mat --out packs/render_train.npz
     python -m pifr.train.pack --render-lfw ../shared/data/lfw --lfw-people 2000 --exclude-cfp ../shared/data/cfp --render-target photo --render-background fill --model3d model3Ddlib.mat --out packs/render_lfw.npz
+    python -m pifr.train.pack --rotate-and-render ../shared/data/lfw ../shared/data/cfp --identities 1-350 --rotations 2 --out packs/rr.npz
     python -m pifr.train.pack --merge packs/render_lfw.npz packs/render_fill.npz --quality 80 --out carry/renders.npz
 
 Needs the inference stack (detector and yaw weights); the resulting file is all training needs.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import List, Tuple
 
@@ -28,7 +30,7 @@ def lfw_sources(args: argparse.Namespace, train_ids: range) -> Tuple[List[Tuple[
     """(path, identity) of the first photo of each chosen LFW person, and the pack manifest."""
     import numpy as np
 
-    from ..datasets import cfp_names, lfw_people
+    from ..eval.datasets import cfp_names, lfw_people
 
     all_people = lfw_people(Path(args.render_lfw))
     everyone = [p[0].parent.name for p in all_people]
@@ -56,6 +58,9 @@ def main(argv=None) -> int:
     src.add_argument("--cfp", help="CFP root (Data/Images/<id>/...)")
     src.add_argument("--multipie", help="Multi-PIE root (session0S/multiview/...)")
     src.add_argument("--merge", nargs="+", metavar="PACK", help="join existing packs into one (see --quality, --sample-identities)")
+    src.add_argument("--rotate-and-render", nargs="+", metavar="ROOT",
+                     help="CFP and/or LFW roots: rotate-and-render pairs from every photo (pifr.train.render_pairs); "
+                          "CFP people outside --identities and their LFW folders are left out")
     src.add_argument("--render-cfp", help="CFP root: render its frontals at --yaws with the 3D head (pixel-exact pairs)")
     src.add_argument("--render-lfw", help="LFW root: render each person's first photo at --yaws (pixel-exact pairs); "
                                           f"identities are {LFW_IDENTITY_BASE} + the person's index in name order")
@@ -89,6 +94,9 @@ def main(argv=None) -> int:
                          "renders and their photo targets are kept); 0 = all")
     ap.add_argument("--sample-identities", type=int, default=0,
                     help="--merge: keep every record of this many identities, chosen at random (seed 0); 0 = all")
+    ap.add_argument("--rotations", type=int, default=2, help="--rotate-and-render: rotations per photo")
+    ap.add_argument("--max-photos", type=int, default=0, help="--rotate-and-render: a seeded random subset of photos (0 = all)")
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
@@ -96,12 +104,14 @@ def main(argv=None) -> int:
         return merge(args)
     ids = identity_range(args.identities)
     if ids is None:
-        raise SystemExit("--identities must be a range such as 1-350")
+        ap.error("--identities must be a range such as 1-350")
+    if args.rotate_and_render:
+        return _render_pairs(args, ids)
     if args.render_cfp or args.render_lfw:
         from .data import build_synthetic_pack
 
         if args.render_cfp:
-            from ..datasets import cfp_images
+            from ..eval.datasets import cfp_images
 
             frontals = [(str(im.path), im.identity) for im in cfp_images(Path(args.render_cfp), ids, "frontal")
                         if im.index <= args.frontals_per_identity]
@@ -123,6 +133,25 @@ def main(argv=None) -> int:
         items = multipie_items(Path(args.multipie), args.setting, args.part)
         manifest = {"source": "Multi-PIE", "root": args.multipie, "setting": args.setting, "part": args.part}
     return _save(build_pack(items, manifest, detector=args.detector), args)
+
+
+def _render_pairs(args: argparse.Namespace, ids: range) -> int:
+    import numpy as np
+
+    from .render_pairs import build, photo_sources
+
+    sources = photo_sources([Path(r) for r in args.rotate_and_render], ids)
+    if args.max_photos and args.max_photos < len(sources):
+        pick = np.sort(np.random.default_rng(args.seed).choice(len(sources), args.max_photos, replace=False))
+        sources = [sources[i] for i in pick]
+    manifest = {"source": "rotate-and-render pairs", "roots": args.rotate_and_render, "cfp_identities": args.identities,
+                "split": f"train (CFP {args.identities} and LFW without the other CFP people)", "rotations_per_photo": args.rotations}
+    pack = build(sources, rotations=args.rotations, seed=args.seed, quality=args.quality or 90, detector=args.detector,
+                 manifest=manifest)
+    pack.save(Path(args.out))
+    size = Path(args.out).stat().st_size
+    print(json.dumps({k: v for k, v in pack.manifest.items()} | {"mib": round(size / 2**20, 2)}))
+    return 0
 
 
 def _save(pack, args: argparse.Namespace) -> int:
@@ -168,4 +197,4 @@ def merge(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

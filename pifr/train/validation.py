@@ -58,13 +58,11 @@ def identity_network(name: str, weights: str = "",
                              "distinct network, joined by '+' (empty for a network's own weights)")
         return L.IdentityEnsemble({n: identity_network(n, w, device) for n, w in zip(names, ws)}).to(device)
     from ..alignment import TPGAN_128
-    from ..embedders import _EMBEDDERS
-    from ..weights import load_into, registry
+    from ..embedders import embedder_spec
+    from ..weights import registry
 
-    entry = _EMBEDDERS[name]
-    net = entry.build()
-    spec, path = (weights, None) if weights in registry() else (entry.weights, weights or None)
-    load_into(getattr(net, entry.target) if entry.target else net, spec, path, ignore=entry.ignore)
+    entry = embedder_spec(name)
+    net, _ = entry.load_network(weights=weights) if weights in registry() else entry.load_network(path=weights or None)
     return L.IdentityFeatures(net, TPGAN_128, entry.template).to(device)
 
 
@@ -130,7 +128,7 @@ def figures(nets: Dict[str, GenerateFn], ref: ValReference, embed: Callable[[tor
     ``fusion``: weights w for which ``val_rank1_<name>_fused<w>`` is also given, the rank-1 of
     normalise((1 − w)·raw input + w·output), the embedding ``verify(frontalize="auto")`` uses.
     ``hits``: a dict to fill with each scored pair's rank-1 hit, bool ``(scored,)``, under
-    ``"input"`` and each generator's name (for paired tests such as :func:`pifr.metrics.mcnemar`)."""
+    ``"input"`` and each generator's name (for paired tests such as :func:`pifr.eval.metrics.mcnemar`)."""
     e_out: Dict[str, List[torch.Tensor]] = {k: [] for k in nets}
     l1 = []
     for x, xl, y in ref.batches:
@@ -223,7 +221,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     probes = other_photo_probes(val, ref) if args.other_photos else None
     scored = len(ref.identities) if probes is None else int(probes.sum())
     if scored == 0:
-        raise SystemExit("no pairs to score (with --other-photos: every target is a gallery photo)")
+        print("error: no pairs to score (with --other-photos: every target is a gallery photo)", file=sys.stderr)
+        return 2
     if not args.json:
         print(f"{scored} pairs scored{' (targets other than the gallery photo)' if args.other_photos else ''}, "
               f"{len(set(ref.identities))} identities of {args.pack} ({args.identities or 'all'}); "
@@ -262,7 +261,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"| {g} | {f['val_rank1_output']:.3f} | {f['val_rank1_input']:.3f} |{fused} {f['val_id_cos_output']:.3f} "
                   f"| {f['val_id_cos_input']:.3f} | {f['val_nearer_output']:.3f} | {f['val_l1']:.3f} |")
     if args.paired and len(hits) > 1:
-        from ..metrics import mcnemar
+        from ..eval.metrics import mcnemar
 
         if not args.json:
             print(f"\nOutputs against {names[0]}'s, pair by pair (exact McNemar)\n\n"

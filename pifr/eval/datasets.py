@@ -23,13 +23,14 @@ SPLITS = {
 
 
 def shared_root(root: Optional[str] = None) -> Path:
-    """Root of the shared data: ``root`` → ``$PIFR_SHARED`` → ``../shared`` beside the repository."""
+    """Root of the shared data: ``root`` → ``$PIFR_SHARED`` → ``../shared`` beside the repository
+    (this file is ``<repo>/pifr/eval/datasets.py``)."""
     if root:
         return Path(root)
     env = os.environ.get("PIFR_SHARED")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared"
+    return Path(__file__).resolve().parents[3] / "shared"
 
 
 @dataclass(frozen=True)

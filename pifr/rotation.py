@@ -1,0 +1,341 @@
+"""3D-guided face rotation: the face in a photo seen from any yaw and pitch.
+
+Data flow: photo → face (detector) → 3D fit (:mod:`pifr.face3d`) → orthographic render at the
+target pose, placed in an alignment template (the 128×128 TP-GAN crop by default). Each rendered
+pixel is a point on the fitted face; its colour is sampled from the photo where the photo sees
+that point, and — where the photo does not (the hidden half of a profile, or a surface seen
+edge-on) — from the mirrored point on the other half of the face (the symmetry prior of Hassner
+et al., CVPR 2015), blended smoothly at the seam. The visibility of each pixel in the photo is
+returned as a mask, so a learned refiner (or a user) knows which pixels were seen.
+
+:func:`rotate_and_render` builds the training pairs of Rotate-and-Render (Zhou et al., CVPR 2020):
+the face is rotated away to another yaw, re-textured from that render (hidden points take the
+colour of whatever covers them) and rotated back, so the result carries the artefacts of a real
+rotation while its target is the untouched photo.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from .alignment import TPGAN_128, AlignmentTemplate, align_with_landmarks, estimate_transform, get_template
+from .errors import PifrError, ShapeError
+from .face3d import Fit3D, face_model, fit_faces, landmarks5_from_68
+from .image import ImageLike, load_image
+from .rendering import Raster, rasterize, vertex_normals
+from .types import Face
+
+#: Cosine between a surface normal and the view direction below which the photo's colour is
+#: distrusted (a surface seen edge-on smears a few pixels over a large area); the weight rises
+#: linearly to 1 over the next ``GRAZING_RAMP``.
+GRAZING_COS = 0.1
+GRAZING_RAMP = 0.3
+#: Depth tolerance of the visibility test, as a share of the face's width in the photo.
+VISIBILITY_TOL = 0.03
+#: The source photo's visibility raster is at most this wide (px) across the face: finer buys
+#: nothing, the test only needs to tell near from far surfaces.
+VISIBILITY_RASTER_PX = 128
+#: Largest |yaw| (degrees) a caller may ask for.
+MAX_YAW = 90.0
+
+
+@dataclass(frozen=True)
+class Rotated:
+    """A face rendered at a new pose.
+
+    Attributes:
+        image: ``(S, S, 3)`` uint8 RGB, black outside the face (S = the template's size, 128 by default).
+        mask: ``(S, S)`` bool, pixels covered by the face.
+        visibility: ``(S, S)`` float32 in [0, 1]: how far each pixel's colour was seen in the
+            photo (0 = filled from the mirrored half or from an occluder).
+        landmarks: ``(68, 2)`` float32 the target pose's 68 landmarks in output pixels.
+        landmarks5: ``(5, 2)`` float32 pifr's 5 points derived from them.
+        yaw_in, pitch_in: the photo's pose (degrees, from the fit).
+        yaw_out, pitch_out: the rendered pose (degrees).
+        template: name of the alignment template the output is placed in.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    visibility: np.ndarray
+    landmarks: np.ndarray
+    landmarks5: np.ndarray
+    yaw_in: float
+    pitch_in: float
+    yaw_out: float
+    pitch_out: float
+    template: str = TPGAN_128.name
+
+    def to_dict(self) -> dict:
+        return {"yaw_in": round(self.yaw_in, 2), "pitch_in": round(self.pitch_in, 2), "yaw_out": self.yaw_out,
+                "pitch_out": self.pitch_out, "template": self.template,
+                "visible_share": round(float(self.visibility[self.mask].mean()) if self.mask.any() else 0.0, 4)}
+
+
+def view_rotation(yaw: float, pitch: float = 0.0) -> np.ndarray:
+    """``(3, 3)`` model → camera rotation (rows: image x, image y down, towards the camera) of a
+    face turned by ``yaw`` (> 0 towards the image's right) and ``pitch`` (> 0 looking up), degrees."""
+    t, p = math.radians(yaw), math.radians(pitch)
+    r_yaw = np.array([[math.cos(t), 0, math.sin(t)], [0, 1, 0], [-math.sin(t), 0, math.cos(t)]])
+    r_pitch = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
+    return r_yaw @ r_pitch @ np.diag([1.0, -1.0, 1.0])
+
+
+def template_camera(landmarks3d: np.ndarray, rotation: np.ndarray, template: AlignmentTemplate, scale: float = 1.0) -> np.ndarray:
+    """``(3, 4)`` camera that views the model with ``rotation`` and places the face's 5 points as
+    :func:`pifr.align` places a photographed face of that pose in ``template`` (then × ``scale``)."""
+    cam_pts = landmarks3d @ rotation.T
+    m = estimate_transform(landmarks5_from_68(cam_pts[:, :2]), template) * scale
+    s = math.sqrt(abs(np.linalg.det(m[:, :2])))
+    cam = np.zeros((3, 4))
+    cam[:2, :3] = m[:, :2] @ rotation[:2]
+    cam[:2, 3] = m[:, 2]
+    cam[2, :3] = s * rotation[2]
+    return cam
+
+
+def _sample(img: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``img`` at ``(P, 2)`` float pixel positions → ``(P, C)`` float32 (0 outside)."""
+    import cv2
+
+    if len(xy) == 0:
+        return np.zeros((0, img.shape[2]), np.float32)
+    mx = np.ascontiguousarray(xy[:, 0].astype(np.float32)).reshape(1, -1)
+    my = np.ascontiguousarray(xy[:, 1].astype(np.float32)).reshape(1, -1)
+    # cv2.remap takes at most 32767 columns: sample in slices.
+    out = []
+    for i in range(0, mx.shape[1], 32000):
+        out.append(cv2.remap(img, mx[:, i:i + 32000], my[:, i:i + 32000], cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0).reshape(-1, img.shape[2]))
+    return np.concatenate(out).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class _SourceView:
+    """What the photo sees of the fitted face: a coarse depth raster for visibility tests."""
+
+    proj: np.ndarray  # (N, 3) vertices in photo px + depth px
+    facing: np.ndarray  # (N,) cosine between normal and the photo's view direction
+    zbuf: np.ndarray  # (h, w) depth at raster resolution, -inf off the face
+    k: float  # raster px per photo px
+    origin: np.ndarray  # (2,) photo px at raster (0, 0)
+    tol: float  # depth tolerance (photo px)
+
+
+def _source_view(fit: Fit3D, triangles: np.ndarray, normals: np.ndarray) -> _SourceView:
+    proj = fit.project(fit.vertices)
+    lo, hi = proj[:, :2].min(0), proj[:, :2].max(0)
+    width = float(max(hi[0] - lo[0], 1.0))
+    k = min(1.0, VISIBILITY_RASTER_PX / width)
+    origin = lo - 2.0 / k
+    size = np.ceil((hi - lo) * k).astype(int) + 5
+    ras = rasterize((proj[:, :2] - origin) * k, proj[:, 2], triangles, (int(size[1]), int(size[0])))
+    facing = normals @ fit.rotation[2]
+    return _SourceView(proj, facing.astype(np.float32), ras.depth, k, origin, VISIBILITY_TOL * width)
+
+
+def _seen(view: _SourceView, xy: np.ndarray, depth: np.ndarray, facing: np.ndarray) -> np.ndarray:
+    """Weight in [0, 1] of how well the photo sees surface points at photo ``xy`` with ``depth``."""
+    q = np.rint((xy - view.origin) * view.k).astype(np.int64)
+    h, w = view.zbuf.shape
+    inside = (q[:, 0] >= 0) & (q[:, 0] < w) & (q[:, 1] >= 0) & (q[:, 1] < h)
+    z = np.full(len(xy), -np.inf, np.float32)
+    z[inside] = view.zbuf[q[inside, 1], q[inside, 0]]
+    front = depth >= z - view.tol
+    ramp = np.clip((facing - GRAZING_COS) / GRAZING_RAMP, 0.0, 1.0)
+    return (front * ramp).astype(np.float32)
+
+
+def _interp(raster: Raster, triangles: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per covered pixel (row-major order of ``raster.mask``) interpolation of ``(N, C)`` values."""
+    m = raster.mask
+    corners = triangles[raster.tri[m]]
+    b = raster.bary[m]
+    return (values[corners[:, 0]] * b[:, :1] + values[corners[:, 1]] * b[:, 1:2] + values[corners[:, 2]] * b[:, 2:3])
+
+
+def render_fit(fit: Fit3D, photo: np.ndarray, camera: np.ndarray, size: int, *, mirror_fill: bool = True,
+               texture: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Render the fitted face through ``camera`` into a ``size``×``size`` image.
+
+    Args:
+        fit: the face's 3D fit in ``photo``.
+        photo: ``(H, W, 3)`` uint8 RGB the fit was made on.
+        camera: ``(3, 4)`` target camera (model → output px + depth).
+        mirror_fill: colour points the photo does not see from their mirrored point.
+        texture: ``(image (h, w, C), camera)`` to take colours from instead of the photo, with no visibility
+            test (every point takes whatever that image shows at its position — an occluder's colour
+            for a hidden point): the re-texturing step of rotate-and-render.
+
+    Returns:
+        ``(image (S, S, 3) uint8 — C channels with ``texture`` —, mask (S, S) bool, visibility (S, S) float32)``.
+    """
+    model = face_model()
+    tris = model.triangles
+    verts = fit.vertices
+    out_proj = verts @ camera[:, :3].T + camera[:, 3]
+    ras = rasterize(out_proj[:, :2], out_proj[:, 2], tris, (size, size))
+    m = ras.mask
+    img = np.zeros((size, size, 3), np.float32)
+    vis = np.zeros((size, size), np.float32)
+    if not m.any():
+        return img.astype(np.uint8), m, vis
+    if texture is not None:
+        tex_img, tex_cam = texture
+        tex_xy = _interp(ras, tris, verts @ tex_cam[:2, :3].T + tex_cam[:2, 3])
+        img = np.zeros((size, size, tex_img.shape[2]), np.float32)
+        img[m] = _sample(tex_img, tex_xy)
+        vis[m] = 1.0
+        return np.clip(img + 0.5, 0, 255).astype(np.uint8), m, vis
+
+    normals = vertex_normals(verts, tris)
+    view = _source_view(fit, tris, normals)
+    own = _interp(ras, tris, np.hstack([view.proj, view.facing[:, None]]))
+    w_own = _seen(view, own[:, :2], own[:, 2], own[:, 3])
+    c_own = _sample(photo, own[:, :2])
+    colour = c_own
+    if mirror_fill:
+        mir = model.mirror
+        other = _interp(ras, tris, np.hstack([view.proj[mir], view.facing[mir, None]]))
+        w_mir = _seen(view, other[:, :2], other[:, 2], other[:, 3])
+        c_mir = _sample(photo, other[:, :2])
+        a, b = w_own[:, None], w_mir[:, None]
+        colour = a * c_own + (1 - a) * (b * c_mir + (1 - b) * c_own)
+    img[m] = colour
+    vis[m] = w_own
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8), m, vis
+
+
+def _check_pose(yaw: float, pitch: float) -> Tuple[float, float]:
+    for name, v in (("yaw", yaw), ("pitch", pitch)):
+        if not isinstance(v, (int, float, np.floating, np.integer)) or not math.isfinite(float(v)):
+            raise ShapeError(f"{name} must be a finite number of degrees, got {v!r}")
+    if abs(float(yaw)) > MAX_YAW or abs(float(pitch)) > 60.0:
+        raise ShapeError(f"target pose must have |yaw| ≤ {MAX_YAW:.0f}° and |pitch| ≤ 60°, got yaw {yaw}, pitch {pitch}")
+    return float(yaw), float(pitch)
+
+
+def render_pose(fit: Fit3D, photo: np.ndarray, yaw: float, pitch: float = 0.0, *,
+                template: Union[str, AlignmentTemplate] = TPGAN_128, mirror_fill: bool = True) -> Rotated:
+    """The fitted face at (``yaw``, ``pitch``) degrees, placed in ``template`` as :func:`pifr.align`
+    would place a photo of that pose."""
+    yaw, pitch = _check_pose(yaw, pitch)
+    t = get_template(template)
+    cam = template_camera(fit.landmarks3d, view_rotation(yaw, pitch), t)
+    image, mask, vis = render_fit(fit, photo, cam, t.size, mirror_fill=mirror_fill)
+    lm68 = (fit.landmarks3d @ cam[:2, :3].T + cam[:2, 3]).astype(np.float32)
+    return Rotated(image, mask, vis, lm68, landmarks5_from_68(lm68).astype(np.float32), fit.yaw, fit.pitch, yaw, pitch, t.name)
+
+
+@dataclass(frozen=True)
+class RenderPair:
+    """One rotate-and-render training pair (Zhou et al., CVPR 2020), in the TP-GAN crop.
+
+    Attributes:
+        input: ``(128, 128, 3)`` uint8: the face rotated to ``yaw_away``, re-textured from that
+            render and rotated back to the photo's pose.
+        mask: ``(128, 128)`` bool: pixels the render-back covers.
+        target: ``(128, 128, 3)`` uint8: the photo itself, aligned to the same crop.
+        landmarks: ``(68, 2)`` float32: the photo's fitted landmarks in crop pixels.
+        yaw: the photo's yaw; yaw_away: the yaw it was rotated to (degrees).
+    """
+
+    input: np.ndarray
+    mask: np.ndarray
+    target: np.ndarray
+    landmarks: np.ndarray
+    yaw: float
+    yaw_away: float
+
+
+def rotate_and_render(fit: Fit3D, photo: np.ndarray, face: Face, yaw_away: float, pitch_away: float = 0.0,
+                      erode: int = 2) -> RenderPair:
+    """Rotate-and-render: the photo's face turned to ``yaw_away``, re-textured there, turned back.
+
+    The render at ``yaw_away`` takes its colours from the photo with no visibility test, as a
+    texture baked onto vertices would (hidden points take their occluder's colour); its mask is
+    eroded by ``erode`` px (silhouette pixels mix face and background); the render back at the
+    photo's own pose samples that render, so it carries the defects a rotation leaves behind.
+    """
+    import cv2
+
+    t = TPGAN_128
+    target, _ = align_with_landmarks(photo, face, t)
+    m_crop = estimate_transform(face.landmarks, t)
+    cam_src = np.vstack([m_crop[:, :2] @ fit.camera[:2], fit.camera[2:3]])
+    cam_src[:2, 3] += m_crop[:, 2]
+    # The rotated-away view at twice the crop's resolution, so that resampling it back costs little detail.
+    away = view_rotation(*_check_pose(yaw_away, pitch_away))
+    cam_away = template_camera(fit.landmarks3d, away, t, scale=2.0)
+    size = 2 * t.size
+    away_img, away_mask, _ = render_fit(fit, photo, cam_away, size, texture=(photo, fit.camera))
+    if erode > 0:
+        away_mask = cv2.erode(away_mask.astype(np.uint8), np.ones((2 * erode + 1, 2 * erode + 1), np.uint8)) > 0
+    # The eroded mask travels as a fourth channel: a pixel carried back from off the rotated
+    # view's face has no colour to bring.
+    away4 = np.dstack([away_img * away_mask[..., None], away_mask.astype(np.uint8) * 255])
+    back4, mask, _ = render_fit(fit, photo, cam_src, t.size, texture=(away4, cam_away))
+    mask = mask & (back4[..., 3] > 127)
+    back = back4[..., :3] * mask[..., None]
+    lm = (fit.landmarks3d @ cam_src[:2, :3].T + cam_src[:2, 3]).astype(np.float32)
+    return RenderPair(back.astype(np.uint8), mask, target, lm, fit.yaw, float(yaw_away))
+
+
+def _one(img: ImageLike, yaw: float, pitch: float, face: Optional[Face], detector: Optional[str], template: Any,
+         mirror_fill: bool, device: Any, name: str) -> Rotated:
+    from .detection import detect_one
+
+    arr = load_image(img)
+    f = face if face is not None else detect_one(arr, detector=detector, yaw=False, device=device, purpose=" to rotate")
+    fit = fit_faces(arr, [f], device=device, names=[name])[0]
+    return render_pose(fit, arr, yaw, pitch, template=template, mirror_fill=mirror_fill)
+
+
+def rotate(img: Union[ImageLike, Sequence[ImageLike]], yaw: float = 0.0, pitch: float = 0.0, *, method: str = "3d",
+           face: Optional[Face] = None, detector: Optional[str] = None, template: Union[str, AlignmentTemplate] = TPGAN_128,
+           mirror_fill: bool = True, device: Any = None) -> Union[Rotated, List[Union[Rotated, PifrError]]]:
+    """The largest face in ``img`` seen from ``yaw`` / ``pitch`` degrees (0, 0 = frontal).
+
+    Args:
+        img: a photo (path, bytes, PIL, numpy RGB, tensor), or a list of them.
+        yaw: target yaw in degrees, > 0 turned towards the image's right, |yaw| ≤ 90.
+        pitch: target pitch in degrees, > 0 looking up, |pitch| ≤ 60.
+        method: ``"3d"`` — the 3D fit and render of this module (no learned refiner).
+        face: the face to use (skips detection; single image only).
+        template: output crop (default the 128×128 TP-GAN crop).
+        mirror_fill: colour the sides the photo does not see from the other half of the face.
+
+    Returns:
+        A :class:`Rotated`; for a list, one :class:`Rotated` or :class:`PifrError` per item (a bad
+        photo never stops the batch).
+
+    Raises:
+        NoFaceError, FitError, InvalidImageError, ShapeError: for a single image.
+    """
+    if method != "3d":
+        from .errors import UnknownModelError
+
+        raise UnknownModelError(f"unknown rotation method {method!r}; available: '3d'")
+    _check_pose(yaw, pitch)
+    if isinstance(img, (list, tuple)):
+        if face is not None:
+            raise ShapeError("face= applies to a single image, not a list")
+        out: List[Union[Rotated, PifrError]] = []
+        for i, item in enumerate(img):
+            try:
+                out.append(_one(item, yaw, pitch, None, detector, template, mirror_fill, device, _label(item, i)))
+            except PifrError as e:
+                out.append(e)
+        return out
+    return _one(img, yaw, pitch, face, detector, template, mirror_fill, device, _label(img, None))
+
+
+def _label(item: Any, i: Optional[int]) -> str:
+    from pathlib import Path
+
+    if isinstance(item, (str, Path)):
+        return str(item)
+    return "the image" if i is None else f"image {i}"
