@@ -49,6 +49,7 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
             ``"always"`` without an explicit ``threshold``.
         FitError: the 3D fit refused a face that the policy needs frontalized.
         WeightsNotFoundError: frontalization asked for but no generator weights available.
+        NoThresholdError: no ``threshold`` given and the embedder has none calibrated (a registered ONNX model).
     """
     from .detection import detect_one
     from .embedders import DEFAULT_EMBEDDER, get_embedder
@@ -63,6 +64,8 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
     if frontalize == "always" and threshold is None:
         raise InvalidPolicyError('frontalize="always" compares frontal views only, and no decision threshold is '
                                  'measured for that; pass threshold=, or use "auto" (measured) or "never"')
+    # Before any work: a registered model without a calibrated threshold raises NoThresholdError here.
+    thr = float(threshold) if threshold is not None else emb.threshold
     gen = None
     if frontalize != "never":
         gen = frontal_view(frontalizer, device)
@@ -75,7 +78,6 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
         vecs.append(v)
         fronts.append(f)
     score = float(np.dot(vecs[0], vecs[1]))
-    thr = float(threshold) if threshold is not None else emb.threshold
     if threshold is None and frontalize == "auto" and any(fronts):
         # Fusion raises impostor scores a little; the measured shift keeps the embedder's FAR.
         thr += threshold_shift(emb.name, gen)

@@ -313,6 +313,8 @@ def test_no_threshold_is_invented(models):
     pifr.register_embedder("mfn_export", models["mfn_dyn"], mean=IMAGENET_MEAN, std=IMAGENET_STD)
     with pytest.raises(NoThresholdError, match="calibrate.py --embedder mfn_export"):
         pifr.verify(a, b, embedder="mfn_export", device="cpu")
+    with pytest.raises(NoThresholdError):  # said before any image is read or face detected
+        pifr.verify(a.with_name("absent.png"), b, embedder="mfn_export", device="cpu")
     with pytest.raises(NoThresholdError):
         pifr.Gallery("mfn_export", device="cpu")
     info = {e.name: e for e in list_embedders()}["mfn_export"]
@@ -401,3 +403,9 @@ def test_cli_uses_a_registered_model(models, monkeypatch, capsys, tmp_path):
     assert json.loads(capsys.readouterr().out)["embedder"] == "cli_mfn"
     assert main(["models"]) == 0
     assert "cli_mfn" in capsys.readouterr().out
+    out = tmp_path / "e.npz"
+    assert main(["embed", a, b, "-o", str(out), "--embedder", "cli_mfn"]) == 0  # embed_many
+    got = np.load(out)["embeddings"]
+    ref = np.stack([pifr.embed(x, embedder="mobilefacenet", frontalize="never", device="cpu") for x in (a, b)])
+    assert got.shape == (2, 128) and _cos(got, ref).min() >= 0.9999
+    assert _cos(pifr.embed(a, embedder="cli_mfn", device="cpu")[None], ref[:1])[0] >= 0.9999
