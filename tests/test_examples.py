@@ -39,3 +39,13 @@ def test_access_control_on_a_video(lfw, tmp_path):
     ids = [v[1] for _, v in sorted(main_faces.items())]
     assert ids == ["Tony_Blair", "Tony_Blair", "Colin_Powell", "Colin_Powell", "unknown", "unknown"], ids
     assert (tmp_path / "g.gallery").is_file()
+
+
+def test_frontalize_demo_runs_out_of_the_box(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "demo.png"
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "frontalize_demo.py"), "-o", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert Image.open(out).size == (3 * 128, 6 * 128)  # six example photos: input | crop | render
