@@ -36,7 +36,7 @@ log = logging.getLogger("pifr")
 FRONTALIZE_MODES = ("never", "always", "auto")
 # The "auto" rule, chosen on CFP 351-400 (tuning split) by `python benchmarks/frontalization.py
 # --generator G --no-3d` over |yaw| > 30/45/60 and w = 0.25/0.5/0.75/1, best rank-1 + FP accuracy,
-# for the best generator trained so far (width 0.25, 2,000 CPU steps; docs/frontalization.md):
+# for the first generator benchmarked (width 0.25, 2,000 CPU steps; research/LOG.md):
 #   dlib_resnet  raw 72.5 % rank-1 / 88.71 % FP acc; frontalized only 60.5 / 83.86;
 #                |yaw| > 45, w = 0.25: 73.0 / 89.71 (chosen; MobileFaceNet's best was |yaw| > 30,
 #                w = 0.25: 67.0 / 86.14 against raw 69.0 / 87.14).

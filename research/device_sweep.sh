@@ -2,13 +2,13 @@
 # Several TP-GAN training runs at once on one GPU machine, in one command of the device tool
 # (10 minutes a command, 15 a task, files back: at most 8, 16 MiB each, 64 MiB in all):
 #
-#   OUT=/tmp/out [PIFR_COMMIT=sha] [KEEP=2] [BRING="NAME ..."] [SPEED=0] [LAST=1] scripts/device_sweep.sh MINUTES NAME=CONFIG.json[,KEY=VALUE...] ...
+#   OUT=/tmp/out [PIFR_COMMIT=sha] [KEEP=2] [BRING="NAME ..."] [SPEED=0] [LAST=1] research/device_sweep.sh MINUTES NAME=CONFIG.json[,KEY=VALUE...] ...
 #
-# e.g.  scripts/device_sweep.sh 7 mixed=scripts/device_mixed.json renders=scripts/device_renders.json,augment=1
-#       scripts/device_sweep.sh 7 both=scripts/device_warm.json,pack=carry/a.npz,carry/b.npz,batch=128
+# e.g.  research/device_sweep.sh 7 mixed=research/device_mixed.json renders=research/device_renders.json,augment=1
+#       research/device_sweep.sh 7 both=research/device_warm.json,pack=carry/a.npz,carry/b.npz,batch=128
 # (a comma starts the next KEY=VALUE only where KEY= follows it, so a value may list packs)
 #
-# Each run is scripts/device_train.sh (its own RUN_DIR, $SWEEP_DIR/NAME/run) and all share the
+# Each run is research/device_train.sh (its own RUN_DIR, $SWEEP_DIR/NAME/run) and all share the
 # GPU: a width-0.25 generator at batch 32 leaves most of an H100 idle between kernel launches,
 # so runs side by side cost each other little, and one job answers several questions. The CPU
 # threads are split between them. Back in $OUT: device.txt (machine, commit, GPU use sampled every
@@ -17,7 +17,7 @@
 # (NAME.generator_fp16.safetensors.partNN; join with cat) of the KEEP runs with the best
 # validation score (the trainer's own selection rule, on CFP 351-400) — 8 files in all for 3 runs.
 set -uo pipefail
-minutes=${1:?usage: scripts/device_sweep.sh MINUTES NAME=CONFIG.json[,KEY=VALUE...] ...}
+minutes=${1:?usage: research/device_sweep.sh MINUTES NAME=CONFIG.json[,KEY=VALUE...] ...}
 shift
 [ $# -ge 1 ] || { echo "no runs given" >&2; exit 2; }
 out=${OUT:?set OUT to the folder whose files come back}
@@ -54,7 +54,7 @@ for spec in "$@"; do
   mkdir -p "$sweep/$name/out"
   # device_train.sh prints its own summary; each run's output goes to its folder.
   (OUT="$sweep/$name/out" RUN_DIR="$sweep/$name/run" OMP_NUM_THREADS=$threads \
-     bash "$here/scripts/device_train.sh" "$cfg" "$minutes" "${parts[@]:1}" > "$sweep/$name/job.log" 2>&1
+     bash "$here/research/device_train.sh" "$cfg" "$minutes" "${parts[@]:1}" > "$sweep/$name/job.log" 2>&1
    echo "exit $?" >> "$sweep/$name/job.log") &
   pids+=($!)
 done

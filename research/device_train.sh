@@ -4,7 +4,7 @@
 # or dlib, no network, 10-minute commands, files back of at most 16 MiB each and 8 per call), and
 # leave in $OUT what is needed to judge and ship the run:
 #
-#   OUT=/tmp/out [PIFR_COMMIT=sha] [PYTHON=python3] scripts/device_train.sh CONFIG.json MINUTES [KEY=VALUE ...]
+#   OUT=/tmp/out [PIFR_COMMIT=sha] [PYTHON=python3] research/device_train.sh CONFIG.json MINUTES [KEY=VALUE ...]
 #
 # The run folder ($RUN_DIR, default /tmp/pifr_run) stays on the machine, so a second job on the
 # same warm machine resumes it (its checkpoint, ~176 MB at width 0.25, never travels). Back in
@@ -12,7 +12,7 @@
 # in fp16 split into parts of 15 MiB (join: cat generator_fp16.safetensors.part* > g.safetensors).
 # Packs named by CONFIG must be carried with the working tree (`pifr.train.pack --merge ... --quality`).
 set -euo pipefail
-cfg=${1:?usage: scripts/device_train.sh CONFIG.json MINUTES [KEY=VALUE ...]}
+cfg=${1:?usage: research/device_train.sh CONFIG.json MINUTES [KEY=VALUE ...]}
 minutes=${2:?minutes of training}
 shift 2
 out=${OUT:?set OUT to the folder whose files come back}

@@ -7,7 +7,7 @@ mean ``relu(cos(candidate, profile) − cos(candidate, frontal))`` (``losses.ide
 Candidates: the person's second frontal photo (what a true frontalization could look like) and
 each generator's output. A copy of the profile is never nearer the frontal.
 
-    python scripts/embedding_nearness.py packs/cfp_val.npz --identities 351-400 [--generator G ...] [--identity-net dlib_resnet]
+    python research/embedding_nearness.py packs/cfp_val.npz --identities 351-400 [--generator G ...] [--identity-net dlib_resnet]
 """
 from __future__ import annotations
 

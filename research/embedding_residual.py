@@ -10,10 +10,10 @@ on CMU Face Images (never tuned on). It bounds what the 350 training people can 
 turning a profile's embedding into its frontal one: if a map of the embedding learnt from them
 does not beat raw on 351–400, a generator trained on the same people should not be expected to.
 
-    python scripts/embedding_residual.py [--embedders dlib_resnet mobilefacenet] [--epochs 60] [--seeds 3]
-    python scripts/embedding_residual.py --lfw       # CFP 001-350 and LFW's people
-    python scripts/embedding_residual.py --packs packs/cfp_train.npz[,packs/render_lfw.npz] --val-pack packs/cfp_val.npz
-    python scripts/embedding_residual.py --packs packs/cfp_train.npz --val-pack packs/cfp_val.npz \\
+    python research/embedding_residual.py [--embedders dlib_resnet mobilefacenet] [--epochs 60] [--seeds 3]
+    python research/embedding_residual.py --lfw       # CFP 001-350 and LFW's people
+    python research/embedding_residual.py --packs packs/cfp_train.npz[,packs/render_lfw.npz] --val-pack packs/cfp_val.npz
+    python research/embedding_residual.py --packs packs/cfp_train.npz --val-pack packs/cfp_val.npz \\
         --people 44 88 175 263 350 --plot people.png     # the gain against the number of training people
 
 With ``--lfw`` LFW's real photos join the training people (every CFP person left out; an LFW photo

@@ -19,7 +19,7 @@ Chosen on CFP 351–400 (the tuning split; the frontalization benchmark's protoc
 then reported on CMU Face Images (left/right → one straight photo per person), which nothing is
 tuned on, with McNemar's paired test against raw on both.
 
-    python scripts/gallery_pose_synthesis.py [--embedders dlib_resnet mobilefacenet] [--control-zero]
+    python research/gallery_pose_synthesis.py [--embedders dlib_resnet mobilefacenet] [--control-zero]
 """
 from __future__ import annotations
 

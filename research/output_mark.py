@@ -1,13 +1,13 @@
 """Diagnostic: how much of a generator's identity score sits in the fixed mark its outputs share?
 
-Some generators draw the same bright mark at the same place on every face (docs/tpgan.md, stage
+Some generators draw the same bright mark at the same place on every face (research/LOG.md, stage
 GW). The mark is found as the pixels whose greenness (G − (R + B)/2), averaged over all outputs,
 lies 3 standard deviations above its mean over the image; it is removed by putting there the
 mirror image's pixels (the other side of the face). For each identity network: rank-1 of the
 outputs against one frontal per person, and the mean cosine to the person's own frontal and to the
 others', with and without the mark.
 
-    python scripts/output_mark.py carry/cfp_val.npz --generator G [G ...] [--identities 351-400] \\
+    python research/output_mark.py carry/cfp_val.npz --generator G [G ...] [--identities 351-400] \\
         [--net dlib_resnet=dlib_resnet_fp16 mobilefacenet= mobilefacenet_casia=path/to/068.ckpt]
 """
 from __future__ import annotations

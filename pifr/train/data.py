@@ -72,7 +72,7 @@ class Pack:
     @classmethod
     def load(cls, path: Path) -> "Pack":
         if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such pack (build one with `python -m pifr.train.pack`, docs/tpgan.md)")
+            raise FileNotFoundError(f"{path}: no such pack (build one with `python -m pifr.train.pack`; docs/tpgan.md, Data)")
         z = np.load(path, allow_pickle=False)
         return cls(z["jpeg"], z["offsets"], z["landmarks"], z["yaw"], z["identity"], z["frontal"], z["group"],
                    z["source"], json.loads(str(z["manifest"])))

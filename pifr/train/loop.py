@@ -112,8 +112,8 @@ class TrainConfig:
     # order and random state start afresh (use it when the data or losses change; resume otherwise).
     init: str = ""
     # Wall-clock budget in minutes (0 = none): after the step that passes it the run saves its
-    # checkpoint and generator and returns, so a run fits a time-limited job (the device tool's
-    # 10-minute commands) and the next job resumes it.
+    # checkpoint and generator and returns, so a run fits a time-limited job and the next job
+    # (same ``out``) resumes it.
     max_minutes: float = 0.0
     # Generator weights held fixed: "" (none) or "decoder" (Generator.decoder_parameters: all but the
     # encoders). With `init` from a render-trained run, only the encoders then learn, so the outputs

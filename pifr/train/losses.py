@@ -43,7 +43,7 @@ class LossWeights:
     # the profile with its mirror image over it fails it badly. No network judges it, so there is
     # nothing to fool; in CPU runs it did not lead to frontals (docs/tpgan.md, stages R, R2): with
     # crops and flows from detected landmarks the warp misses by more than a copy's error, and on
-    # real profiles it scores a copy far below the person's frontal (scripts/cycle_term_on_real.py).
+    # real profiles it scores a copy far below the person's frontal (research/cycle_term_on_real.py).
     cycle: float = 0.0
     # Not in the paper (0 = paper): output-space domain adaptation. A second discriminator learns
     # to tell the generator's outputs for rendered profiles from its outputs for real profiles
@@ -171,14 +171,14 @@ def identity_contrast(fake_emb: torch.Tensor, target_emb: torch.Tensor, input_em
 
     Why: with dlib's embedding on CFP 351–400, another frontal photo of the person is nearer the
     gallery frontal than the profile in 95 % of cases, yet the outputs of every generator trained
-    before it were nearer their input profile in 98.5–100 % (scripts/embedding_nearness.py). A
+    before it were nearer their input profile in 98.5–100 % (research/embedding_nearness.py). A
     copy scores ``1 − cos(input, target)`` here, as much as on the cosine term. Trained with it
     (docs/tpgan.md, stage Z), a width-0.25 generator fooled dlib instead of frontalizing."""
     return F.relu(F.cosine_similarity(fake_emb, input_emb, dim=1) - F.cosine_similarity(fake_emb, target_emb, dim=1)).mean()
 
 
 #: Softmax temperature of :func:`identity_nce` (cosine units; dlib's same-person and impostor
-#: cosines on CFP differ by ~0.1, 2 logits at 0.05). As in scripts/embedding_residual.py.
+#: cosines on CFP differ by ~0.1, 2 logits at 0.05). As in research/embedding_residual.py.
 NCE_TEMPERATURE = 0.05
 
 
@@ -336,8 +336,8 @@ class IdentityEnsemble(nn.Module):
     and NCE terms and validation's rank-1 need no change.
 
     Why: a generator taught by one network learns marks that network reads and others do not
-    (docs/tpgan.md, stages MF4–EN: MobileFaceNet's gain never reached dlib or a second
-    MobileFaceNet); marks two unlike networks must both read are more likely the face."""
+    (taught by MobileFaceNet, its gain never reached dlib or a second MobileFaceNet); marks two
+    unlike networks must both read are more likely the face."""
 
     def __init__(self, members: Dict[str, IdentityFeatures]) -> None:
         super().__init__()
@@ -370,7 +370,7 @@ class RandomView:
     still compares like with like.
 
     Why: a generator trained against one fixed view of one frozen network can satisfy it with
-    marks tied to that view (docs/tpgan.md stage MF4: through random views, MF2's MobileFaceNet
+    marks tied to that view (seen through random views, one such generator's MobileFaceNet
     rank-1 fell 0.42 → 0.295, the raw profiles' only 0.555 → 0.53); marks that must survive
     random shifts, scales, turns and colour changes are more likely the face itself — the
     expectation-over-transformation argument of Athalye et al., "Synthesizing Robust Adversarial
