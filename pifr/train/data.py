@@ -18,7 +18,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..alignment import TPGAN_128, align_with_landmarks, mirror
-from ..eval.multipie import FRONTAL_CAMERA, multipie_pairs, multipie_split, scan_multipie
+from ..eval.multipie import FRONTAL_CAMERA, MULTIPIE_NAME, multipie_pairs, multipie_split, scan_multipie
 
 log = logging.getLogger("pifr")
 
@@ -283,7 +283,7 @@ def multipie_items(root: Path, setting: int, part: str = "train", target_illumin
         g = groups.setdefault(str(tgt.path), len(groups))
         items.append((str(inp.path), inp.subject, inp.camera == FRONTAL_CAMERA and inp.illumination == target_illumination, g))
     for tpath, g in groups.items():
-        m = _MPIE_RE.match(Path(tpath).name)
+        m = MULTIPIE_NAME.match(Path(tpath).name)
         items.append((tpath, int(m.group(1)), True, g))
     return sorted(set(items))
 
