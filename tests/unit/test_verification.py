@@ -1,0 +1,60 @@
+"""verify() on the shipped example photos."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import pifr
+
+from tests.conftest import EXAMPLES, ROOT
+
+A, A2, A_TURNED = EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_sunglasses.png", EXAMPLES / "mitchell_turned.png"
+B, B_TURNED, C = EXAMPLES / "night_frontal.png", EXAMPLES / "night_turned.png", EXAMPLES / "phoebe_frontal.png"
+
+
+def test_same_and_different_people():
+    r = pifr.verify(A, A_TURNED)
+    assert isinstance(r, pifr.Verification) and r.same and bool(r)
+    assert r.faces[1].yaw > 25 and abs(r.faces[0].yaw) < 15  # the turned photo is recognised as turned
+    assert r.distance == pytest.approx(1 - r.score)
+    for x, y in ((A, B), (A, C), (B, C)):
+        assert not pifr.verify(x, y).same, (x.name, y.name)
+    assert pifr.verify(B, B_TURNED).same
+
+
+def test_result_is_typed_and_serialisable():
+    r = pifr.verify(A, B, embedder="mobilefacenet")
+    d = r.to_dict()
+    json.dumps(d)
+    assert d["embedder"] == "mobilefacenet" and d["metric"] == "cosine" and len(d["yaw"]) == 2
+    with pytest.raises(Exception):
+        r.same = True
+
+
+def test_explicit_threshold_is_used():
+    r = pifr.verify(A, B, threshold=-1.0)
+    assert r.same and r.threshold == -1.0
+
+
+def test_no_face_error_names_the_image():
+    with pytest.raises(pifr.NoFaceError, match="second"):
+        pifr.verify(A, np.full((160, 160, 3), 127, np.uint8))
+
+
+def test_frontalize_modes_are_checked(tmp_path, monkeypatch):
+    with pytest.raises(pifr.InvalidPolicyError) as e:
+        pifr.verify(A, B, frontalize="sometimes")
+    assert isinstance(e.value, ValueError) and not isinstance(e.value, pifr.UnknownModelError)
+    monkeypatch.setenv("PIFR_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(pifr.WeightsNotFoundError):
+        pifr.verify(A, B, frontalize="always", frontalizer=tmp_path / "missing.safetensors")
+
+
+def test_import_is_fast_and_loads_no_torch():
+    code = "import sys, pifr; assert 'torch' not in sys.modules; print(pifr.__version__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.returncode == 0, out.stderr
