@@ -1,4 +1,4 @@
-"""Diagnostic: does the cycle term (``pifr.train.losses.cycle_loss``) tell, on *real* profiles, the
+"""Diagnostic: does the cycle term (``terms.cycle_loss``, once a training term) tell, on *real* profiles, the
 person's own frontal from another person's, or from a copy of the profile?
 
 On renders cropped by the reference head's own landmarks it scores the true frontal below a
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pifr.train.data import Pack, PairDataset, identity_range
-from pifr.train.losses import cycle_loss
+from terms import cycle_loss  # research/terms.py: the term left training
 
 
 def main() -> None:

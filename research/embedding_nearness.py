@@ -3,7 +3,7 @@ photo or to the profile it was made from?
 
 For every profile of a pack that has at least two frontal photos of its person: the share of
 profiles whose candidate is nearer (cosine) the first frontal than the profile itself, and the
-mean ``relu(cos(candidate, profile) − cos(candidate, frontal))`` (``losses.identity_contrast``).
+mean ``relu(cos(candidate, profile) − cos(candidate, frontal))`` (``terms.identity_contrast``, once a training term).
 Candidates: the person's second frontal photo (what a true frontalization could look like) and
 each generator's output. A copy of the profile is never nearer the frontal.
 
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pifr.frontalization import Frontalizer
 from pifr.train import validation as V
 from pifr.train.data import Pack, PairDataset, identity_range
-from pifr.train.losses import identity_contrast
+from terms import identity_contrast  # research/terms.py: the term left training
 
 
 @torch.no_grad()

@@ -172,36 +172,3 @@ def test_frontal_flow_maps_a_render_back_onto_its_frontal(model3d, frontal_and_r
         e, e0, em = err(f, v, crop), err(ident, v, crop), err(fm, v & vm, crop)
         print(f"render at {yaw}°: warped frontal vs render {e:.1f}, unwarped {e0:.1f}, opposite-yaw warp {em:.1f} (0-255)")
         assert e < 0.75 * e0 and e < 0.75 * em and v.mean() > 0.3
-
-
-def test_cycle_loss_prefers_the_frontal_to_a_mirror_ghost(model3d, frontal_and_renders):
-    """The cycle term on real renders at CFP-profile yaws: the true frontal scores far lower than
-    the input with its mirror image over it (what stages P and Q converged to); gradients reach
-    the output. A plain copy of the input is *not* separated from the true frontal: on renders
-    without far-side bleed-through (the renderer since stage V) the two score within ~10 % of
-    each other in both spaces (60°: 0.090 vs 0.083 pooled, 0.035 vs 0.038 gradient), so the term
-    cannot stop a generator from copying."""
-    import torch
-
-    from pifr.geometry import frontal_flow
-    from pifr.train.losses import cycle_loss
-
-    front, renders = frontal_and_renders
-    to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float()[None] / 127.5 - 1  # noqa: E731
-    for yaw in (60, 75):
-        crop, lm = renders[yaw]
-        f, v = frontal_flow(lm, yaw, model_path=model3d)
-        inp, flow, valid = to_t(crop), torch.from_numpy(f)[None], torch.from_numpy(v.astype(np.float32))[None]
-        good = to_t(front).requires_grad_()
-        lg = cycle_loss(good, inp, flow, valid)
-        lc = float(cycle_loss(inp.clone(), inp, flow, valid))
-        lm_ = float(cycle_loss(0.5 * (inp + inp.flip(3)), inp, flow, valid))
-        print(f"{yaw}°: cycle loss true frontal {float(lg.detach()):.3f}, copy {lc:.3f}, copy + mirror {lm_:.3f}")
-        assert float(lg.detach()) < 0.5 * lm_ and abs(float(lg.detach()) - lc) < 0.2 * lc
-        lg.backward()
-        assert good.grad.abs().sum() > 0
-        # Compared as image gradients (structure, not colour) the copy is further off.
-        gg, gc, gm = (float(cycle_loss(t.detach(), inp, flow, valid, space="gradient"))
-                      for t in (good, inp, 0.5 * (inp + inp.flip(3))))
-        print(f"{yaw}°: gradient space: true frontal {gg:.3f}, copy {gc:.3f}, copy + mirror {gm:.3f}")
-        assert gg < gm and abs(gg - gc) < 0.2 * gc
