@@ -28,3 +28,19 @@ def gen_file(tmp_path_factory):
     save_file({k: v.contiguous() for k, v in g.state_dict().items()}, str(p),
               metadata={"config": json.dumps({"width": 0.125, "noise_dim": 100, "id_classes": 0, "local": True})})
     return p
+
+
+@pytest.fixture(scope="session")
+def examples_pack(tmp_path_factory):
+    """A training pack from the shipped example photos: identity 1 (Mitchell: a frontal, a frontal
+    with sunglasses, one turned ~50°) and 2 (a frontal and one turned), as profile→frontal pairs."""
+    from pifr.train.data import build_pack
+
+    from tests.conftest import EXAMPLES
+
+    items = [(str(EXAMPLES / f), ident, frontal, -1) for f, ident, frontal in (
+        ("mitchell_frontal.png", 1, True), ("mitchell_sunglasses.png", 1, True), ("mitchell_turned.png", 1, False),
+        ("night_frontal.png", 2, True), ("night_turned.png", 2, False))]
+    p = tmp_path_factory.mktemp("pack") / "examples.npz"
+    build_pack(items, {"source": "examples/images"}, progress=False).save(p)
+    return p

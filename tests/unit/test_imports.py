@@ -117,3 +117,15 @@ def test_a_cycle_through_a_function_level_import_is_found(tmp_path):
     graph = import_graph(pkg, "pkg")
     assert graph["pkg.a"] == {"pkg.sub.b"} and graph["pkg.sub.b"] == {"pkg.a"} and graph["pkg.c"] == {"pkg.a"}
     assert find_cycles(graph) == [["pkg.a", "pkg.sub.b"]]
+
+
+def test_recognition_benchmarks_never_import_training():
+    """The benchmarks read data through ``pifr.eval``; only ``tpgan_speed.py``, which times the
+    training step itself, imports ``pifr.train``."""
+    for f in sorted((ROOT / "benchmarks").glob("*.py")):
+        if f.name == "tpgan_speed.py":
+            continue
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            mods = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(m.startswith("pifr.train") for m in mods), f.name
