@@ -17,17 +17,18 @@ setup(
     package_dir={"pifr_weights": "weights"},
     package_data={"pifr": ["py.typed", "data/*.json"], "pifr_weights": ["manifest.json", "*.safetensors"]},
     install_requires=[
-        # The machines we run on cap torch at these; facenet-pytorch 2.5.3 is the newest that
-        # accepts them (newer releases pin old torch).
+        # Exact pins: the machines we run on cap torch at 2.14.1, and facenet-pytorch 2.5.3 is the
+        # newest release that accepts it (newer ones pin old torch). torchvision is not imported by
+        # pifr but by facenet-pytorch (MTCNN's NMS); it is pinned to the build made for that torch.
         "torch==2.14.1",
         "torchvision==0.29.1",
         "facenet-pytorch==2.5.3",
         "numpy>=1.26",
+        # scipy.io reads the 3D reference head (.mat) in pifr.geometry.
         "scipy>=1.11",
-        "scikit-learn>=1.3",
         # Headless: servers and CI have no display, and the GUI build drags in Qt/X11 libraries.
         "opencv-python-headless>=4.8",
-        "pandas>=2.0",
+        # The benchmarks' ROC plots.
         "matplotlib>=3.7",
         "tqdm>=4.65",
         "Pillow>=10.0",
@@ -40,7 +41,9 @@ setup(
     ],
     # onnx (tests): torch.onnx.export needs it to write the models the ONNX embedder tests load.
     # faiss: exact search for galleries above pifr.gallery.FAISS_MIN_TEMPLATES (numpy otherwise).
-    extras_require={"test": ["pytest>=7", "onnx>=1.15"], "faiss": ["faiss-cpu>=1.7"]},
+    # test: the README's test command (scikit-learn: the metrics are checked against it; onnx: the ONNX
+    # embedder tests export pifr's own networks with torch.onnx).
+    extras_require={"test": ["pytest>=7", "scikit-learn>=1.3", "onnx>=1.15"], "faiss": ["faiss-cpu>=1.7"]},
     entry_points={"console_scripts": ["pifr=pifr.cli:main", "pifr-train=pifr.train.loop:main"]},
     license="MIT",
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Image Recognition"],

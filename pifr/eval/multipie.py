@@ -18,7 +18,8 @@ MULTIPIE_CAMERA_YAW: Dict[str, int] = {
     "05_0": 15, "04_1": 30, "19_0": 45, "20_0": 60, "01_0": 75, "24_0": 90,
 }
 FRONTAL_CAMERA = "05_1"
-_MPIE_RE = re.compile(r"^(\d{3})_(\d{2})_(\d{2})_(\d{3})_(\d{2})\.png$")
+#: A Multi-PIE image name: subject_session_recording_camera_illumination.png.
+MULTIPIE_NAME = re.compile(r"^(\d{3})_(\d{2})_(\d{2})_(\d{3})_(\d{2})\.png$")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def scan_multipie(root: Path, sessions: Sequence[int] = (1, 2, 3, 4)) -> List[Mu
             if cam not in MULTIPIE_CAMERA_YAW:
                 continue  # elevated cameras 08_1, 19_1 are not used
             for f in cam_dir.iterdir():
-                m = _MPIE_RE.match(f.name)
+                m = MULTIPIE_NAME.match(f.name)
                 if not m:
                     continue
                 subj, sess, rec, camc, ill = m.groups()

@@ -52,8 +52,8 @@ class TPGANConfig:
     # downsampled input image: 128 = the paper (all of 8…128). Lower values are NOT the paper: with
     # 8 only the 8×8 features pass, with 0 the face must pass through the 256-d code alone. Real
     # profiles come without pixel-aligned frontal targets, and the full skips let the generator
-    # satisfy the identity terms by copying the profile (docs/tpgan.md, stage H); a narrower
-    # path makes a copy expensive.
+    # satisfy the identity terms by copying the profile (even with the decoder frozen, the
+    # encoders route the copy through the skips); a narrower path makes a copy expensive.
     skips: int = 128
 
     def __post_init__(self) -> None:

@@ -18,7 +18,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..alignment import TPGAN_128, align_with_landmarks, mirror
-from ..eval.multipie import FRONTAL_CAMERA, multipie_pairs, multipie_split, scan_multipie
+from ..eval.multipie import FRONTAL_CAMERA, MULTIPIE_NAME, multipie_pairs, multipie_split, scan_multipie
 
 log = logging.getLogger("pifr")
 
@@ -72,7 +72,7 @@ class Pack:
     @classmethod
     def load(cls, path: Path) -> "Pack":
         if not Path(path).is_file():
-            raise FileNotFoundError(f"{path}: no such pack (build one with `python -m pifr.train.pack`, docs/tpgan.md)")
+            raise FileNotFoundError(f"{path}: no such pack (build one with `python -m pifr.train.pack`; docs/tpgan.md, Data)")
         z = np.load(path, allow_pickle=False)
         return cls(z["jpeg"], z["offsets"], z["landmarks"], z["yaw"], z["identity"], z["frontal"], z["group"],
                    z["source"], json.loads(str(z["manifest"])))
@@ -283,7 +283,7 @@ def multipie_items(root: Path, setting: int, part: str = "train", target_illumin
         g = groups.setdefault(str(tgt.path), len(groups))
         items.append((str(inp.path), inp.subject, inp.camera == FRONTAL_CAMERA and inp.illumination == target_illumination, g))
     for tpath, g in groups.items():
-        m = _MPIE_RE.match(Path(tpath).name)
+        m = MULTIPIE_NAME.match(Path(tpath).name)
         items.append((tpath, int(m.group(1)), True, g))
     return sorted(set(items))
 

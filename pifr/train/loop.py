@@ -81,8 +81,6 @@ class TrainConfig:
     # (renders, Multi-PIE) keep 1. 1 = the paper, where every pair is pixel-aligned; 0 leaves
     # identity-level pairs to the identity, symmetry and adversarial terms.
     pixel_on_identity_pairs: float = 1.0
-    # Random shift/scale of the pose term's crop (fraction of its size) at every step.
-    pose_jitter: float = 0.0
     # Photometric augmentation (train/augment.py): 0 = off, 1 = its documented ranges. Colour and
     # contrast move input and target together; side light, blur and noise touch the input only.
     augment: float = 0.0
@@ -90,14 +88,6 @@ class TrainConfig:
     # view per sample (losses.RandomView: shift, scale, turn, colour gain; 1 = its documented
     # ranges, 0 = the network's fixed view), so a mark that fools one fixed view stops paying.
     id_view_jitter: float = 0.0
-    # Real faces for the domain terms (weights.domain, domain_cycle, domain_sym): packs,
-    # comma-separated, whose profiles of domain_identities are fed as inputs without targets, half
-    # a batch per step.
-    domain_pack: str = ""
-    domain_identities: str = "1-350"
-    # The 3D reference head (model3Ddlib.mat) for the cycle term; "" = the weights registry.
-    model3d: str = ""
-    cycle_space: str = "pooled"  # the cycle term's comparison: "pooled" colours or "gradient" (losses.cycle_loss)
     id_classes: bool = False  # add the encoder identity head (cross-entropy on training identities)
     seed: int = 0
     device: str = "auto"
@@ -112,13 +102,9 @@ class TrainConfig:
     # order and random state start afresh (use it when the data or losses change; resume otherwise).
     init: str = ""
     # Wall-clock budget in minutes (0 = none): after the step that passes it the run saves its
-    # checkpoint and generator and returns, so a run fits a time-limited job (the device tool's
-    # 10-minute commands) and the next job resumes it.
+    # checkpoint and generator and returns, so a run fits a time-limited job and the next job
+    # (same ``out``) resumes it.
     max_minutes: float = 0.0
-    # Generator weights held fixed: "" (none) or "decoder" (Generator.decoder_parameters: all but the
-    # encoders). With `init` from a render-trained run, only the encoders then learn, so the outputs
-    # stay on what that decoder draws — frontal faces — instead of drifting back to a copy of a profile.
-    freeze: str = ""
     # Decay of an exponential moving average of the generator's weights (0 = off; 0.999 averages
     # over ~1,000 steps). When on, validation, model selection, samples and the saved generator use
     # the average, and validation also reports the live weights (``val_rank1_live``).
@@ -150,14 +136,19 @@ def selection_score(val: Dict[str, float]) -> float:
     """:data:`SELECTION` evaluated on :meth:`Trainer.validate`'s output (NaN when absent)."""
     return val.get("val_rank1_output", math.nan) + 1e-3 * val.get("val_id_cos_output", math.nan)
 
+
+
 CSV_FIELDS = ["step", "seconds", "d", "began_k", "began_M", "g_pixel", "g_sym", "g_adv", "g_ip", "g_id_cos", "g_tv", "g_ce",
-              "g_pose", "g_cycle", "g_total", "val_id_cos_output", "val_id_cos_input", "val_rank1_output", "val_rank1_input", "val_l1",
-              "val_rank1_live", "val_id_cos_live", "d_dom", "g_domain", "g_domain_cycle", "g_domain_sym", "g_id_contrast",
-              "val_nearer_output", "val_nearer_live", "g_id_nce"]
+              "g_total", "val_id_cos_output", "val_id_cos_input", "val_rank1_output", "val_rank1_input", "val_l1",
+              "val_rank1_live", "val_id_cos_live", "val_nearer_output", "val_nearer_live"]
 
 
 class Trainer:
     def __init__(self, cfg: TrainConfig) -> None:
+        known = {f.name for f in fields(L.LossWeights)}
+        if set(cfg.weights) - known:
+            raise TrainingError(f"unknown loss weights {sorted(set(cfg.weights) - known)}; known: {sorted(known)} "
+                                "(terms that left training are listed in research/LOG.md with the commit that has them)")
         if cfg.init and not Path(cfg.init).is_file():  # before minutes of setup, not after
             raise FileNotFoundError(f"{cfg.init}: no such init file (a checkpoint.pt or a generator .safetensors)")
         self.cfg = cfg
@@ -177,8 +168,7 @@ class Trainer:
         # Several packs may be given, comma-separated (e.g. real CFP crops + rendered pairs).
         pack = Pack.concat([Pack.load(Path(p)) for p in cfg.pack.split(",") if p])
         self.weights = L.LossWeights(**cfg.weights)
-        self.train = PairDataset(pack, identity_range(cfg.train_identities), frontal_inputs=cfg.frontal_inputs,
-                                 flows=bool(self.weights.cycle), model_path=cfg.model3d or None)
+        self.train = PairDataset(pack, identity_range(cfg.train_identities), frontal_inputs=cfg.frontal_inputs)
         if len(self.train) == 0:
             raise TrainingError(f"no training pairs in {cfg.pack} for identities {cfg.train_identities}")
         self.val = None
@@ -188,36 +178,18 @@ class Trainer:
             overlap = set(self.train.identities) & set(self.val.identities)
             if overlap:
                 raise TrainingError(f"validation identities overlap training identities: {sorted(overlap)[:5]}")
-        self.domain: Optional[PairDataset] = None
-        if self.weights.domain or self.weights.domain_cycle or self.weights.domain_sym:
-            if not cfg.domain_pack:
-                raise TrainingError("weights.domain, domain_cycle and domain_sym need domain_pack (real profiles)")
-            dp = Pack.concat([Pack.load(Path(p)) for p in cfg.domain_pack.split(",") if p])
-            self.domain = PairDataset(dp, identity_range(cfg.domain_identities), max_targets_per_input=1,
-                                      flows=bool(self.weights.domain_cycle), model_path=cfg.model3d or None)
-            if self.val is not None and set(self.domain.identities) & set(self.val.identities):
-                raise TrainingError("domain identities overlap validation identities")
-            if len(self.domain) == 0:
-                raise TrainingError(f"no profiles in {cfg.domain_pack} for identities {cfg.domain_identities}")
         try:
             self.g = Generator(cfg.width, id_classes=len(self.train.identities) if cfg.id_classes else 0,
                                skips=cfg.skips).to(self.device)
         except ValueError as e:
             raise TrainingError(str(e)) from e
-        if cfg.freeze not in ("", "decoder"):
-            raise TrainingError(f"freeze must be '' or 'decoder', got {cfg.freeze!r}")
-        if cfg.freeze == "decoder":
-            for p in self.g.decoder_parameters():
-                p.requires_grad_(False)
         self.d: Optional[torch.nn.Module] = None
         if cfg.adversarial == "patch":
             self.d = Discriminator(cfg.width).to(self.device)
         elif cfg.adversarial == "began":
             self.d = BEGANDiscriminator(cfg.width).to(self.device)
             self.balance = L.BEGANBalance()
-        # The domain discriminator: outputs for renders (its "real") against outputs for real profiles.
-        self.d_dom: Optional[torch.nn.Module] = Discriminator(cfg.width).to(self.device) if self.weights.domain else None
-        self.gd, self.dd, self.ddom = self.g, self.d, self.d_dom
+        self.gd, self.dd = self.g, self.d
         # The averaged generator: a frozen copy, updated after every generator step (_update_ema).
         self.g_ema: Optional[Generator] = (copy.deepcopy(self.g).eval().requires_grad_(False)
                                            if cfg.ema else None)
@@ -228,22 +200,16 @@ class Trainer:
             self.gd = DDP(self.g, device_ids=ids, find_unused_parameters=False)
             if self.d is not None:
                 self.dd = DDP(self.d, device_ids=ids)
-            if self.d_dom is not None:
-                self.ddom = DDP(self.d_dom, device_ids=ids)
         groups = self.g.parameter_groups()
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = torch.optim.Adam(groups["global"], lr=cfg.lr, betas=betas)
         self.opt_l = torch.optim.Adam(groups["local"], lr=cfg.lr, betas=betas) if groups["local"] else None
         self.opt_d = torch.optim.Adam(self.d.parameters(), lr=cfg.lr, betas=betas) if self.d is not None else None
-        self.opt_d_dom = (torch.optim.Adam(self.d_dom.parameters(), lr=cfg.lr, betas=betas)
-                          if self.d_dom is not None else None)
         self.id_feats = self._identity_net()
-        self.pose = self._pose_net()
         self.use_amp = cfg.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         self.step = 0
         self._last_d = math.nan
-        self._last_d_dom = math.nan
         self.best_val, self.best_step = -math.inf, 0
         self._last_began = (math.nan, math.nan)
         self._order: List[int] = []
@@ -254,16 +220,9 @@ class Trainer:
     # ---------------------------------------------------------------- setup helpers
     def _identity_net(self) -> "Optional[L.IdentityFeatures | L.IdentityEnsemble]":
         w = self.weights
-        if self.cfg.identity_net == "none" or not (w.ip or w.id_cos or w.id_contrast or w.id_nce):
+        if self.cfg.identity_net == "none" or not (w.ip or w.id_cos):
             return None
         return V.identity_network(self.cfg.identity_net, self.cfg.identity_weights, self.device)
-
-    def _pose_net(self):
-        if not self.weights.pose:
-            return None
-        from ..pose import pose_network  # the yaw estimator's own network and weights, loaded once
-
-        return L.FrontalPose(pose_network(self.device), jitter=self.cfg.pose_jitter).to(self.device)
 
     def _next_batch(self) -> Dict[str, torch.Tensor]:
         b = self.cfg.batch
@@ -299,28 +258,10 @@ class Trainer:
             view = L.RandomView.draw(x.shape[0], cfg.id_view_jitter, self._step_rng("view"), self.device)
         logs: Dict[str, float] = {}
         ac = torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp)
-        # Real profiles for the domain term ride along in the same generator batch, after the pairs.
-        b = x.shape[0]
-        gx, gxl = x, xl
-        if self.domain is not None:
-            real = self._domain_batch()
-            gx, gxl = torch.cat([x, real["input"]]), torch.cat([xl, real["input_lm"]])
-        # Discriminators: every g_steps_per_d-th step, both on one no-grad pass of the generator.
-        d_step = self.step % cfg.g_steps_per_d == 0
-        if d_step and (self.d is not None or self.d_dom is not None):
-            with torch.no_grad(), ac:  # the real profiles only when the domain discriminator needs them
-                fake_all = (self.gd(gx, gxl) if self.d_dom is not None else self.gd(x, xl))["img128"].float()
-            fake = fake_all[:b]
-        if self.d_dom is not None and d_step:
-            with ac:
-                dd_loss = L.d_adversarial_loss(self.ddom(fake), self.ddom(fake_all[b:]))
-            self.opt_d_dom.zero_grad(set_to_none=True)
-            self.scaler.scale(dd_loss).backward()
-            self.scaler.step(self.opt_d_dom)
-            self._last_d_dom = dd_loss.detach()
-        if self.d_dom is not None:
-            logs["d_dom"] = self._last_d_dom
-        if self.d is not None and d_step:
+        # The discriminator: every g_steps_per_d-th step, on one no-grad pass of the generator.
+        if self.d is not None and self.step % cfg.g_steps_per_d == 0:
+            with torch.no_grad(), ac:
+                fake = self.gd(x, xl)["img128"].float()
             with ac:
                 if cfg.adversarial == "patch":
                     d_loss = L.d_adversarial_loss(self.dd(y), self.dd(fake))
@@ -339,8 +280,7 @@ class Trainer:
         if cfg.adversarial == "began":
             logs["began_k"], logs["began_M"] = self._last_began
         with ac:
-            out_all = self.gd(gx, gxl)
-            out = out_all if gx is x else _rows(out_all, slice(0, b))
+            out = self.gd(x, xl)
             fake_logits, began_err = None, None
             if self.d is not None:
                 if cfg.adversarial == "patch":
@@ -352,23 +292,8 @@ class Trainer:
                                   id_labels=batch["identity"], sym_space=cfg.sym_space,
                                   pixel_weight=None if cfg.pixel_on_identity_pairs == 1 else
                                   batch["aligned"] + (1 - batch["aligned"]) * cfg.pixel_on_identity_pairs,
-                                  pose=self.pose,
-                                  cycle=(x, batch["flow"], batch["flow_valid"]) if "flow" in batch else None,
-                                  cycle_space=cfg.cycle_space, inputs=x, id_view=view)
+                                  id_view=view)
             total = lt.total
-            real_out = out_all["img128"][b:]  # the domain pack's profiles (empty without one)
-            if self.d_dom is not None:
-                g_dom = L.g_adversarial_loss(self.ddom(real_out))
-                total = total + self.weights.domain * g_dom
-                logs["g_domain"] = g_dom.detach()
-            if self.weights.domain_cycle:
-                g_dcyc = L.cycle_loss(real_out.float(), real["input"], real["flow"], real["flow_valid"], space=cfg.cycle_space)
-                total = total + self.weights.domain_cycle * g_dcyc
-                logs["g_domain_cycle"] = g_dcyc.detach()
-            if self.weights.domain_sym:
-                g_dsym = L.symmetry_loss(real_out.float(), "plain")
-                total = total + self.weights.domain_sym * g_dsym
-                logs["g_domain_sym"] = g_dsym.detach()
         self.opt_g.zero_grad(set_to_none=True)
         if self.opt_l:
             self.opt_l.zero_grad(set_to_none=True)
@@ -388,15 +313,6 @@ class Trainer:
         no two streams, steps or ranks share a seed (sums like seed + step·k + rank collide)."""
         key = f"{self.cfg.seed}/{stream}/{self.step}/{self.rank}".encode()
         return torch.Generator().manual_seed(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little"))
-
-    def _domain_batch(self) -> Dict[str, torch.Tensor]:
-        """Half a batch of real profiles (:class:`PairDataset` items collated: ``input``,
-        ``input_lm``, mirrored to face right, and ``flow``/``flow_valid`` with the domain cycle
-        term; their targets go unused), drawn with a generator seeded by the step so that resumed
-        runs stay exact."""
-        g = self._step_rng("domain")
-        idx = torch.randint(len(self.domain), (max(1, self.cfg.batch // 2),), generator=g).tolist()
-        return self._collate([self.domain[i] for i in idx])
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -431,8 +347,6 @@ class Trainer:
             s["g_ema"] = self.g_ema.state_dict()
         if self.d is not None:
             s["d"], s["opt_d"] = self.d.state_dict(), self.opt_d.state_dict()
-        if self.d_dom is not None:
-            s["d_dom"], s["opt_d_dom"], s["last_d_dom"] = self.d_dom.state_dict(), self.opt_d_dom.state_dict(), float(self._last_d_dom)
         if self.device.type == "cuda":
             s["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         if self.cfg.adversarial == "began":
@@ -468,7 +382,7 @@ class Trainer:
             return self._load_generator_file(path)
         s = torch.load(path, map_location=self.device, weights_only=True)
         self._load_networks(s)
-        for opt in (self.opt_g, self.opt_l, self.opt_d, self.opt_d_dom):  # the optimiser states carry the old run's lr
+        for opt in (self.opt_g, self.opt_l, self.opt_d):  # the optimiser states carry the old run's lr
             for group in (opt.param_groups if opt else []):
                 group["lr"] = self.cfg.lr
         return int(s["step"])
@@ -498,10 +412,6 @@ class Trainer:
         if self.d is not None:
             self.d.load_state_dict(s["d"])
             self.opt_d.load_state_dict(s["opt_d"])
-        if self.d_dom is not None and "d_dom" in s:  # a warm start from a run without one starts it afresh
-            self.d_dom.load_state_dict(s["d_dom"])
-            self.opt_d_dom.load_state_dict(s["opt_d_dom"])
-            self._last_d_dom = float(s.get("last_d_dom", math.nan))
 
     def load(self, path: Path) -> None:
         """Everything, for an exact resume: networks, optimisers, step, data order, random state."""

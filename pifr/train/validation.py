@@ -73,7 +73,7 @@ def embedding_fn(id_feats: L.IdentityFeatures, view_jitter: float = 0.0,
     ``view_jitter`` > 0: each image is seen through its own random view
     (:class:`pifr.train.losses.RandomView` at that amount), drawn in call order from one generator
     seeded by ``seed`` — to ask how much of a generator's score is tied to the network's one fixed
-    view of the crop (docs/tpgan.md, stage MF4)."""
+    view of the crop (a generator can learn marks that only that view reads)."""
     g = torch.Generator().manual_seed(seed) if view_jitter > 0 else None
 
     def embed(t: torch.Tensor) -> torch.Tensor:
@@ -122,7 +122,7 @@ def figures(nets: Dict[str, GenerateFn], ref: ValReference, embed: Callable[[tor
     """``val_id_cos_input``, ``val_rank1_input``, and per generator ``name`` in ``nets``
     ``val_id_cos_<name>``, ``val_rank1_<name>`` and ``val_nearer_<name>`` (the share of outputs
     nearer their target than their input in the embedding: 0 for a copy; another frontal photo of
-    the person scores 0.95 with dlib on CFP 351–400, docs/tpgan.md stage Z); ``val_l1`` of the
+    the person scores 0.95 with dlib on CFP 351–400); ``val_l1`` of the
     first generator.
     ``probes``: bool ``(n,)``, the pairs that are scored (default all); the gallery is the same.
     ``fusion``: weights w for which ``val_rank1_<name>_fused<w>`` is also given, the rank-1 of

@@ -1,0 +1,51 @@
+"""examples/ scripts on real faces."""
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_access_control_on_a_video(lfw, tmp_path):
+    import cv2
+
+    people = tmp_path / "people"
+    for name in ("Tony_Blair", "Colin_Powell"):
+        (people / name).mkdir(parents=True)
+        for i in (1, 2):
+            shutil.copy(lfw / name / f"{name}_{i:04d}.jpg", people / name)
+    video = tmp_path / "door.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (250, 250))
+    assert w.isOpened()
+    for name, i in (("Tony_Blair", 5), ("Colin_Powell", 5), ("George_W_Bush", 1)):
+        frame = cv2.imread(str(lfw / name / f"{name}_{i:04d}.jpg"))
+        for _ in range(2):
+            w.write(frame)
+    w.release()
+    log = tmp_path / "log.csv"
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "access_control.py"), "--enroll", str(people),
+                        "--gallery", str(tmp_path / "g.gallery"), "--frames", str(video), "--every", "1", "--log", str(log)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = list(csv.DictReader(open(log)))
+    main_faces = {}
+    for row in rows:  # the largest face of each frame is the subject
+        area = (float(row["x2"]) - float(row["x1"])) * (float(row["y2"]) - float(row["y1"]))
+        if area > main_faces.get(row["frame"], (0, None))[0]:
+            main_faces[row["frame"]] = (area, row["identity"])
+    ids = [v[1] for _, v in sorted(main_faces.items())]
+    assert ids == ["Tony_Blair", "Tony_Blair", "Colin_Powell", "Colin_Powell", "unknown", "unknown"], ids
+    assert (tmp_path / "g.gallery").is_file()
+
+
+def test_frontalize_demo_runs_out_of_the_box(tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "demo.png"
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "frontalize_demo.py"), "-o", str(out)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert Image.open(out).size == (3 * 128, 6 * 128)  # six example photos: input | crop | render

@@ -1,0 +1,190 @@
+"""frontalize() with a tiny random-init TP-GAN generator, and the pose policy shared by verify,
+embed, Gallery and the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.torch import save_file
+
+import pifr
+from pifr.frontalization import Frontalizer, to_template
+from pifr.models.tpgan import Generator
+
+from tests.conftest import EXAMPLES
+
+
+def test_frontalize_one_and_many(gen_file, tmp_path):
+    r = pifr.frontalize(EXAMPLES / "mitchell_turned.png", weights=gen_file)
+    assert isinstance(r, pifr.Frontalized)
+    assert r.image.shape == (128, 128, 3) and r.image.dtype == np.uint8
+    assert r.yaw > 25 and r.face.yaw == r.yaw
+    again = pifr.frontalize(EXAMPLES / "mitchell_turned.png", weights=gen_file)
+    assert np.array_equal(again.image, r.image)  # deterministic (zero noise at inference)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    night = pifr.frontalize(EXAMPLES / "night_turned.png", weights=gen_file)
+    turned = np.ascontiguousarray(pifr.load_image(EXAMPLES / "mitchell_turned.png")[:, ::-1])  # faces the other way
+    single = pifr.frontalize(turned, weights=gen_file)
+    assert night.yaw * single.yaw < 0  # so the batch below mixes mirrored and plain crops
+    out = pifr.frontalize([EXAMPLES / "night_turned.png", bad, np.zeros((64, 64, 3), np.uint8), turned],
+                          weights=gen_file, batch_size=2)
+    assert isinstance(out[1], pifr.InvalidImageError) and isinstance(out[2], pifr.NoFaceError)
+    # The two good faces went through the generator in one batch, and match the one-at-a-time
+    # results (up to a rounding step: batched convolutions may sum in another order).
+    for got, want in ((out[0], night), (out[3], single)):
+        assert isinstance(got, pifr.Frontalized) and got.yaw == want.yaw
+        assert np.abs(got.image.astype(int) - want.image.astype(int)).max() <= 1
+
+
+def test_mirrored_input_gives_mirrored_output(gen_file):
+    fr = Frontalizer(gen_file)
+    crop = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    lm = np.array([[44, 41], [86, 41], [64, 65], [48, 89], [82, 89]], np.float32)
+    a = fr.frontalize_crops(crop[None], lm[None], [60.0])[0]
+    from pifr.alignment import mirror
+
+    mc, ml = mirror(crop, lm)
+    b = fr.frontalize_crops(mc[None], ml[None], [-60.0])[0]
+    assert np.array_equal(a, b[:, ::-1])
+
+
+def test_policies_in_verify_and_embed(gen_file):
+    r = pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png", frontalize="auto",
+                    frontalizer=gen_file, yaw_threshold=30)
+    assert r.frontalized == (False, True)
+    r = pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png", frontalize="always", frontalizer=gen_file,
+                    threshold=0.5)
+    assert r.frontalized == (True, True)
+    v = pifr.embed(EXAMPLES / "night_turned.png", frontalize="always", frontalizer=str(gen_file))
+    assert v.shape == (128,) and abs(np.linalg.norm(v) - 1) < 1e-4
+
+
+def test_auto_fusion_weight_blends_raw_and_frontalized(gen_file):
+    """w = 0 gives the raw embedding, w = 1 the frontalized one, and w = 0.5 the normalised mean."""
+    from pifr.embedders import get_embedder
+    from pifr.frontalization import get_frontalizer
+    from pifr.frontalization import embed_face_policy
+
+    arr = pifr.load_image(EXAMPLES / "mitchell_turned.png")
+    from pifr.detection import detect_one
+
+    face = detect_one(arr, yaw=True)
+    emb, gen = get_embedder("mobilefacenet"), get_frontalizer(gen_file)
+    raw = embed_face_policy(arr, face, emb, "never", None, 30)[0]
+    front = embed_face_policy(arr, face, emb, "always", gen, 30)[0]
+    assert float(raw @ front) < 0.99  # the (untrained) generator changes the face
+    w0, used = embed_face_policy(arr, face, emb, "auto", gen, 30, fusion_weight=0.0)
+    assert used and np.allclose(w0, raw, atol=1e-5)
+    assert np.allclose(embed_face_policy(arr, face, emb, "auto", gen, 30, fusion_weight=1.0)[0], front, atol=1e-6)
+    half = embed_face_policy(arr, face, emb, "auto", gen, 30, fusion_weight=0.5)[0]
+    mean = (raw + front) / np.linalg.norm(raw + front)
+    assert np.allclose(half, mean, atol=1e-5) and abs(np.linalg.norm(half) - 1) < 1e-5
+    # Above the threshold only: a high threshold leaves the face raw.
+    high, used = embed_face_policy(arr, face, emb, "auto", gen, 89, fusion_weight=0.5)
+    assert not used and np.allclose(high, raw)
+
+
+def test_to_template_keeps_a_frontal_face_aligned():
+    from pifr.alignment import DLIB_150, TPGAN_128, transform_points, similarity_transform
+
+    m = similarity_transform(TPGAN_128.array, DLIB_150.array)
+    assert np.abs(transform_points(TPGAN_128.array, m) - DLIB_150.array).max() < 3.0
+    assert to_template(np.zeros((128, 128, 3), np.uint8), DLIB_150).shape == (150, 150, 3)
+
+
+def test_bad_generator_files(tmp_path):
+    p = tmp_path / "junk.safetensors"
+    p.write_bytes(b"\x00" * 64)
+    with pytest.raises(pifr.WeightsFormatError):
+        Frontalizer(p)
+    g = Generator(width=0.125)
+    q = tmp_path / "wrong_width.safetensors"
+    save_file({k: v.contiguous() for k, v in g.state_dict().items()}, str(q), metadata={"config": json.dumps({"width": 0.25})})
+    with pytest.raises(pifr.WeightsFormatError):
+        Frontalizer(q)
+    with pytest.raises(pifr.WeightsNotFoundError):
+        Frontalizer(tmp_path / "absent.safetensors")
+
+
+@pytest.mark.parametrize("mode,thr,w", [
+    ("Auto", 45, 0.25), ("AUTO", 45, 0.25), ("sometimes", 45, 0.25), (None, 45, 0.25), (True, 45, 0.25),
+    ("auto", -1, 0.25), ("auto", 91, 0.25), ("auto", float("nan"), 0.25), ("auto", "45", 0.25),
+    ("auto", 45, -0.1), ("auto", 45, 1.5), ("auto", 45, float("nan")), ("auto", 45, True),
+])
+def test_one_validation_refuses_every_bad_policy(mode, thr, w):
+    from pifr.frontalization import validate_policy
+
+    with pytest.raises(pifr.InvalidPolicyError) as e:
+        validate_policy(mode, thr, w)
+    assert isinstance(e.value, ValueError) and not isinstance(e.value, pifr.UnknownModelError)
+
+
+def test_validation_accepts_the_modes_and_the_range_ends():
+    from pifr.frontalization import AUTO_FUSION_WEIGHT, AUTO_YAW_THRESHOLD, FRONTALIZE_MODES, validate_policy
+
+    assert FRONTALIZE_MODES == ("never", "always", "auto")
+    for m in FRONTALIZE_MODES:
+        assert validate_policy(m) == (m, None, None)  # None: the rule measured for the embedder
+        assert validate_policy(m, AUTO_YAW_THRESHOLD, AUTO_FUSION_WEIGHT) == (m, AUTO_YAW_THRESHOLD, AUTO_FUSION_WEIGHT)
+    assert validate_policy("auto", 0, 1) == ("auto", 0.0, 1.0)
+    assert validate_policy("auto", np.float32(90), np.int64(0)) == ("auto", 90.0, 0.0)
+
+
+def test_every_entry_point_refuses_a_near_miss_mode_before_loading_anything(monkeypatch):
+    """``"Auto"`` once fell through to raw embeddings in Gallery; verify/embed said "model not
+    registered". Now all of them raise the same typed error, before any network is built."""
+    import pifr.embedders as E
+
+    monkeypatch.setattr(E, "get_embedder", lambda *a, **k: pytest.fail("a network was loaded"))
+    for call in (lambda: pifr.Gallery(frontalize="Auto"), lambda: pifr.verify(EXAMPLES / "night_frontal.png",
+                 EXAMPLES / "night_turned.png", frontalize="Auto"), lambda: pifr.embed(EXAMPLES / "night_turned.png",
+                 frontalize="Auto"), lambda: pifr.Gallery(frontalize="auto", yaw_threshold=120),
+                 lambda: pifr.verify(EXAMPLES / "night_frontal.png", EXAMPLES / "night_turned.png", fusion_weight=2)):
+        with pytest.raises(pifr.InvalidPolicyError):
+            call()
+
+
+def test_gallery_verify_and_embed_pass_the_same_policy_parameters(monkeypatch, tmp_path):
+    """The yaw threshold and fusion weight given to Gallery, verify and embed are the ones the
+    policy runs with (Gallery once hard-coded them), and a saved gallery keeps them."""
+    import pifr.embedders as E
+    import pifr.gallery as G
+    import pifr.verification as V
+
+    seen = []
+
+    def spy(arr, face, emb, mode, gen, yaw_threshold=None, fusion_weight=None):
+        seen.append((mode, yaw_threshold, fusion_weight))
+        return emb.embed_crops(emb.align(arr, face)[None])[0], False
+
+    for mod in (E, G, V):
+        monkeypatch.setattr(mod, "embed_face_policy", spy)
+    for mod in (E, G, V):
+        monkeypatch.setattr(mod, "frontal_view", lambda *a, **k: None)
+    img = EXAMPLES / "night_turned.png"
+    pifr.verify(img, img, embedder="mobilefacenet", frontalize="auto", yaw_threshold=30, fusion_weight=0.5)
+    pifr.embed(img, embedder="mobilefacenet", frontalize="auto", yaw_threshold=31, fusion_weight=0.6)
+    g = pifr.Gallery("mobilefacenet", frontalize="auto", yaw_threshold=32, fusion_weight=0.7)
+    g.enroll("night", [img])
+    assert seen == [("auto", 30.0, 0.5)] * 2 + [("auto", 31.0, 0.6), ("auto", 32.0, 0.7)]
+    g.save(tmp_path / "g.gallery")
+    h = pifr.Gallery.load(tmp_path / "g.gallery")
+    assert (h.frontalize, h.yaw_threshold, h.fusion_weight) == ("auto", 32.0, 0.7)
+
+
+def test_no_registered_frontalizer_is_a_clear_error_and_a_bad_checksum_surfaces(tmp_path, monkeypatch):
+    import pifr.weights as W
+
+    monkeypatch.setattr(W, "list_weights", lambda task=None: [])
+    with pytest.raises(pifr.WeightsNotFoundError, match="pass weights="):
+        Frontalizer()
+    f = tmp_path / "shipped_generator.safetensors"
+    f.write_bytes(b"not the registered file")
+    spec = W.WeightSpec(name="tpgan_test", task="frontalizer", arch="TP-GAN", file=f.name, sha256="0" * 64,
+                        format="safetensors", location="shipped")
+    monkeypatch.setattr(W, "list_weights", lambda task=None: [spec] if task == "frontalizer" else [])
+    monkeypatch.setenv("PIFR_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(pifr.WeightsChecksumError):
+        Frontalizer()
