@@ -454,7 +454,9 @@ class Gallery:
             InvalidArgumentError: bad identity, wrong width, non-finite or non-unit vectors.
             GalleryError: as many names as rows are needed.
         """
-        names = [identity] if isinstance(identity, str) else [str(x) for x in identity]
+        if not isinstance(identity, (list, tuple)):
+            check_identity(identity)  # one name: a str, else a typed error (not an iteration over it)
+        names = [identity] if isinstance(identity, str) else list(identity)
         for name in dict.fromkeys(names):
             check_identity(name)
         e = np.asarray(embeddings, np.float32)

@@ -15,7 +15,7 @@ import pifr
 from pifr.errors import GalleryError, PifrError
 from pifr.gallery import Gallery
 
-from conftest import EXAMPLES
+from tests.conftest import EXAMPLES
 
 SEED = 32
 GOOD = EXAMPLES / "mitchell_frontal.png"

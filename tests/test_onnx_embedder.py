@@ -28,7 +28,7 @@ from pifr.errors import (
     WeightsNotFoundError,
 )
 
-from conftest import EXAMPLES
+from tests.conftest import EXAMPLES
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx", reason="torch.onnx.export needs the onnx package (pip install pifr[test])")

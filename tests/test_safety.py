@@ -19,7 +19,7 @@ import pifr.gallery as G
 from pifr.errors import GalleryError, InvalidArgumentError, InvalidImageError, PifrError
 from pifr.gallery import Gallery
 
-from conftest import EXAMPLES, ROOT
+from tests.conftest import EXAMPLES, ROOT
 
 FACES = ["mitchell_frontal.png", "phoebe_frontal.png", "night_frontal.png"]
 STRIP = np.full((16, 40000, 3), 128, np.uint8)  # crashed OpenCV's resize inside the detector
