@@ -41,16 +41,21 @@ class Raster:
         """``(H, W)`` bool: pixels covered by the mesh."""
         return self.tri >= 0
 
-    def interpolate(self, values: np.ndarray, triangles: np.ndarray) -> np.ndarray:
-        """Per-pixel barycentric interpolation of per-vertex ``values`` ``(N, C)`` → ``(H, W, C)``
-        float32 (zeros where no triangle covers the pixel)."""
-        h, w = self.tri.shape
-        out = np.zeros((h, w, values.shape[1]), np.float32)
+    def interpolate_covered(self, values: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+        """Barycentric interpolation of per-vertex ``values`` ``(N, C)`` at the covered pixels, in
+        row-major order of :attr:`mask` → ``(P, C)``."""
         m = self.mask
         corners = triangles[self.tri[m]]  # (P, 3)
         b = self.bary[m]
-        out[m] = (values[corners[:, 0]] * b[:, :1] + values[corners[:, 1]] * b[:, 1:2]
-                  + values[corners[:, 2]] * b[:, 2:3])
+        return (values[corners[:, 0]] * b[:, :1] + values[corners[:, 1]] * b[:, 1:2]
+                + values[corners[:, 2]] * b[:, 2:3])
+
+    def interpolate(self, values: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+        """:meth:`interpolate_covered` as an image: ``(H, W, C)`` float32, zeros where no triangle
+        covers the pixel."""
+        h, w = self.tri.shape
+        out = np.zeros((h, w, values.shape[1]), np.float32)
+        out[self.mask] = self.interpolate_covered(values, triangles)
         return out
 
 

@@ -25,7 +25,7 @@ from .alignment import TPGAN_128, AlignmentTemplate, align_with_landmarks, estim
 from .errors import PifrError, ShapeError
 from .face3d import Fit3D, face_model, fit_faces, landmarks5_from_68
 from .image import ImageLike, load_image
-from .rendering import Raster, front_sign, rasterize, vertex_normals
+from .rendering import front_sign, rasterize, vertex_normals
 from .types import Face
 
 #: Cosine between a surface normal and the view direction below which the photo's colour is
@@ -149,14 +149,6 @@ def _seen(view: _SourceView, xy: np.ndarray, depth: np.ndarray, facing: np.ndarr
     return (front * ramp).astype(np.float32)
 
 
-def _interp(raster: Raster, triangles: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Per covered pixel (row-major order of ``raster.mask``) interpolation of ``(N, C)`` values."""
-    m = raster.mask
-    corners = triangles[raster.tri[m]]
-    b = raster.bary[m]
-    return (values[corners[:, 0]] * b[:, :1] + values[corners[:, 1]] * b[:, 1:2] + values[corners[:, 2]] * b[:, 2:3])
-
-
 def render_fit(fit: Fit3D, photo: np.ndarray, camera: np.ndarray, size: int, *, mirror_fill: bool = True,
                texture: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render the fitted face through ``camera`` into a ``size``×``size`` image.
@@ -185,7 +177,7 @@ def render_fit(fit: Fit3D, photo: np.ndarray, camera: np.ndarray, size: int, *, 
         return img.astype(np.uint8), m, vis
     if texture is not None:
         tex_img, tex_cam = texture
-        tex_xy = _interp(ras, tris, verts @ tex_cam[:2, :3].T + tex_cam[:2, 3])
+        tex_xy = ras.interpolate_covered(verts @ tex_cam[:2, :3].T + tex_cam[:2, 3], tris)
         img = np.zeros((size, size, tex_img.shape[2]), np.float32)
         img[m] = _sample(tex_img, tex_xy)
         vis[m] = 1.0
@@ -193,13 +185,13 @@ def render_fit(fit: Fit3D, photo: np.ndarray, camera: np.ndarray, size: int, *, 
 
     normals = vertex_normals(verts, tris)
     view = _source_view(fit, tris, normals)
-    own = _interp(ras, tris, np.hstack([view.proj, view.facing[:, None]]))
+    own = ras.interpolate_covered(np.hstack([view.proj, view.facing[:, None]]), tris)
     w_own = _seen(view, own[:, :2], own[:, 2], own[:, 3])
     c_own = _sample(photo, own[:, :2])
     colour = c_own
     if mirror_fill:
         mir = model.mirror
-        other = _interp(ras, tris, np.hstack([view.proj[mir], view.facing[mir, None]]))
+        other = ras.interpolate_covered(np.hstack([view.proj[mir], view.facing[mir, None]]), tris)
         w_mir = _seen(view, other[:, :2], other[:, 2], other[:, 3])
         c_mir = _sample(photo, other[:, :2])
         a, b = w_own[:, None], w_mir[:, None]
