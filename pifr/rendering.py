@@ -92,48 +92,51 @@ def rasterize(xy: np.ndarray, depth: np.ndarray, triangles: np.ndarray, size: Tu
         keep &= np.sign(area) == np.sign(front)
     idx = np.nonzero(keep)[0]
 
-    pix_parts, z_parts, t_parts, b_parts = [], [], [], []
+    # Barycentric weights and depth are affine in the pixel position: w = A·x + B·y + C per triangle.
+    ar = area[idx]
+    ax, ay, bx, by, cx, cy = a[idx, 0], a[idx, 1], b[idx, 0], b[idx, 1], c[idx, 0], c[idx, 1]
+    coef0 = np.stack([(by - cy) / ar, (cx - bx) / ar, (bx * cy - by * cx) / ar], 1)
+    coef1 = np.stack([(cy - ay) / ar, (ax - cx) / ar, (cx * ay - cy * ax) / ar], 1)
+    tz = depth[tri[idx]]  # (S, 3)
+    pix_parts, t_parts, w_parts = [], [], []
     k_of = span[idx].max(1)
     # Triangles are bucketed by bounding-box size, so each bucket is one vectorised k×k sweep.
     for k in np.unique(k_of):
-        sel = idx[k_of == k]
-        oy, ox = np.mgrid[0:k, 0:k]
-        px = lo[sel, 0][:, None] + ox.ravel()[None]  # (S, k*k)
-        py = lo[sel, 1][:, None] + oy.ravel()[None]
-        ax, ay = a[sel, 0][:, None], a[sel, 1][:, None]
-        bx, by = b[sel, 0][:, None], b[sel, 1][:, None]
-        cx, cy = c[sel, 0][:, None], c[sel, 1][:, None]
-        ar = area[sel][:, None]
-        w0 = ((bx - px) * (cy - py) - (by - py) * (cx - px)) / ar
-        w1 = ((cx - px) * (ay - py) - (cy - py) * (ax - px)) / ar
-        w2 = 1.0 - w0 - w1
-        inside = (w0 >= -1e-7) & (w1 >= -1e-7) & (w2 >= -1e-7) & (px <= hi[sel, 0][:, None]) & (py <= hi[sel, 1][:, None])
-        if not inside.any():
-            continue
+        j = np.nonzero(k_of == k)[0]
+        oy, ox = np.divmod(np.arange(k * k), k)
+        px = lo[idx[j], 0][:, None] + ox[None]  # (S, k*k)
+        py = lo[idx[j], 1][:, None] + oy[None]
+        c0, c1 = coef0[j], coef1[j]
+        w0 = c0[:, :1] * px + c0[:, 1:2] * py + c0[:, 2:]
+        w1 = c1[:, :1] * px + c1[:, 1:2] * py + c1[:, 2:]
+        inside = (w0 >= -1e-7) & (w1 >= -1e-7) & (w0 + w1 <= 1 + 1e-7)
+        inside &= (px <= hi[idx[j], 0][:, None]) & (py <= hi[idx[j], 1][:, None])
         s_i, p_i = np.nonzero(inside)
-        t = sel[s_i]
-        bw = np.stack([w0[s_i, p_i], w1[s_i, p_i], w2[s_i, p_i]], 1)
-        z = (bw * depth[tri[t]]).sum(1)
+        if len(s_i) == 0:
+            continue
         pix_parts.append(py[s_i, p_i] * w + px[s_i, p_i])
-        z_parts.append(z)
-        t_parts.append(t)
-        b_parts.append(bw)
-
+        t_parts.append(j[s_i])
+        w_parts.append(np.stack([w0[s_i, p_i], w1[s_i, p_i]], 1))
     out_tri = np.full(h * w, -1, np.int32)
     out_bary = np.zeros((h * w, 3), np.float32)
     out_depth = np.full(h * w, -np.inf, np.float32)
     if pix_parts:
         pix = np.concatenate(pix_parts)
-        z = np.concatenate(z_parts)
-        t = np.concatenate(t_parts)
-        bw = np.concatenate(b_parts)
-        # Nearest first within each pixel, then the first row of each pixel wins.
-        order = np.lexsort((-z, pix))
+        tj = np.concatenate(t_parts)
+        w01 = np.concatenate(w_parts)
+        bw = np.column_stack([w01, 1.0 - w01.sum(1)])
+        z = (bw * tz[tj]).sum(1)
+        # Nearest first within each pixel, then the first row of each pixel wins: a float sort on
+        # depth, then a stable sort on the pixel index (a radix sort for 16-bit indices; one
+        # lexsort on both keys costs several times more).
+        order = np.argsort(-z, kind="stable")
+        key = pix[order].astype(np.uint16 if h * w <= 1 << 16 else np.int64)
+        order = order[np.argsort(key, kind="stable")]
         pix_s = pix[order]
         first = np.ones(len(order), bool)
         first[1:] = pix_s[1:] != pix_s[:-1]
         win = order[first]
-        out_tri[pix[win]] = t[win]
+        out_tri[pix[win]] = idx[tj[win]]
         out_bary[pix[win]] = bw[win]
         out_depth[pix[win]] = z[win]
     return Raster(out_tri.reshape(h, w), out_bary.reshape(h, w, 3), out_depth.reshape(h, w))
