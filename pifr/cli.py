@@ -25,7 +25,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(json.dumps(r.to_dict()))
     else:
         verdict = "SAME person" if r.same else "DIFFERENT people"
-        ya, yb = (f"{y:+.0f}°" if y is not None else "?" for y in r.yaw)
+        ya, yb = (f"{y:+.0f}°{' (fused with its frontal view)' if f else ''}" if y is not None else "?"
+                  for y, f in zip(r.yaw, r.frontalized))
         print(f"{verdict}: cosine {r.score:.3f} vs threshold {r.threshold:.3f} ({r.embedder}); "
               f"yaw {ya} / {yb}; {r.seconds * 1000:.0f} ms")
     return 0 if r.same else 1 if args.exit_code else 0
