@@ -246,9 +246,9 @@ with Gallery.edit({path!r}, create=True, embedder="mobilefacenet") as g:  # the 
 def test_concurrent_editors_in_separate_processes_lose_nothing(tmp_path):
     path = tmp_path / "shared.gallery"
     procs = [subprocess.Popen([sys.executable, "-c", EDITOR.format(root=str(ROOT), path=str(path)), str(i)])
-             for i in range(5)]
-    assert [p.wait(timeout=300) for p in procs] == [0] * 5
-    assert Gallery.load(path).identities == [f"p{i}" for i in range(5)]
+             for i in range(3)]
+    assert [p.wait(timeout=300) for p in procs] == [0] * 3
+    assert Gallery.load(path).identities == [f"p{i}" for i in range(3)]
 
 
 def test_concurrent_pifr_enroll_runs_lose_no_one(tmp_path):
