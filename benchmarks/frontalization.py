@@ -252,7 +252,8 @@ def main() -> None:
     from pifr.geometry import frontalize_3d, load_reference, render_texture, texture_from_photo, landmarks68
 
     emb = get_embedder("mobilefacenet")
-    ref = load_reference(model3d)
+    # Only the round trip needs the (user-supplied) 3D head: without it, --round-trip-faces 0 still saves the record.
+    ref = load_reference(model3d) if args.round_trip_faces > 0 else None
     rt = {a: {"render_cos": [], "back_cos": [], "yaw_est": []} for a in ANGLES}
     t_render = []
     for im in tqdm(gallery[: args.round_trip_faces], desc="round trip"):

@@ -3,9 +3,12 @@ dlib or installed pifr), and the configs they use."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import ROOT
 
@@ -42,6 +45,11 @@ def _device_env(tmp_path, out: Path) -> dict:
     uninstalled = subprocess.run([sys.executable, "-c", "import pifr"], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert uninstalled.returncode != 0 and "not installed on the device" in uninstalled.stderr
     return env
+
+
+def _bytes_file(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
 
 
 def _device_cfg(small_pack, path: Path, **kw) -> Path:
