@@ -13,6 +13,7 @@ per decade. ``pifr.gallery.default_threshold`` reads it.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -81,6 +82,8 @@ def main() -> None:
     data = (f"LFW peopleDevTrain.txt: image _0001 of the first {len(people)} people not in CFP (nor a close spelling of a CFP name); "
             f"CFP 351-400 frontals ({len(cfp)} images)")
     command = "python benchmarks/impostor_tables.py " + " ".join(sys.argv[1:])
+    if os.environ.get("PIFR_WEIGHTS_DIR"):  # user-supplied weights (e.g. mobilefacenet_casia) come from there
+        command = f"PIFR_WEIGHTS_DIR={os.environ['PIFR_WEIGHTS_DIR']} {command}"
     rec = run_header("impostor_tables", data, weights_sha(args.embedders), "tune: LFW peopleDevTrain, CFP 351-400")
     tables = json.loads(TABLE.read_text()) if TABLE.is_file() else {}
     for name in args.embedders:
