@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from _harness import ROOT, append_runlog, embed_paths, git_commit, parser, run_header, shared_root, weights_sha
 
-from pifr.datasets import cfp_images, cfp_names
+from pifr.eval.datasets import cfp_images, cfp_names
 
 TABLE = ROOT / "pifr" / "data" / "impostor_tables.json"
 STEPS_PER_DECADE = 20
