@@ -135,30 +135,29 @@ def frontalize_plan(src: "Path", dst: "Path") -> "list":
     return list(zip(files, outs))
 
 
-def _cmd_frontalize(args: argparse.Namespace) -> int:
+def _images_to_images(args: argparse.Namespace, desc: str, step: int, make) -> "tuple[int, int, Path]":
+    """Shared by ``pifr frontalize`` and ``pifr rotate``: plan the outputs (:func:`frontalize_plan`),
+    run ``make(list of input paths)`` — one result (with ``.image``) or exception per input —
+    ``step`` inputs at a time, write each image as PNG, report failures on stderr.
+    Returns ``(written, total, output)``."""
     from pathlib import Path
 
     from PIL import Image
+    from tqdm import tqdm
 
-    from .frontalization import frontalize
+    from .errors import InvalidImageError
 
     src, dst = Path(args.input), Path(args.output)
     if not src.exists():
-        from .errors import InvalidImageError
-
         raise InvalidImageError(f"{src}: no such file or folder")
     plan = frontalize_plan(src, dst)
     if src.is_dir():
         dst.mkdir(parents=True, exist_ok=True)
-    from tqdm import tqdm
-
     bad = 0
-    step = max(1, args.batch_size)
-    with tqdm(total=len(plan), desc="frontalize", unit="img", disable=len(plan) < 2) as bar:
+    with tqdm(total=len(plan), desc=desc, unit="img", disable=len(plan) < 2) as bar:
         for k in range(0, len(plan), step):
             chunk = plan[k:k + step]
-            for (f, out), r in zip(chunk, frontalize([f for f, _ in chunk], method=args.method, weights=args.weights,
-                                                     batch_size=step)):
+            for (f, out), r in zip(chunk, make([f for f, _ in chunk])):
                 if isinstance(r, Exception):
                     bad += 1
                     print(f"{f}: {type(r).__name__}: {r}", file=sys.stderr)
@@ -170,40 +169,26 @@ def _cmd_frontalize(args: argparse.Namespace) -> int:
                     bad += 1
                     print(f"{f}: cannot write {out}: {e.strerror or e}", file=sys.stderr)
             bar.update(len(chunk))
-    print(f"frontalized {len(plan) - bad} of {len(plan)} images into {dst}")
-    return 2 if bad else 0
+    return len(plan) - bad, len(plan), dst
+
+
+def _cmd_frontalize(args: argparse.Namespace) -> int:
+    from .frontalization import frontalize
+
+    step = max(1, args.batch_size)
+    done, total, dst = _images_to_images(args, "frontalize", step, lambda files: frontalize(
+        files, method=args.method, weights=args.weights, batch_size=step))
+    print(f"frontalized {done} of {total} images into {dst}")
+    return 0 if done == total else 2
 
 
 def _cmd_rotate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from PIL import Image
-    from tqdm import tqdm
-
-    from .errors import InvalidImageError
     from .rotation import rotate
 
-    src, dst = Path(args.input), Path(args.output)
-    if not src.exists():
-        raise InvalidImageError(f"{src}: no such file or folder")
-    plan = frontalize_plan(src, dst)  # the same rules: distinct .png outputs, never over an input
-    if src.is_dir():
-        dst.mkdir(parents=True, exist_ok=True)
-    bad = 0
-    for f, out in tqdm(plan, desc=f"rotate to {args.yaw:+g}°", unit="img", disable=len(plan) < 2):
-        r = rotate([f], yaw=args.yaw, pitch=args.pitch)[0]
-        if isinstance(r, Exception):
-            bad += 1
-            print(f"{f}: {type(r).__name__}: {r}", file=sys.stderr)
-            continue
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(r.image).save(out, format="PNG")
-        except OSError as e:
-            bad += 1
-            print(f"{f}: cannot write {out}: {e.strerror or e}", file=sys.stderr)
-    print(f"rotated {len(plan) - bad} of {len(plan)} images to yaw {args.yaw:+g}°, pitch {args.pitch:+g}° into {dst}")
-    return 2 if bad else 0
+    done, total, dst = _images_to_images(args, f"rotate to {args.yaw:+g}°", 1,
+                                         lambda files: rotate(files, yaw=args.yaw, pitch=args.pitch))
+    print(f"rotated {done} of {total} images to yaw {args.yaw:+g}°, pitch {args.pitch:+g}° into {dst}")
+    return 0 if done == total else 2
 
 
 def _open_gallery(path: str):
