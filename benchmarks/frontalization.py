@@ -164,6 +164,23 @@ def cmu_hits(emb_of, cmu):
     return np.array(hits, bool), len(names)
 
 
+def tuning_protocol(root: Path):
+    """The protocol every front end is scored on: ``(FP pairs, FF pairs, frontals, gallery, probes,
+    every image, CMU images, CMU paths)`` — CFP 351–400's protocol pairs, all its frontals, gallery
+    frontal 01 of each identity, its profiles as probes, and CMU Face Images' eyes-open
+    straight/left/right photos (report only)."""
+    cfp = root / "data" / "cfp"
+    pairs = [x for x in cfp_protocol(cfp, "FP").pairs if cfp_identity(x.a) in IDS and cfp_identity(x.b) in IDS]
+    ff_pairs = [x for x in cfp_protocol(cfp, "FF").pairs if cfp_identity(x.a) in IDS and cfp_identity(x.b) in IDS]
+    frontals = cfp_images(cfp, IDS, "frontal")
+    gallery = [im for im in frontals if im.index == 1]
+    probes = cfp_images(cfp, IDS, "profile")
+    every = [im.path for im in cfp_images(cfp, IDS)]
+    cmu = cmu_faces(root / "data" / "cmu_faces" / "cmu_faces_full_and_half.tar.gz", cache_dir() / "cmu_faces")
+    cmu_paths = [im.path for im in cmu if im.eyes == "open" and im.pose in ("straight", "left", "right")]
+    return pairs, ff_pairs, frontals, gallery, probes, every, cmu, cmu_paths
+
+
 def main() -> None:
     ap = parser(__doc__, "results/frontalization")
     ap.add_argument("--model3d", default=None)
@@ -185,15 +202,7 @@ def main() -> None:
         wsha["generator"] = f"{gen.name} ({sha256_file(gen.path)})"
     rec = run_header("frontalization", f"{cfp}; report-only: {root}/data/cmu_faces", wsha,
                      "tune (CFP 351-400: rule chosen here); report (CMU Face Images, never tuned on)")
-    proto = cfp_protocol(cfp, "FP")
-    pairs = [x for x in proto.pairs if cfp_identity(x.a) in IDS and cfp_identity(x.b) in IDS]
-    ff_pairs = [x for x in cfp_protocol(cfp, "FF").pairs if cfp_identity(x.a) in IDS and cfp_identity(x.b) in IDS]
-    frontals = cfp_images(cfp, IDS, "frontal")
-    gallery = [im for im in frontals if im.index == 1]
-    probes = cfp_images(cfp, IDS, "profile")
-    every = [im.path for im in cfp_images(cfp, IDS)]
-    cmu = cmu_faces(root / "data" / "cmu_faces" / "cmu_faces_full_and_half.tar.gz", cache_dir() / "cmu_faces")
-    cmu_paths = [im.path for im in cmu if im.eyes == "open" and im.pose in ("straight", "left", "right")]
+    pairs, ff_pairs, frontals, gallery, probes, every, cmu, cmu_paths = tuning_protocol(root)
     methods = ([] if args.no_3d else ["3d"]) + (["tpgan"] if gen else [])
     crops = tpgan_crops(every + cmu_paths, gen, args.detector) if gen else {}
     res, chosen, cmu_res, paired = {}, {}, {}, {}

@@ -24,17 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from _harness import cache_dir, embed_paths, parser, run_header, save_record, shared_root, weights_sha
-from frontalization import cfp_hits, cmu_hits, cmu_summary, evaluate, policy
+from frontalization import IDS, cfp_hits, cmu_hits, cmu_summary, evaluate, policy, tuning_protocol
 from tqdm import tqdm
 
 import pifr
-from pifr.eval.datasets import cfp_identity, cfp_images, cfp_protocol, cmu_faces
+from pifr.eval.datasets import cfp_images, cmu_faces
 from pifr.embedders import get_embedder, locate_face
 from pifr.face3d import fit_faces
 from pifr.eval.metrics import mcnemar
 from pifr.rotation import render_pose
 
-IDS = range(351, 401)
 YAW_BINS = ((0, 55), (55, 70), (70, 91))
 FIT_BINS = ((0, 30), (30, 60), (60, 75), (75, 91))
 # CFP's 30 manual fiducials mark one half of the face (jaw ear→chin 0–8, brow 9–11, eye 12–17,
@@ -227,15 +226,7 @@ def main() -> None:
         grid(cfp, root / "data" / "cmu_faces" / "cmu_faces_full_and_half.tar.gz", args.detector, args.grid)
     res, chosen, cmu_res, paired, yaw_bins = {}, {}, {}, {}, {}
     if not args.skip_recognition:
-        proto = cfp_protocol(cfp, "FP")
-        pairs = [x for x in proto.pairs if cfp_identity(x.a) in IDS and cfp_identity(x.b) in IDS]
-        ff_pairs = [x for x in cfp_protocol(cfp, "FF").pairs if cfp_identity(x.a) in IDS and cfp_identity(x.b) in IDS]
-        frontals = cfp_images(cfp, IDS, "frontal")
-        gallery = [im for im in frontals if im.index == 1]
-        probes = cfp_images(cfp, IDS, "profile")
-        every = [im.path for im in cfp_images(cfp, IDS)]
-        cmu = cmu_faces(root / "data" / "cmu_faces" / "cmu_faces_full_and_half.tar.gz", cache_dir() / "cmu_faces")
-        cmu_paths = [im.path for im in cmu if im.eyes == "open" and im.pose in ("straight", "left", "right")]
+        pairs, ff_pairs, frontals, gallery, probes, every, cmu, cmu_paths = tuning_protocol(root)
         fits = fits_of(every + cmu_paths, args.detector)
         rec["fit_failures"] = sum(v is None for v in fits.values())
         for name in args.embedders:
