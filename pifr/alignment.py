@@ -68,6 +68,18 @@ def get_template(template: Union[str, AlignmentTemplate]) -> AlignmentTemplate:
         raise UnknownModelError(f"unknown template {template!r}; known: {sorted(TEMPLATES)}") from None
 
 
+def check_crops(crops: np.ndarray, template: AlignmentTemplate, who: str) -> np.ndarray:
+    """``crops`` as an ``(N, S, S, 3)`` array for ``template`` (a single ``(S, S, 3)`` crop gains the
+    batch axis). Raises :class:`ShapeError` naming ``who`` otherwise."""
+    crops = np.asarray(crops)
+    s = template.size
+    if crops.ndim == 3:
+        crops = crops[None]
+    if crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
+        raise ShapeError(f"{who} expects crops of shape (N, {s}, {s}, 3), got {crops.shape}")
+    return crops
+
+
 def _as_landmarks(face_or_landmarks: Union[Face, np.ndarray]) -> np.ndarray:
     lm = face_or_landmarks.landmarks if isinstance(face_or_landmarks, Face) else face_or_landmarks
     lm = np.asarray(lm, dtype=np.float64)

@@ -16,8 +16,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from ._device import resolve_device
-from .alignment import ARCFACE_112, DLIB_150, TPGAN_128, AlignmentTemplate, align
-from .errors import NoFaceError, ShapeError, UnknownModelError
+from .alignment import ARCFACE_112, DLIB_150, TPGAN_128, AlignmentTemplate, align, check_crops
+from .errors import NoFaceError, UnknownModelError
 from .frontalization import DEFAULT_FRONTALIZE, embed_face_policy, frontal_view, validate_policy
 from .image import ImageLike, load_image
 from . import onnx_embedder
@@ -133,12 +133,7 @@ class Embedder:
 
     def embed_crops(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """``crops``: ``(N, S, S, 3)`` uint8 RGB aligned to :attr:`template` → ``(N, dim)`` float32, unit L2 norm."""
-        crops = np.asarray(crops)
-        s = self.template.size
-        if crops.ndim == 3:
-            crops = crops[None]
-        if crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
-            raise ShapeError(f"{self.name} expects crops of shape (N, {s}, {s}, 3), got {crops.shape}")
+        crops = check_crops(crops, self.template, self.name)
         torch = self._torch
         out = []
         with torch.inference_mode():

@@ -40,7 +40,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .alignment import AlignmentTemplate, align, get_template
+from .alignment import AlignmentTemplate, align, check_crops, get_template
 from .errors import (
     DependencyError,
     EmbedderConfigError,
@@ -441,12 +441,7 @@ class OnnxEmbedder:
         Raises:
             ShapeError: wrong crop shape. WeightsFormatError: the model's output is not a finite 2-D float array.
         """
-        crops = np.asarray(crops)
-        s = self.template.size
-        if crops.ndim == 3:
-            crops = crops[None]
-        if crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
-            raise ShapeError(f"{self.name} expects crops of shape (N, {s}, {s}, 3), got {crops.shape}")
+        crops = check_crops(crops, self.template, self.name)
         if len(crops) == 0:
             return np.zeros((0, self.dim), np.float32)
         step = self.batch or max(1, batch_size)

@@ -2,7 +2,6 @@
 part of the default test run). Real faces come from ``../shared`` or ``$PIFR_SHARED``."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -12,20 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 for p in (ROOT, ROOT / "benchmarks", ROOT / "research"):  # the scripts import the benchmarks' harness
     sys.path.insert(0, str(p))
 
-from pifr.eval.datasets import shared_root  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def shared() -> Path:
-    root = shared_root()
-    if not (root / "data").is_dir():
-        pytest.skip(f"shared data not found at {root} (set PIFR_SHARED)")
-    return root
-
-
-@pytest.fixture(scope="session")
-def cfp(shared) -> Path:
-    return shared / "data" / "cfp"
+# The shared-data fixtures are the integration tier's (shared, cfp, lfw, model3d): one definition.
+from tests.integration.conftest import cfp, lfw, model3d, shared  # noqa: E402,F401
 
 
 @pytest.fixture(scope="module")

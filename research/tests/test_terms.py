@@ -10,14 +10,6 @@ from terms import cycle_loss, identity_contrast
 
 
 @pytest.fixture(scope="module")
-def model3d(shared):
-    p = shared / "models" / "face-frontalization" / "model3Ddlib.mat"
-    if not p.is_file():
-        pytest.skip("model3Ddlib.mat (academic licence) not available")
-    return str(p)
-
-
-@pytest.fixture(scope="module")
 def frontal_and_renders(model3d, shared):
     """An LFW frontal aligned to TP-GAN's frame, and its renders at 45°, 60° and 75° aligned the same way."""
     from pifr.alignment import TPGAN_128, align_with_landmarks

@@ -18,6 +18,15 @@ def shared() -> Path:
 
 
 @pytest.fixture(scope="session")
+def model3d(shared) -> str:
+    """The Hassner reference head (academic licence, user-supplied), or a skip."""
+    p = shared / "models" / "face-frontalization" / "model3Ddlib.mat"
+    if not p.is_file():
+        pytest.skip("model3Ddlib.mat (academic licence) not available")
+    return str(p)
+
+
+@pytest.fixture(scope="session")
 def lfw(shared) -> Path:
     return shared / "data" / "lfw"
 

@@ -9,14 +9,6 @@ from pifr.embedders import get_embedder
 
 
 @pytest.fixture(scope="module")
-def model3d(shared):
-    p = shared / "models" / "face-frontalization" / "model3Ddlib.mat"
-    if not p.is_file():
-        pytest.skip("model3Ddlib.mat (academic licence) not available")
-    return str(p)
-
-
-@pytest.fixture(scope="module")
 def frontal(lfw):
     return pifr.load_image(lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0002.jpg")
 

@@ -41,10 +41,8 @@ def test_pairs_and_mirroring(small_pack):
     assert lm1[0, 0] < lm1[1, 0]  # index 0 stays the image-left eye
 
 
-def test_synthetic_pack_gives_pixel_exact_pairs(shared, lfw, tmp_path):
-    model = shared / "models" / "face-frontalization" / "model3Ddlib.mat"
-    if not model.is_file():
-        pytest.skip("model3Ddlib.mat not available")
+def test_synthetic_pack_gives_pixel_exact_pairs(model3d, lfw, tmp_path):
+    model = model3d
     from pifr.train.data import build_synthetic_pack
 
     items = [(str(lfw / "Aaron_Peirsol" / "Aaron_Peirsol_0002.jpg"), 1), (str(lfw / "Abdullah_Gul" / "Abdullah_Gul_0001.jpg"), 2)]
@@ -109,10 +107,8 @@ def test_synthetic_pack_gives_pixel_exact_pairs(shared, lfw, tmp_path):
         build_synthetic_pack(items, [45], {}, model_path=str(model), progress=False, depth_scales=(0.0,))
 
 
-def test_synthetic_pack_skips_turned_sources_and_lfw_sources_leave_out_validation_people(shared, lfw, cfp):
-    model = shared / "models" / "face-frontalization" / "model3Ddlib.mat"
-    if not model.is_file():
-        pytest.skip("model3Ddlib.mat not available")
+def test_synthetic_pack_skips_turned_sources_and_lfw_sources_leave_out_validation_people(model3d, lfw, cfp):
+    model = model3d
     import argparse
 
     from pifr.train.data import LFW_IDENTITY_BASE, build_synthetic_pack
