@@ -55,10 +55,20 @@ class TPGANConfig:
     # satisfy the identity terms by copying the profile (even with the decoder frozen, the
     # encoders route the copy through the skips); a narrower path makes a copy expensive.
     skips: int = 128
+    # "frontalize" (the paper): input = face + its mirror, local outputs pasted at the frontal
+    # template. "refine" (a rotate-and-render refiner): input = a render at the target pose + its
+    # mask + ``cond_channels − 1`` landmark heatmaps, no mirror (the output keeps the input's pose),
+    # local patches cut and pasted back at the target pose's own landmarks.
+    mode: str = "frontalize"
+    cond_channels: int = 0
 
     def __post_init__(self) -> None:
         if self.skips not in SKIP_SIZES:
             raise ValueError(f"skips must be one of {SKIP_SIZES}, got {self.skips}")
+        if self.mode not in ("frontalize", "refine"):
+            raise ValueError(f"mode must be 'frontalize' or 'refine', got {self.mode!r}")
+        if (self.mode == "refine") != (self.cond_channels > 0):
+            raise ValueError("cond_channels > 0 goes with mode='refine' (mask + landmark heatmaps) and only with it")
 
 
 def _c(n: int, width: float) -> int:
@@ -100,11 +110,11 @@ def _to_rgb(cin: int) -> nn.Sequential:
 class Encoder(nn.Module):
     """128² face+mirror (6 ch) → skips at 128, 64, 32, 16, 8 px and a 256-d maxout identity feature."""
 
-    def __init__(self, width: float) -> None:
+    def __init__(self, width: float, in_channels: int = 6) -> None:
         super().__init__()
         c64, c128, c256, c512 = (_c(n, width) for n in (64, 128, 256, 512))
         self.c512 = c512
-        self.s128 = nn.Sequential(_conv(6, c64, 7, 1), ResBlock(c64, 7))
+        self.s128 = nn.Sequential(_conv(in_channels, c64, 7, 1), ResBlock(c64, 7))
         self.s64 = nn.Sequential(_conv(c64, c64, 5, 2), ResBlock(c64, 5))
         self.s32 = nn.Sequential(_conv(c64, c128, 3, 2), ResBlock(c128))
         self.s16 = nn.Sequential(_conv(c128, c256, 3, 2), ResBlock(c256))
@@ -124,10 +134,10 @@ class Encoder(nn.Module):
 class LocalPathway(nn.Module):
     """A small U-Net on one facial patch: returns its 64-channel feature map and a tanh RGB patch."""
 
-    def __init__(self, width: float) -> None:
+    def __init__(self, width: float, in_channels: int = 3) -> None:
         super().__init__()
         c64, c128, c256, c512 = (_c(n, width) for n in (64, 128, 256, 512))
-        self.e1 = nn.Sequential(_conv(3, c64, 3, 1), ResBlock(c64))
+        self.e1 = nn.Sequential(_conv(in_channels, c64, 3, 1), ResBlock(c64))
         self.e2 = nn.Sequential(_conv(c64, c128, 3, 2), ResBlock(c128))
         self.e3 = nn.Sequential(_conv(c128, c256, 3, 2), ResBlock(c256))
         self.e4 = nn.Sequential(_conv(c256, c512, 3, 2), ResBlock(c512), ResBlock(c512))
@@ -151,18 +161,32 @@ class LocalPathway(nn.Module):
         return y, self.rgb(y)
 
 
-def crop_patches(img: torch.Tensor, landmarks: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """Bilinear crops of the four patches around the landmarks (eyes at eye centres, nose at the nose
-    tip, mouth at the mouth-corner midpoint); out-of-image pixels read as -1 (black).
+def patch_centres(landmarks: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """``(B, 2)`` ``(x, y)`` centre of each patch: eyes at the eye centres, the nose at its tip, the
+    mouth at the mouth-corner midpoint; ``landmarks`` ``(B, 5, 2)`` crop pixels."""
+    return {"left_eye": landmarks[:, 0], "right_eye": landmarks[:, 1], "nose": landmarks[:, 2],
+            "mouth": landmarks[:, 3:5].mean(1)}
+
+
+def patch_origins(landmarks: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """``(B, 2)`` integer ``(x, y)`` pixel of each patch's top-left corner when it is cut at the
+    landmarks on the pixel grid (so that pasting it back is exact)."""
+    return {name: torch.round(patch_centres(landmarks)[name] - landmarks.new_tensor([(pw - 1) / 2, (ph - 1) / 2]))
+            for name, (ph, pw), _ in PATCHES}
+
+
+def crop_patches(img: torch.Tensor, landmarks: torch.Tensor, on_grid: bool = False) -> Dict[str, torch.Tensor]:
+    """Bilinear crops of the four patches around the landmarks (:func:`patch_centres`);
+    out-of-image pixels read as -1 (black). ``on_grid``: cut at :func:`patch_origins` (whole pixels).
 
     Args:
-        img: ``(B, 3, 128, 128)`` in [-1, 1]. landmarks: ``(B, 5, 2)`` ``(x, y)`` in crop pixels.
+        img: ``(B, C, 128, 128)`` in [-1, 1]. landmarks: ``(B, 5, 2)`` ``(x, y)`` in crop pixels.
     """
     b, _, h, w = img.shape
-    centres = {
-        "left_eye": landmarks[:, 0], "right_eye": landmarks[:, 1], "nose": landmarks[:, 2],
-        "mouth": landmarks[:, 3:5].mean(1),
-    }
+    centres = patch_centres(landmarks)
+    if on_grid:
+        centres = {k: o + landmarks.new_tensor([(pw - 1) / 2, (ph - 1) / 2])
+                   for (k, o), (_, (ph, pw), _) in zip(patch_origins(landmarks).items(), PATCHES)}
     out = {}
     for name, (ph, pw), _ in PATCHES:
         c = centres[name]
@@ -188,6 +212,25 @@ def paste_max(maps: Dict[str, torch.Tensor], size: int = 128) -> torch.Tensor:
     return torch.where(torch.isinf(canvas), torch.zeros_like(canvas), canvas)
 
 
+def paste_at(maps: Dict[str, torch.Tensor], origins: Dict[str, torch.Tensor], size: int = 128) -> torch.Tensor:
+    """Place each patch map with its top-left corner at ``origins[name]`` (``(B, 2)`` whole pixels,
+    per sample; parts off the canvas are dropped) on a ``size``² canvas; overlaps fused by max, 0
+    where no patch lies. The inverse of ``crop_patches(..., on_grid=True)``."""
+    canvas: Optional[torch.Tensor] = None
+    for name, (ph, pw), _ in PATCHES:
+        m = maps[name]
+        b, c = m.shape[:2]
+        o = origins[name].long()
+        full = m.new_full((b, c, size + 2 * ph, size + 2 * pw), float("-inf"))
+        for i in range(b):  # whole-pixel placement, padded by a patch each side so none falls off
+            x, y = int(o[i, 0].clamp(-pw, size)) + pw, int(o[i, 1].clamp(-ph, size)) + ph
+            full[i, :, y:y + ph, x:x + pw] = m[i]
+        full = full[:, :, ph:ph + size, pw:pw + size]
+        canvas = full if canvas is None else torch.maximum(canvas, full)
+    assert canvas is not None
+    return torch.where(torch.isinf(canvas), torch.zeros_like(canvas), canvas)
+
+
 class Generator(nn.Module):
     """TP-GAN generator.
 
@@ -198,10 +241,11 @@ class Generator(nn.Module):
     """
 
     def __init__(self, width: float = 1.0, noise_dim: int = NOISE_DIM, id_classes: int = 0, local: bool = True,
-                 skips: int = 128) -> None:
+                 skips: int = 128, mode: str = "frontalize", cond_channels: int = 0) -> None:
         super().__init__()
-        self.config = TPGANConfig(width, noise_dim, id_classes, local, skips)
-        self.encoder = Encoder(width)
+        self.config = TPGANConfig(width, noise_dim, id_classes, local, skips, mode, cond_channels)
+        refine = mode == "refine"
+        self.encoder = Encoder(width, 3 + cond_channels if refine else 6)
         # Channels the decoder takes from the encoder at each size (0 where skips are dropped) and
         # whether the input image is injected there (the paper: at 32, 64 and 128 px).
         sk = {s: (self.encoder.channels[s] if s <= skips else 0) for s in (8, 16, 32, 64, 128)}
@@ -228,7 +272,8 @@ class Generator(nn.Module):
         self.r64 = nn.Sequential(ResBlock(n64), ResBlock(n64))
         self.rgb64 = _to_rgb(n64)
         self.up128 = _deconv(n64, c64)
-        self.local = nn.ModuleDict({name: LocalPathway(width) for name, _, _ in PATCHES}) if local else None
+        # A refiner's local pathways also see the mask: which pixels of the patch were rendered.
+        self.local = nn.ModuleDict({name: LocalPathway(width, 4 if refine else 3) for name, _, _ in PATCHES}) if local else None
         n_local = (self.local["nose"].out_channels + 3) if local else 0
         n128 = c64 + sk[128] + inj[128] + c8 + 3 + n_local
         self.r128 = nn.Sequential(_conv(n128, c64, 5, 1), ResBlock(c64), _conv(c64, c32, 3, 1))
@@ -245,17 +290,25 @@ class Generator(nn.Module):
         if unknown:
             raise ValueError(f"unknown generator config keys {sorted(unknown)}")
         cfg = TPGANConfig(**config)  # type: ignore[arg-type]
-        return cls(cfg.width, cfg.noise_dim, cfg.id_classes, cfg.local, cfg.skips)
+        return cls(cfg.width, cfg.noise_dim, cfg.id_classes, cfg.local, cfg.skips, cfg.mode, cfg.cond_channels)
 
     def _skip(self, feats: Dict[int, torch.Tensor], size: int) -> List[torch.Tensor]:
         return [feats[size]] if size <= self.config.skips else []
 
     def forward(self, img: torch.Tensor, landmarks: Optional[torch.Tensor] = None,
-                noise: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                noise: Optional[torch.Tensor] = None, cond: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """``cond`` ``(B, cond_channels, 128, 128)``: mask then heatmaps (``mode="refine"`` only)."""
         if img.ndim != 4 or img.shape[1:] != (3, 128, 128):
             raise ValueError(f"expected img of shape (B, 3, 128, 128), got {tuple(img.shape)}")
         b = img.shape[0]
-        skips, ident = self.encoder(torch.cat([img, img.flip(3)], 1))
+        refine = self.config.mode == "refine"
+        if refine:
+            if cond is None or cond.shape != (b, self.config.cond_channels, 128, 128):
+                raise ValueError(f"a refiner needs cond of shape (B, {self.config.cond_channels}, 128, 128), "
+                                 f"got {None if cond is None else tuple(cond.shape)}")
+            skips, ident = self.encoder(torch.cat([img, cond], 1))
+        else:
+            skips, ident = self.encoder(torch.cat([img, img.flip(3)], 1))
         if noise is None:
             noise = torch.randn(b, self.noise_dim, device=img.device, dtype=img.dtype) * 0.02
         code = F.leaky_relu(self.fc(torch.cat([ident, noise], 1)), 0.2).view(b, self.c64, 8, 8)
@@ -282,11 +335,15 @@ class Generator(nn.Module):
         if self.local is not None:
             if landmarks is None:
                 raise ValueError("the local pathways need landmarks (B, 5, 2)")
-            crops = crop_patches(img, landmarks)
+            crops = crop_patches(torch.cat([img, cond[:, :1] * 2 - 1], 1) if refine else img, landmarks, on_grid=refine)
             feats, rgbs = {}, {}
             for name, net in self.local.items():
                 feats[name], rgbs[name] = net(crops[name])
-            parts += [paste_max(feats), paste_max(rgbs)]
+            if refine:
+                origins = patch_origins(landmarks)
+                parts += [paste_at(feats, origins), paste_at(rgbs, origins)]
+            else:
+                parts += [paste_max(feats), paste_max(rgbs)]
             out["patches"] = rgbs  # type: ignore[assignment]
         x = self.r128(torch.cat(parts, 1))
         out.update(img128=self.rgb128(x), img64=img64, img32=img32, identity=ident)
