@@ -186,3 +186,43 @@ class Refiner(nn.Module):
 
 def build_refiner(config: RefinerConfig = RefinerConfig()) -> Refiner:
     return Refiner(config)
+
+
+#: ``format`` metadata of a refiner weights file.
+FILE_FORMAT = "pifr-refiner"
+
+
+def save_refiner(net: Refiner, path, meta: Mapping[str, object] = (), half: bool = True) -> None:
+    """Write ``net`` as safetensors (fp16 by default; BatchNorm counters stay int64) with its
+    config and ``meta`` (JSON-able: training data, steps, figures) in the metadata."""
+    import json
+
+    from safetensors.torch import save_file
+
+    sd = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu() for k, v in net.state_dict().items()}
+    md = {"format": FILE_FORMAT, "config": json.dumps(net.config.to_dict()), "meta": json.dumps(dict(meta))}
+    save_file(sd, str(path), metadata=md)
+
+
+def read_refiner(path) -> "tuple[Refiner, Dict[str, object]]":
+    """``(Refiner in eval mode, float32, on CPU; its meta dict)`` from a :func:`save_refiner` file.
+
+    Raises:
+        ValueError: not a refiner file, an unknown config, or tensors that do not fit the config.
+    """
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        md = f.metadata() or {}
+        if md.get("format") != FILE_FORMAT:
+            raise ValueError(f"{path}: not a refiner file (format {md.get('format')!r}, expected {FILE_FORMAT!r})")
+        sd = {k: f.get_tensor(k) for k in f.keys()}
+    net = Refiner(RefinerConfig.from_dict(json.loads(md["config"])))
+    own = net.state_dict()
+    bad = sorted(set(own) ^ set(sd)) + [k for k in own if k in sd and own[k].shape != sd[k].shape]
+    if bad:
+        raise ValueError(f"{path}: tensors do not fit its config ({len(bad)} keys, e.g. {bad[:3]})")
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()})
+    return net.eval(), json.loads(md.get("meta", "{}"))

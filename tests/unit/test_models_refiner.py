@@ -76,3 +76,21 @@ def test_refiner_rejects_bad_shapes_and_configs():
         RefinerConfig(arch="unet")
     with pytest.raises(ValueError):
         RefinerConfig.from_dict({"arch": "tpgan", "depth": 3})
+
+
+def test_save_and_read_round_trip(tmp_path):
+    from pifr.models.refiner import read_refiner, save_refiner
+
+    net = Refiner(RefinerConfig(arch="tpgan", width=0.0625)).eval()
+    save_refiner(net, tmp_path / "r.safetensors", {"steps": 3})
+    back, meta = read_refiner(tmp_path / "r.safetensors")
+    assert meta == {"steps": 3} and back.config == net.config
+    render, mask, lm = _batch(1)
+    with torch.no_grad():
+        a, b = net(render, mask, lm)["img128"], back(render, mask, lm)["img128"]
+    assert float((a - b).abs().max()) < 0.02  # fp16 storage
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not a refiner"):
+        read_refiner(tmp_path / "other.safetensors")
