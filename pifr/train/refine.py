@@ -1,0 +1,434 @@
+"""Train a render refiner (:mod:`pifr.models.refiner`) on rotate-and-render pairs.
+
+Each pair (:mod:`pifr.train.render_pairs`) is a photo's face rotated away and rendered back — with
+the defects a real rotation leaves — and the photo itself, pixel-aligned: the refiner learns to
+turn renders into photos (Zhou et al., "Rotate-and-Render", CVPR 2020). The objective:
+
+* pixel L1 — full weight on the rendered region, ``outside`` weight beyond it (hair and
+  background are not in the render; a small weight gives a plausible, not an invented, surround);
+  for the TP-GAN generator also at 64 and 32 px and on its four local patches, as in TP-GAN;
+* perceptual and identity terms from a frozen face network (MobileFaceNet by default; no VGG
+  weights are obtainable offline): mean L1 of its feature maps and ``1 − cosine`` of its embeddings,
+  output against photo;
+* hinge GAN with a two-scale conditional PatchGAN (spectral norm) and discriminator feature
+  matching (R&R's choice), ``adv`` and ``fm`` weights; ``adv=0`` trains without a discriminator.
+
+Runs are resumable: ``RUN/state.pt`` (tensors only, read with ``weights_only=True``) is written
+every few minutes and at the end; a second call with the same ``--run`` continues from it. Batches
+are drawn from a generator seeded by ``(seed, step)``, so a resumed run sees what an unbroken one
+would. Validation holds out whole people (1 in 20 by a hash of the name) and never sees CFP 351–400
+(the packs do not hold them). ``RUN/log.jsonl`` has the losses and validation figures,
+``RUN/refiner.safetensors`` the latest weights, ``RUN/best.safetensors`` the best by validation.
+
+    python -m pifr.train.refine --packs packs/rr.npz --run runs/tpgan --arch tpgan --width 0.125 --minutes 60
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+import zlib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..models.refiner import Refiner, RefinerConfig, landmarks5, save_refiner
+from ..models.tpgan import crop_patches, patch_origins
+from . import losses as L
+from .render_pairs import RenderPairPack
+
+log = logging.getLogger("pifr")
+
+#: iBUG 68-point index of each point's mirror image (left eye ↔ right eye, jaw reversed, …).
+FLIP_68 = np.array(list(range(16, -1, -1)) + list(range(26, 21, -1)) + list(range(21, 16, -1)) + list(range(27, 31)) + list(range(35, 30, -1))
+                   + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40] + list(range(54, 47, -1))
+                   + list(range(59, 54, -1)) + list(range(64, 59, -1)) + list(range(67, 64, -1)))
+#: One person in this many (by a hash of the name) is held out for validation.
+VAL_EVERY = 20
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Everything a run depends on; written into the state and the weights' metadata."""
+
+    packs: Tuple[str, ...] = ()
+    arch: str = "tpgan"
+    width: float = 0.125
+    heatmaps: str = "parts"
+    batch: int = 8
+    lr_g: float = 2e-4
+    lr_d: float = 4e-4
+    betas: Tuple[float, float] = (0.0, 0.9)  # R&R's Adam betas
+    pixel: float = 1.0
+    outside: float = 0.2
+    feat: float = 1.0
+    id_cos: float = 1.0
+    adv: float = 0.1
+    fm: float = 1.0
+    identity_net: str = "mobilefacenet"
+    flip: bool = True
+    seed: int = 0
+    val_pairs: int = 96
+    val_every: int = 200
+    log_every: int = 20
+    save_every_s: float = 300.0
+
+    def refiner_config(self) -> RefinerConfig:
+        return RefinerConfig(arch=self.arch, width=self.width, heatmaps=self.heatmaps)
+
+
+def person(source: str) -> str:
+    """The person a pack photo shows: LFW ``Name/Name_0001.jpg`` → ``Name``; CFP
+    ``Data/Images/001/frontal/01.jpg`` → ``cfp:001``."""
+    parts = Path(source).parts
+    if len(parts) >= 3 and parts[0] == "Data" and parts[1] == "Images":
+        return f"cfp:{parts[2]}"
+    return parts[0]
+
+
+def is_validation(name: str) -> bool:
+    return zlib.crc32(name.encode()) % VAL_EVERY == 0
+
+
+class RefinePairs:
+    """Pairs of one or more packs, split by person into ``"train"`` or ``"val"``."""
+
+    def __init__(self, packs: Sequence[RenderPairPack], part: str) -> None:
+        if part not in ("train", "val"):
+            raise ValueError(f"part must be 'train' or 'val', got {part!r}")
+        self.packs = list(packs)
+        self.index: List[Tuple[int, int]] = []
+        for k, p in enumerate(self.packs):
+            val = np.array([is_validation(person(str(s))) for s in p.sources])
+            for i in range(len(p)):
+                if val[p.photo[i]] == (part == "val"):
+                    self.index.append((k, i))
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def batch(self, items: Sequence[int], flips: Optional[Sequence[bool]] = None) -> Dict[str, torch.Tensor]:
+        """``render``/``target`` ``(B, 3, 128, 128)`` in [-1, 1], ``mask`` ``(B, 1, 128, 128)``,
+        ``landmarks`` ``(B, 68, 2)`` crop px; ``flips``: mirror those samples."""
+        rs, ms, ts, ls = [], [], [], []
+        for j, k in enumerate(items):
+            pk, i = self.index[k]
+            inp, mask, tgt, lm = self.packs[pk].pair(i)
+            lm = lm.astype(np.float32)
+            if flips is not None and flips[j]:
+                inp, mask, tgt = inp[:, ::-1], mask[:, ::-1], tgt[:, ::-1]
+                lm = lm[FLIP_68] * np.array([-1, 1], np.float32) + np.array([128, 0], np.float32)
+            rs.append(inp)
+            ms.append(mask)
+            ts.append(tgt)
+            ls.append(lm)
+
+        def img(a: List[np.ndarray]) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(np.stack(a))).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+        return {"render": img(rs), "target": img(ts), "mask": torch.from_numpy(np.stack(ms)[:, None].astype(np.float32)),
+                "landmarks": torch.from_numpy(np.stack(ls))}
+
+
+def _sn_conv(cin: int, cout: int, k: int, s: int) -> nn.Module:
+    return nn.utils.spectral_norm(nn.Conv2d(cin, cout, k, s, 1))
+
+
+class PatchDiscriminator(nn.Module):
+    """Conditional PatchGAN on ``(image, render, mask)``: 4 stride-2/1 convs with spectral norm;
+    ``forward`` returns the list of intermediate maps, logits last."""
+
+    def __init__(self, base: int = 32, cin: int = 7) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([
+            nn.Sequential(_sn_conv(cin, base, 4, 2), nn.LeakyReLU(0.2, True)),
+            nn.Sequential(_sn_conv(base, 2 * base, 4, 2), nn.LeakyReLU(0.2, True)),
+            nn.Sequential(_sn_conv(2 * base, 4 * base, 4, 2), nn.LeakyReLU(0.2, True)),
+            nn.Sequential(_sn_conv(4 * base, 4 * base, 4, 1), nn.LeakyReLU(0.2, True)),
+            _sn_conv(4 * base, 1, 4, 1),
+        ])
+
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        out = []
+        for layer in self.layers:
+            x = layer(x)
+            out.append(x)
+        return out
+
+
+class TwoScaleDiscriminator(nn.Module):
+    """Two :class:`PatchDiscriminator` s, at 128 and at 64 px (R&R's multi-scale discriminator)."""
+
+    def __init__(self, base: int = 32) -> None:
+        super().__init__()
+        self.d = nn.ModuleList([PatchDiscriminator(base), PatchDiscriminator(base)])
+
+    def forward(self, img: torch.Tensor, render: torch.Tensor, mask: torch.Tensor) -> List[List[torch.Tensor]]:
+        x = torch.cat([img, render, mask * 2 - 1], 1)
+        return [self.d[0](x), self.d[1](F.avg_pool2d(x, 2))]
+
+
+def masked_l1(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, outside: float) -> torch.Tensor:
+    """Mean absolute error weighted 1 on ``mask`` and ``outside`` beyond it (``mask`` resized to the image)."""
+    if mask.shape[-1] != out.shape[-1]:
+        mask = F.interpolate(mask, size=out.shape[-2:], mode="area")
+    w = mask + outside * (1 - mask)
+    return ((out - target).abs().mean(1, keepdim=True) * w).sum() / w.sum().clamp_min(1e-6)
+
+
+def pixel_terms(out: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], outside: float) -> torch.Tensor:
+    """Masked L1 at 128 px; for a TP-GAN refiner the mean of that and of the same at 64 and 32 px
+    and on its local patches (TP-GAN's deep supervision; here the 128 px output keeps half the weight,
+    as it is the only output used)."""
+    t, m = b["target"], b["mask"]
+    main = masked_l1(out["img128"], t, m, outside)
+    terms = []
+    for size in (64, 32):
+        if f"img{size}" in out:
+            terms.append(masked_l1(out[f"img{size}"], F.interpolate(t, size=size, mode="area"), m, outside))
+    if "patches" in out:
+        lm5 = landmarks5(b["landmarks"])
+        tp = crop_patches(t, lm5, on_grid=True)
+        mp = crop_patches(m * 2 - 1, lm5, on_grid=True)
+        for name, p in out["patches"].items():  # type: ignore[union-attr]
+            terms.append(masked_l1(p, tp[name], (mp[name] + 1) / 2, outside))
+    return 0.5 * (main + torch.stack(terms).mean()) if terms else main
+
+
+class RefineTrainer:
+    def __init__(self, cfg: RefineConfig, run: Path, packs: Optional[Sequence[RenderPairPack]] = None,
+                 identity: Optional[nn.Module] = None, device: str = "cpu") -> None:
+        self.cfg, self.run_dir, self.device = cfg, Path(run), torch.device(device)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        packs = list(packs) if packs is not None else [RenderPairPack.load(Path(p)) for p in cfg.packs]
+        self.train = RefinePairs(packs, "train")
+        self.val = RefinePairs(packs, "val")
+        if len(self.train) == 0:
+            from ..errors import TrainingError
+
+            raise TrainingError("no training pairs in the packs")
+        torch.manual_seed(cfg.seed)
+        self.G = Refiner(cfg.refiner_config()).to(self.device)
+        self.D = TwoScaleDiscriminator().to(self.device) if cfg.adv > 0 else None
+        self.opt_g = torch.optim.Adam(self.G.parameters(), cfg.lr_g, betas=cfg.betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), cfg.lr_d, betas=cfg.betas) if self.D is not None else None
+        if identity is None and (cfg.feat or cfg.id_cos):
+            from .validation import identity_network
+
+            identity = identity_network(cfg.identity_net, device=self.device)
+        self.identity = identity
+        self.step = 0
+        self.best = -math.inf
+        self.seconds = 0.0  # training time over all resumed parts
+        if (self.run_dir / "state.pt").is_file():
+            self.load(self.run_dir / "state.pt")
+
+    # ------------------------------------------------------------------ steps
+    def _draw(self, n: int, pool: int) -> Tuple[List[int], List[bool]]:
+        g = np.random.default_rng([self.cfg.seed, self.step])
+        items = g.integers(0, pool, n).tolist()
+        flips = (g.random(n) < 0.5).tolist() if self.cfg.flip else [False] * n
+        return items, flips
+
+    def train_step(self) -> Dict[str, float]:
+        cfg = self.cfg
+        items, flips = self._draw(cfg.batch, len(self.train))
+        b = {k: v.to(self.device) for k, v in self.train.batch(items, flips).items()}
+        self.G.train()
+        out = self.G(b["render"], b["mask"], b["landmarks"])
+        fake = out["img128"]
+        logs: Dict[str, float] = {}
+        if self.D is not None:
+            self.D.train()
+            d_fake = self.D(fake.detach(), b["render"], b["mask"])
+            d_real = self.D(b["target"], b["render"], b["mask"])
+            d_loss = sum(F.relu(1 - r[-1]).mean() + F.relu(1 + f[-1]).mean() for r, f in zip(d_real, d_fake))
+            self.opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            self.opt_d.step()
+            logs["d"] = float(d_loss)
+        terms: Dict[str, torch.Tensor] = {"pixel": pixel_terms(out, b, cfg.outside)}
+        if self.identity is not None:
+            terms["feat"], terms["id_cos"] = L.identity_terms(self.identity, fake, b["target"])
+        if self.D is not None:
+            g_fake = self.D(fake, b["render"], b["mask"])
+            with torch.no_grad():
+                g_real = self.D(b["target"], b["render"], b["mask"])
+            terms["adv"] = -sum(f[-1].mean() for f in g_fake)
+            terms["fm"] = sum(F.l1_loss(a, r.detach()) for f, rr in zip(g_fake, g_real) for a, r in zip(f[:-1], rr[:-1])) / 8
+        weights = {"pixel": cfg.pixel, "feat": cfg.feat, "id_cos": cfg.id_cos, "adv": cfg.adv, "fm": cfg.fm}
+        total = sum(weights[k] * v for k, v in terms.items())
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_g.step()
+        self.step += 1
+        logs.update({k: float(v) for k, v in terms.items()}, total=float(total))
+        return logs
+
+    # ------------------------------------------------------------- validation
+    @torch.no_grad()
+    def validate(self, nets: Optional[Dict[str, nn.Module]] = None) -> Dict[str, float]:
+        """Face-region L1 (×255 levels) and cosine to the photo of the outputs and of the renders
+        themselves, on the first ``val_pairs`` validation pairs; cosines by the training identity
+        network and by dlib's ResNet (a network the refiner never trained against)."""
+        from .validation import identity_network
+
+        n = min(self.cfg.val_pairs, len(self.val))
+        if n == 0:
+            return {}
+        if not hasattr(self, "_dlib"):
+            self._dlib = identity_network("dlib_resnet", device=self.device)
+        self.G.eval()
+        acc: Dict[str, List[float]] = {}
+        for i in range(0, n, 16):
+            b = {k: v.to(self.device) for k, v in self.val.batch(list(range(i, min(n, i + 16)))).items()}
+            out = self.G(b["render"], b["mask"], b["landmarks"])["img128"]
+            for name, img in (("out", out), ("render", b["render"])):
+                err = ((img - b["target"]).abs().mean(1, keepdim=True) * b["mask"]).flatten(1).sum(1) / b["mask"].flatten(1).sum(1)
+                acc.setdefault(f"l1_face_{name}", []).extend((err * 127.5).tolist())
+                for net_name, net in (("idnet", self.identity), ("dlib", self._dlib)):
+                    if net is None:
+                        continue
+                    c = F.cosine_similarity(net(img)["embedding"].float(), net(b["target"])["embedding"].float(), dim=1)
+                    acc.setdefault(f"cos_{net_name}_{name}", []).extend(c.tolist())
+        return {k: round(float(np.mean(v)), 4) for k, v in acc.items()} | {"val_pairs": n}
+
+    @torch.no_grad()
+    def sample_grid(self, path: Path, n: int = 8) -> None:
+        """Rows of validation pairs: render | refined | photo."""
+        from PIL import Image
+
+        n = min(n, len(self.val))
+        if n == 0:
+            return
+        b = self.val.batch(list(range(0, len(self.val), max(1, len(self.val) // n)))[:n])
+        self.G.eval()
+        out = self.G(b["render"].to(self.device), b["mask"].to(self.device), b["landmarks"].to(self.device))["img128"].cpu()
+        rows = [torch.cat([b["render"][i], out[i], b["target"][i]], 2) for i in range(n)]
+        grid = ((torch.cat(rows, 1).clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        Image.fromarray(grid).save(path)
+
+    # ------------------------------------------------------------------ state
+    def save(self) -> None:
+        s = {"G": self.G.state_dict(), "opt_g": self.opt_g.state_dict(), "step": self.step, "best": self.best,
+             "seconds": self.seconds, "config": json.dumps(asdict(self.cfg))}
+        if self.D is not None:
+            s.update(D=self.D.state_dict(), opt_d=self.opt_d.state_dict())
+        tmp = self.run_dir / "state.pt.tmp"
+        torch.save(s, tmp)
+        tmp.replace(self.run_dir / "state.pt")
+        save_refiner(self.G, self.run_dir / "refiner.safetensors", self.meta())
+
+    def load(self, path: Path) -> None:
+        s = torch.load(path, map_location=self.device, weights_only=True)
+        saved = json.loads(s["config"])
+        mine = asdict(self.cfg)
+        for k in ("arch", "width", "heatmaps"):
+            if saved[k] != mine[k]:
+                from ..errors import TrainingError
+
+                raise TrainingError(f"{path}: the run was started with {k}={saved[k]!r}, not {mine[k]!r}")
+        self.G.load_state_dict(s["G"])
+        self.opt_g.load_state_dict(s["opt_g"])
+        if self.D is not None and "D" in s:
+            self.D.load_state_dict(s["D"])
+            self.opt_d.load_state_dict(s["opt_d"])
+        self.step, self.best, self.seconds = int(s["step"]), float(s["best"]), float(s["seconds"])
+        log.info("resumed %s at step %d", path, self.step)
+
+    def meta(self) -> Dict[str, object]:
+        c = asdict(self.cfg)
+        return {"step": self.step, "train_seconds": round(self.seconds), "train_pairs": len(self.train),
+                "val_pairs": len(self.val), "config": c,
+                "split": "train: rotate-and-render pairs of CFP 001-350 and LFW (CFP 351-400 people never in the packs); "
+                         f"val: 1 person in {VAL_EVERY} of those held out by name hash",
+                "packs": [p.manifest.get("source", "") + f" ({p.manifest.get('photos')} photos)" for p in self.train.packs]}
+
+    # -------------------------------------------------------------------- run
+    def run(self, minutes: float = 0.0, steps: int = 0) -> Dict[str, float]:
+        """Train until ``steps`` (total, counting resumed ones) or ``minutes`` of this call pass."""
+        from tqdm import tqdm
+
+        t_start = time.time()
+        last_save = t_start
+        logf = open(self.run_dir / "log.jsonl", "a")
+        bar = tqdm(desc=f"refine {self.cfg.arch}", initial=self.step, total=steps or None, unit="step")
+        val: Dict[str, float] = {}
+        try:
+            while (not steps or self.step < steps) and (not minutes or time.time() - t_start < 60 * minutes):
+                t0 = time.time()
+                logs = self.train_step()
+                self.seconds += time.time() - t0
+                bar.update(1)
+                if self.step % self.cfg.log_every == 0:
+                    logf.write(json.dumps({"step": self.step, "s": round(self.seconds, 1), **{k: round(v, 5) for k, v in logs.items()}}) + "\n")
+                    logf.flush()
+                    bar.set_postfix(pixel=f"{logs['pixel']:.3f}", id=f"{logs.get('id_cos', 0):.3f}")
+                if self.step % self.cfg.val_every == 0:
+                    val = self._validate_and_keep(logf)
+                if time.time() - last_save > self.cfg.save_every_s:
+                    self.save()
+                    last_save = time.time()
+        finally:
+            bar.close()
+            if self.step % self.cfg.val_every:
+                val = self._validate_and_keep(logf)
+            self.save()
+            logf.close()
+        return val
+
+    def _validate_and_keep(self, logf) -> Dict[str, float]:
+        val = self.validate()
+        logf.write(json.dumps({"step": self.step, "s": round(self.seconds, 1), "val": val}) + "\n")
+        logf.flush()
+        score = val.get("cos_dlib_out", -math.inf)
+        if score > self.best:
+            self.best = score
+            save_refiner(self.G, self.run_dir / "best.safetensors", self.meta() | {"val": val})
+        self.sample_grid(self.run_dir / "samples.jpg")
+        log.info("step %d val %s", self.step, val)
+        return val
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pifr.train.refine", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--packs", nargs="+", required=True, help="rotate-and-render packs (python -m pifr.train.pack --rotate-and-render)")
+    ap.add_argument("--run", required=True, help="run folder: state, log, weights (an existing one is resumed)")
+    ap.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0 = no limit)")
+    ap.add_argument("--steps", type=int, default=0, help="stop at this total step count (0 = no limit)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    ap.add_argument("--device", default="cpu")
+    for f in RefineConfig.__dataclass_fields__.values():
+        if f.name in ("packs",):
+            continue
+        kind = type(f.default)
+        if kind is bool:
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default)
+        elif kind is tuple:
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type=float, nargs=2, default=f.default)
+        else:
+            ap.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    kw = {k: getattr(args, k) for k in RefineConfig.__dataclass_fields__ if k != "packs"}
+    kw["betas"] = tuple(kw["betas"])
+    cfg = RefineConfig(packs=tuple(args.packs), **kw)
+    trainer = RefineTrainer(cfg, Path(args.run), device=args.device)
+    log.info("%d train / %d val pairs; refiner %s", len(trainer.train), len(trainer.val), cfg.refiner_config())
+    val = trainer.run(args.minutes, args.steps)
+    log.info("stopped at step %d after %.0f s of training; val %s", trainer.step, trainer.seconds, val)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

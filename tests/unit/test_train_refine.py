@@ -1,0 +1,96 @@
+"""pifr.train.refine: the render refiner's trainer on real rotate-and-render pairs of the example faces."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import EXAMPLES
+
+
+@pytest.fixture(scope="module")
+def pack():
+    from pifr.train.render_pairs import build
+
+    srcs = [(EXAMPLES / n, n) for n in ("mitchell_frontal.png", "night_turned.png", "night_frontal.png")]
+    return build(srcs, rotations=2, seed=3)
+
+
+def _cfg(**kw):
+    from pifr.train.refine import RefineConfig
+
+    base = dict(width=0.0625, batch=2, feat=0.0, id_cos=0.0, val_pairs=0, val_every=10**6, log_every=1,
+                save_every_s=1e9, lr_g=1e-3)
+    return RefineConfig(**{**base, **kw})
+
+
+def test_flip_table_is_a_mirror_of_the_68_points():
+    from pifr.train.refine import FLIP_68
+
+    assert sorted(FLIP_68) == list(range(68)) and (FLIP_68[FLIP_68] == np.arange(68)).all()
+    assert FLIP_68[36] == 45 and FLIP_68[48] == 54 and FLIP_68[30] == 30 and FLIP_68[0] == 16
+
+
+def test_flipped_pair_is_the_mirror_image(pack):
+    from pifr.train.refine import RefinePairs
+
+    pairs = RefinePairs([pack], "train") if len(RefinePairs([pack], "train")) else RefinePairs([pack], "val")
+    a, b = pairs.batch([0], [False]), pairs.batch([0], [True])
+    assert torch.equal(a["render"].flip(3), b["render"]) and torch.equal(a["mask"].flip(3), b["mask"])
+    # The left eye of the flipped face sits where the right eye of the original was, mirrored.
+    la, lb = a["landmarks"][0], b["landmarks"][0]
+    assert torch.allclose(lb[36:42].mean(0), torch.tensor([128.0, 0.0]) + la[42:48].mean(0) * torch.tensor([-1.0, 1.0]))
+
+
+def test_split_holds_out_whole_people():
+    from pifr.train.refine import is_validation, person
+
+    assert person("Data/Images/007/profile/02.jpg") == "cfp:007" == person("Data/Images/007/frontal/01.jpg")
+    assert person("George_W_Bush/George_W_Bush_0001.jpg") == "George_W_Bush"
+    names = [f"person_{i}" for i in range(2000)]
+    share = np.mean([is_validation(n) for n in names])
+    assert 0.03 < share < 0.08
+
+
+def test_a_tiny_batch_overfits(pack, tmp_path):
+    """Two real pairs, 60 steps: the pixel loss falls well below where it started (the render itself)."""
+    from pifr.train.refine import RefineTrainer
+
+    torch.manual_seed(0)
+    tr = RefineTrainer(_cfg(adv=0.0, flip=False), tmp_path, packs=[pack])
+    tr.train.index = tr.train.index[:2] if len(tr.train) >= 2 else (tr.train.index + tr.val.index)[:2]
+    first = [tr.train_step()["pixel"] for _ in range(3)]
+    for _ in range(57):
+        last = tr.train_step()["pixel"]
+    assert last < 0.6 * np.mean(first), (first, last)
+
+
+def test_resume_continues_where_the_run_stopped(pack, tmp_path):
+    """2 + 2 steps with a save and a fresh trainer in between give the weights of 4 unbroken steps."""
+    from pifr.train.refine import RefineTrainer
+
+    torch.set_num_threads(1)
+    cfg = _cfg(adv=0.1)
+    a = RefineTrainer(cfg, tmp_path / "a", packs=[pack])
+    a.run(steps=4)
+    b = RefineTrainer(cfg, tmp_path / "b", packs=[pack])
+    b.run(steps=2)
+    b2 = RefineTrainer(cfg, tmp_path / "b", packs=[pack])
+    assert b2.step == 2
+    b2.run(steps=4)
+    for (k, va), vb in zip(a.G.state_dict().items(), b2.G.state_dict().values()):
+        assert torch.allclose(va.float(), vb.float(), atol=1e-5), k
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "pixel" in r] == [1, 2, 3, 4]
+    assert (tmp_path / "b" / "refiner.safetensors").is_file()
+
+
+def test_resume_refuses_another_architecture(pack, tmp_path):
+    from pifr.errors import TrainingError
+    from pifr.train.refine import RefineTrainer
+
+    RefineTrainer(_cfg(adv=0.0), tmp_path, packs=[pack]).run(steps=1)
+    with pytest.raises(TrainingError, match="arch"):
+        RefineTrainer(_cfg(adv=0.0, arch="spade"), tmp_path, packs=[pack])
