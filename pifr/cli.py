@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import PifrError
 from .frontalization import DEFAULT_FRONTALIZE, FRONTALIZE_METHODS, FRONTALIZE_MODES
+from .rotation import ROTATE_METHODS
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -176,8 +177,9 @@ def _cmd_frontalize(args: argparse.Namespace) -> int:
     from .frontalization import frontalize
 
     step = max(1, args.batch_size)
+    method = None if args.method == "auto" else args.method
     done, total, dst = _images_to_images(args, "frontalize", step, lambda files: frontalize(
-        files, method=args.method, weights=args.weights, batch_size=step))
+        files, method=method, weights=args.weights, batch_size=step))
     print(f"frontalized {done} of {total} images into {dst}")
     return 0 if done == total else 2
 
@@ -185,8 +187,9 @@ def _cmd_frontalize(args: argparse.Namespace) -> int:
 def _cmd_rotate(args: argparse.Namespace) -> int:
     from .rotation import rotate
 
-    done, total, dst = _images_to_images(args, f"rotate to {args.yaw:+g}°", 1,
-                                         lambda files: rotate(files, yaw=args.yaw, pitch=args.pitch))
+    step = max(1, args.batch_size)
+    done, total, dst = _images_to_images(args, f"rotate to {args.yaw:+g}°", step, lambda files: rotate(
+        files, yaw=args.yaw, pitch=args.pitch, method=args.method, weights=args.weights, batch_size=step))
     print(f"rotated {done} of {total} images to yaw {args.yaw:+g}°, pitch {args.pitch:+g}° into {dst}")
     return 0 if done == total else 2
 
@@ -283,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--frontalize", default=DEFAULT_FRONTALIZE, choices=FRONTALIZE_MODES,
                    help=f"pose policy (default {DEFAULT_FRONTALIZE}: a face turned beyond the embedder's measured yaw "
                         "threshold is fused with its frontal 3D render; never: raw; always: frontal views only, needs --threshold)")
-    v.add_argument("--frontalizer", default=None, help="where frontal views come from: 3d (default) or a generator.safetensors")
+    v.add_argument("--frontalizer", default=None,
+                   help="where frontal views come from: 3d (default), refined (the 3D render through the installed "
+                        "refiner), refined:REFINER.safetensors, or a TP-GAN generator.safetensors")
     v.add_argument("--yaw-threshold", type=float, default=None,
                    help="|yaw| in degrees above which auto frontalizes (default: the embedder's measured rule)")
     v.add_argument("--fusion-weight", type=float, default=None,
@@ -312,19 +317,27 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("frontalize", help="write the frontal view of each face (file or folder)")
     f.add_argument("input")
     f.add_argument("-o", "--output", required=True)
-    f.add_argument("--method", default=None, choices=FRONTALIZE_METHODS,
-                   help="3d (the 3D render, works out of the box), tpgan (a learned generator) or hassner (classical, "
-                        "Hassner et al. 2015); default: tpgan when --weights is given, else 3d")
+    f.add_argument("--method", default="auto", choices=("auto",) + FRONTALIZE_METHODS,
+                   help="3d (the 3D render, works out of the box), refined (the 3D render through a learned refiner), "
+                        "tpgan (a learned generator) or hassner (classical, Hassner et al. 2015); default auto: tpgan "
+                        "when --weights is given or a generator is installed, else refined when a refiner is installed, else 3d")
     f.add_argument("--weights", default=None,
-                   help="tpgan: generator.safetensors (default: the installed frontalizer); hassner: model3Ddlib.mat")
+                   help="tpgan: generator.safetensors (default: the installed frontalizer); refined: refiner.safetensors "
+                        "(default: the installed refiner); hassner: model3Ddlib.mat")
     f.add_argument("--batch-size", type=int, default=32, help="faces per generator forward pass (default 32)")
     f.set_defaults(func=_cmd_frontalize)
 
-    ro = sub.add_parser("rotate", help="write each face seen from another yaw/pitch (3D fit and render; file or folder)")
+    ro = sub.add_parser("rotate", help="write each face seen from another yaw/pitch (3D fit and render, refined when "
+                                       "a refiner is installed; file or folder)")
     ro.add_argument("input")
     ro.add_argument("--yaw", type=float, required=True, help="target yaw in degrees, -90..90 (+: turned towards the image's right)")
     ro.add_argument("--pitch", type=float, default=0.0, help="target pitch in degrees, -60..60 (+: looking up)")
     ro.add_argument("-o", "--output", required=True)
+    ro.add_argument("--method", default="auto", choices=ROTATE_METHODS,
+                    help="3d (the 3D render), refined (the render through a learned refiner); default auto: refined "
+                         "when --weights is given or a refiner is installed, else 3d")
+    ro.add_argument("--weights", default=None, help="refined: refiner.safetensors (default: the installed refiner)")
+    ro.add_argument("--batch-size", type=int, default=16, help="faces per refiner forward pass (default 16)")
     ro.set_defaults(func=_cmd_rotate)
 
     en = sub.add_parser("enroll", help="add a person's photos to a gallery file (created if absent)")

@@ -232,7 +232,8 @@ def embed(img: ImageLike, *, embedder: str = DEFAULT_EMBEDDER, face: Optional[Fa
         embedder: registry name (see :func:`list_embedders`).
         face: skip detection and use this face.
         frontalize: ``"auto"`` (default), ``"never"`` or ``"always"`` (see :func:`pifr.verify`).
-        frontalizer: ``None``/``"3d"`` (the 3D render) or a generator weights file.
+        frontalizer: ``None``/``"3d"`` (the 3D render), ``"refined"`` / ``"refined:<file>"`` (the render
+            through a refiner, :func:`pifr.frontalization.frontal_view`) or a generator weights file.
         yaw_threshold, fusion_weight: the ``"auto"`` policy's parameters (see :func:`pifr.verify`).
         detector: detector name (default :data:`pifr.detection.DEFAULT_DETECTOR`).
 

@@ -195,10 +195,42 @@ class Render3D:
         return render_pose(fit, arr, 0.0, template=template).image
 
 
+class RefinedRender3D:
+    """The frontal view as the 3D render turned photo-like by a learned refiner
+    (:mod:`pifr.refinement`): fit, render at 0° yaw and pitch into the TP-GAN crop (the only crop
+    the refiner was trained on), refine, then move onto the embedder's template. Build with
+    :func:`frontal_view` (``"refined"``); the refiner loads here, once per weights and device.
+
+    Raises (at construction):
+        WeightsNotFoundError, WeightsFormatError: no usable refiner.
+    """
+
+    def __init__(self, weights: Optional[Union[str, Path]] = None, device: Any = None) -> None:
+        from .refinement import get_refiner
+
+        self.device = device
+        self.refiner = get_refiner(weights, device)
+        self.name = f"{Render3D.name}+{self.refiner.name}"
+
+    def frontal_crop(self, arr: np.ndarray, face: Face, template: AlignmentTemplate) -> np.ndarray:
+        """``(S, S, 3)`` uint8 refined frontal render of ``face`` in ``arr`` placed in ``template``."""
+        from .face3d import fit_faces
+        from .rotation import render_pose
+
+        fit = fit_faces(arr, [face], device=self.device)[0]
+        r = render_pose(fit, arr, 0.0, template=TPGAN_128)
+        return to_template(self.refiner.refine_rotated([r])[0], template)
+
+
 def frontal_view(frontalizer: Optional[Union[str, Path]] = None, device: Any = None) -> Any:
     """What the policy takes the frontal view from: ``frontalizer`` = ``None`` or ``"3d"`` — the 3D
     render (:class:`Render3D`; a TP-GAN generator registered in the weights manifest is used
-    instead once one ships); else a ``generator.safetensors`` path (:class:`Frontalizer`)."""
+    instead once one ships); ``"refined"`` — the 3D render through the registered refiner
+    (:class:`RefinedRender3D`), ``"refined:<refiner.safetensors>"`` through that file; else a
+    ``generator.safetensors`` path (:class:`Frontalizer`).
+
+    ``None`` never picks the refiner by itself: whether the policy should use it is left to
+    measurement (the rules in :data:`AUTO_RULES` were measured on the plain 3D render)."""
     if frontalizer is None:
         from .weights import list_weights
 
@@ -207,6 +239,10 @@ def frontal_view(frontalizer: Optional[Union[str, Path]] = None, device: Any = N
         return Render3D(device)
     if str(frontalizer) == "3d":
         return Render3D(device)
+    if str(frontalizer) == "refined":
+        return RefinedRender3D(None, device)
+    if isinstance(frontalizer, str) and frontalizer.startswith("refined:"):
+        return RefinedRender3D(frontalizer[len("refined:"):], device)
     return get_frontalizer(frontalizer, device)
 
 
@@ -221,8 +257,11 @@ class Frontalized:
         image: ``(128, 128, 3)`` uint8 RGB frontal face on the :data:`pifr.TPGAN_128` template.
         face: the input :class:`Face` (source-image pixels, with yaw).
         yaw: the input face's estimated yaw in degrees.
-        generator: which weights or method produced it (``"3d-render"`` for ``method="3d"``).
-        mask: ``(128, 128)`` bool pixels covered by the face (``method="3d"``; ``None`` otherwise).
+        generator: which weights or method produced it: ``"3d-render"`` (``method="3d"``),
+            ``"3d-render+refiner:<file>"`` (``"refined"``), the generator's name (``"tpgan"``),
+            ``"hassner2015-3d"``.
+        mask: ``(128, 128)`` bool pixels covered by the 3D render (``"3d"``, ``"refined"``; ``None``
+            otherwise).
     """
 
     image: np.ndarray
@@ -338,13 +377,15 @@ def _tpgan_input(img: ImageLike, face: Optional[Face], detector: Optional[str], 
 
 
 #: What :func:`frontalize` can use: ``"3d"`` — the 3D render (no learned refiner; works out of the
-#: box); ``"tpgan"`` — a TP-GAN generator (``weights=``; none ships yet); ``"hassner"`` — classical
+#: box); ``"refined"`` — that render through a learned refiner (:mod:`pifr.refinement`; ``weights=``
+#: or the registered one); ``"tpgan"`` — a TP-GAN generator (``weights=``; none ships yet); ``"hassner"`` — classical
 #: 3D frontalization (Hassner et al., CVPR 2015), a baseline that needs the user-supplied
 #: ``model3Ddlib.mat`` (``weights=``) and lowers recognition (docs/frontalization.md).
-FRONTALIZE_METHODS = ("3d", "tpgan", "hassner")
+FRONTALIZE_METHODS = ("3d", "refined", "tpgan", "hassner")
 
 
-def _render_3d(img: ImageLike, face: Optional[Face], detector: Optional[str], device: Any, name: str) -> Frontalized:
+def _render_front(img: ImageLike, face: Optional[Face], detector: Optional[str], device: Any, name: str) -> "tuple[Face, Any]":
+    """image → (face with yaw, its :class:`pifr.rotation.Rotated` frontal render in the TP-GAN crop)."""
     from .detection import detect_one
     from .face3d import fit_faces
     from .rotation import render_pose
@@ -355,7 +396,39 @@ def _render_3d(img: ImageLike, face: Optional[Face], detector: Optional[str], de
     r = render_pose(fit, arr, 0.0)
     if face.yaw is None:
         face = face.with_yaw(fit.yaw)
+    return face, r
+
+
+def _render_3d(img: ImageLike, face: Optional[Face], detector: Optional[str], device: Any, name: str) -> Frontalized:
+    face, r = _render_front(img, face, detector, device, name)
     return Frontalized(image=r.image, face=face, yaw=float(face.yaw), generator=Render3D.name, mask=r.mask)
+
+
+def _label(one: Any, i: int) -> str:
+    return str(one) if isinstance(one, (str, Path)) else f"image {i}"
+
+
+def _frontalize_refined(img: Union[ImageLike, List[ImageLike]], face: Optional[Face], weights: Optional[Union[str, Path]],
+                        detector: Optional[str], device: Any, batch_size: int
+                        ) -> Union[Frontalized, List[Union[Frontalized, Exception]]]:
+    from .refinement import get_refiner
+
+    refiner = get_refiner(weights, device)  # before any image: a missing refiner is not one bad image
+    generator = f"{Render3D.name}+{refiner.name}"
+    if not isinstance(img, list):
+        f, r = _render_front(img, face, detector, device, "the image")
+        return Frontalized(image=refiner.refine_rotated([r])[0], face=f, yaw=float(f.yaw), generator=generator, mask=r.mask)
+    out: List[Union[Frontalized, Exception, None]] = [None] * len(img)
+    ready: List["tuple[int, Face, Any]"] = []
+    for i, one in enumerate(img):
+        try:
+            ready.append((i, *_render_front(one, None, detector, device, _label(one, i))))
+        except PifrError as e:
+            out[i] = e
+    images = refiner.refine_rotated([r for _, _, r in ready], max(1, batch_size))
+    for (i, f, r), image in zip(ready, images):
+        out[i] = Frontalized(image=image, face=f, yaw=float(f.yaw), generator=generator, mask=r.mask)
+    return out  # type: ignore[return-value]
 
 
 def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: Optional[str] = None, face: Optional[Face] = None,
@@ -365,11 +438,13 @@ def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: Optional[str] 
 
     Args:
         method: ``"3d"`` (the face fitted in 3D and rendered from the front, the hidden side
-            filled from the visible half; :mod:`pifr.rotation`), ``"tpgan"`` (a learned generator:
-            ``weights`` or the installed one) or ``"hassner"`` (Hassner et al. 2015; ``weights`` =
-            path of ``model3Ddlib.mat``). See :data:`FRONTALIZE_METHODS`. Default: ``"tpgan"``
-            when ``weights`` is given or a generator is installed, else ``"3d"``.
-        batch_size: for a list, how many faces go through the generator in one forward pass.
+            filled from the visible half; :mod:`pifr.rotation`), ``"refined"`` (that render
+            through a learned refiner, :mod:`pifr.refinement`: ``weights`` = a refiner file or the
+            registered one), ``"tpgan"`` (a learned generator: ``weights`` or the installed one) or
+            ``"hassner"`` (Hassner et al. 2015; ``weights`` = path of ``model3Ddlib.mat``). See
+            :data:`FRONTALIZE_METHODS`. Default: ``"tpgan"`` when ``weights`` is given or a
+            generator is installed, else ``"refined"`` when a refiner is installed, else ``"3d"``.
+        batch_size: for a list, how many faces go through the generator (or refiner) in one forward pass.
 
     A list input returns a list with one :class:`Frontalized` or one exception per image (one
     bad image never stops the batch); faces are detected one image at a time and frontalized
@@ -378,13 +453,17 @@ def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: Optional[str] 
     Raises:
         NoFaceError: no face found (single-image call).
         FitError: the 3D fit refused the face (``"3d"``; too small or turned too far up/down).
-        WeightsNotFoundError: ``"tpgan"`` with no generator installed and none given (also for a
-            list: that is not one bad image).
+        WeightsNotFoundError: ``"tpgan"`` / ``"refined"`` with no generator / refiner installed
+            and none given (also for a list: that is not one bad image).
+        WeightsFormatError: ``weights`` is not a file of the method's kind.
     """
     if method is None:
+        from .refinement import refiner_available
         from .weights import list_weights
 
-        method = "tpgan" if weights is not None or list_weights("frontalizer") else "3d"
+        method = ("tpgan" if weights is not None or list_weights("frontalizer") else
+                  "refined" if refiner_available() else "3d")
+        log.debug("frontalize: method None -> %s", method)
     if method not in FRONTALIZE_METHODS:
         raise UnknownModelError(f"method must be one of {FRONTALIZE_METHODS}, got {method!r}")
     if method == "3d":
@@ -395,10 +474,12 @@ def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: Optional[str] 
         out_r: List[Union[Frontalized, Exception]] = []
         for i, one in enumerate(img):
             try:
-                out_r.append(_render_3d(one, None, detector, device, str(one) if isinstance(one, (str, Path)) else f"image {i}"))
+                out_r.append(_render_3d(one, None, detector, device, _label(one, i)))
             except PifrError as e:
                 out_r.append(e)
         return out_r
+    if method == "refined":
+        return _frontalize_refined(img, face, weights, detector, device, batch_size)
     if method == "hassner":
         from .geometry import frontalize_3d
 

@@ -7,6 +7,9 @@ that point, and — where the photo does not (the hidden half of a profile, or a
 edge-on) — from the mirrored point on the other half of the face (the symmetry prior of Hassner
 et al., CVPR 2015), blended smoothly at the seam. The visibility of each pixel in the photo is
 returned as a mask, so a learned refiner (or a user) knows which pixels were seen.
+:func:`rotate` with ``method="refined"`` hands the render (always in the TP-GAN crop, the only
+crop the refiner was trained on) to that refiner (:mod:`pifr.refinement`) and moves its output
+into the caller's template afterwards.
 
 :func:`rotate_and_render` builds the training pairs of Rotate-and-Render (Zhou et al., CVPR 2020):
 the face is rotated away to another yaw, re-textured from that render (hidden points take the
@@ -15,18 +18,23 @@ rotation while its target is the untouched photo.
 """
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .alignment import TPGAN_128, AlignmentTemplate, align_with_landmarks, estimate_transform, get_template
+from .alignment import (TPGAN_128, AlignmentTemplate, align_with_landmarks, estimate_transform, get_template,
+                        similarity_transform)
 from .errors import PifrError, ShapeError
 from .face3d import Fit3D, face_model, fit_faces, landmarks5_from_68
 from .image import ImageLike, load_image
 from .rendering import front_sign, rasterize, vertex_normals
 from .types import Face
+
+log = logging.getLogger("pifr")
 
 #: Cosine between a surface normal and the view direction below which the photo's colour is
 #: distrusted (a surface seen edge-on smears a few pixels over a large area); the weight rises
@@ -56,6 +64,9 @@ class Rotated:
         yaw_in, pitch_in: the photo's pose (degrees, from the fit).
         yaw_out, pitch_out: the rendered pose (degrees).
         template: name of the alignment template the output is placed in.
+        render: ``(S, S, 3)`` uint8 the unrefined 3D render in the same template when ``image``
+            is a refiner's output (``method="refined"``); ``None`` otherwise.
+        method: what made ``image``: ``"3d"`` (the render itself) or ``"refined"``.
     """
 
     image: np.ndarray
@@ -68,10 +79,12 @@ class Rotated:
     yaw_out: float
     pitch_out: float
     template: str = TPGAN_128.name
+    render: Optional[np.ndarray] = None
+    method: str = "3d"
 
     def to_dict(self) -> dict:
         return {"yaw_in": round(self.yaw_in, 2), "pitch_in": round(self.pitch_in, 2), "yaw_out": self.yaw_out,
-                "pitch_out": self.pitch_out, "template": self.template,
+                "pitch_out": self.pitch_out, "template": self.template, "method": self.method,
                 "visible_share": round(float(self.visibility[self.mask].mean()) if self.mask.any() else 0.0, 4)}
 
 
@@ -276,58 +289,132 @@ def rotate_and_render(fit: Fit3D, photo: np.ndarray, face: Face, yaw_away: float
     return RenderPair(back.astype(np.uint8), mask, target, lm, fit.yaw, float(yaw_away))
 
 
-def _one(img: ImageLike, yaw: float, pitch: float, face: Optional[Face], detector: Optional[str], template: Any,
-         mirror_fill: bool, device: Any, name: str) -> Rotated:
+#: What :func:`rotate` can use: ``"3d"`` — the 3D fit and render (no learned network);
+#: ``"refined"`` — that render in the TP-GAN crop, then a learned refiner
+#: (:mod:`pifr.refinement`); ``"auto"`` — ``"refined"`` when a refiner is installed (or
+#: ``weights=`` is given), else ``"3d"``.
+ROTATE_METHODS = ("auto", "refined", "3d")
+
+
+def _fit_one(img: ImageLike, face: Optional[Face], detector: Optional[str], device: Any, name: str) -> Tuple[np.ndarray, Fit3D]:
     from .detection import detect_one
 
     arr = load_image(img)
     f = face if face is not None else detect_one(arr, detector=detector, yaw=False, device=device, purpose=" to rotate")
-    fit = fit_faces(arr, [f], device=device, names=[name])[0]
-    return render_pose(fit, arr, yaw, pitch, template=template, mirror_fill=mirror_fill)
+    return arr, fit_faces(arr, [f], device=device, names=[name])[0]
 
 
-def rotate(img: Union[ImageLike, Sequence[ImageLike]], yaw: float = 0.0, pitch: float = 0.0, *, method: str = "3d",
+def warp_rotated(r: Rotated, template: Union[str, AlignmentTemplate]) -> Rotated:
+    """``r`` moved into another template by the similarity between the two templates' 5 points
+    (as :func:`pifr.frontalization.to_template` moves a frontal crop); image, render, mask,
+    visibility and landmarks move together. ``r`` itself when it is already there."""
+    import cv2
+
+    t = get_template(template)
+    if t.name == r.template:
+        return r
+    m = similarity_transform(get_template(r.template).array, t.array)
+
+    def warp(a: np.ndarray, flags: int) -> np.ndarray:
+        return cv2.warpAffine(a, m, (t.size, t.size), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+    lm = (r.landmarks.astype(np.float64) @ m[:, :2].T + m[:, 2]).astype(np.float32)
+    # Nearest for the mask: an interpolated edge would mark half-covered pixels as face.
+    return replace(r, image=warp(r.image, cv2.INTER_LINEAR), mask=warp(r.mask.astype(np.uint8), cv2.INTER_NEAREST) > 0,
+                   visibility=warp(r.visibility.astype(np.float32), cv2.INTER_LINEAR), landmarks=lm,
+                   landmarks5=landmarks5_from_68(lm).astype(np.float32), template=t.name,
+                   render=None if r.render is None else warp(r.render, cv2.INTER_LINEAR))
+
+
+def refine_renders(renders: Sequence[Rotated], refiner: Any, template: Union[str, AlignmentTemplate] = TPGAN_128,
+                   batch_size: Optional[int] = None) -> List[Rotated]:
+    """Renders in the TP-GAN crop (:func:`render_pose` with the default template) → the same
+    with ``image`` = ``refiner``'s output (:class:`pifr.refinement.RenderRefiner`, batched),
+    ``render`` = the unrefined render, ``method="refined"``, then moved into ``template``."""
+    images = refiner.refine_rotated(list(renders), batch_size)
+    return [warp_rotated(replace(r, image=im, render=r.image, method="refined"), template) for r, im in zip(renders, images)]
+
+
+def _resolve_method(method: str, weights: Any) -> str:
+    from .errors import UnknownModelError
+
+    if method not in ROTATE_METHODS:
+        raise UnknownModelError(f"unknown rotation method {method!r}; available: {ROTATE_METHODS}")
+    if method == "auto":
+        from .refinement import refiner_available
+
+        method = "refined" if weights is not None or refiner_available() else "3d"
+        log.debug("rotate: method auto -> %s", method)
+    if method == "3d" and weights is not None:
+        raise UnknownModelError('method="3d" takes no weights (its 3D face ships with pifr); a refiner file needs method="refined"')
+    return method
+
+
+def rotate(img: Union[ImageLike, Sequence[ImageLike]], yaw: float = 0.0, pitch: float = 0.0, *, method: str = "auto",
            face: Optional[Face] = None, detector: Optional[str] = None, template: Union[str, AlignmentTemplate] = TPGAN_128,
-           mirror_fill: bool = True, device: Any = None) -> Union[Rotated, List[Union[Rotated, PifrError]]]:
+           mirror_fill: bool = True, weights: Optional[Union[str, Path]] = None, device: Any = None,
+           batch_size: int = 16) -> Union[Rotated, List[Union[Rotated, PifrError]]]:
     """The largest face in ``img`` seen from ``yaw`` / ``pitch`` degrees (0, 0 = frontal).
 
     Args:
         img: a photo (path, bytes, PIL, numpy RGB, tensor), or a list of them.
         yaw: target yaw in degrees, > 0 turned towards the image's right, |yaw| ≤ 90.
         pitch: target pitch in degrees, > 0 looking up, |pitch| ≤ 60.
-        method: ``"3d"`` — the 3D fit and render of this module (no learned refiner).
+        method: ``"3d"`` — the 3D fit and render of this module; ``"refined"`` — that render in
+            the TP-GAN crop turned photo-like by a learned refiner (:mod:`pifr.refinement`), then
+            moved into ``template``; ``"auto"`` (default) — ``"refined"`` when a refiner is
+            installed or ``weights`` is given, else ``"3d"``. See :data:`ROTATE_METHODS`.
         face: the face to use (skips detection; single image only).
         template: output crop (default the 128×128 TP-GAN crop).
         mirror_fill: colour the sides the photo does not see from the other half of the face.
+        weights: ``"refined"``: a refiner ``.safetensors`` file (default: the registered one).
+        batch_size: ``"refined"``: faces per refiner forward pass.
 
     Returns:
-        A :class:`Rotated`; for a list, one :class:`Rotated` or :class:`PifrError` per item (a bad
-        photo never stops the batch).
+        A :class:`Rotated` (``method`` says which; ``render`` holds the unrefined render when
+        refined); for a list, one :class:`Rotated` or :class:`PifrError` per item (a bad photo
+        never stops the batch; the refiner runs over the good ones ``batch_size`` at a time).
 
     Raises:
         NoFaceError, FitError, InvalidImageError, ShapeError: for a single image.
+        UnknownModelError: an unknown method, or ``weights`` with ``method="3d"``.
+        WeightsNotFoundError, WeightsFormatError: ``"refined"`` with no usable refiner (also for a
+            list: that is not one bad image).
     """
-    if method != "3d":
-        from .errors import UnknownModelError
-
-        raise UnknownModelError(f"unknown rotation method {method!r}; available: '3d'")
+    method = _resolve_method(method, weights)
     _check_pose(yaw, pitch)
-    if isinstance(img, (list, tuple)):
-        if face is not None:
-            raise ShapeError("face= applies to a single image, not a list")
-        out: List[Union[Rotated, PifrError]] = []
-        for i, item in enumerate(img):
-            try:
-                out.append(_one(item, yaw, pitch, None, detector, template, mirror_fill, device, _label(item, i)))
-            except PifrError as e:
-                out.append(e)
-        return out
-    return _one(img, yaw, pitch, face, detector, template, mirror_fill, device, _label(img, None))
+    get_template(template)  # an unknown template fails before any work
+    refiner = None
+    if method == "refined":
+        from .refinement import get_refiner
+
+        refiner = get_refiner(weights, device)
+    # The refiner reads the TP-GAN crop only: render there, move to the template afterwards.
+    render_into = TPGAN_128 if refiner is not None else template
+
+    def render_one(item: ImageLike, f: Optional[Face], name: str) -> Rotated:
+        arr, fit = _fit_one(item, f, detector, device, name)
+        return render_pose(fit, arr, yaw, pitch, template=render_into, mirror_fill=mirror_fill)
+
+    if not isinstance(img, (list, tuple)):
+        r = render_one(img, face, _label(img, None))
+        return r if refiner is None else refine_renders([r], refiner, template, batch_size)[0]
+    if face is not None:
+        raise ShapeError("face= applies to a single image, not a list")
+    out: List[Union[Rotated, PifrError]] = []
+    for i, item in enumerate(img):
+        try:
+            out.append(render_one(item, None, _label(item, i)))
+        except PifrError as e:
+            out.append(e)
+    if refiner is not None:
+        good = [i for i, r in enumerate(out) if isinstance(r, Rotated)]
+        for i, r in zip(good, refine_renders([out[i] for i in good], refiner, template, batch_size)):  # type: ignore[misc]
+            out[i] = r
+    return out
 
 
 def _label(item: Any, i: Optional[int]) -> str:
-    from pathlib import Path
-
     if isinstance(item, (str, Path)):
         return str(item)
     return "the image" if i is None else f"image {i}"

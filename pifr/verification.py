@@ -33,8 +33,9 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
             :data:`pifr.frontalization.AUTO_RULES`; near-frontal faces are untouched), ``"never"``
             (raw embeddings) or ``"always"`` (the frontal view alone: no threshold is measured for
             it, so ``threshold=`` is required).
-        frontalizer: where the frontal view comes from: ``None``/``"3d"`` the 3D render, or a
-            TP-GAN ``generator.safetensors``.
+        frontalizer: where the frontal view comes from: ``None``/``"3d"`` the 3D render,
+            ``"refined"`` / ``"refined:<refiner.safetensors>"`` that render through a learned refiner
+            (:func:`pifr.frontalization.frontal_view`), or a TP-GAN ``generator.safetensors``.
         yaw_threshold: degrees, 0–90; ``fusion_weight``: in [0, 1]; ``None`` = the measured rule.
         device: torch device (``None``: CUDA if available).
 
