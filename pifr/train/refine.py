@@ -4,8 +4,9 @@ Each pair (:mod:`pifr.train.render_pairs`) is a photo's face rotated away and re
 the defects a real rotation leaves — and the photo itself, pixel-aligned: the refiner learns to
 turn renders into photos (Zhou et al., "Rotate-and-Render", CVPR 2020). The objective:
 
-* pixel L1 — full weight on the rendered region, ``outside`` weight beyond it (hair and
-  background are not in the render; a small weight gives a plausible, not an invented, surround);
+* pixel L1 — full weight on the face (what the render covers and the holes it leaves inside
+  the hull of the jaw and brows), ``outside`` weight beyond it (hair and background are not in
+  the render; a small weight gives a plausible, not an invented, surround);
   for the TP-GAN generator also at 64 and 32 px and on its four local patches, as in TP-GAN;
 * perceptual and identity terms from a frozen face network (MobileFaceNet by default; no VGG
   weights are obtainable offline): mean L1 of its feature maps and ``1 − cosine`` of its embeddings,
@@ -116,8 +117,12 @@ class RefinePairs:
 
     def batch(self, items: Sequence[int], flips: Optional[Sequence[bool]] = None) -> Dict[str, torch.Tensor]:
         """``render``/``target`` ``(B, 3, 128, 128)`` in [-1, 1], ``mask`` ``(B, 1, 128, 128)``,
-        ``landmarks`` ``(B, 68, 2)`` crop px; ``flips``: mirror those samples."""
-        rs, ms, ts, ls = [], [], [], []
+        ``face`` ``(B, 1, 128, 128)`` (the mask plus the hull of the jaw and brows: where the
+        photo shows face, rendered or not), ``landmarks`` ``(B, 68, 2)`` crop px; ``flips``:
+        mirror those samples."""
+        import cv2
+
+        rs, ms, ts, ls, fs = [], [], [], [], []
         for j, k in enumerate(items):
             pk, i = self.index[k]
             inp, mask, tgt, lm = self.packs[pk].pair(i)
@@ -125,6 +130,9 @@ class RefinePairs:
             if flips is not None and flips[j]:
                 inp, mask, tgt = inp[:, ::-1], mask[:, ::-1], tgt[:, ::-1]
                 lm = lm[FLIP_68] * np.array([-1, 1], np.float32) + np.array([128, 0], np.float32)
+            hull = np.zeros((128, 128), np.uint8)
+            cv2.fillConvexPoly(hull, cv2.convexHull(np.round(lm[:27]).astype(np.int32)), 1)
+            fs.append(mask | (hull > 0))
             rs.append(inp)
             ms.append(mask)
             ts.append(tgt)
@@ -133,8 +141,10 @@ class RefinePairs:
         def img(a: List[np.ndarray]) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(np.stack(a))).permute(0, 3, 1, 2).float() / 127.5 - 1
 
-        return {"render": img(rs), "target": img(ts), "mask": torch.from_numpy(np.stack(ms)[:, None].astype(np.float32)),
-                "landmarks": torch.from_numpy(np.stack(ls))}
+        def bits(a: List[np.ndarray]) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(np.stack(a)[:, None]).astype(np.float32))
+
+        return {"render": img(rs), "target": img(ts), "mask": bits(ms), "face": bits(fs), "landmarks": torch.from_numpy(np.stack(ls))}
 
 
 def _sn_conv(cin: int, cout: int, k: int, s: int) -> nn.Module:
@@ -184,10 +194,10 @@ def masked_l1(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, outsi
 
 
 def pixel_terms(out: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], outside: float) -> torch.Tensor:
-    """Masked L1 at 128 px; for a TP-GAN refiner the mean of that and of the same at 64 and 32 px
-    and on its local patches (TP-GAN's deep supervision; here the 128 px output keeps half the weight,
-    as it is the only output used)."""
-    t, m = b["target"], b["mask"]
+    """L1 weighted 1 on the face (rendered or a hole the render left) and ``outside`` beyond, at
+    128 px; for a TP-GAN refiner the mean of that and of the same at 64 and 32 px and on its local
+    patches (TP-GAN's deep supervision; the 128 px output keeps half the weight, as it alone is used)."""
+    t, m = b["target"], b["face"]
     main = masked_l1(out["img128"], t, m, outside)
     terms = []
     for size in (64, 32):

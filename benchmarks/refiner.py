@@ -1,0 +1,272 @@
+"""The render refiner as a recognition front end, against the untrained 3D render it refines.
+
+On CFP 351–400 (the tuning split: rules are chosen here) and CMU Face Images (report only), per
+embedder:
+
+* raw; the untrained frontal render under its current ``"auto"`` rule (``AUTO_RULES``: the floor
+  a refiner must beat); the refined frontal render alone and under each rule of the grid —
+  a face with |yaw| > T embedded as normalise((1 − w)·raw + w·refined);
+* pose matching (Masi et al., ECCV 2016; Jung et al. 2025): each gallery frontal rendered at a
+  few yaws at enrolment (untrained and refined); a probe with |yaw| > T is scored as
+  (1 − w)·cos(raw, raw) + w·cos(probe, gallery template at the nearest yaw) — rank-1 only;
+* profile→frontal rank-1 (gallery frontal 01), FP verification, EER, TAR@FAR 1 %, FF accuracy,
+  rank-1 by |yaw|, probe-by-probe gains/losses with exact McNemar p against raw and against the
+  floor; open-set DIR of the profiles at the default gallery's threshold for 50 people
+  (FAR 1 % per probe, + the rule's threshold shift) and the false accepts of CFP 001–050's
+  profiles (strangers, report only);
+* ``pifr.estimate_yaw`` of the refined frontal outputs; refiner speed per face.
+
+    python benchmarks/refiner.py                            # the installed refiner
+    python benchmarks/refiner.py --refiner runs/tpgan/best.safetensors --embedders dlib_resnet
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from _harness import cache_dir, embed_paths, parser, run_header, save_record, shared_root, weights_sha
+from frontalization import cfp_hits, cmu_hits, cmu_protocol, cmu_summary, evaluate, policy, tuning_protocol
+from rotation import by_yaw, fits_of
+from tqdm import tqdm
+
+import pifr
+import pifr.face3d
+from pifr.alignment import TPGAN_128
+from pifr.embedders import get_embedder
+from pifr.eval.datasets import cfp_images
+from pifr.eval.metrics import mcnemar
+from pifr.frontalization import AUTO_RULES, to_template
+from pifr.gallery import default_operating_point
+from pifr.rotation import render_pose
+
+POSE_YAWS = (30.0, 45.0, 60.0, 75.0)
+STRANGER_IDS = range(1, 51)
+
+
+def refined_views(fits, refiner, yaw=0.0, desc="refine"):
+    """``{path: (render (128,128,3) uint8, refined (128,128,3) uint8) or None}`` at ``yaw`` (TP-GAN crop)."""
+    out, todo = {}, []
+    for p, v in fits.items():
+        if v is None:
+            out[p] = None
+            continue
+        img, _, fit = v
+        todo.append((p, render_pose(fit, img, yaw, template=TPGAN_128)))
+    for i in tqdm(range(0, len(todo), 32), desc=desc):
+        chunk = todo[i:i + 32]
+        ref = refiner.refine(np.stack([r.image for _, r in chunk]), np.stack([r.mask for _, r in chunk]),
+                             np.stack([r.landmarks for _, r in chunk]))
+        for (p, r), im in zip(chunk, ref):
+            out[p] = (r.image, im)
+    return out
+
+
+def embed_views(views, emb, which):
+    """Embeddings of ``views`` (``which``: 0 render, 1 refined), re-cropped onto the embedder's template."""
+    keys = [p for p, v in views.items() if v is not None]
+    out = {p: None for p in views}
+    for i in range(0, len(keys), 64):
+        ks = keys[i:i + 64]
+        crops = np.stack([to_template(views[p][which], emb.template) for p in ks])
+        for p, e in zip(ks, emb.embed_crops(crops)):
+            out[p] = e
+    return out
+
+
+def pose_match_hits(raw, templates, yaws, gallery, probes, yaw_threshold, weight):
+    """Rank-1 hits of CFP profile probes under pose matching: a probe with |yaw| > T scores each
+    gallery face as (1 − w)·raw·raw + w·raw·(its template at the yaw nearest the probe's)."""
+    gids = [im.identity for im in gallery]
+    graw = np.stack([raw[str(im.path)] for im in gallery])
+    hits = []
+    for im in probes:
+        e = raw.get(str(im.path))
+        if e is None:
+            hits.append(False)
+            continue
+        s = graw @ e
+        y = yaws.get(str(im.path), 0.0)
+        if abs(y) > yaw_threshold:
+            key = float(np.sign(y) * min(POSE_YAWS, key=lambda t: abs(t - abs(y))))
+            gt = np.stack([templates[key][str(g.path)] for g in gallery])
+            s = (1 - weight) * s + weight * (gt @ e)
+        hits.append(gids[int(np.argmax(s))] == im.identity)
+    return np.array(hits, bool)
+
+
+def open_set(emb_of, gallery, probes, strangers, threshold):
+    """(DIR, FAR per probe): share of ``probes`` whose best gallery match is themselves at or above
+    ``threshold``, share of ``strangers`` whose best score reaches it."""
+    G = np.stack([emb_of(im.path) for im in gallery])
+    gids = [im.identity for im in gallery]
+
+    def best(im):
+        e = emb_of(im.path)
+        if e is None:
+            return None, -1.0
+        s = G @ e
+        k = int(np.argmax(s))
+        return gids[k], float(s[k])
+
+    dir_ = np.mean([(lambda b: b[0] == im.identity and b[1] >= threshold)(best(im)) for im in probes])
+    far = np.mean([best(im)[1] >= threshold for im in strangers])
+    return float(dir_), float(far)
+
+
+def main() -> None:
+    ap = parser(__doc__, "results/refiner")
+    ap.add_argument("--refiner", default=None, help="refiner weights (default: the installed one)")
+    ap.add_argument("--policy-yaw", type=float, nargs="+", default=[30.0, 45.0, 60.0])
+    ap.add_argument("--fusion", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
+    ap.add_argument("--no-pose-matching", action="store_true")
+    args = ap.parse_args()
+    from pifr.refinement import get_refiner
+
+    root = shared_root(args.shared)
+    refiner = get_refiner(args.refiner)
+    ref_sha = pifr.weights.sha256_file(refiner.path)
+    rec = run_header("refiner", f"{root}/data/cfp (351-400; strangers 001-050 profiles); report-only: {root}/data/cmu_faces",
+                     {**weights_sha(args.embedders), "refiner": ref_sha}, "tune (CFP 351-400: rules chosen here); "
+                     "report (CMU Face Images; CFP 001-050 profiles as strangers)")
+    t0 = time.time()
+    pairs, ff_pairs, frontals, gallery, probes, every, cmu, cmu_paths = tuning_protocol(root)
+    strangers = cfp_images(root / "data" / "cfp", STRANGER_IDS, "profile")
+    fits = fits_of(every + cmu_paths + [im.path for im in strangers], args.detector)
+    views = refined_views(fits, refiner)
+    pose_views = {}
+    if not args.no_pose_matching:
+        gal_fits = {str(im.path): fits.get(str(im.path)) for im in gallery}
+        cmu_gal, _ = cmu_protocol(cmu, lambda p: fits.get(str(p)) is not None)
+        gal_fits.update({str(p): fits[str(p)] for p in cmu_gal.values()})
+        for y in POSE_YAWS:
+            for s in (-1.0, 1.0):
+                pose_views[s * y] = refined_views(gal_fits, refiner, s * y, desc=f"gallery at {s * y:+g}°")
+    # Refined frontal outputs should read frontal.
+    est = [pifr.estimate_yaw(v[1]) for p, v in views.items() if v is not None and any(str(im.path) == p for im in probes)]
+    est = np.array([e for e in est if e is not None], float)
+    yaw_out = {"n": int(len(est)), "mean_abs": float(np.abs(est).mean()), "within_10": float((np.abs(est) <= 10).mean())}
+    print(f"\npifr.estimate_yaw of the refined frontal views of {yaw_out['n']} CFP 351-400 profiles: mean |yaw| "
+          f"{yaw_out['mean_abs']:.1f}°, {100 * yaw_out['within_10']:.0f} % within ±10°")
+
+    res, cmu_res, bins, dirs, chosen = {}, {}, {}, {}, {}
+    for name in args.embedders:
+        emb = get_embedder(name)
+        raw, yaws = embed_paths(every + cmu_paths + [im.path for im in strangers], name, args.detector, with_yaw=True)
+        raw_of = lambda p: raw[str(p)]  # noqa: E731
+        render = embed_views(views, emb, 0)
+        refined = embed_views(views, emb, 1)
+        rule = AUTO_RULES.get(name)
+        floor_t, floor_w = (rule.yaw_threshold, rule.fusion_weight) if rule else (-1.0, 0.0)
+        floor = policy(raw, render, yaws, floor_t, floor_w)
+        raw_hits, floor_hits = cfp_hits(raw_of, gallery, probes), cfp_hits(floor, gallery, probes)
+        ev = lambda of: evaluate(of, raw_of, frontals, pairs, ff_pairs, gallery, probes)  # noqa: E731
+
+        def paired(hits):
+            return {"vs_raw": asdict(mcnemar(raw_hits, hits)), "vs_floor": asdict(mcnemar(floor_hits, hits))}
+
+        r = {"raw": ev(raw_of), f"floor: render |yaw|>{floor_t:g} w={floor_w:g}": {**ev(floor), **paired(floor_hits)},
+             "refined (every face)": {**ev(policy(raw, refined, yaws, -1.0, 1.0)),
+                                      **paired(cfp_hits(policy(raw, refined, yaws, -1.0, 1.0), gallery, probes))}}
+        rules = {}
+        for t in args.policy_yaw:
+            for w in args.fusion:
+                of = policy(raw, refined, yaws, t, w)
+                rules[f"refined |yaw|>{t:g} w={w:g}"] = of
+                r[f"refined |yaw|>{t:g} w={w:g}"] = {**ev(of), **paired(cfp_hits(of, gallery, probes))}
+        if pose_views:
+            for which, label in ((0, "render"), (1, "refined")):
+                templates = {y: embed_views(v, emb, which) for y, v in pose_views.items()}
+                for t in (30.0, 45.0):
+                    for w in (0.5, 1.0):
+                        h = pose_match_hits(raw, templates, yaws, gallery, probes, t, w)
+                        r[f"pose-match {label} |yaw|>{t:g} w={w:g}"] = {"rank1": float(h.mean()), **paired(h)}
+        # Best refined rule: lowest McNemar p against the floor among those that gain on it.
+        cands = [k for k in r if k.startswith("refined |yaw|")]
+        best = min(cands, key=lambda k: (r[k]["vs_floor"]["p_value"] if r[k]["vs_floor"]["gained"] > r[k]["vs_floor"]["lost"] else 2.0,
+                                         -r[k]["rank1"]))
+        chosen[name] = best
+        best_of = rules[best]
+        bins[name] = {"raw": by_yaw(raw_of, gallery, probes, yaws), "floor": by_yaw(floor, gallery, probes, yaws),
+                      best: by_yaw(best_of, gallery, probes, yaws)}
+        raw_cmu, floor_cmu, best_cmu = cmu_hits(raw_of, cmu), cmu_hits(floor, cmu), cmu_hits(best_of, cmu)
+        cmu_res[name] = {"raw": cmu_summary(raw_cmu), "floor": cmu_summary(floor_cmu), best: cmu_summary(best_cmu),
+                         "refined (every face)": cmu_summary(cmu_hits(policy(raw, refined, yaws, -1.0, 1.0), cmu)),
+                         "best vs floor": asdict(mcnemar(floor_cmu[0], best_cmu[0]))}
+        op = default_operating_point(name, len(gallery))
+        if op is not None:
+            shift = rule.threshold_shift if rule else 0.0
+            dirs[name] = {"threshold": op.threshold, "raw": open_set(raw_of, gallery, probes, strangers, op.threshold),
+                          "floor": open_set(floor, gallery, probes, strangers, op.threshold + shift),
+                          best: open_set(best_of, gallery, probes, strangers, op.threshold + shift)}
+        res[name] = r
+
+    print("\nCFP 351-400 (tuning split; 200 profile probes, gallery frontal 01)\n\n| embedder | method | rank-1 % | vs raw +/−, p "
+          "| vs floor +/−, p | FP acc % | FP EER % | TAR@FAR=1% | FF acc % |\n|---|---|---|---|---|---|---|---|---|")
+    for name, r in res.items():
+        for m, v in r.items():
+            mc = lambda k: f"+{v[k]['gained']} / −{v[k]['lost']}, {v[k]['p_value']:.3f}" if k in v else ""  # noqa: E731
+            f = lambda k, s=100: f"{s * v[k]:.2f}" if k in v else ""  # noqa: E731
+            print(f"| {name} | {m} | {100 * v['rank1']:.1f} | {mc('vs_raw')} | {mc('vs_floor')} | {f('fp_accuracy')} | "
+                  f"{f('fp_eer')} | {f('fp_tar_at_far_1e-2')} | {f('ff_accuracy')} |")
+    print("\nBest refined rule (lowest McNemar p against the floor):", chosen)
+    print("\nRank-1 % by |yaw| (probes)\n")
+    for name, b in bins.items():
+        for m, v in b.items():
+            print(f"| {name} | {m} | " + " | ".join(f"{k}°: {100 * a:.1f} ({n})" for k, (a, n) in v.items()) + " |")
+    print("\nCMU Face Images (report only)\n\n| embedder | method | rank-1 % | probes | people |\n|---|---|---|---|---|")
+    for name, c in cmu_res.items():
+        for m, v in c.items():
+            if m == "best vs floor":
+                print(f"| {name} | {m}: +{v['gained']} / −{v['lost']}, p {v['p_value']:.3f} | | | |")
+            else:
+                print(f"| {name} | {m} | {100 * v[0]:.1f} | {v[1]} | {v[2]} |")
+    print(f"\nOpen set, gallery of the {len(gallery)} people (one frontal each): DIR of their {len(probes)} profiles and "
+          f"FAR per probe of {len(strangers)} stranger profiles (CFP {STRANGER_IDS.start:03d}-{STRANGER_IDS.stop - 1:03d}), "
+          "at the default gallery threshold for FAR 1 % per probe (+ the rule's shift for fused probes)\n\n"
+          "| embedder | method | DIR % | FAR % |\n|---|---|---|---|")
+    for name, d in dirs.items():
+        print(f"| {name} | threshold | {d['threshold']:.4f} | |")
+        for m, v in d.items():
+            if m != "threshold":
+                print(f"| {name} | {m} | {100 * v[0]:.1f} | {100 * v[1]:.2f} |")
+    # Speed: the network alone, one face at a time and in a batch of 32.
+    items = [v for v in views.values() if v is not None][:32]
+    rs = [render_pose(fits[p][2], fits[p][0], 0.0) for p in list(k for k, v in views.items() if v is not None)[:32]]
+    t = time.perf_counter()
+    for r_ in rs[:8]:
+        refiner.refine(r_.image[None], r_.mask[None], r_.landmarks[None])
+    one = (time.perf_counter() - t) / 8
+    t = time.perf_counter()
+    refiner.refine(np.stack([r_.image for r_ in rs]), np.stack([r_.mask for r_ in rs]), np.stack([r_.landmarks for r_ in rs]))
+    batch = (time.perf_counter() - t) / len(rs)
+    # End to end for one face found in a photo: 3D fit + render + network (detection excluded), and
+    # the whole pifr.frontalize call (detection and yaw included).
+    profs = [p for p in (str(im.path) for im in probes) if fits.get(p) is not None][:20]
+    e2e, full = [], []
+    for p in profs:
+        img, face, _ = fits[p]
+        t = time.perf_counter()
+        fit = pifr.face3d.fit_faces(img, [face])[0]
+        r_ = render_pose(fit, img, 0.0)
+        refiner.refine(r_.image[None], r_.mask[None], r_.landmarks[None])
+        e2e.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        pifr.frontalize(p, method="refined", weights=str(refiner.path))
+        full.append(time.perf_counter() - t)
+    import torch
+
+    print(f"\nRefiner network per face: {1000 * one:.0f} ms alone, {1000 * batch:.0f} ms in a batch of {len(rs)}; "
+          f"fit + render + network {1000 * np.median(e2e):.0f} ms, pifr.frontalize (with detection) {1000 * np.median(full):.0f} ms "
+          f"(median of {len(profs)} CFP profiles, torch threads {torch.get_num_threads()})")
+    rec.update(results=res, chosen=chosen, yaw_bins=bins, cmu=cmu_res, open_set=dirs, yaw_of_outputs=yaw_out,
+               speed_ms={"network_one": 1000 * one, "network_batch32": 1000 * batch, "fit_render_network": 1000 * float(np.median(e2e)),
+                         "frontalize_call": 1000 * float(np.median(full)), "torch_threads": torch.get_num_threads()}, refiner_file=str(refiner.path),
+               seconds=round(time.time() - t0, 1))
+    save_record(Path(args.out), rec, "refiner")
+
+
+if __name__ == "__main__":
+    main()
