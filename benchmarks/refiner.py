@@ -179,8 +179,8 @@ def main() -> None:
         if pose_views:
             for which, label in ((0, "render"), (1, "refined")):
                 templates = {y: embed_views(v, emb, which) for y, v in pose_views.items()}
-                for t in (30.0, 45.0):
-                    for w in (0.5, 1.0):
+                for t in (30.0, 45.0, 60.0):
+                    for w in (0.25, 0.5):
                         h = pose_match_hits(raw, templates, yaws, gallery, probes, t, w)
                         r[f"pose-match {label} |yaw|>{t:g} w={w:g}"] = {"rank1": float(h.mean()), **paired(h)}
         # Best refined rule: lowest McNemar p against the floor among those that gain on it.
