@@ -428,6 +428,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ap.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    import signal
+
+    def stop(signum, frame):  # a job scheduler's SIGTERM ends the run as Ctrl-C does: saved, resumable
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     if args.threads:
         torch.set_num_threads(args.threads)
     kw = {k: getattr(args, k) for k in RefineConfig.__dataclass_fields__ if k != "packs"}
@@ -435,7 +441,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = RefineConfig(packs=tuple(args.packs), **kw)
     trainer = RefineTrainer(cfg, Path(args.run), device=args.device)
     log.info("%d train / %d val pairs; refiner %s", len(trainer.train), len(trainer.val), cfg.refiner_config())
-    val = trainer.run(args.minutes, args.steps)
+    try:
+        val = trainer.run(args.minutes, args.steps)
+    except KeyboardInterrupt:
+        log.info("interrupted at step %d; state saved in %s (run the same command to continue)", trainer.step, args.run)
+        return 130
     log.info("stopped at step %d after %.0f s of training; val %s", trainer.step, trainer.seconds, val)
     return 0
 
