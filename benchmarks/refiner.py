@@ -29,7 +29,7 @@ import numpy as np
 
 from _harness import cache_dir, embed_paths, parser, run_header, save_record, shared_root, weights_sha
 from frontalization import cfp_hits, cmu_hits, cmu_protocol, cmu_summary, evaluate, policy, tuning_protocol
-from rotation import by_yaw, fits_of
+from rotation import by_yaw, embed_renders, fits_of
 from tqdm import tqdm
 
 import pifr
@@ -168,7 +168,8 @@ def main() -> None:
         emb = get_embedder(name)
         raw, yaws = embed_paths(every + cmu_paths + [im.path for im in strangers], name, args.detector, with_yaw=True)
         raw_of = lambda p: raw[str(p)]  # noqa: E731
-        render = embed_views(views, emb, 0)
+        # The floor as the library computes it: the render placed straight in the embedder's template.
+        render = embed_renders(fits, emb)
         refined = embed_views(views, emb, 1)
         rule = AUTO_RULES.get(name)
         floor_t, floor_w = (rule.yaw_threshold, rule.fusion_weight) if rule else (-1.0, 0.0)
