@@ -124,13 +124,63 @@ def open_set(emb_of, gallery, probes, strangers, threshold):
     return float(dir_), float(far)
 
 
+def speed(refiner, paths, detector, n=20):
+    """Milliseconds per face (medians over ``n`` photos, after a warm-up): the network alone and in
+    a batch of 32 renders; fit + render + network for a found face; the whole pifr.frontalize call."""
+    import torch
+
+    from pifr.embedders import locate_face
+
+    found = []
+    for p in paths:
+        try:
+            found.append((p, *locate_face(p, detector=detector)))
+        except pifr.PifrError:
+            continue
+        if len(found) == n:
+            break
+    e2e, net, full = [], [], []
+    renders = []
+    for k, (p, img, face) in enumerate(found[:3] + found):
+        t0 = time.perf_counter()
+        fit = pifr.face3d.fit_faces(img, [face])[0]
+        r_ = render_pose(fit, img, 0.0)
+        t1 = time.perf_counter()
+        refiner.refine(r_.image[None], r_.mask[None], r_.landmarks[None])
+        t2 = time.perf_counter()
+        pifr.frontalize(p, method="refined", weights=str(refiner.path))
+        t3 = time.perf_counter()
+        if k >= 3:  # the first three warm up
+            e2e.append(t2 - t0)
+            net.append(t2 - t1)
+            full.append(t3 - t2)
+            renders.append(r_)
+    reps = (renders * 32)[:32]
+    t = time.perf_counter()
+    refiner.refine(np.stack([r.image for r in reps]), np.stack([r.mask for r in reps]), np.stack([r.landmarks for r in reps]))
+    batch = (time.perf_counter() - t) / len(reps)
+    ms = lambda v: round(1000 * float(np.median(v)), 1)  # noqa: E731
+    sp = {"faces": len(found), "torch_threads": torch.get_num_threads(), "network_one": ms(net), "network_batch32": round(1000 * batch, 1),
+          "fit_render_network": ms(e2e), "frontalize_call": ms(full)}
+    print(f"\nSpeed (median of {sp['faces']} CFP profiles, torch threads {sp['torch_threads']}): network {sp['network_one']} ms "
+          f"alone, {sp['network_batch32']} ms per face in a batch of 32; fit + render + network {sp['fit_render_network']} ms; "
+          f"pifr.frontalize (with detection and yaw) {sp['frontalize_call']} ms per face")
+    return sp
+
+
 def main() -> None:
     ap = parser(__doc__, "results/refiner")
     ap.add_argument("--refiner", default=None, help="refiner weights (default: the installed one)")
     ap.add_argument("--policy-yaw", type=float, nargs="+", default=[30.0, 45.0, 60.0])
     ap.add_argument("--fusion", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
     ap.add_argument("--no-pose-matching", action="store_true")
+    ap.add_argument("--speed-only", action="store_true", help="only the speed figures (20 CFP 351-400 profiles)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     from pifr.refinement import get_refiner
 
     root = shared_root(args.shared)
@@ -140,6 +190,12 @@ def main() -> None:
                      {**weights_sha(args.embedders), "refiner": ref_sha}, "tune (CFP 351-400: rules chosen here); "
                      "report (CMU Face Images; CFP 001-050 profiles as strangers)")
     t0 = time.time()
+    if args.speed_only:
+        from pifr.eval.datasets import cfp_images as _imgs
+
+        rec.update(speed_ms=speed(refiner, [im.path for im in _imgs(root / "data" / "cfp", range(351, 401), "profile")], args.detector))
+        save_record(Path(args.out), rec, "refiner")
+        return
     pairs, ff_pairs, frontals, gallery, probes, every, cmu, cmu_paths = tuning_protocol(root)
     strangers = cfp_images(root / "data" / "cfp", STRANGER_IDS, "profile")
     fits = fits_of(every + cmu_paths + [im.path for im in strangers], args.detector)
@@ -245,38 +301,9 @@ def main() -> None:
         for m, v in d.items():
             if m != "threshold":
                 print(f"| {name} | {m} | {100 * v[0]:.1f} | {100 * v[1]:.2f} |")
-    # Speed: the network alone, one face at a time and in a batch of 32.
-    items = [v for v in views.values() if v is not None][:32]
-    rs = [render_pose(fits[p][2], fits[p][0], 0.0) for p in list(k for k, v in views.items() if v is not None)[:32]]
-    t = time.perf_counter()
-    for r_ in rs[:8]:
-        refiner.refine(r_.image[None], r_.mask[None], r_.landmarks[None])
-    one = (time.perf_counter() - t) / 8
-    t = time.perf_counter()
-    refiner.refine(np.stack([r_.image for r_ in rs]), np.stack([r_.mask for r_ in rs]), np.stack([r_.landmarks for r_ in rs]))
-    batch = (time.perf_counter() - t) / len(rs)
-    # End to end for one face found in a photo: 3D fit + render + network (detection excluded), and
-    # the whole pifr.frontalize call (detection and yaw included).
-    profs = [p for p in (str(im.path) for im in probes) if fits.get(p) is not None][:20]
-    e2e, full = [], []
-    for p in profs:
-        img, face, _ = fits[p]
-        t = time.perf_counter()
-        fit = pifr.face3d.fit_faces(img, [face])[0]
-        r_ = render_pose(fit, img, 0.0)
-        refiner.refine(r_.image[None], r_.mask[None], r_.landmarks[None])
-        e2e.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        pifr.frontalize(p, method="refined", weights=str(refiner.path))
-        full.append(time.perf_counter() - t)
-    import torch
-
-    print(f"\nRefiner network per face: {1000 * one:.0f} ms alone, {1000 * batch:.0f} ms in a batch of {len(rs)}; "
-          f"fit + render + network {1000 * np.median(e2e):.0f} ms, pifr.frontalize (with detection) {1000 * np.median(full):.0f} ms "
-          f"(median of {len(profs)} CFP profiles, torch threads {torch.get_num_threads()})")
+    sp = speed(refiner, [im.path for im in probes], args.detector)
     rec.update(results=res, chosen=chosen, yaw_bins=bins, cmu=cmu_res, open_set=dirs, yaw_of_outputs=yaw_out,
-               speed_ms={"network_one": 1000 * one, "network_batch32": 1000 * batch, "fit_render_network": 1000 * float(np.median(e2e)),
-                         "frontalize_call": 1000 * float(np.median(full)), "torch_threads": torch.get_num_threads()}, refiner_file=str(refiner.path),
+               speed_ms=sp, refiner_file=str(refiner.path),
                seconds=round(time.time() - t0, 1))
     save_record(Path(args.out), rec, "refiner")
 

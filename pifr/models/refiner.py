@@ -100,6 +100,12 @@ def landmarks5(landmarks: torch.Tensor) -> torch.Tensor:
                         landmarks[:, 48], landmarks[:, 54]], 1)
 
 
+def _resized(cond: torch.Tensor, size: int) -> torch.Tensor:
+    if cond.shape[-1] == size:  # bilinear at the same size samples pixel centres: the map itself
+        return cond
+    return F.interpolate(cond, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
 class SPADE(nn.Module):
     """Parameter-free BatchNorm whose scale and shift per pixel come from the condition map."""
 
@@ -110,8 +116,10 @@ class SPADE(nn.Module):
         self.gamma = nn.Conv2d(hidden, c, 3, 1, 1)
         self.beta = nn.Conv2d(hidden, c, 3, 1, 1)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        h = self.shared(F.interpolate(cond, size=x.shape[2:], mode="bilinear", align_corners=False, antialias=True))
+    def forward(self, x: torch.Tensor, cond: "torch.Tensor | Dict[int, torch.Tensor]") -> torch.Tensor:
+        """``cond``: the condition map, or ``{size: map resized to size}`` (shared by a forward pass)."""
+        c = cond[x.shape[-1]] if isinstance(cond, dict) else _resized(cond, x.shape[-1])
+        h = self.shared(c)
         return self.norm(x) * (1 + self.gamma(h)) + self.beta(h)
 
 
@@ -126,7 +134,7 @@ class SPADEBlock(nn.Module):
         self.short = None if cin == cout else nn.Conv2d(cin, cout, 1, bias=False)
         self.sn = None if cin == cout else SPADE(cin, cond, hidden)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: "torch.Tensor | Dict[int, torch.Tensor]") -> torch.Tensor:
         s = x if self.short is None else self.short(self.sn(x, cond))
         y = self.c0(F.leaky_relu(self.n0(x, cond), 0.2))
         y = self.c1(F.leaky_relu(self.n1(y, cond), 0.2))
@@ -155,10 +163,12 @@ class SPADEGenerator(nn.Module):
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         x = self.enc(cond)
+        # The condition resized once per resolution, not once per normalisation layer.
+        sizes = {s: _resized(cond, s) for s in (x.shape[-1] * 2**k for k in range(len(self.up) + 1))}
         for blk in self.mid:
-            x = blk(x, cond)
+            x = blk(x, sizes)
         for blk in self.up:
-            x = blk(F.interpolate(x, scale_factor=2, mode="nearest"), cond)
+            x = blk(F.interpolate(x, scale_factor=2, mode="nearest"), sizes)
         return self.rgb(x)
 
 

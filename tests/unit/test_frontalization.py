@@ -190,16 +190,25 @@ def test_no_registered_frontalizer_is_a_clear_error_and_a_bad_checksum_surfaces(
         Frontalizer()
 
 
-def test_frontalize_works_out_of_the_box_with_the_3d_render(tmp_path):
-    """No generator ships, so the default method is the 3D render: a frontal face in the TP-GAN
-    crop that the yaw estimator reads as frontal, a mask, and one result or error per list item."""
+def test_frontalize_works_out_of_the_box_with_the_shipped_refiner():
+    """The refiner ships, so the default method refines the 3D render: the whole crop filled (the
+    render leaves the surround black), a face the yaw estimator reads as frontal."""
     f = pifr.frontalize(EXAMPLES / "mitchell_turned.png")
+    assert f.generator == "3d-render+refiner:refiner.safetensors" and f.image.shape == (128, 128, 3)
+    assert f.image[~f.mask].mean() > 20
+    assert abs(pifr.estimate_yaw(np.ascontiguousarray(np.pad(f.image, ((40, 40), (40, 40), (0, 0)), mode="edge")))) < 10
+
+
+def test_frontalize_3d_render(tmp_path):
+    """method="3d": a frontal face in the TP-GAN crop that the yaw estimator reads as frontal, a
+    mask, and one result or error per list item."""
+    f = pifr.frontalize(EXAMPLES / "mitchell_turned.png", method="3d")
     assert f.generator == "3d-render" and f.image.shape == (128, 128, 3) and f.mask.mean() > 0.4
     assert abs(f.yaw - 52) < 8
     assert abs(pifr.estimate_yaw(np.ascontiguousarray(np.pad(f.image, ((40, 40), (40, 40), (0, 0)))))) < 10
     bad = tmp_path / "x.jpg"
     bad.write_bytes(b"nope")
-    out = pifr.frontalize([EXAMPLES / "night_turned.png", bad])
+    out = pifr.frontalize([EXAMPLES / "night_turned.png", bad], method="3d")
     assert out[0].generator == "3d-render" and isinstance(out[1], pifr.InvalidImageError)
     with pytest.raises(pifr.UnknownModelError, match="no weights"):
         pifr.frontalize(EXAMPLES / "night_turned.png", method="3d", weights="model3Ddlib.mat")

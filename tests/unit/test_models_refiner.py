@@ -44,7 +44,7 @@ def test_paste_at_inverts_an_on_grid_crop():
 
 @pytest.mark.parametrize("arch", ["tpgan", "spade"])
 def test_refiner_shapes_gradients_and_config_round_trip(arch):
-    cfg = RefinerConfig(arch=arch, width=0.0625)
+    cfg = RefinerConfig(arch=arch, width=0.0625, residual=False)
     net = Refiner(cfg)
     render, mask, lm = _batch()
     out = net(render, mask, lm)
@@ -59,12 +59,25 @@ def test_refiner_shapes_gradients_and_config_round_trip(arch):
 def test_refiner_reads_its_condition():
     """The landmarks are an input: moving them changes the output (the heatmaps reach the network)."""
     torch.manual_seed(0)
-    net = Refiner(RefinerConfig(arch="tpgan", width=0.0625)).eval()
+    net = Refiner(RefinerConfig(arch="tpgan", width=0.0625, residual=False)).eval()
     render, mask, lm = _batch(1)
     with torch.no_grad():
         a = net(render, mask, lm)["img128"]
         b = net(render, mask, lm + 6.0)["img128"]
     assert float((a - b).abs().mean()) > 1e-4
+
+
+@pytest.mark.parametrize("arch", ["tpgan", "spade"])
+def test_a_residual_refiner_starts_as_the_render(arch):
+    """residual=True: before training the output is the render on its mask and 0 (grey) beyond,
+    and the last layer, the only one with a gradient at the start, gets one."""
+    net = Refiner(RefinerConfig(arch=arch, width=0.0625))
+    render, mask, lm = _batch()
+    out = net(render, mask, lm)["img128"]
+    assert torch.allclose(out, render * mask, atol=1e-6)
+    ((out - render) ** 2).mean().backward()
+    last = net.net.rgb128[0] if arch == "tpgan" else net.net.rgb[1]
+    assert float(last.weight.grad.abs().sum()) > 0
 
 
 def test_refiner_rejects_bad_shapes_and_configs():

@@ -30,8 +30,13 @@ def ref_file(tmp_path_factory):
 @pytest.fixture
 def no_registered_refiner(monkeypatch):
     """The manifest as if no refiner were registered (one will be, once trained)."""
+    import pifr.refinement
+
     real = pifr.weights.list_weights
     monkeypatch.setattr(pifr.weights, "list_weights", lambda task=None: [s for s in real(task) if s.task != "refiner"])
+    pifr.refinement._cached.cache_clear()  # the shipped refiner may be loaded already
+    yield
+    pifr.refinement._cached.cache_clear()
 
 
 def _inputs(n, seed=0):
@@ -147,14 +152,15 @@ def test_refiner_available_needs_a_registered_spec_and_its_file(ref_file, monkey
 
     from pifr.weights import WeightSpec
 
-    spec = WeightSpec(name="refiner", task="refiner", arch="refiner", file="refiner.safetensors", sha256=None,
+    # A file name of its own: the shipped refiner.safetensors sits in weights/, a search location.
+    spec = WeightSpec(name="refiner", task="refiner", arch="refiner", file="refiner_under_test.safetensors", sha256=None,
                       format="safetensors", location="user")
     real = pifr.weights.list_weights
     monkeypatch.setattr(pifr.weights, "list_weights",
                         lambda task=None: [s for s in real(task) if s.task != "refiner"] + ([spec] if task in (None, "refiner") else []))
     monkeypatch.setenv("PIFR_WEIGHTS_DIR", str(tmp_path))
     assert refiner_available() is False  # registered, file absent
-    shutil.copy(ref_file, tmp_path / "refiner.safetensors")
+    shutil.copy(ref_file, tmp_path / "refiner_under_test.safetensors")
     assert refiner_available() is True
     from pifr.rotation import _resolve_method
 

@@ -23,7 +23,7 @@ def _yaw_of(render):
 @pytest.mark.parametrize("target", [0.0, -45.0, 60.0])
 def test_rotate_renders_the_requested_yaw(turned, target):
     img, face = turned
-    r = pifr.rotate(img, yaw=target, face=face)
+    r = pifr.rotate(img, yaw=target, face=face, method="3d")
     assert r.image.shape == (128, 128, 3) and r.image.dtype == np.uint8 and r.mask.shape == (128, 128)
     assert r.landmarks.shape == (68, 2) and r.landmarks5.shape == (5, 2)
     assert abs(r.yaw_in - 52) < 8 and r.yaw_out == target
@@ -35,7 +35,7 @@ def test_frontal_render_of_a_turned_face_is_still_the_person(turned):
     the other people in the examples (dlib's embedder on the renders, template-placed)."""
     img, face = turned
     emb = pifr.get_embedder("dlib_resnet")
-    r = pifr.rotate(img, 0.0, face=face, template=emb.template)
+    r = pifr.rotate(img, 0.0, face=face, template=emb.template, method="3d")
     v = emb.embed_crops(r.image[None])[0]
     same = pifr.embed(EXAMPLES / "mitchell_frontal.png")
     others = [pifr.embed(EXAMPLES / f) for f in ("night_frontal.png", "phoebe_frontal.png")]
@@ -44,8 +44,8 @@ def test_frontal_render_of_a_turned_face_is_still_the_person(turned):
 
 def test_hidden_side_is_filled_from_the_mirror_and_marked(turned):
     img, face = turned
-    filled = pifr.rotate(img, 0.0, face=face)
-    bare = pifr.rotate(img, 0.0, face=face, mirror_fill=False)
+    filled = pifr.rotate(img, 0.0, face=face, method="3d")
+    bare = pifr.rotate(img, 0.0, face=face, mirror_fill=False, method="3d")
     low = filled.mask & (filled.visibility < 0.2)
     assert low.sum() > 200  # a 52° profile hides a good part of the far cheek
     assert (filled.visibility[filled.mask] > 0.9).mean() > 0.4
