@@ -168,7 +168,7 @@ def render_fit(fit: Fit3D, photo: np.ndarray, camera: np.ndarray, size: int, *, 
 
     Args:
         fit: the face's 3D fit in ``photo``.
-        photo: ``(H, W, 3)`` uint8 RGB the fit was made on.
+        photo: ``(H, W, C)`` uint8 the fit was made on (RGB; extra channels are carried along).
         camera: ``(3, 4)`` target camera (model → output px + depth).
         mirror_fill: colour points the photo does not see from their mirrored point.
         texture: ``(image (h, w, C), camera)`` to take colours from instead of the photo, with no visibility
@@ -184,7 +184,7 @@ def render_fit(fit: Fit3D, photo: np.ndarray, camera: np.ndarray, size: int, *, 
     out_proj = verts @ camera[:, :3].T + camera[:, 3]
     ras = rasterize(out_proj[:, :2], out_proj[:, 2], tris, (size, size), front_sign(camera))
     m = ras.mask
-    img = np.zeros((size, size, 3), np.float32)
+    img = np.zeros((size, size, photo.shape[2]), np.float32)
     vis = np.zeros((size, size), np.float32)
     if not m.any():
         return img.astype(np.uint8), m, vis
@@ -257,13 +257,19 @@ class RenderPair:
 
 
 def rotate_and_render(fit: Fit3D, photo: np.ndarray, face: Face, yaw_away: float, pitch_away: float = 0.0,
-                      erode: int = 2) -> RenderPair:
+                      erode: int = 2, back: str = "texture") -> RenderPair:
     """Rotate-and-render: the photo's face turned to ``yaw_away``, re-textured there, turned back.
 
     The render at ``yaw_away`` takes its colours from the photo with no visibility test, as a
     texture baked onto vertices would (hidden points take their occluder's colour); its mask is
     eroded by ``erode`` px (silhouette pixels mix face and background); the render back at the
     photo's own pose samples that render, so it carries the defects a rotation leaves behind.
+
+    ``back``: how the render back takes its colours from the rotated-away view — ``"texture"``
+    (R&R: every point whatever the view shows at its position, an occluder's colour for a hidden
+    point) or ``"mirror"`` (the view treated as a photo, as :func:`render_pose` treats one: a
+    visibility test, hidden points from their mirrored point — the seams and smears of a frontal
+    render of a profile).
     """
     import cv2
 
@@ -282,7 +288,15 @@ def rotate_and_render(fit: Fit3D, photo: np.ndarray, face: Face, yaw_away: float
     # The eroded mask travels as a fourth channel: a pixel carried back from off the rotated
     # view's face has no colour to bring.
     away4 = np.dstack([away_img * away_mask[..., None], away_mask.astype(np.uint8) * 255])
-    back4, mask, _ = render_fit(fit, photo, cam_src, t.size, texture=(away4, cam_away))
+    if back == "texture":
+        back4, mask, _ = render_fit(fit, photo, cam_src, t.size, texture=(away4, cam_away))
+    elif back == "mirror":
+        import dataclasses
+
+        seen_from_away = dataclasses.replace(fit, camera=cam_away, rotation=away, image_size=(size, size))
+        back4, mask, _ = render_fit(seen_from_away, away4, cam_src, t.size, mirror_fill=True)
+    else:
+        raise ShapeError(f"back must be 'texture' or 'mirror', got {back!r}")
     mask = mask & (back4[..., 3] > 127)
     back = back4[..., :3] * mask[..., None]
     lm = (fit.landmarks3d @ cam_src[:2, :3].T + cam_src[:2, 3]).astype(np.float32)

@@ -95,6 +95,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sample-identities", type=int, default=0,
                     help="--merge: keep every record of this many identities, chosen at random (seed 0); 0 = all")
     ap.add_argument("--rotations", type=int, default=2, help="--rotate-and-render: rotations per photo")
+    ap.add_argument("--rr-back", default="texture", choices=["texture", "mirror"],
+                    help="--rotate-and-render: the render back takes the rotated view's colours as a texture (R&R) or "
+                         "as a photo with a visibility test and mirror fill (the defects of a frontal render of a profile)")
     ap.add_argument("--max-photos", type=int, default=0, help="--rotate-and-render: a seeded random subset of photos (0 = all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
@@ -146,7 +149,7 @@ def _render_pairs(args: argparse.Namespace, ids: range) -> int:
         sources = [sources[i] for i in pick]
     manifest = {"source": "rotate-and-render pairs", "roots": args.rotate_and_render, "cfp_identities": args.identities,
                 "split": f"train (CFP {args.identities} and LFW without the other CFP people)", "rotations_per_photo": args.rotations}
-    pack = build(sources, rotations=args.rotations, seed=args.seed, quality=args.quality or 90, detector=args.detector,
+    pack = build(sources, rotations=args.rotations, seed=args.seed, quality=args.quality or 90, detector=args.detector, back=args.rr_back,
                  manifest=manifest)
     pack.save(Path(args.out))
     size = Path(args.out).stat().st_size

@@ -158,9 +158,10 @@ def photo_sources(roots: Iterable[Path], cfp_ids: range) -> List[Tuple[Path, str
 
 
 def build(sources: Sequence[Tuple[Path, str]], rotations: int = 2, seed: int = 0, quality: int = 90,
-          detector: Optional[str] = None, manifest: Optional[Dict] = None) -> RenderPairPack:
-    """Fit, rotate away and render back each photo ``rotations`` times. A photo that fails (no
-    face, a refused fit, an unreadable file) is skipped and counted; it never stops the build."""
+          detector: Optional[str] = None, manifest: Optional[Dict] = None, back: str = "texture") -> RenderPairPack:
+    """Fit, rotate away and render back each photo ``rotations`` times (``back``: see
+    :func:`pifr.rotation.rotate_and_render`). A photo that fails (no face, a refused fit, an
+    unreadable file) is skipped and counted; it never stops the build."""
     from tqdm import tqdm
 
     from ..embedders import locate_face
@@ -180,7 +181,7 @@ def build(sources: Sequence[Tuple[Path, str]], rotations: int = 2, seed: int = 0
             pairs = []
             for _ in range(rotations):
                 ya, pa = away_pose(fit.yaw, rng)
-                pairs.append((rotate_and_render(fit, img, face, ya, pa), ya, pa))
+                pairs.append((rotate_and_render(fit, img, face, ya, pa, back=back), ya, pa))
         except PifrError as e:
             kind = type(e).__name__
             skipped[kind] = skipped.get(kind, 0) + 1
@@ -202,7 +203,7 @@ def build(sources: Sequence[Tuple[Path, str]], rotations: int = 2, seed: int = 0
     i, io_ = _join(inputs)
     man = dict(manifest or {})
     man.update(photos=len(targets), rotations=len(inputs), skipped=skipped, seconds=round(seconds, 1),
-               seconds_per_1000_photos=round(1000 * seconds / max(len(sources), 1), 1), jpeg_quality=quality, seed=seed,
+               seconds_per_1000_photos=round(1000 * seconds / max(len(sources), 1), 1), jpeg_quality=quality, seed=seed, back=back,
                recipe={"away_range": AWAY_RANGE, "away_limit": AWAY_LIMIT, "frontal_share": FRONTAL_SHARE,
                        "pitch_jitter": PITCH_JITTER, "min_turn": MIN_TURN})
     return RenderPairPack(t, to, np.array(lms, np.float32).reshape(-1, 68, 2), np.array(yaws, np.float32), i, io_,

@@ -27,3 +27,24 @@ def test_render_pair_pack_builds_saves_and_skips_bad_photos(tmp_path):
     # The JPEG round trip keeps the pair aligned: the input matches its target where it has colour.
     m = mask & (inp.sum(2) > 30)
     assert np.abs(inp[m].astype(int) - tgt[m]).mean() < 40
+
+
+def test_mirror_back_render_carries_mirror_fill_and_stays_aligned():
+    """back="mirror": the render back treats the rotated view as a photo (visibility + mirror fill),
+    so what the away view did not see is filled from the other half instead of an occluder —
+    a different input from R&R's, still pixel-aligned with the photo where it saw the face."""
+    from pifr.embedders import locate_face
+    from pifr.face3d import fit_faces
+    from pifr.rotation import rotate_and_render
+
+    img, face = locate_face(EXAMPLES / "mitchell_frontal.png")
+    fit = fit_faces(img, [face])[0]
+    tex = rotate_and_render(fit, img, face, 55.0, back="texture")
+    mir = rotate_and_render(fit, img, face, 55.0, back="mirror")
+    assert np.array_equal(tex.target, mir.target) and mir.mask.sum() > 0.8 * tex.mask.sum()
+    both = tex.mask & mir.mask
+    assert np.abs(tex.input[both].astype(int) - mir.input[both]).mean() > 3
+    m = mir.mask & (mir.input.sum(2) > 30)
+    assert np.abs(mir.input[m].astype(int) - mir.target[m]).mean() < 40
+    with pytest.raises(pifr.ShapeError):
+        rotate_and_render(fit, img, face, 55.0, back="unknown")
