@@ -80,6 +80,22 @@ def check_crops(crops: np.ndarray, template: AlignmentTemplate, who: str) -> np.
     return crops
 
 
+def template_transform(src: AlignmentTemplate, dst: AlignmentTemplate) -> np.ndarray:
+    """``(2, 3)`` similarity taking pixels of a crop on ``src`` to the same face on ``dst`` (the
+    least-squares map between the two templates' 5 points)."""
+    return similarity_transform(src.array, dst.array)
+
+
+def warp_to_template(img: np.ndarray, src: AlignmentTemplate, dst: AlignmentTemplate, nearest: bool = False) -> np.ndarray:
+    """A crop on ``src`` (``(S, S[, C])``) re-cropped onto ``dst`` by :func:`template_transform`;
+    black (0) where ``src`` has no pixels. ``nearest``: nearest-neighbour (for masks)."""
+    import cv2
+
+    return cv2.warpAffine(img, template_transform(src, dst), (dst.size, dst.size),
+                          flags=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
 def _as_landmarks(face_or_landmarks: Union[Face, np.ndarray]) -> np.ndarray:
     lm = face_or_landmarks.landmarks if isinstance(face_or_landmarks, Face) else face_or_landmarks
     lm = np.asarray(lm, dtype=np.float64)

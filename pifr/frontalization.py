@@ -22,9 +22,9 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from ._device import resolve_device
-from .alignment import TPGAN_128, AlignmentTemplate, align_with_landmarks, mirror, similarity_transform
+from .alignment import TPGAN_128, AlignmentTemplate, align_with_landmarks, mirror, warp_to_template
 from .errors import InvalidPolicyError, PifrError, UnknownModelError, WeightsFormatError, WeightsNotFoundError
-from .image import ImageLike, load_image
+from .image import ImageLike, input_label, load_image
 from .types import Face
 
 log = logging.getLogger("pifr")
@@ -354,11 +354,7 @@ def get_frontalizer(weights: Optional[Union[str, Path]] = None, device: Any = No
 
 def to_template(frontal: np.ndarray, template: AlignmentTemplate) -> np.ndarray:
     """Re-crop a frontal TP-GAN output onto another frontal template (e.g. an embedder's)."""
-    import cv2
-
-    m = similarity_transform(TPGAN_128.array, template.array)
-    return cv2.warpAffine(frontal, m, (template.size, template.size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return warp_to_template(frontal, TPGAN_128, template)
 
 
 def _tpgan_input(img: ImageLike, face: Optional[Face], detector: Optional[str], device: Any
@@ -404,10 +400,6 @@ def _render_3d(img: ImageLike, face: Optional[Face], detector: Optional[str], de
     return Frontalized(image=r.image, face=face, yaw=float(face.yaw), generator=Render3D.name, mask=r.mask)
 
 
-def _label(one: Any, i: int) -> str:
-    return str(one) if isinstance(one, (str, Path)) else f"image {i}"
-
-
 def _frontalize_refined(img: Union[ImageLike, List[ImageLike]], face: Optional[Face], weights: Optional[Union[str, Path]],
                         detector: Optional[str], device: Any, batch_size: int
                         ) -> Union[Frontalized, List[Union[Frontalized, Exception]]]:
@@ -422,7 +414,7 @@ def _frontalize_refined(img: Union[ImageLike, List[ImageLike]], face: Optional[F
     ready: List["tuple[int, Face, Any]"] = []
     for i, one in enumerate(img):
         try:
-            ready.append((i, *_render_front(one, None, detector, device, _label(one, i))))
+            ready.append((i, *_render_front(one, None, detector, device, input_label(one, i))))
         except PifrError as e:
             out[i] = e
     images = refiner.refine_rotated([r for _, _, r in ready], max(1, batch_size))
@@ -474,7 +466,7 @@ def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: Optional[str] 
         out_r: List[Union[Frontalized, Exception]] = []
         for i, one in enumerate(img):
             try:
-                out_r.append(_render_3d(one, None, detector, device, _label(one, i)))
+                out_r.append(_render_3d(one, None, detector, device, input_label(one, i)))
             except PifrError as e:
                 out_r.append(e)
         return out_r

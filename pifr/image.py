@@ -126,6 +126,13 @@ def _array_to_rgb(a: np.ndarray, *, bgr: bool, name: str) -> np.ndarray:
     return np.array(a, dtype=np.uint8, order="C")  # always a fresh, writable copy
 
 
+def input_label(item: Any, i: "int | None" = None) -> str:
+    """How errors name an input: its path, else ``"image i"`` for item ``i`` of a list, else ``"the image"``."""
+    if isinstance(item, (str, Path)):
+        return str(item)
+    return "the image" if i is None else f"image {i}"
+
+
 def load_image(src: ImageLike, *, bgr: bool = False, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Convert ``src`` to an RGB image.
 

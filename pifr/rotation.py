@@ -27,10 +27,10 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .alignment import (TPGAN_128, AlignmentTemplate, align_with_landmarks, estimate_transform, get_template,
-                        similarity_transform)
+                        template_transform, warp_to_template)
 from .errors import PifrError, ShapeError
 from .face3d import Fit3D, face_model, fit_faces, landmarks5_from_68
-from .image import ImageLike, load_image
+from .image import ImageLike, input_label, load_image
 from .rendering import front_sign, rasterize, vertex_normals
 from .types import Face
 
@@ -291,9 +291,7 @@ def rotate_and_render(fit: Fit3D, photo: np.ndarray, face: Face, yaw_away: float
     if back == "texture":
         back4, mask, _ = render_fit(fit, photo, cam_src, t.size, texture=(away4, cam_away))
     elif back == "mirror":
-        import dataclasses
-
-        seen_from_away = dataclasses.replace(fit, camera=cam_away, rotation=away, image_size=(size, size))
+        seen_from_away = replace(fit, camera=cam_away, rotation=away, image_size=(size, size))
         back4, mask, _ = render_fit(seen_from_away, away4, cam_src, t.size, mirror_fill=True)
     else:
         raise ShapeError(f"back must be 'texture' or 'mirror', got {back!r}")
@@ -322,22 +320,21 @@ def warp_rotated(r: Rotated, template: Union[str, AlignmentTemplate]) -> Rotated
     """``r`` moved into another template by the similarity between the two templates' 5 points
     (as :func:`pifr.frontalization.to_template` moves a frontal crop); image, render, mask,
     visibility and landmarks move together. ``r`` itself when it is already there."""
-    import cv2
-
     t = get_template(template)
     if t.name == r.template:
         return r
-    m = similarity_transform(get_template(r.template).array, t.array)
+    src = get_template(r.template)
+    m = template_transform(src, t)
 
-    def warp(a: np.ndarray, flags: int) -> np.ndarray:
-        return cv2.warpAffine(a, m, (t.size, t.size), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    def warp(a: np.ndarray, nearest: bool = False) -> np.ndarray:
+        return warp_to_template(a, src, t, nearest)
 
     lm = (r.landmarks.astype(np.float64) @ m[:, :2].T + m[:, 2]).astype(np.float32)
     # Nearest for the mask: an interpolated edge would mark half-covered pixels as face.
-    return replace(r, image=warp(r.image, cv2.INTER_LINEAR), mask=warp(r.mask.astype(np.uint8), cv2.INTER_NEAREST) > 0,
-                   visibility=warp(r.visibility.astype(np.float32), cv2.INTER_LINEAR), landmarks=lm,
+    return replace(r, image=warp(r.image), mask=warp(r.mask.astype(np.uint8), nearest=True) > 0,
+                   visibility=warp(r.visibility.astype(np.float32)), landmarks=lm,
                    landmarks5=landmarks5_from_68(lm).astype(np.float32), template=t.name,
-                   render=None if r.render is None else warp(r.render, cv2.INTER_LINEAR))
+                   render=None if r.render is None else warp(r.render))
 
 
 def refine_renders(renders: Sequence[Rotated], refiner: Any, template: Union[str, AlignmentTemplate] = TPGAN_128,
@@ -411,14 +408,14 @@ def rotate(img: Union[ImageLike, Sequence[ImageLike]], yaw: float = 0.0, pitch: 
         return render_pose(fit, arr, yaw, pitch, template=render_into, mirror_fill=mirror_fill)
 
     if not isinstance(img, (list, tuple)):
-        r = render_one(img, face, _label(img, None))
+        r = render_one(img, face, input_label(img, None))
         return r if refiner is None else refine_renders([r], refiner, template, batch_size)[0]
     if face is not None:
         raise ShapeError("face= applies to a single image, not a list")
     out: List[Union[Rotated, PifrError]] = []
     for i, item in enumerate(img):
         try:
-            out.append(render_one(item, None, _label(item, i)))
+            out.append(render_one(item, None, input_label(item, i)))
         except PifrError as e:
             out.append(e)
     if refiner is not None:
@@ -427,8 +424,3 @@ def rotate(img: Union[ImageLike, Sequence[ImageLike]], yaw: float = 0.0, pitch: 
             out[i] = r
     return out
 
-
-def _label(item: Any, i: Optional[int]) -> str:
-    if isinstance(item, (str, Path)):
-        return str(item)
-    return "the image" if i is None else f"image {i}"
