@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Tuple
 
@@ -98,6 +99,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rr-back", default="texture", choices=["texture", "mirror"],
                     help="--rotate-and-render: the render back takes the rotated view's colours as a texture (R&R) or "
                          "as a photo with a visibility test and mirror fill (the defects of a frontal render of a profile)")
+    ap.add_argument("--rr-away", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
+                    help="--rotate-and-render: turn away by MIN-MAX degrees (default R&R's 20 55)")
+    ap.add_argument("--rr-limit", type=float, default=None, help="--rotate-and-render: never turn past this yaw (default 69)")
     ap.add_argument("--max-photos", type=int, default=0, help="--rotate-and-render: a seeded random subset of photos (0 = all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
@@ -141,7 +145,7 @@ def main(argv=None) -> int:
 def _render_pairs(args: argparse.Namespace, ids: range) -> int:
     import numpy as np
 
-    from .render_pairs import build, photo_sources
+    from .render_pairs import TurnRecipe, build, photo_sources
 
     sources = photo_sources([Path(r) for r in args.rotate_and_render], ids)
     if args.max_photos and args.max_photos < len(sources):
@@ -149,8 +153,13 @@ def _render_pairs(args: argparse.Namespace, ids: range) -> int:
         sources = [sources[i] for i in pick]
     manifest = {"source": "rotate-and-render pairs", "roots": args.rotate_and_render, "cfp_identities": args.identities,
                 "split": f"train (CFP {args.identities} and LFW without the other CFP people)", "rotations_per_photo": args.rotations}
+    recipe = TurnRecipe()
+    if args.rr_away:
+        recipe = replace(recipe, away_range=(min(args.rr_away), max(args.rr_away)))
+    if args.rr_limit is not None:
+        recipe = replace(recipe, away_limit=args.rr_limit)
     pack = build(sources, rotations=args.rotations, seed=args.seed, quality=args.quality or 90, detector=args.detector, back=args.rr_back,
-                 manifest=manifest)
+                 manifest=manifest, recipe=recipe)
     pack.save(Path(args.out))
     size = Path(args.out).stat().st_size
     print(json.dumps({k: v for k, v in pack.manifest.items()} | {"mib": round(size / 2**20, 2)}))

@@ -74,6 +74,13 @@ class RefineConfig:
     adv: float = 0.1
     fm: float = 1.0
     identity_net: str = "mobilefacenet"
+    #: embedders whose cosine to the photo validation reports, each on its own ('+'-joined);
+    #: one the refiner never trained against says whether its gains are the face or the teacher's marks
+    val_nets: str = "dlib_resnet"
+    #: the validation figure that picks ``best.safetensors`` (higher is better)
+    best_by: str = "cos_dlib_resnet_out"
+    #: refiner weights to start from when the run has no state yet (same arch, width, heatmaps)
+    init: str = ""
     flip: bool = True
     seed: int = 0
     val_pairs: int = 96
@@ -237,8 +244,12 @@ class RefineTrainer:
         self.step = 0
         self.best = -math.inf
         self.seconds = 0.0  # training time over all resumed parts
+        self._val_nets: Optional[Dict[str, nn.Module]] = None
+        self._val_ref: Optional[List[Dict[str, torch.Tensor]]] = None
         if (self.run_dir / "state.pt").is_file():
             self.load(self.run_dir / "state.pt")
+        elif cfg.init:
+            self.start_from(Path(cfg.init))
 
     # ------------------------------------------------------------------ steps
     def _draw(self, n: int, pool: int) -> Tuple[List[int], List[bool]]:
@@ -279,34 +290,51 @@ class RefineTrainer:
         total.backward()
         self.opt_g.step()
         self.step += 1
-        logs.update({k: float(v) for k, v in terms.items()}, total=float(total))
+        logs.update({k: float(v.detach()) for k, v in terms.items()}, total=float(total.detach()))
         return logs
 
     # ------------------------------------------------------------- validation
+    def _validation_nets(self) -> Dict[str, nn.Module]:
+        if self._val_nets is None:
+            from .validation import identity_network
+
+            self._val_nets = {"idnet": self.identity} if self.identity is not None else {}
+            for name in filter(None, self.cfg.val_nets.split("+")):
+                self._val_nets[name] = identity_network(name, device=self.device)
+        return self._val_nets
+
     @torch.no_grad()
-    def validate(self, nets: Optional[Dict[str, nn.Module]] = None) -> Dict[str, float]:
+    def _reference(self, n: int) -> List[Dict[str, torch.Tensor]]:
+        """The validation batches with what does not change between validations: each network's
+        embedding of the photo, and the renders' own error and cosines (computed once per run)."""
+        if self._val_ref is None:
+            nets = self._validation_nets()
+            self._val_ref = []
+            for i in range(0, n, 16):
+                b = {k: v.to(self.device) for k, v in self.val.batch(list(range(i, min(n, i + 16)))).items()}
+                for net_name, net in nets.items():
+                    b[f"emb_{net_name}"] = net(b["target"])["embedding"].float()
+                self._val_ref.append(b)
+        return self._val_ref
+
+    @torch.no_grad()
+    def validate(self) -> Dict[str, float]:
         """Face-region L1 (×255 levels) and cosine to the photo of the outputs and of the renders
         themselves, on the first ``val_pairs`` validation pairs; cosines by the training identity
-        network and by dlib's ResNet (a network the refiner never trained against)."""
-        from .validation import identity_network
-
+        network (``idnet``) and by each of ``val_nets``."""
         n = min(self.cfg.val_pairs, len(self.val))
         if n == 0:
             return {}
-        if not hasattr(self, "_dlib"):
-            self._dlib = identity_network("dlib_resnet", device=self.device)
+        nets = self._validation_nets()
         self.G.eval()
         acc: Dict[str, List[float]] = {}
-        for i in range(0, n, 16):
-            b = {k: v.to(self.device) for k, v in self.val.batch(list(range(i, min(n, i + 16)))).items()}
+        for b in self._reference(n):
             out = self.G(b["render"], b["mask"], b["landmarks"])["img128"]
             for name, img in (("out", out), ("render", b["render"])):
                 err = ((img - b["target"]).abs().mean(1, keepdim=True) * b["mask"]).flatten(1).sum(1) / b["mask"].flatten(1).sum(1)
                 acc.setdefault(f"l1_face_{name}", []).extend((err * 127.5).tolist())
-                for net_name, net in (("idnet", self.identity), ("dlib", self._dlib)):
-                    if net is None:
-                        continue
-                    c = F.cosine_similarity(net(img)["embedding"].float(), net(b["target"])["embedding"].float(), dim=1)
+                for net_name, net in nets.items():
+                    c = F.cosine_similarity(net(img)["embedding"].float(), b[f"emb_{net_name}"], dim=1)
                     acc.setdefault(f"cos_{net_name}_{name}", []).extend(c.tolist())
         return {k: round(float(np.mean(v)), 4) for k, v in acc.items()} | {"val_pairs": n}
 
@@ -335,6 +363,18 @@ class RefineTrainer:
         torch.save(s, tmp)
         tmp.replace(self.run_dir / "state.pt")
         save_refiner(self.G, self.run_dir / "refiner.safetensors", self.meta())
+
+    def start_from(self, path: Path) -> None:
+        """Initialise the refiner from a weights file (e.g. the shipped refiner) for a fine-tune."""
+        from ..models.refiner import read_refiner
+
+        net, _ = read_refiner(path)
+        if net.config != self.G.config:
+            from ..errors import TrainingError
+
+            raise TrainingError(f"{path}: a refiner {net.config}, not the run's {self.G.config}")
+        self.G.load_state_dict(net.state_dict())
+        log.info("starting from %s", path)
 
     def load(self, path: Path) -> None:
         s = torch.load(path, map_location=self.device, weights_only=True)
@@ -398,7 +438,7 @@ class RefineTrainer:
         val = self.validate()
         logf.write(json.dumps({"step": self.step, "s": round(self.seconds, 1), "val": val}) + "\n")
         logf.flush()
-        score = val.get("cos_dlib_out", -math.inf)
+        score = val.get(self.cfg.best_by, -math.inf)
         if score > self.best:
             self.best = score
             save_refiner(self.G, self.run_dir / "best.safetensors", self.meta() | {"val": val})

@@ -18,7 +18,7 @@ import io
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -36,18 +36,32 @@ PITCH_JITTER = 8.0
 MIN_TURN = 15.0
 
 
-def away_pose(yaw: float, rng: np.random.Generator) -> Tuple[float, float]:
-    """(yaw, pitch) in degrees to rotate a photo of ``yaw`` to: R&R's recipe — one time in five the
-    frontal view, else a turn of 20–55° to either side, never past ±69°. A turn that the limit
-    would cut below :data:`MIN_TURN` goes the other way (the mesh is a face, not a head: turned
+@dataclass(frozen=True)
+class TurnRecipe:
+    """How far a photo is turned away before it is rendered back (degrees). The default is R&R's;
+    a mirror-backed pack (``back="mirror"``) is better served by larger turns (e.g. 45–75°,
+    limit 80°), whose away views are as one-sided as the profiles frontalized at inference."""
+
+    away_range: Tuple[float, float] = AWAY_RANGE
+    away_limit: float = AWAY_LIMIT
+    frontal_share: float = FRONTAL_SHARE
+    pitch_jitter: float = PITCH_JITTER
+    min_turn: float = MIN_TURN
+
+
+def away_pose(yaw: float, rng: np.random.Generator, recipe: TurnRecipe = TurnRecipe()) -> Tuple[float, float]:
+    """(yaw, pitch) in degrees to rotate a photo of ``yaw`` to: by default R&R's recipe — one time
+    in five the frontal view, else a turn of 20–55° to either side, never past ±69°. A turn that the
+    limit would cut below ``min_turn`` goes the other way (the mesh is a face, not a head: turned
     much further, what the photo shows lands off the face's silhouette and carries back nothing)."""
-    pitch = float(rng.uniform(-PITCH_JITTER, PITCH_JITTER))
-    if rng.random() < FRONTAL_SHARE and abs(yaw) >= MIN_TURN:
+    r = recipe
+    pitch = float(rng.uniform(-r.pitch_jitter, r.pitch_jitter))
+    if rng.random() < r.frontal_share and abs(yaw) >= r.min_turn:
         return 0.0, pitch
-    turn = float(rng.choice([-1.0, 1.0]) * rng.uniform(*AWAY_RANGE))
-    y = float(np.clip(yaw + turn, -AWAY_LIMIT, AWAY_LIMIT))
-    if abs(y - yaw) < MIN_TURN:
-        y = float(np.clip(yaw - turn, -AWAY_LIMIT, AWAY_LIMIT))
+    turn = float(rng.choice([-1.0, 1.0]) * rng.uniform(*r.away_range))
+    y = float(np.clip(yaw + turn, -r.away_limit, r.away_limit))
+    if abs(y - yaw) < r.min_turn:
+        y = float(np.clip(yaw - turn, -r.away_limit, r.away_limit))
     return y, pitch
 
 
@@ -158,9 +172,10 @@ def photo_sources(roots: Iterable[Path], cfp_ids: range) -> List[Tuple[Path, str
 
 
 def build(sources: Sequence[Tuple[Path, str]], rotations: int = 2, seed: int = 0, quality: int = 90,
-          detector: Optional[str] = None, manifest: Optional[Dict] = None, back: str = "texture") -> RenderPairPack:
+          detector: Optional[str] = None, manifest: Optional[Dict] = None, back: str = "texture",
+          recipe: TurnRecipe = TurnRecipe()) -> RenderPairPack:
     """Fit, rotate away and render back each photo ``rotations`` times (``back``: see
-    :func:`pifr.rotation.rotate_and_render`). A photo that fails (no face, a refused fit, an
+    :func:`pifr.rotation.rotate_and_render`; ``recipe``: the turns, :class:`TurnRecipe`). A photo that fails (no face, a refused fit, an
     unreadable file) is skipped and counted; it never stops the build."""
     from tqdm import tqdm
 
@@ -180,7 +195,7 @@ def build(sources: Sequence[Tuple[Path, str]], rotations: int = 2, seed: int = 0
             fit = fit_faces(img, [face], names=[str(path)])[0]
             pairs = []
             for _ in range(rotations):
-                ya, pa = away_pose(fit.yaw, rng)
+                ya, pa = away_pose(fit.yaw, rng, recipe)
                 pairs.append((rotate_and_render(fit, img, face, ya, pa, back=back), ya, pa))
         except PifrError as e:
             kind = type(e).__name__
@@ -204,8 +219,7 @@ def build(sources: Sequence[Tuple[Path, str]], rotations: int = 2, seed: int = 0
     man = dict(manifest or {})
     man.update(photos=len(targets), rotations=len(inputs), skipped=skipped, seconds=round(seconds, 1),
                seconds_per_1000_photos=round(1000 * seconds / max(len(sources), 1), 1), jpeg_quality=quality, seed=seed, back=back,
-               recipe={"away_range": AWAY_RANGE, "away_limit": AWAY_LIMIT, "frontal_share": FRONTAL_SHARE,
-                       "pitch_jitter": PITCH_JITTER, "min_turn": MIN_TURN})
+               recipe=asdict(recipe))
     return RenderPairPack(t, to, np.array(lms, np.float32).reshape(-1, 68, 2), np.array(yaws, np.float32), i, io_,
                           np.array(masks, np.uint8).reshape(-1, 2048), np.array(photo, np.int32),
                           np.array(y_away, np.float32), np.array(p_away, np.float32), np.array(names), man)

@@ -94,3 +94,49 @@ def test_resume_refuses_another_architecture(pack, tmp_path):
     RefineTrainer(_cfg(adv=0.0), tmp_path, packs=[pack]).run(steps=1)
     with pytest.raises(TrainingError, match="arch"):
         RefineTrainer(_cfg(adv=0.0, arch="spade"), tmp_path, packs=[pack])
+
+
+def test_init_starts_from_a_weights_file_and_refuses_another_config(pack, tmp_path):
+    """``init``: a fine-tune starts from the given refiner's weights, not from scratch; a file of
+    another width is refused."""
+    from pifr.errors import TrainingError
+    from pifr.models.refiner import Refiner, save_refiner
+    from pifr.train.refine import RefineTrainer
+
+    torch.manual_seed(5)
+    src = Refiner(_cfg().refiner_config())
+    with torch.no_grad():
+        for p in src.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # the zero-initialised last conv too
+    save_refiner(src, tmp_path / "src.safetensors", {})
+    tr = RefineTrainer(_cfg(adv=0.0, init=str(tmp_path / "src.safetensors")), tmp_path / "run", packs=[pack])
+    for (k, va), vb in zip(src.state_dict().items(), tr.G.state_dict().values()):
+        if va.is_floating_point():
+            assert torch.allclose(va.half().float(), vb), k  # saved as fp16
+    with pytest.raises(TrainingError, match="width"):
+        RefineTrainer(_cfg(adv=0.0, width=0.125, init=str(tmp_path / "src.safetensors")), tmp_path / "run2", packs=[pack])
+
+
+def test_validation_reference_is_computed_once_and_scores_like_a_fresh_one(pack, tmp_path):
+    """The photo embeddings and render figures are cached across validations; a second validation
+    after training steps reuses them and still equals a fresh trainer's validation of the same weights."""
+    from pifr.train.refine import RefineTrainer
+
+    class Net(torch.nn.Module):  # a cheap, deterministic stand-in identity network
+        def forward(self, x):
+            return {"embedding": torch.nn.functional.avg_pool2d(x, 16).flatten(1), "map": x}
+
+    cfg = _cfg(adv=0.0, val_pairs=4, val_nets="", best_by="cos_idnet_out", feat=1.0)
+    tr = RefineTrainer(cfg, tmp_path / "a", packs=[pack], identity=Net())
+    tr.val.index = (tr.val.index + tr.train.index)[:4]
+    first = tr.validate()
+    ref = tr._val_ref
+    for _ in range(3):
+        tr.train_step()
+    second = tr.validate()
+    assert tr._val_ref is ref
+    assert second["l1_face_render"] == first["l1_face_render"] and second["l1_face_out"] != first["l1_face_out"]
+    fresh = RefineTrainer(cfg, tmp_path / "b", packs=[pack], identity=Net())
+    fresh.val.index = tr.val.index
+    fresh.G.load_state_dict(tr.G.state_dict())
+    assert fresh.validate() == second
