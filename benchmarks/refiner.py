@@ -4,11 +4,13 @@ On CFP 351–400 (the tuning split: rules are chosen here) and CMU Face Images (
 embedder:
 
 * raw; the untrained frontal render under its current ``"auto"`` rule (``AUTO_RULES``: the floor
-  a refiner must beat); the refined frontal render alone and under each rule of the grid —
+  a refiner must beat; for an embedder without a rule, such as the CASIA MobileFaceNet that no
+  refiner trains against, the grid's best render rule); the refined frontal render alone and under each rule of the grid —
   a face with |yaw| > T embedded as normalise((1 − w)·raw + w·refined);
 * pose matching (Masi et al., ECCV 2016; Jung et al. 2025): each gallery frontal rendered at a
   few yaws at enrolment (untrained and refined); a probe with |yaw| > T is scored as
-  (1 − w)·cos(raw, raw) + w·cos(probe, gallery template at the nearest yaw) — rank-1 only;
+  (1 − w)·cos(raw, raw) + w·cos(probe, gallery template at the nearest yaw) — rank-1 and, with
+  each FP pair's frontal rendered at its profile's template yaw, the FP figures;
 * profile→frontal rank-1 (gallery frontal 01), FP verification, EER, TAR@FAR 1 %, FF accuracy,
   rank-1 by |yaw|, probe-by-probe gains/losses with exact McNemar p against raw and against the
   floor; open-set DIR of the profiles at the default gallery's threshold for 50 people
@@ -18,6 +20,8 @@ embedder:
 
     python benchmarks/refiner.py                            # the installed refiner
     python benchmarks/refiner.py --refiner runs/tpgan/best.safetensors --embedders dlib_resnet
+    PIFR_WEIGHTS_DIR=../shared/models/mobilefacenet python benchmarks/refiner.py \\
+        --embedders dlib_resnet mobilefacenet mobilefacenet_casia
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from _harness import cache_dir, embed_paths, parser, run_header, save_record, shared_root, weights_sha
-from frontalization import cfp_hits, cmu_hits, cmu_protocol, cmu_summary, evaluate, policy, tuning_protocol
+from frontalization import cfp_hits, cmu_hits, cmu_protocol, cmu_summary, evaluate, fp_figures, policy, tuning_protocol
 from rotation import by_yaw, embed_renders, fits_of
 from tqdm import tqdm
 
@@ -48,18 +52,11 @@ STRANGER_IDS = range(1, 51)
 
 def refined_views(fits, refiner, yaw=0.0, desc="refine"):
     """``{path: (render (128,128,3) uint8, refined (128,128,3) uint8) or None}`` at ``yaw`` (TP-GAN crop)."""
-    out, todo = {}, []
-    for p, v in fits.items():
-        if v is None:
-            out[p] = None
-            continue
-        img, _, fit = v
-        todo.append((p, render_pose(fit, img, yaw, template=TPGAN_128)))
+    out = {p: None for p, v in fits.items() if v is None}
+    todo = [(p, render_pose(v[2], v[0], yaw, template=TPGAN_128)) for p, v in fits.items() if v is not None]
     for i in tqdm(range(0, len(todo), 32), desc=desc):
         chunk = todo[i:i + 32]
-        ref = refiner.refine(np.stack([r.image for _, r in chunk]), np.stack([r.mask for _, r in chunk]),
-                             np.stack([r.landmarks for _, r in chunk]))
-        for (p, r), im in zip(chunk, ref):
+        for (p, r), im in zip(chunk, refiner.refine_rotated([r for _, r in chunk])):
             out[p] = (r.image, im)
     return out
 
@@ -84,6 +81,11 @@ def yaw_of(crop):
         return None
 
 
+def pose_key(yaw):
+    """The template yaw (signed, from :data:`POSE_YAWS`) nearest a probe's ``yaw``."""
+    return float(np.sign(yaw) * min(POSE_YAWS, key=lambda t: abs(t - abs(yaw))))
+
+
 def pose_match_hits(raw, templates, yaws, gallery, probes, yaw_threshold, weight):
     """Rank-1 hits of CFP profile probes under pose matching: a probe with |yaw| > T scores each
     gallery face as (1 − w)·raw·raw + w·raw·(its template at the yaw nearest the probe's)."""
@@ -98,11 +100,32 @@ def pose_match_hits(raw, templates, yaws, gallery, probes, yaw_threshold, weight
         s = graw @ e
         y = yaws.get(str(im.path), 0.0)
         if abs(y) > yaw_threshold:
-            key = float(np.sign(y) * min(POSE_YAWS, key=lambda t: abs(t - abs(y))))
-            gt = np.stack([templates[key][str(g.path)] for g in gallery])
+            gt = np.stack([templates[pose_key(y)][str(g.path)] for g in gallery])
             s = (1 - weight) * s + weight * (gt @ e)
         hits.append(gids[int(np.argmax(s))] == im.identity)
     return np.array(hits, bool)
+
+
+def frontal_and_profile(pair):
+    """A CFP frontal–profile pair as ``(frontal path, profile path)``."""
+    return (pair.a, pair.b) if Path(pair.a).parent.name == "frontal" else (pair.b, pair.a)
+
+
+def pose_match_fp(raw, templates, yaws, pairs, yaw_threshold, weight):
+    """FP verification figures under pose matching: a pair whose profile has |yaw| > T scores
+    (1 − w)·cos(frontal, profile) + w·cos(the frontal's template at the profile's yaw, profile)."""
+    scores = []
+    for x in pairs:
+        f, p = frontal_and_profile(x)
+        ef, ep = raw.get(str(f)), raw.get(str(p))
+        if ef is None or ep is None:
+            scores.append(-1.0)
+            continue
+        s = float(ef @ ep)
+        y = yaws.get(str(p), 0.0)
+        t = templates[pose_key(y)].get(str(f)) if abs(y) > yaw_threshold else None
+        scores.append(s if t is None else (1 - weight) * s + weight * float(t @ ep))
+    return fp_figures(np.array(scores), np.array([x.same for x in pairs]), np.arange(len(pairs)) % 10)
 
 
 def open_set(emb_of, gallery, probes, strangers, threshold):
@@ -205,9 +228,16 @@ def main() -> None:
         gal_fits = {str(im.path): fits.get(str(im.path)) for im in gallery}
         cmu_gal, _ = cmu_protocol(cmu, lambda p: fits.get(str(p)) is not None)
         gal_fits.update({str(p): fits[str(p)] for p in cmu_gal.values()})
+        # FP pairs need each frontal only at its profile's template yaw (by the detector's yaw, as the rule sees it).
+        _, det_yaws = embed_paths(every, args.embedders[0], args.detector, with_yaw=True)
+        fp_need = {}
+        for x in pairs:
+            f, p = frontal_and_profile(x)
+            if fits.get(str(f)) is not None and str(p) in det_yaws:
+                fp_need.setdefault(pose_key(det_yaws[str(p)]), {})[str(f)] = fits[str(f)]
         for y in POSE_YAWS:
             for s in (-1.0, 1.0):
-                pose_views[s * y] = refined_views(gal_fits, refiner, s * y, desc=f"gallery at {s * y:+g}°")
+                pose_views[s * y] = refined_views({**gal_fits, **fp_need.get(s * y, {})}, refiner, s * y, desc=f"frontals at {s * y:+g}°")
     # Frontal outputs should read frontal (pifr.estimate_yaw; a face it cannot find counts against).
     prof = {str(im.path) for im in probes}
     yaw_out = {}
@@ -228,15 +258,21 @@ def main() -> None:
         render = embed_renders(fits, emb)
         refined = embed_views(views, emb, 1)
         rule = AUTO_RULES.get(name)
-        floor_t, floor_w = (rule.yaw_threshold, rule.fusion_weight) if rule else (-1.0, 0.0)
+        raw_hits = cfp_hits(raw_of, gallery, probes)
+        if rule:
+            floor_t, floor_w = rule.yaw_threshold, rule.fusion_weight
+        else:  # an embedder without a rule (e.g. one never trained against): the best render rule of the grid
+            floor_t, floor_w = max(((t, w) for t in args.policy_yaw for w in args.fusion),
+                                   key=lambda tw: cfp_hits(policy(raw, render, yaws, *tw), gallery, probes).mean())
         floor = policy(raw, render, yaws, floor_t, floor_w)
-        raw_hits, floor_hits = cfp_hits(raw_of, gallery, probes), cfp_hits(floor, gallery, probes)
+        floor_hits = cfp_hits(floor, gallery, probes)
+        floor_label = f"floor: render |yaw|>{floor_t:g} w={floor_w:g}" + ("" if rule else " (best of grid)")
         ev = lambda of: evaluate(of, raw_of, frontals, pairs, ff_pairs, gallery, probes)  # noqa: E731
 
         def paired(hits):
             return {"vs_raw": asdict(mcnemar(raw_hits, hits)), "vs_floor": asdict(mcnemar(floor_hits, hits))}
 
-        r = {"raw": ev(raw_of), f"floor: render |yaw|>{floor_t:g} w={floor_w:g}": {**ev(floor), **paired(floor_hits)},
+        r = {"raw": ev(raw_of), floor_label: {**ev(floor), **paired(floor_hits)},
              "refined (every face)": {**ev(policy(raw, refined, yaws, -1.0, 1.0)),
                                       **paired(cfp_hits(policy(raw, refined, yaws, -1.0, 1.0), gallery, probes))}}
         rules = {}
@@ -251,7 +287,8 @@ def main() -> None:
                 for t in (30.0, 45.0, 60.0):
                     for w in (0.25, 0.5):
                         h = pose_match_hits(raw, templates, yaws, gallery, probes, t, w)
-                        r[f"pose-match {label} |yaw|>{t:g} w={w:g}"] = {"rank1": float(h.mean()), **paired(h)}
+                        r[f"pose-match {label} |yaw|>{t:g} w={w:g}"] = {"rank1": float(h.mean()), **paired(h),
+                                                                        **pose_match_fp(raw, templates, yaws, pairs, t, w)}
         # Best refined rule: lowest McNemar p against the floor among those that gain on it.
         cands = [k for k in r if k.startswith("refined |yaw|")]
         best = min(cands, key=lambda k: (r[k]["vs_floor"]["p_value"] if r[k]["vs_floor"]["gained"] > r[k]["vs_floor"]["lost"] else 2.0,
