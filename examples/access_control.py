@@ -8,6 +8,19 @@
 Without ``--impostors``, the threshold is the gallery's default operating point (FAR 1 % per probe
 for its size, from the impostor tables pifr ships); with a folder of labelled people (sub-folder
 per person, not the enrolled ones) it is calibrated to ``--far`` per probe on them.
+
+``--frontalize {auto,never,always}`` sets the pose policy of a new gallery (default: the
+:class:`pifr.Gallery` default, ``auto``): how enrolled photos become templates (``auto`` fuses in
+the frontal view of turned faces, ``always`` keeps the frontal view's embedding alone). A loaded
+gallery keeps the policy it was saved with. ``--frontalizer`` picks where the frontal view comes
+from (as :func:`pifr.frontalization.frontal_view`): ``3d`` (the 3D render), ``refined`` (that
+render through the registered refiner), ``refined:<refiner.safetensors>``, or a TP-GAN
+``generator.safetensors`` path; default: the 3D render (or a registered generator). The run
+prints the policy and frontal view it used. Faces in the frames are embedded raw (every face in
+a frame is checked, not only the largest), whatever the gallery's policy.
+
+    python examples/access_control.py --enroll people/ --frames door.mp4 --frontalize never
+    python examples/access_control.py --enroll people/ --frames door.mp4 --frontalizer refined
 """
 from __future__ import annotations
 
@@ -20,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import pifr
+from pifr.frontalization import DEFAULT_FRONTALIZE, FRONTALIZE_MODES, frontal_view
 
 EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".pgm"}
 
@@ -58,9 +72,31 @@ def main() -> None:
     ap.add_argument("--frames", type=Path, required=True, help="video file or folder of images")
     ap.add_argument("--every", type=int, default=5, help="use every N-th video frame")
     ap.add_argument("--log", type=Path, default=Path("decisions.csv"))
+    ap.add_argument("--frontalize", choices=FRONTALIZE_MODES, default=None,
+                    help=f"pose policy of a new gallery (default: {DEFAULT_FRONTALIZE}, the Gallery default; "
+                         "a loaded gallery keeps its own)")
+    ap.add_argument("--frontalizer", default=None,
+                    help="frontal view: '3d', 'refined', 'refined:<refiner.safetensors>' or a TP-GAN generator "
+                         "path (default: the 3D render, or a registered generator)")
     args = ap.parse_args()
 
-    g = pifr.Gallery.load(args.gallery) if args.gallery and args.gallery.is_file() else pifr.Gallery()
+    if args.gallery and args.gallery.is_file():
+        g = pifr.Gallery.load(args.gallery, frontalizer=args.frontalizer)
+        if args.frontalize is not None and args.frontalize != g.frontalize:
+            print(f"{args.gallery}: saved with frontalize={g.frontalize!r}; --frontalize {args.frontalize} "
+                  "applies to new galleries only")
+    else:
+        # Only an explicit choice is passed on: otherwise the Gallery's own default applies.
+        policy = {} if args.frontalize is None else {"frontalize": args.frontalize}
+        g = pifr.Gallery(frontalizer=args.frontalizer, **policy)
+    if g.frontalize == "never":
+        view = "unused"
+    else:
+        try:  # resolved now: a bad --frontalizer would otherwise fail every enrollment, one by one
+            view = frontal_view(g.frontalizer).name
+        except pifr.PifrError as e:
+            raise SystemExit(f"--frontalizer {args.frontalizer}: {e}")
+    print(f"gallery: embedder {g.embedder}, frontalize={g.frontalize!r}, frontal view {view}")
     if args.enroll:
         for person in sorted(p for p in args.enroll.iterdir() if p.is_dir()):
             rep = g.enroll(person.name, sorted(f for f in person.iterdir() if f.suffix.lower() in EXTS))

@@ -188,11 +188,7 @@ class Render3D:
 
     def frontal_crop(self, arr: np.ndarray, face: Face, template: AlignmentTemplate) -> np.ndarray:
         """``(S, S, 3)`` uint8 frontal render of ``face`` in ``arr`` placed in ``template``."""
-        from .face3d import fit_faces
-        from .rotation import render_pose
-
-        fit = fit_faces(arr, [face], device=self.device)[0]
-        return render_pose(fit, arr, 0.0, template=template).image
+        return _fit_render_front(arr, face, self.device, template)[1].image
 
 
 class RefinedRender3D:
@@ -214,11 +210,7 @@ class RefinedRender3D:
 
     def frontal_crop(self, arr: np.ndarray, face: Face, template: AlignmentTemplate) -> np.ndarray:
         """``(S, S, 3)`` uint8 refined frontal render of ``face`` in ``arr`` placed in ``template``."""
-        from .face3d import fit_faces
-        from .rotation import render_pose
-
-        fit = fit_faces(arr, [face], device=self.device)[0]
-        r = render_pose(fit, arr, 0.0, template=TPGAN_128)
+        r = _fit_render_front(arr, face, self.device, TPGAN_128)[1]
         return to_template(self.refiner.refine_rotated([r])[0], template)
 
 
@@ -380,16 +372,29 @@ def _tpgan_input(img: ImageLike, face: Optional[Face], detector: Optional[str], 
 FRONTALIZE_METHODS = ("3d", "refined", "tpgan", "hassner")
 
 
-def _render_front(img: ImageLike, face: Optional[Face], detector: Optional[str], device: Any, name: str) -> "tuple[Face, Any]":
-    """image → (face with yaw, its :class:`pifr.rotation.Rotated` frontal render in the TP-GAN crop)."""
-    from .detection import detect_one
+def _fit_render_front(arr: np.ndarray, face: Face, device: Any, template: AlignmentTemplate = TPGAN_128,
+                      name: str = "the image") -> "tuple[Any, Any]":
+    """``face`` in ``arr`` (``(H, W, 3)`` uint8 RGB) fitted in 3D and rendered at 0° yaw and pitch
+    into ``template``: ``(its pifr.face3d.Fit3D, the pifr.rotation.Rotated render)``; ``name``
+    labels a refused fit.
+
+    Raises:
+        FitError: the 3D fit refused the face.
+    """
     from .face3d import fit_faces
     from .rotation import render_pose
 
+    fit = fit_faces(arr, [face], device=device, names=[name])[0]
+    return fit, render_pose(fit, arr, 0.0, template=template)
+
+
+def _render_front(img: ImageLike, face: Optional[Face], detector: Optional[str], device: Any, name: str) -> "tuple[Face, Any]":
+    """image → (face with yaw, its :class:`pifr.rotation.Rotated` frontal render in the TP-GAN crop)."""
+    from .detection import detect_one
+
     arr = load_image(img)
     face = face or detect_one(arr, detector=detector, device=device, purpose=" to frontalize")
-    fit = fit_faces(arr, [face], device=device, names=[name])[0]
-    r = render_pose(fit, arr, 0.0)
+    fit, r = _fit_render_front(arr, face, device, name=name)
     if face.yaw is None:
         face = face.with_yaw(fit.yaw)
     return face, r
@@ -410,17 +415,15 @@ def _frontalize_refined(img: Union[ImageLike, List[ImageLike]], face: Optional[F
     if not isinstance(img, list):
         f, r = _render_front(img, face, detector, device, "the image")
         return Frontalized(image=refiner.refine_rotated([r])[0], face=f, yaw=float(f.yaw), generator=generator, mask=r.mask)
-    out: List[Union[Frontalized, Exception, None]] = [None] * len(img)
-    ready: List["tuple[int, Face, Any]"] = []
-    for i, one in enumerate(img):
-        try:
-            ready.append((i, *_render_front(one, None, detector, device, input_label(one, i))))
-        except PifrError as e:
-            out[i] = e
-    images = refiner.refine_rotated([r for _, _, r in ready], max(1, batch_size))
-    for (i, f, r), image in zip(ready, images):
-        out[i] = Frontalized(image=image, face=f, yaw=float(f.yaw), generator=generator, mask=r.mask)
-    return out  # type: ignore[return-value]
+    from .rotation import render_then_refine
+
+    def refine(ready: List["tuple[Face, Any]"]) -> List[Frontalized]:
+        images = refiner.refine_rotated([r for _, r in ready], max(1, batch_size))
+        return [Frontalized(image=image, face=f, yaw=float(f.yaw), generator=generator, mask=r.mask)
+                for (f, r), image in zip(ready, images)]
+
+    return render_then_refine(img, lambda i, one: _render_front(one, None, detector, device, input_label(one, i)),
+                              refine)  # type: ignore[return-value]
 
 
 def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: Optional[str] = None, face: Optional[Face] = None,

@@ -135,7 +135,13 @@ def refiner_available() -> bool:
         return False
 
 
-def _load(weights: Optional[str], device: Any) -> RenderRefiner:
+def _locate(weights: Optional[str]) -> "tuple[Optional[Any], Path]":
+    """``(registry spec or None, file)`` for ``weights`` (``None``: the registered refiner). Finds
+    the file only; :func:`_load` verifies the registered file's checksum.
+
+    Raises:
+        WeightsNotFoundError: none registered or installed, or no such file.
+    """
     if weights is None:
         from .weights import resolve
 
@@ -143,12 +149,31 @@ def _load(weights: Optional[str], device: Any) -> RenderRefiner:
         if not specs:
             raise WeightsNotFoundError("no refiner weights are registered in weights/manifest.json yet; "
                                        "pass weights=<refiner.safetensors> written by save_refiner")
-        # A missing or corrupt registered file raises its own WeightsError (checksum included).
-        _, path = resolve(specs[0])
-    else:
-        path = Path(weights)
-        if not path.is_file():
-            raise WeightsNotFoundError(f"{path}: no such refiner file")
+        # Unverified here: hashing on every call would cost; the load below verifies once per file version.
+        return specs[0], resolve(specs[0], verify=False)[1]
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"{path}: no such refiner file")
+    return None, path
+
+
+def _file_identity(path: Path) -> "tuple[str, int, int, int]":
+    """``(resolved path, inode, mtime in ns, size in bytes)``: changes when the file is rewritten
+    in place or replaced by a rename, so a cache keyed on it never serves stale weights."""
+    try:
+        st = path.stat()
+        return str(path.resolve()), st.st_ino, st.st_mtime_ns, st.st_size
+    except OSError as e:  # removed between the look-up and here
+        raise WeightsNotFoundError(f"{path}: cannot read the refiner file ({e.strerror or e})") from e
+
+
+def _load(weights: Optional[str], device: Any) -> RenderRefiner:
+    spec, path = _locate(weights)
+    if spec is not None:
+        from .weights import resolve
+
+        # A corrupt registered file raises its own WeightsError (checksum included).
+        _, path = resolve(spec, path)
     from .models.refiner import read_refiner
 
     try:
@@ -160,12 +185,15 @@ def _load(weights: Optional[str], device: Any) -> RenderRefiner:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached(weights: Optional[str], device: str) -> RenderRefiner:
+def _cached(weights: Optional[str], identity: "tuple[str, int, int, int]", device: str) -> RenderRefiner:
+    # ``identity`` only keys the cache (see _file_identity): a rewritten file misses and is read again.
     return _load(weights, device)
 
 
 def get_refiner(weights: Optional[Union[str, Path]] = None, device: Any = None) -> RenderRefiner:
-    """The refiner, loaded once per (weights, device).
+    """The refiner, loaded once per (weights, device) and version of its file: a file rewritten
+    at the same path (a new modification time, size or inode) is read again on the next call;
+    an unchanged one returns the same object.
 
     Args:
         weights: a refiner ``.safetensors`` file; ``None``: the registered one.
@@ -177,4 +205,6 @@ def get_refiner(weights: Optional[Union[str, Path]] = None, device: Any = None) 
         WeightsFormatError: the file is not a refiner file or does not fit its own config.
     """
     dev = resolve_device(device)
-    return _cached(None if weights is None else str(weights), str(dev))
+    key = None if weights is None else str(weights)
+    _, path = _locate(key)
+    return _cached(key, _file_identity(path), str(dev))

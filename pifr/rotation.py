@@ -22,7 +22,7 @@ import logging
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, TypeVar, Union
 
 import numpy as np
 
@@ -346,6 +346,42 @@ def refine_renders(renders: Sequence[Rotated], refiner: Any, template: Union[str
     return [warp_rotated(replace(r, image=im, render=r.image, method="refined"), template) for r, im in zip(renders, images)]
 
 
+_Item = TypeVar("_Item")
+_Render = TypeVar("_Render")
+_Result = TypeVar("_Result")
+
+
+def render_then_refine(items: Sequence[_Item], render: Callable[[int, _Item], _Render],
+                       refine: Callable[[List[_Render]], Sequence[_Result]]) -> List[Union[_Result, PifrError]]:
+    """The list form of a render → refiner step (:func:`rotate`, :func:`pifr.frontalize`): one
+    result or one :class:`PifrError` per item, in order.
+
+    ``render(i, item)`` runs for each item; a :class:`PifrError` it raises becomes that item's
+    entry, so one bad photo never stops the batch. ``refine`` then runs once over all the good
+    renders, in item order (it batches the refiner itself, so faces from different photos share
+    forward passes), and must return one result per render. Errors that are not
+    :class:`PifrError` (a missing refiner is checked before this) propagate.
+
+    Raises:
+        ShapeError: ``refine`` returned a different number of results than it was given.
+    """
+    out: List[Union[_Result, PifrError, None]] = [None] * len(items)
+    good: List[int] = []
+    renders: List[_Render] = []
+    for i, item in enumerate(items):
+        try:
+            renders.append(render(i, item))
+            good.append(i)
+        except PifrError as e:
+            out[i] = e
+    done = list(refine(renders))
+    if len(done) != len(renders):  # a silent zip would leave items without a result
+        raise ShapeError(f"refine returned {len(done)} results for {len(renders)} renders")
+    for i, r in zip(good, done):
+        out[i] = r
+    return out  # type: ignore[return-value]
+
+
 def _resolve_method(method: str, weights: Any) -> str:
     from .errors import UnknownModelError
 
@@ -412,15 +448,9 @@ def rotate(img: Union[ImageLike, Sequence[ImageLike]], yaw: float = 0.0, pitch: 
         return r if refiner is None else refine_renders([r], refiner, template, batch_size)[0]
     if face is not None:
         raise ShapeError("face= applies to a single image, not a list")
-    out: List[Union[Rotated, PifrError]] = []
-    for i, item in enumerate(img):
-        try:
-            out.append(render_one(item, None, input_label(item, i)))
-        except PifrError as e:
-            out.append(e)
-    if refiner is not None:
-        good = [i for i, r in enumerate(out) if isinstance(r, Rotated)]
-        for i, r in zip(good, refine_renders([out[i] for i in good], refiner, template, batch_size)):  # type: ignore[misc]
-            out[i] = r
-    return out
+
+    def refine(renders: List[Rotated]) -> List[Rotated]:
+        return renders if refiner is None else refine_renders(renders, refiner, template, batch_size)
+
+    return render_then_refine(img, lambda i, item: render_one(item, None, input_label(item, i)), refine)
 

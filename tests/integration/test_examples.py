@@ -6,11 +6,17 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
-def test_access_control_on_a_video(lfw, tmp_path):
+@pytest.mark.parametrize("policy", [None, "never"])
+def test_access_control_on_a_video(lfw, tmp_path, policy):
     import cv2
+
+    import pifr
+    from pifr.frontalization import DEFAULT_FRONTALIZE
 
     people = tmp_path / "people"
     for name in ("Tony_Blair", "Colin_Powell"):
@@ -26,10 +32,13 @@ def test_access_control_on_a_video(lfw, tmp_path):
             w.write(frame)
     w.release()
     log = tmp_path / "log.csv"
+    switch = [] if policy is None else ["--frontalize", policy]
     r = subprocess.run([sys.executable, str(ROOT / "examples" / "access_control.py"), "--enroll", str(people),
-                        "--gallery", str(tmp_path / "g.gallery"), "--frames", str(video), "--every", "1", "--log", str(log)],
-                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+                        "--gallery", str(tmp_path / "g.gallery"), "--frames", str(video), "--every", "1", "--log", str(log),
+                        *switch], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
+    used = policy or DEFAULT_FRONTALIZE  # no switch: the Gallery default
+    assert f"frontalize={used!r}" in r.stdout, r.stdout[:2000]
     rows = list(csv.DictReader(open(log)))
     main_faces = {}
     for row in rows:  # the largest face of each frame is the subject
@@ -39,6 +48,7 @@ def test_access_control_on_a_video(lfw, tmp_path):
     ids = [v[1] for _, v in sorted(main_faces.items())]
     assert ids == ["Tony_Blair", "Tony_Blair", "Colin_Powell", "Colin_Powell", "unknown", "unknown"], ids
     assert (tmp_path / "g.gallery").is_file()
+    assert pifr.Gallery.load(tmp_path / "g.gallery").frontalize == used  # the policy travels with the gallery
 
 
 def test_frontalize_demo_runs_out_of_the_box(tmp_path):

@@ -3,6 +3,7 @@ random-init refiner saved to a temporary file (its outputs are noise; only the p
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -60,6 +61,67 @@ def test_refine_shapes_and_batches_agree_with_single_faces(ref_file):
     one = np.stack([ref.refine(images[i:i + 1], masks[i:i + 1], landmarks[i:i + 1])[0] for i in range(5)])
     assert np.abs(out.astype(int) - one).max() <= 1
     assert ref.refine(images[:0], masks[:0], landmarks[:0]).shape == (0, 128, 128, 3)
+
+
+def _write_refiner(path, seed):
+    import torch
+
+    from pifr.models.refiner import Refiner, RefinerConfig, save_refiner
+
+    torch.manual_seed(seed)
+    before = path.stat() if path.exists() else None
+    save_refiner(Refiner(RefinerConfig(width=0.0625)), path, {"seed": seed})
+    st = path.stat()
+    if before is not None and (st.st_mtime_ns, st.st_size, st.st_ino) == (before.st_mtime_ns, before.st_size, before.st_ino):
+        # Same size, and a coarse file-system clock can give two quick writes one mtime: a
+        # rewrite minutes later always differs, so move the clock on as time would.
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+
+def _torch_equal(a, b):
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def _first_weight(ref):
+    return next(iter(ref.net.state_dict().values())).detach().clone()
+
+
+def test_a_rewritten_refiner_file_is_read_again(tmp_path):
+    p = tmp_path / "ft_refiner.safetensors"
+    _write_refiner(p, 1)
+    ref = get_refiner(p, "cpu")
+    assert get_refiner(p, "cpu") is ref and get_refiner(str(p), "cpu") is ref  # unchanged file: loaded once
+    w = _first_weight(ref)
+    _write_refiner(p, 2)  # e.g. a training run saving its new best at the same path
+    new = get_refiner(p, "cpu")
+    assert new is not ref and new.meta == {"seed": 2} and not _torch_equal(_first_weight(new), w)
+    assert get_refiner(p, "cpu") is new
+
+
+def test_the_registered_refiner_is_read_again_when_its_file_changes(monkeypatch, tmp_path):
+    import pifr.refinement
+    from pifr.weights import WeightSpec
+
+    # A file name of its own, found through $PIFR_WEIGHTS_DIR like an installed refiner.
+    spec = WeightSpec(name="refiner", task="refiner", arch="refiner", file="refiner_cache_test.safetensors", sha256=None,
+                      format="safetensors", location="user")
+    real = pifr.weights.list_weights
+    monkeypatch.setattr(pifr.weights, "list_weights",
+                        lambda task=None: [s for s in real(task) if s.task != "refiner"] + ([spec] if task in (None, "refiner") else []))
+    monkeypatch.setenv("PIFR_WEIGHTS_DIR", str(tmp_path))
+    pifr.refinement._cached.cache_clear()
+    try:
+        p = tmp_path / spec.file
+        _write_refiner(p, 3)
+        ref = get_refiner(None, "cpu")
+        assert ref.meta == {"seed": 3} and get_refiner(None, "cpu") is ref
+        _write_refiner(p, 4)
+        new = get_refiner(None, "cpu")
+        assert new is not ref and new.meta == {"seed": 4} and get_refiner(None, "cpu") is new
+    finally:
+        pifr.refinement._cached.cache_clear()  # later tests must not see this registry's refiner
 
 
 def test_refine_rejects_wrong_shapes_and_templates(ref_file):

@@ -65,6 +65,32 @@ def test_rotate_list_reports_each_bad_item_and_keeps_the_good(tmp_path):
     assert isinstance(out[2], pifr.NoFaceError)
 
 
+def test_render_then_refine_keeps_order_and_per_item_errors():
+    from pifr.errors import NoFaceError
+    from pifr.rotation import render_then_refine
+
+    def render(i, item):
+        if item is None:
+            raise NoFaceError(f"item {i}: no face")
+        return item * 10
+
+    calls = []
+
+    def refine(renders):
+        calls.append(list(renders))
+        return [r + 1 for r in renders]
+
+    out = render_then_refine([1, None, 2, None, 3], render, refine)
+    assert calls == [[10, 20, 30]]  # one refine call over the good renders, in order
+    assert out[0] == 11 and out[2] == 21 and out[4] == 31
+    assert isinstance(out[1], NoFaceError) and "item 1" in str(out[1]) and isinstance(out[3], NoFaceError)
+    assert render_then_refine([], render, refine) == [] and calls[-1] == []
+    with pytest.raises(ValueError):  # not a PifrError: not one bad item, so it propagates
+        render_then_refine([1], lambda i, x: int("x"), refine)
+    with pytest.raises(ShapeError):  # a refine that loses results must not leave holes
+        render_then_refine([1, 2], render, lambda rs: rs[:1])
+
+
 @pytest.mark.parametrize("yaw", [float("nan"), 120.0, "left"])
 def test_rotate_rejects_bad_target_poses(yaw):
     with pytest.raises(ShapeError):
