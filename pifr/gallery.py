@@ -376,11 +376,18 @@ class Gallery:
         """:meth:`_embed`, and the threshold shift the probe's first template needs (non-zero when
         ``"auto"`` fused it: :func:`pifr.frontalization.threshold_shift`)."""
         from .detection import detect_one
+
+        arr = load_image(img)
+        face = detect_one(arr, detector=self.detector, device=self._device)
+        vs, shift = self._embed_face(arr, face, policy)
+        return vs, _pixels_hash(arr), shift
+
+    def _embed_face(self, arr: np.ndarray, face: Any, policy: Optional[str] = None) -> Tuple[List[np.ndarray], float]:
+        """The templates of ``face`` in ``arr`` under ``policy`` (default: the gallery's) and the
+        threshold shift the first needs."""
         from .embedders import get_embedder
 
         policy = policy or self.frontalize
-        arr = load_image(img)
-        face = detect_one(arr, detector=self.detector, device=self._device)
         emb = get_embedder(self._emb_name, self._device)
         gen = None
         if policy != "never":
@@ -388,7 +395,7 @@ class Gallery:
         modes = ("never", "always") if policy == "both" else (policy,)
         out = [embed_face_policy(arr, face, emb, m, gen, self.yaw_threshold, self.fusion_weight) for m in modes]
         shift = threshold_shift(emb.name, gen) if policy == "auto" and out[0][1] else 0.0
-        return [v.astype(np.float32) for v, _ in out], _pixels_hash(arr), shift
+        return [v.astype(np.float32) for v, _ in out], shift
 
     # ------------------------------------------------------------------ mutation
     def enroll(self, identity: str, images: Sequence[ImageLike], *, templates: Optional[str] = None) -> EnrollReport:
@@ -562,6 +569,21 @@ class Gallery:
         if not self._labels:
             raise GalleryError("the gallery is empty: enroll someone first")
         vs, _, shift = self._embed_with_shift(img)
+        return self.search_embedding(vs[0], k, threshold_shift=shift)
+
+    def identify_face(self, img: ImageLike, face: Any, k: int = 1) -> List[Match]:
+        """:meth:`identify` for a face already found in ``img`` (e.g. each of
+        :func:`pifr.detection.detect`'s faces in a video frame): the gallery's probe policy and its
+        threshold shift apply as in :meth:`identify`.
+
+        Raises:
+            GalleryError: the gallery is empty. InvalidImageError: bad image. FitError: the 3D fit
+            refused a face the policy frontalizes. InvalidArgumentError: ``k`` < 1.
+        """
+        _check_k(k)
+        if not self._labels:
+            raise GalleryError("the gallery is empty: enroll someone first")
+        vs, shift = self._embed_face(load_image(img), face)
         return self.search_embedding(vs[0], k, threshold_shift=shift)
 
     def verify(self, identity: str, img: ImageLike) -> Match:

@@ -154,3 +154,24 @@ def test_a_probe_fused_under_auto_is_judged_with_the_rules_threshold_shift(monke
     assert not g.verify("mitchell", EXAMPLES / "mitchell_turned.png").accepted
     # A near-frontal probe is not fused and keeps the plain threshold.
     assert g.identify(EXAMPLES / "mitchell_sunglasses.png")[0].accepted
+
+
+def test_identify_face_applies_the_policy_to_a_face_already_found(monkeypatch):
+    """identify_face(img, face) on a face from detect() scores exactly as identify(img) does — the
+    same fused template and the same shifted threshold — so a frame with several faces gets the policy."""
+    from pifr import frontalization as F
+    from pifr.detection import detect
+
+    g = pifr.Gallery(threshold=0.5)
+    g.enroll("mitchell", [EXAMPLES / "mitchell_frontal.png"])
+    arr = pifr.load_image(EXAMPLES / "mitchell_turned.png")
+    face = max(detect(arr), key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))
+    assert g.identify_face(arr, face)[0] == g.identify(arr)[0]
+    monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", F.AutoRule(45.0, 0.25, 0.6))
+    m = g.identify_face(arr, face)[0]
+    assert m.identity == "mitchell" and not m.accepted  # the shift applies
+    raw = pifr.Gallery(threshold=0.5, frontalize="never")
+    raw.enroll("mitchell", [EXAMPLES / "mitchell_frontal.png"])
+    assert raw.identify_face(arr, face)[0].score != m.score  # and the fused template differs from raw
+    with pytest.raises(pifr.GalleryError):
+        pifr.Gallery(threshold=0.5).identify_face(arr, face)
