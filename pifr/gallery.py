@@ -44,6 +44,7 @@ import numpy as np
 from .errors import GalleryError, InvalidArgumentError, InvalidPolicyError, NoThresholdError, PifrError
 from .frontalization import DEFAULT_FRONTALIZE, embed_face_policy, frontal_view, threshold_shift, validate_policy
 from .image import ImageLike, load_image
+from .types import Face
 
 log = logging.getLogger("pifr")
 
@@ -382,7 +383,7 @@ class Gallery:
         vs, shift = self._embed_face(arr, face, policy)
         return vs, _pixels_hash(arr), shift
 
-    def _embed_face(self, arr: np.ndarray, face: Any, policy: Optional[str] = None) -> Tuple[List[np.ndarray], float]:
+    def _embed_face(self, arr: np.ndarray, face: Face, policy: Optional[str] = None) -> Tuple[List[np.ndarray], float]:
         """The templates of ``face`` in ``arr`` under ``policy`` (default: the gallery's) and the
         threshold shift the first needs."""
         from .embedders import get_embedder
@@ -571,9 +572,9 @@ class Gallery:
         vs, _, shift = self._embed_with_shift(img)
         return self.search_embedding(vs[0], k, threshold_shift=shift)
 
-    def identify_face(self, img: ImageLike, face: Any, k: int = 1) -> List[Match]:
+    def identify_face(self, img: ImageLike, face: Face, k: int = 1) -> List[Match]:
         """:meth:`identify` for a face already found in ``img`` (e.g. each of
-        :func:`pifr.detection.detect`'s faces in a video frame): the gallery's probe policy and its
+        :func:`pifr.detect`'s faces in a video frame): the gallery's probe policy and its
         threshold shift apply as in :meth:`identify`.
 
         Raises:
