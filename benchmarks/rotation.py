@@ -17,6 +17,8 @@ Speed: fit + render per face (median, one thread and the default).
 """
 from __future__ import annotations
 
+import math
+
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -55,15 +57,18 @@ def fits_of(paths, detector):
     return out
 
 
-def embed_renders(fits, emb, yaw=0.0):
-    """Embedding of each face's render at ``yaw``, placed in the embedder's own template."""
+def embed_renders(fits, emb, yaw=0.0, yaws=None):
+    """Embedding of each face's render at ``yaw`` degrees, placed in the embedder's own template;
+    with ``yaws`` ({path: the face's yaw}), at ``yaw`` on each face's own side (an
+    :class:`pifr.frontalization.AutoRule` 's ``view_yaw``)."""
     out = {}
     for p, v in tqdm(fits.items(), desc=f"render[{emb.name}]"):
         if v is None:
             out[p] = None
             continue
         img, _, fit = v
-        out[p] = emb.embed_crops(render_pose(fit, img, yaw, template=emb.template).image[None])[0]
+        y = yaw if yaws is None else math.copysign(yaw, yaws.get(p, 0.0) or 1.0)
+        out[p] = emb.embed_crops(render_pose(fit, img, y, template=emb.template).image[None])[0]
     return out
 
 

@@ -26,7 +26,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(json.dumps(r.to_dict()))
     else:
         verdict = "SAME person" if r.same else "DIFFERENT people"
-        ya, yb = (f"{y:+.0f}°{' (fused with its frontal view)' if f else ''}" if y is not None else "?"
+        ya, yb = (f"{y:+.0f}°{' (fused with its 3D view)' if f else ''}" if y is not None else "?"
                   for y, f in zip(r.yaw, r.frontalized))
         print(f"{verdict}: cosine {r.score:.3f} vs threshold {r.threshold:.3f} ({r.embedder}); "
               f"yaw {ya} / {yb}; {r.seconds * 1000:.0f} ms")
@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--threshold", type=float, default=None)
     v.add_argument("--frontalize", default=DEFAULT_FRONTALIZE, choices=FRONTALIZE_MODES,
                    help=f"pose policy (default {DEFAULT_FRONTALIZE}: a face turned beyond the embedder's measured yaw "
-                        "threshold is fused with its frontal 3D render; never: raw; always: frontal views only, needs --threshold)")
+                        "threshold is fused with its 3D render (frontal, or part-turned where the embedder's rule says); never: raw; always: frontal views only, needs --threshold)")
     v.add_argument("--frontalizer", default=None,
                    help="where frontal views come from: 3d (default), refined (the 3D render through the installed "
                         "refiner), refined:REFINER.safetensors, or a TP-GAN generator.safetensors")

@@ -2,6 +2,7 @@
 embed, Gallery and the CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -212,3 +213,38 @@ def test_frontalize_3d_render(tmp_path):
     assert out[0].generator == "3d-render" and isinstance(out[1], pifr.InvalidImageError)
     with pytest.raises(pifr.UnknownModelError, match="no weights"):
         pifr.frontalize(EXAMPLES / "night_turned.png", method="3d", weights="model3Ddlib.mat")
+
+
+def test_a_rule_with_a_view_yaw_renders_the_face_part_turned_on_its_own_side(monkeypatch):
+    """An AutoRule with ``view_yaw`` embeds a turned face fused with its render at ±view_yaw (the
+    sign of the face's yaw), not the frontal render; a rule without one asks for the frontal view;
+    a face the rule leaves alone is embedded raw."""
+    from pifr import frontalization as F
+    from pifr.detection import detect_one
+    from pifr.embedders import get_embedder
+
+    asked = []
+    real = F.Render3D.frontal_crop
+
+    def spy(self, arr, face, template, yaw=0.0):
+        asked.append(yaw)
+        return real(self, arr, face, template, yaw)
+
+    monkeypatch.setattr(F.Render3D, "frontal_crop", spy)
+    emb = get_embedder("mobilefacenet")
+    arr = pifr.load_image(EXAMPLES / "mitchell_turned.png")
+    face = detect_one(arr)
+    assert face.yaw > 30
+    monkeypatch.setitem(F.AUTO_RULES, "mobilefacenet", F.AutoRule(30.0, 0.75, 0.0, view_yaw=45.0))
+    v45, fused = F.embed_face_policy(arr, face, emb, "auto", F.Render3D())
+    assert fused and asked == [45.0]
+    mirrored = dataclasses.replace(face, yaw=-face.yaw)
+    F.embed_face_policy(arr, mirrored, emb, "auto", F.Render3D())
+    assert asked[-1] == -45.0
+    monkeypatch.setitem(F.AUTO_RULES, "mobilefacenet", F.AutoRule(30.0, 0.75, 0.0))
+    v0, _ = F.embed_face_policy(arr, face, emb, "auto", F.Render3D())
+    assert asked[-1] == 0.0 and float(v0 @ v45) < 0.9999  # a different view, a different embedding
+    monkeypatch.setitem(F.AUTO_RULES, "mobilefacenet", F.AutoRule(80.0, 0.75, 0.0, view_yaw=45.0))
+    n = len(asked)
+    _, fused = F.embed_face_policy(arr, face, emb, "auto", F.Render3D())
+    assert not fused and len(asked) == n
