@@ -274,7 +274,7 @@ class RefineTrainer:
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
-            logs["d"] = float(d_loss)
+            logs["d"] = float(d_loss.detach())
         terms: Dict[str, torch.Tensor] = {"pixel": pixel_terms(out, b, cfg.outside)}
         if self.identity is not None:
             terms["feat"], terms["id_cos"] = L.identity_terms(self.identity, fake, b["target"])
