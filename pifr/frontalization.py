@@ -136,20 +136,24 @@ def auto_rule(embedder: str, frontalizer: Any = None, yaw_threshold: Optional[fl
     return (base[0] if yaw_threshold is None else yaw_threshold, base[1] if fusion_weight is None else fusion_weight)
 
 
+def _measured_rule(embedder: str, frontalizer: Any = None) -> AutoRule:
+    """``embedder``'s measured :class:`AutoRule`; for a caller's TP-GAN generator, or an embedder
+    without one, a rule with no shift and the frontal view (nothing about them was measured)."""
+    if isinstance(frontalizer, Frontalizer) or embedder not in AUTO_RULES:
+        return AutoRule(AUTO_YAW_THRESHOLD, AUTO_FUSION_WEIGHT)
+    return AUTO_RULES[embedder]
+
+
 def view_yaw_of(embedder: str, frontalizer: Any = None) -> float:
     """The |yaw| ``"auto"`` renders a fused face's view at for ``embedder`` (:attr:`AutoRule.view_yaw`);
     0 (the frontal view) for a caller's TP-GAN generator, which only frontalizes."""
-    if isinstance(frontalizer, Frontalizer) or embedder not in AUTO_RULES:
-        return 0.0
-    return AUTO_RULES[embedder].view_yaw
+    return _measured_rule(embedder, frontalizer).view_yaw
 
 
 def threshold_shift(embedder: str, frontalizer: Any = None) -> float:
     """What to add to a decision threshold for a face fused under ``"auto"`` (:class:`AutoRule`);
     0 for a caller's generator, whose effect on scores no one has measured."""
-    if isinstance(frontalizer, Frontalizer) or embedder not in AUTO_RULES:
-        return 0.0
-    return AUTO_RULES[embedder].threshold_shift
+    return _measured_rule(embedder, frontalizer).threshold_shift
 
 
 def fuse_embeddings(raw: np.ndarray, frontalized: np.ndarray, weight: float) -> np.ndarray:
@@ -188,7 +192,7 @@ def embed_face_policy(arr: np.ndarray, face: Face, emb: Any, frontalize: str, fr
             view_yaw = view_yaw_of(emb.name, frontalizer)
     if not use:
         return emb.embed_crops(emb.align(arr, face)[None])[0], False
-    if view_yaw:
+    if view_yaw:  # a TP-GAN Frontalizer only frontalizes (no yaw); view_yaw_of gives it 0
         front = frontalizer.frontal_crop(arr, face, emb.template, yaw=math.copysign(view_yaw, face.yaw))
     else:
         front = frontalizer.frontal_crop(arr, face, emb.template)
