@@ -214,7 +214,7 @@ class Render3D:
 
     def frontal_crop(self, arr: np.ndarray, face: Face, template: AlignmentTemplate, yaw: float = 0.0) -> np.ndarray:
         """``(S, S, 3)`` uint8 render of ``face`` in ``arr`` at ``yaw`` degrees (0: frontal), placed in ``template``."""
-        return _fit_render_front(arr, face, self.device, template, yaw=yaw)[1].image
+        return _fit_and_render(arr, face, self.device, template, yaw=yaw)[1].image
 
 
 class RefinedRender3D:
@@ -236,7 +236,7 @@ class RefinedRender3D:
 
     def frontal_crop(self, arr: np.ndarray, face: Face, template: AlignmentTemplate, yaw: float = 0.0) -> np.ndarray:
         """``(S, S, 3)`` uint8 refined render of ``face`` in ``arr`` at ``yaw`` degrees (0: frontal), placed in ``template``."""
-        r = _fit_render_front(arr, face, self.device, TPGAN_128, yaw=yaw)[1]
+        r = _fit_and_render(arr, face, self.device, TPGAN_128, yaw=yaw)[1]
         return to_template(self.refiner.refine_rotated([r])[0], template)
 
 
@@ -398,7 +398,7 @@ def _tpgan_input(img: ImageLike, face: Optional[Face], detector: Optional[str], 
 FRONTALIZE_METHODS = ("3d", "refined", "tpgan", "hassner")
 
 
-def _fit_render_front(arr: np.ndarray, face: Face, device: Any, template: AlignmentTemplate = TPGAN_128,
+def _fit_and_render(arr: np.ndarray, face: Face, device: Any, template: AlignmentTemplate = TPGAN_128,
                       name: str = "the image", yaw: float = 0.0) -> "tuple[Any, Any]":
     """``face`` in ``arr`` (``(H, W, 3)`` uint8 RGB) fitted in 3D and rendered at ``yaw`` degrees
     (0: frontal) and 0° pitch into ``template``: ``(its pifr.face3d.Fit3D, the
@@ -420,7 +420,7 @@ def _render_front(img: ImageLike, face: Optional[Face], detector: Optional[str],
 
     arr = load_image(img)
     face = face or detect_one(arr, detector=detector, device=device, purpose=" to frontalize")
-    fit, r = _fit_render_front(arr, face, device, name=name)
+    fit, r = _fit_and_render(arr, face, device, name=name)
     if face.yaw is None:
         face = face.with_yaw(fit.yaw)
     return face, r
