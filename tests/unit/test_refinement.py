@@ -50,6 +50,20 @@ def _inputs(n, seed=0):
     return images, masks, landmarks
 
 
+def _register_user_refiner(monkeypatch, folder, file):
+    """Register a refiner named ``file`` (no checksum) in place of the shipped one, found through
+    $PIFR_WEIGHTS_DIR=``folder`` like an installed refiner; returns its spec."""
+    from pifr.weights import WeightSpec
+
+    spec = WeightSpec(name="refiner", task="refiner", arch="refiner", file=file, sha256=None,
+                      format="safetensors", location="user")
+    real = pifr.weights.list_weights
+    monkeypatch.setattr(pifr.weights, "list_weights",
+                        lambda task=None: [s for s in real(task) if s.task != "refiner"] + ([spec] if task in (None, "refiner") else []))
+    monkeypatch.setenv("PIFR_WEIGHTS_DIR", str(folder))
+    return spec
+
+
 def test_refine_shapes_and_batches_agree_with_single_faces(ref_file):
     ref = get_refiner(ref_file, "cpu")
     assert isinstance(ref, RenderRefiner) and ref.name == "refiner:tiny_refiner.safetensors"
@@ -102,15 +116,9 @@ def test_a_rewritten_refiner_file_is_read_again(tmp_path):
 
 def test_the_registered_refiner_is_read_again_when_its_file_changes(monkeypatch, tmp_path):
     import pifr.refinement
-    from pifr.weights import WeightSpec
 
     # A file name of its own, found through $PIFR_WEIGHTS_DIR like an installed refiner.
-    spec = WeightSpec(name="refiner", task="refiner", arch="refiner", file="refiner_cache_test.safetensors", sha256=None,
-                      format="safetensors", location="user")
-    real = pifr.weights.list_weights
-    monkeypatch.setattr(pifr.weights, "list_weights",
-                        lambda task=None: [s for s in real(task) if s.task != "refiner"] + ([spec] if task in (None, "refiner") else []))
-    monkeypatch.setenv("PIFR_WEIGHTS_DIR", str(tmp_path))
+    spec = _register_user_refiner(monkeypatch, tmp_path, "refiner_cache_test.safetensors")
     pifr.refinement._cached.cache_clear()
     try:
         p = tmp_path / spec.file
@@ -212,15 +220,8 @@ def test_no_refiner_installed(ref_file, no_registered_refiner):
 def test_refiner_available_needs_a_registered_spec_and_its_file(ref_file, monkeypatch, tmp_path):
     import shutil
 
-    from pifr.weights import WeightSpec
-
     # A file name of its own: the shipped refiner.safetensors sits in weights/, a search location.
-    spec = WeightSpec(name="refiner", task="refiner", arch="refiner", file="refiner_under_test.safetensors", sha256=None,
-                      format="safetensors", location="user")
-    real = pifr.weights.list_weights
-    monkeypatch.setattr(pifr.weights, "list_weights",
-                        lambda task=None: [s for s in real(task) if s.task != "refiner"] + ([spec] if task in (None, "refiner") else []))
-    monkeypatch.setenv("PIFR_WEIGHTS_DIR", str(tmp_path))
+    _register_user_refiner(monkeypatch, tmp_path, "refiner_under_test.safetensors")
     assert refiner_available() is False  # registered, file absent
     shutil.copy(ref_file, tmp_path / "refiner_under_test.safetensors")
     assert refiner_available() is True
