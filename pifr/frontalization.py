@@ -13,12 +13,13 @@ of them take the same mode, yaw threshold and fusion weight and reject the same 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -125,7 +126,7 @@ def auto_rule(embedder: str, frontalizer: Any = None, yaw_threshold: Optional[fl
     ``frontalizer`` (a :class:`Render3D`, a :class:`Frontalizer` or ``None`` for the default);
     explicit values win. ``None``: no rule is known (the 3D render with an embedder it was never
     measured for, and no explicit values), so "auto" embeds raw."""
-    if isinstance(frontalizer, Frontalizer):
+    if _is_generator(frontalizer):
         base: "Optional[tuple[float, float]]" = (AUTO_YAW_THRESHOLD, AUTO_FUSION_WEIGHT)
     else:
         rule = AUTO_RULES.get(embedder)
@@ -139,9 +140,15 @@ def auto_rule(embedder: str, frontalizer: Any = None, yaw_threshold: Optional[fl
 def _measured_rule(embedder: str, frontalizer: Any = None) -> AutoRule:
     """``embedder``'s measured :class:`AutoRule`; for a caller's TP-GAN generator, or an embedder
     without one, a rule with no shift and the frontal view (nothing about them was measured)."""
-    if isinstance(frontalizer, Frontalizer) or embedder not in AUTO_RULES:
+    if _is_generator(frontalizer) or embedder not in AUTO_RULES:
         return AutoRule(AUTO_YAW_THRESHOLD, AUTO_FUSION_WEIGHT)
     return AUTO_RULES[embedder]
+
+
+def _is_generator(frontalizer: Any) -> bool:
+    """A caller's TP-GAN generator: a loaded :class:`Frontalizer`, or the class itself, which
+    :func:`view_fingerprint` passes to ask for its rule without loading one."""
+    return isinstance(frontalizer, Frontalizer) or frontalizer is Frontalizer
 
 
 def view_yaw_of(embedder: str, frontalizer: Any = None) -> float:
@@ -154,6 +161,83 @@ def threshold_shift(embedder: str, frontalizer: Any = None) -> float:
     """What to add to a decision threshold for a face fused under ``"auto"`` (:class:`AutoRule`);
     0 for a caller's generator, whose effect on scores no one has measured."""
     return _measured_rule(embedder, frontalizer).threshold_shift
+
+
+#: The weights every 3D render is made from: the fit regressor and the 3D face.
+VIEW_FIT_WEIGHTS = ("tddfa_mb05", "face3d_bfm")
+
+
+def _file_sha256(path: Union[str, Path]) -> str:
+    from .weights import _sha_cached
+
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as e:
+        raise WeightsNotFoundError(f"{p}: no such weights file ({e.strerror or e})") from e
+    return _sha_cached(str(p.resolve()), st.st_size, st.st_mtime)  # hashed once per version of the file
+
+
+def _view_weights(frontalizer: Optional[Union[str, Path]]) -> Tuple[str, Optional[str]]:
+    """``(kind, sha256 of its network's weights or None)`` of the view :func:`frontal_view` builds
+    from ``frontalizer``, found without building it (the same dispatch, kept in step with it)."""
+    from .weights import list_weights
+
+    if frontalizer is None:
+        registered = list_weights("frontalizer")
+        if registered:
+            return "tpgan", registered[0].sha256 or registered[0].name
+        return Render3D.name, None
+    if str(frontalizer) == "3d":
+        return Render3D.name, None
+    if str(frontalizer) == "refined":
+        from .refinement import _registered
+
+        specs = _registered()
+        if not specs:
+            raise WeightsNotFoundError("no refiner weights are registered in weights/manifest.json")
+        return f"{Render3D.name}+refiner", specs[0].sha256 or specs[0].name
+    if isinstance(frontalizer, str) and frontalizer.startswith("refined:"):
+        return f"{Render3D.name}+refiner", _file_sha256(frontalizer[len("refined:"):])
+    return "tpgan", _file_sha256(frontalizer)
+
+
+def view_fingerprint(embedder: str, frontalizer: Optional[Union[str, Path]] = None, mode: str = "auto",
+                     yaw_threshold: Optional[float] = None, fusion_weight: Optional[float] = None) -> Optional[str]:
+    """A 16-hex-digit hash of how ``mode`` fuses a face for ``embedder`` with ``frontalizer``
+    (named as for :func:`frontal_view`): the rule's yaw threshold, fusion weight and view yaw
+    (``"auto"``; ``"always"`` embeds the frontal view alone), the view's kind, the sha256 of the 3D
+    fit weights (:data:`VIEW_FIT_WEIGHTS`) for a render and of the refiner or generator. Two
+    templates of one photo with the same fingerprint are the same; a saved gallery keeps it per
+    fused template (:attr:`pifr.Gallery.stale_templates`).
+
+    Loads no network: registered weights' sha256 come from the manifest, a file named here is
+    hashed (once per version of the file). Args: ``embedder`` (str), ``mode`` (str, one of
+    :data:`FRONTALIZE_MODES`), ``yaw_threshold`` / ``fusion_weight`` (float or ``None``: explicit
+    rule values, as in :func:`auto_rule`). Returns ``None`` when ``mode`` fuses nothing
+    (``"never"``, or ``"auto"`` for an embedder without a rule).
+
+    Raises:
+        WeightsNotFoundError: ``"refined"`` with no refiner registered, or a named file that is missing.
+        UnknownModelError: the fit weights are not in the manifest.
+    """
+    from .weights import get_spec
+
+    if mode not in ("auto", "always"):
+        return None
+    kind, sha = _view_weights(frontalizer)
+    generator = Frontalizer if kind == "tpgan" else None
+    key: Dict[str, Any] = {"mode": mode, "view": kind, "weights_sha256": sha}
+    if generator is None:  # a TP-GAN generator reads the photo itself; every render comes from the 3D fit
+        key["fit_sha256"] = [get_spec(n).sha256 for n in VIEW_FIT_WEIGHTS]
+    if mode == "auto":
+        rule = auto_rule(embedder, generator, yaw_threshold, fusion_weight)
+        if rule is None:
+            return None
+        # The yaw threshold too: it decides which faces a probe fuses, so a changed one leaves
+        # fused templates of faces that a probe of the same photo would now embed otherwise.
+        key.update(yaw_threshold=rule[0], fusion_weight=rule[1], view_yaw=view_yaw_of(embedder, generator))
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def fuse_embeddings(raw: np.ndarray, frontalized: np.ndarray, weight: float) -> np.ndarray:
