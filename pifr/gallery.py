@@ -42,13 +42,16 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import GalleryError, InvalidArgumentError, InvalidPolicyError, NoThresholdError, PifrError
-from .frontalization import DEFAULT_FRONTALIZE, embed_face_policy, frontal_view, threshold_shift, validate_policy
+from .frontalization import (DEFAULT_FRONTALIZE, embed_face_policy, frontal_view, threshold_shift, validate_policy,
+                             view_fingerprint)
 from .image import ImageLike, load_image
 from .types import Face
 
 log = logging.getLogger("pifr")
 
 SCHEMA_VERSION = 2  # 2: variable-width UTF-8 labels and hashes, threshold mode; 1 is still read
+# Schema 2 files may hold the optional arrays view_ids / views_utf8 / views_offsets (each template's
+# view provenance, see Gallery._views); the schema stays 2 because a pifr without them ignores them.
 #: From this many templates identify() searches with faiss (exact inner product) instead of numpy;
 #: measured on 2 CPU cores, exact faiss was no faster than numpy up to 1M templates (benchmarks/gallery.py).
 FAISS_MIN_TEMPLATES = 1_000_000
@@ -291,6 +294,9 @@ class Gallery:
         self._emb = np.zeros((0, self.dim), np.float32)
         self._labels: List[str] = []
         self._hashes: List[str] = []
+        # Per template: "raw", "external" (add_embeddings), "<mode>:<view_fingerprint>" for one fused
+        # from a view, or None (unknown: a file from a pifr that did not record it).
+        self._views: List[Optional[str]] = []
         self._index: Any = None  # faiss index, rebuilt lazily
         self._no_faiss = False  # faiss found missing once: later searches go straight to numpy
         self._warned_unmeasured = False
@@ -366,26 +372,57 @@ class Gallery:
                 counts[name] = counts.get(name, 0) + 1
             return counts
 
-    # ------------------------------------------------------------------ embedding
-    def _embed(self, img: ImageLike, policy: Optional[str] = None) -> Tuple[List[np.ndarray], str]:
-        """Templates of the largest face in ``img`` under ``policy`` (default: the gallery's
-        probe policy; ``"both"`` = the raw and the frontalized template) and the image's hash."""
-        vecs, h, _ = self._embed_with_shift(img, policy)
-        return vecs, h
+    @property
+    def stale_templates(self) -> Dict[str, int]:
+        """Templates fused from a view that this pifr, with this gallery's embedder, frontalizer
+        and rule, makes differently now (a re-tuned rule, another 3D fit network, refiner or
+        generator: :func:`pifr.frontalization.view_fingerprint`), counted by identity. Probes are
+        fused the new way, so these no longer match how a probe of the same photo would be made;
+        re-enrolling those photos rebuilds them. Raw templates, :meth:`add_embeddings` ones and
+        those from files of older pifr (provenance unknown) are never counted."""
+        with self._lock:
+            pairs = list(zip(self._labels, self._views))
+        now: Dict[str, Tuple[bool, Optional[str]]] = {}
+        out: Dict[str, int] = {}
+        for label, view in pairs:
+            mode, _, fp = (view or "").partition(":")
+            if mode not in ("auto", "always"):
+                continue
+            if mode not in now:
+                try:
+                    now[mode] = (True, view_fingerprint(self._emb_name, self.frontalizer, mode, self.yaw_threshold,
+                                                        self.fusion_weight))
+                except PifrError as e:  # e.g. a generator file that is gone: its probes cannot be made either
+                    log.debug("view fingerprint for %s templates unknown: %s", mode, e)
+                    now[mode] = (False, None)
+            known, current = now[mode]
+            if known and fp != current:  # current None: the policy no longer fuses at all
+                out[label] = out.get(label, 0) + 1
+        return out
 
-    def _embed_with_shift(self, img: ImageLike, policy: Optional[str] = None) -> Tuple[List[np.ndarray], str, float]:
-        """:meth:`_embed`, and the threshold shift the probe's first template needs (non-zero when
-        ``"auto"`` fused it: :func:`pifr.frontalization.threshold_shift`)."""
+    # ------------------------------------------------------------------ embedding
+    def _embed(self, img: ImageLike, policy: Optional[str] = None) -> Tuple[List[np.ndarray], str, List[Optional[str]]]:
+        """Templates of the largest face in ``img`` under ``policy`` (default: the gallery's
+        probe policy; ``"both"`` = the raw and the frontalized template), the image's hash, and
+        per template the mode that fused it from a view (``None``: raw)."""
+        vecs, h, _, fused = self._embed_with_shift(img, policy)
+        return vecs, h, fused
+
+    def _embed_with_shift(self, img: ImageLike, policy: Optional[str] = None
+                          ) -> Tuple[List[np.ndarray], str, float, List[Optional[str]]]:
+        """:meth:`_embed`, with the threshold shift the probe's first template needs (non-zero when
+        ``"auto"`` fused it: :func:`pifr.frontalization.threshold_shift`) third."""
         from .detection import detect_one
 
         arr = load_image(img)
         face = detect_one(arr, detector=self.detector, device=self._device)
-        vs, shift = self._embed_face(arr, face, policy)
-        return vs, _pixels_hash(arr), shift
+        vs, shift, fused = self._embed_face(arr, face, policy)
+        return vs, _pixels_hash(arr), shift, fused
 
-    def _embed_face(self, arr: np.ndarray, face: Face, policy: Optional[str] = None) -> Tuple[List[np.ndarray], float]:
-        """The templates of ``face`` in ``arr`` under ``policy`` (default: the gallery's) and the
-        threshold shift the first needs."""
+    def _embed_face(self, arr: np.ndarray, face: Face, policy: Optional[str] = None
+                    ) -> Tuple[List[np.ndarray], float, List[Optional[str]]]:
+        """The templates of ``face`` in ``arr`` under ``policy`` (default: the gallery's), the
+        threshold shift the first needs, and per template the mode that fused it (``None``: raw)."""
         from .embedders import get_embedder
 
         policy = policy or self.frontalize
@@ -396,7 +433,14 @@ class Gallery:
         modes = ("never", "always") if policy == "both" else (policy,)
         out = [embed_face_policy(arr, face, emb, m, gen, self.yaw_threshold, self.fusion_weight) for m in modes]
         shift = threshold_shift(emb.name, gen) if policy == "auto" and out[0][1] else 0.0
-        return [v.astype(np.float32) for v, _ in out], shift
+        return [v.astype(np.float32) for v, _ in out], shift, [m if used else None for m, (_, used) in zip(modes, out)]
+
+    def _view_of(self, mode: Optional[str]) -> Optional[str]:
+        """The provenance to store for a template ``mode`` fused now (``None``: raw)."""
+        if mode is None:
+            return "raw"
+        fp = view_fingerprint(self._emb_name, self.frontalizer, mode, self.yaw_threshold, self.fusion_weight)
+        return None if fp is None else f"{mode}:{fp}"
 
     # ------------------------------------------------------------------ mutation
     def enroll(self, identity: str, images: Sequence[ImageLike], *, templates: Optional[str] = None) -> EnrollReport:
@@ -418,13 +462,14 @@ class Gallery:
             images = [images]
         if templates not in (None, "both"):
             raise GalleryError("templates must be None or 'both'")
-        done: List[Tuple[int, List[np.ndarray], str]] = []
+        done: List[Tuple[int, List[np.ndarray], str, List[Optional[str]]]] = []
         failures, dups = [], []
         with self._lock:
             known = set(self._hashes)
         for i, img in enumerate(images):
             try:
-                vs, h = self._embed(img, templates)
+                vs, h, fused = self._embed(img, templates)
+                views = [self._view_of(m) for m in fused]
             except PifrError as e:
                 failures.append((i, f"{type(e).__name__}: {e}"))
                 continue
@@ -432,23 +477,25 @@ class Gallery:
                 dups.append(i)
                 continue
             known.add(h)
-            done.append((i, vs, h))
+            done.append((i, vs, h, views))
         added = 0
         with self._lock:
             # Another thread may have enrolled the same pixels since `known` was read.
             now = set(self._hashes)
-            vecs, hashes = [], []
-            for i, vs, h in done:
+            vecs, hashes, all_views = [], [], []
+            for i, vs, h, views in done:
                 if h in now:
                     dups.append(i)
                     continue
                 now.add(h)
                 vecs += vs
                 hashes += [h] * len(vs)
+                all_views += views
             if vecs:
                 self._emb = np.concatenate([self._emb, np.stack(vecs).astype(np.float32)], 0)
                 self._labels += [identity] * len(vecs)
                 self._hashes += hashes
+                self._views += all_views
                 self._index = None
             added = len(vecs)
         return EnrollReport(identity, added, tuple(failures), tuple(sorted(dups)))
@@ -483,6 +530,7 @@ class Gallery:
             # Not an image hash: it only has to be unique and small (never the identity's name).
             self._hashes += [f"embedding:{n0 + i}:{hashlib.sha256(v.tobytes()).hexdigest()[:16]}"
                              for i, v in enumerate(e)]
+            self._views += ["external"] * len(e)  # how the caller made them is unknown: never counted stale
             self._index = None
 
     def remove(self, identity: str) -> int:
@@ -495,6 +543,7 @@ class Gallery:
             self._emb = self._emb[keep]
             self._labels = [self._labels[i] for i in keep]
             self._hashes = [self._hashes[i] for i in keep]
+            self._views = [self._views[i] for i in keep]
             self._index = None
             return n
 
@@ -569,7 +618,7 @@ class Gallery:
         _check_k(k)
         if not self._labels:
             raise GalleryError("the gallery is empty: enroll someone first")
-        vs, _, shift = self._embed_with_shift(img)
+        vs, _, shift, _ = self._embed_with_shift(img)
         return self.search_embedding(vs[0], k, threshold_shift=shift)
 
     def identify_face(self, img: ImageLike, face: Face, k: int = 1) -> List[Match]:
@@ -584,7 +633,7 @@ class Gallery:
         _check_k(k)
         if not self._labels:
             raise GalleryError("the gallery is empty: enroll someone first")
-        vs, shift = self._embed_face(load_image(img), face)
+        vs, shift, _ = self._embed_face(load_image(img), face)
         return self.search_embedding(vs[0], k, threshold_shift=shift)
 
     def verify(self, identity: str, img: ImageLike) -> Match:
@@ -594,7 +643,7 @@ class Gallery:
             if not sel:
                 raise GalleryError(f"identity {identity!r} is not enrolled")
             emb = self._emb[sel]
-        vs, _, shift = self._embed_with_shift(img)
+        vs, _, shift, _ = self._embed_with_shift(img)
         s = float((emb @ vs[0]).max())
         return Match(identity, s, s >= self.threshold + shift)
 
@@ -679,9 +728,14 @@ class Gallery:
             header = self._header()
             labels, label_off = _pack_strings(self._labels)
             hashes, hash_off = _pack_strings(self._hashes)
+            kinds = list(dict.fromkeys(v for v in self._views if v is not None))
+            ids = {v: i for i, v in enumerate(kinds)}
+            view_ids = np.array([-1 if v is None else ids[v] for v in self._views], np.int32)
+            views, view_off = _pack_strings(kinds)
             buf = io.BytesIO()
             np.savez(buf, header=np.array(json.dumps(header)), embeddings=self._emb,
-                     labels_utf8=labels, labels_offsets=label_off, hashes_utf8=hashes, hashes_offsets=hash_off)
+                     labels_utf8=labels, labels_offsets=label_off, hashes_utf8=hashes, hashes_offsets=hash_off,
+                     view_ids=view_ids, views_utf8=views, views_offsets=view_off)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             with open(tmp, "wb") as f:
@@ -697,7 +751,9 @@ class Gallery:
     @classmethod
     def load(cls, path: Union[str, Path], *, device: Any = None, detector: Optional[str] = None,
              frontalizer: Optional[str] = None) -> "Gallery":
-        """Read a gallery written by :meth:`save` (schema 2, or 1 from older pifr).
+        """Read a gallery written by :meth:`save` (schema 2, or 1 from older pifr). Logs a warning
+        when templates were fused from a view made differently from how this pifr makes it now
+        (:attr:`stale_templates`).
 
         Raises:
             GalleryError: missing, corrupt, tampered (non-unit or non-finite templates, bad names,
@@ -727,6 +783,7 @@ class Gallery:
             else:
                 labels = _unpack_strings(arrays["labels_utf8"], arrays["labels_offsets"], f"{path}: labels")
                 hashes = _unpack_strings(arrays["hashes_utf8"], arrays["hashes_offsets"], f"{path}: hashes")
+            views = _read_views(arrays, len(labels), path)
         except KeyError as e:
             raise GalleryError(f"{path}: array {e} is missing") from e
         fixed = header["threshold"]
@@ -768,8 +825,15 @@ class Gallery:
                 check_identity(name)
             except InvalidArgumentError as e:
                 raise GalleryError(f"{path}: {e}") from e
-        g._emb, g._labels, g._hashes = emb, labels, hashes
+        g._emb, g._labels, g._hashes, g._views = emb, labels, hashes, views
         g.calibrated_far = header.get("calibrated_far") if fixed is not None else None
+        stale = g.stale_templates
+        if stale:
+            # A warning, not an error: the gallery still works, and frontal photos' templates are raw.
+            log.warning("%s: %d templates of %d identities were fused from a view that this pifr makes differently now "
+                        "(another frontalization rule, 3D fit, refiner or generator), so they no longer match how probes "
+                        "are made; re-enrolling those photos rebuilds them (Gallery.stale_templates lists them)",
+                        path, sum(stale.values()), len(stale))
         return g
 
     @classmethod
@@ -827,6 +891,17 @@ def _check_header(header: dict, path: Path) -> None:
         raise GalleryError(f"{path}: header threshold_mode {header['threshold_mode']!r} is not 'fixed' or 'default'")
     if header.get("frontalize", "never") not in _MODES:
         raise GalleryError(f"{path}: header frontalize {header.get('frontalize')!r} is not one of {_MODES}")
+
+
+def _read_views(arrays: Dict[str, np.ndarray], n: int, path: Path) -> List[Optional[str]]:
+    """Each template's view provenance (see ``Gallery._views``); all ``None`` for a file without it."""
+    if "view_ids" not in arrays:
+        return [None] * n
+    ids = arrays["view_ids"]
+    kinds = _unpack_strings(arrays["views_utf8"], arrays["views_offsets"], f"{path}: views")
+    if ids.ndim != 1 or ids.dtype.kind not in "iu" or len(ids) != n or (n and (ids.min() < -1 or ids.max() >= len(kinds))):
+        raise GalleryError(f"{path}: inconsistent view_ids ({ids.dtype} {ids.shape} for {n} templates, {len(kinds)} views)")
+    return [None if i < 0 else kinds[i] for i in ids.tolist()]
 
 
 def _check_unit(e: np.ndarray, err: type, what: str) -> None:

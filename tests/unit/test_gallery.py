@@ -175,3 +175,133 @@ def test_identify_face_applies_the_policy_to_a_face_already_found(monkeypatch):
     assert raw.identify_face(arr, face)[0].score != m.score  # and the fused template differs from raw
     with pytest.raises(pifr.GalleryError):
         pifr.Gallery(threshold=0.5).identify_face(arr, face)
+
+
+def _fake_policy(monkeypatch):
+    """Enrollment without networks: any image is one detected face; its template is a unit vector
+    from its pixels, and ``"auto"`` fuses exactly the images whose first pixel is ≥ 100 (the
+    "turned" ones), as embed_face_policy reports it."""
+    import pifr.detection as D
+    import pifr.gallery as G
+    from pifr.types import Face
+
+    face = Face(np.array([4, 4, 28, 28], np.float32), 0.99, np.full((5, 2), 16, np.float32), yaw=0.0)
+    monkeypatch.setattr(D, "detect_one", lambda arr, **kw: face)
+
+    def policy(arr, face, emb, mode, gen, yaw_threshold=None, fusion_weight=None):
+        v = np.random.default_rng(int(arr[0, 0, 0])).normal(size=emb.dim).astype(np.float32)
+        fused = mode == "always" or (mode == "auto" and arr[0, 0, 0] >= 100)
+        return v / np.linalg.norm(v), fused
+
+    monkeypatch.setattr(G, "embed_face_policy", policy)
+
+
+def _photo(value: int) -> np.ndarray:
+    return np.full((32, 32, 3), value, np.uint8)
+
+
+def _retuned(monkeypatch):
+    """A later pifr's re-tuned "auto" rule for the default embedder (another fusion weight)."""
+    from pifr import frontalization as F
+
+    old = F.AUTO_RULES["dlib_resnet"]
+    monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", F.AutoRule(old.yaw_threshold, old.fusion_weight + 0.25,
+                                                                  old.threshold_shift, old.view_yaw))
+
+
+def _stale_warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "re-enrolling" in r.getMessage()]
+
+
+def test_templates_fused_under_another_rule_are_reported_stale_on_load(monkeypatch, tmp_path, caplog):
+    """A gallery saved with fused templates, loaded by a pifr whose rule makes the view otherwise:
+    a warning that names the count, and stale_templates by identity; frontal (raw) templates and
+    add_embeddings ones are never stale, and an unchanged rule reports nothing."""
+    _fake_policy(monkeypatch)
+    g = Gallery()
+    assert g.frontalize == "auto"
+    assert g.enroll("alice", [_photo(1), _photo(101)]).added == 2   # one frontal, one turned (fused)
+    assert g.enroll("bob", [_photo(102), _photo(103)]).added == 2   # both turned
+    g.enroll("carol", [_photo(2)])                                  # frontal only
+    g.add_embeddings("dave", np.eye(g.dim, dtype=np.float32)[:1])
+    assert g.stale_templates == {}
+    p = tmp_path / "g.gallery"
+    g.save(p)
+    with caplog.at_level("WARNING", logger="pifr"):
+        same = Gallery.load(p)
+    assert same.stale_templates == {} and not _stale_warnings(caplog)
+
+    _retuned(monkeypatch)
+    assert g.stale_templates == {"alice": 1, "bob": 2}  # also in memory: the rule it enrolled with has changed
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pifr"):
+        h = Gallery.load(p)
+    assert h.stale_templates == {"alice": 1, "bob": 2}
+    (msg,) = _stale_warnings(caplog)
+    assert "3 templates of 2 identities" in msg
+    h.enroll("erin", [_photo(104)])  # enrolled under the new rule: current
+    assert h.stale_templates == {"alice": 1, "bob": 2}
+
+
+def test_removing_an_identity_keeps_the_view_provenance_aligned(monkeypatch, tmp_path):
+    _fake_policy(monkeypatch)
+    g = Gallery()
+    g.enroll("alice", [_photo(101), _photo(102)])
+    g.enroll("bob", [_photo(1)])
+    g.enroll("carol", [_photo(3), _photo(103)])
+    assert g.remove("alice") == 2
+    g.save(tmp_path / "g.gallery")
+    _retuned(monkeypatch)
+    h = Gallery.load(tmp_path / "g.gallery")
+    # Misaligned provenance would flag bob's raw template (or fail to load).
+    assert h.stale_templates == {"carol": 1} and h.template_counts() == {"bob": 1, "carol": 2}
+    h.remove("carol")
+    assert h.stale_templates == {}
+
+
+def test_files_without_view_provenance_load_with_none_stale(monkeypatch, tmp_path, caplog):
+    """Files of older pifr (schema 2 without the view arrays, schema 1) say nothing of how their
+    templates were made: unknown is not stale, and nothing is logged about it."""
+    import json
+
+    _fake_policy(monkeypatch)
+    g = Gallery()
+    g.enroll("bob", [_photo(101)])
+    p = tmp_path / "g.gallery"
+    g.save(p)
+    with np.load(p, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if not k.startswith("view")}
+    old = tmp_path / "old.gallery"
+    with open(old, "wb") as f:
+        np.savez(f, **arrays)
+    h1 = {"magic": "pifr-gallery", "schema": 1, "embedder": "dlib_resnet", "embedder_sha256": g.embedder_sha256,
+          "dim": g.dim, "threshold": 0.9, "calibrated_far": None, "frontalize": "auto"}
+    older = tmp_path / "older.gallery"
+    with open(older, "wb") as f:
+        np.savez(f, header=np.array(json.dumps(h1)), embeddings=g._emb, labels=np.array(["bob"]), hashes=np.array(["h"]))
+    _retuned(monkeypatch)
+    assert Gallery.load(p).stale_templates == {"bob": 1}  # the same file with its provenance: stale
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pifr"):
+        for path in (old, older):
+            h = Gallery.load(path)
+            assert h.stale_templates == {} and h.templates == 1
+            h.enroll("carol", [_photo(102)])
+            h.save(path)  # unknown stays unknown through a save; the new template is current
+            assert Gallery.load(path).stale_templates == {}
+    assert not _stale_warnings(caplog)
+
+
+def test_damaged_view_provenance_is_a_gallery_error(monkeypatch, tmp_path):
+    _fake_policy(monkeypatch)
+    g = Gallery()
+    g.enroll("bob", [_photo(101), _photo(1)])
+    p = tmp_path / "g.gallery"
+    g.save(p)
+    with np.load(p, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for bad in (np.array([0], np.int32), np.array([0, 5], np.int32), np.array([0.0, 1.0]), np.array([-2, 0], np.int32)):
+        with open(p, "wb") as f:
+            np.savez(f, **{**arrays, "view_ids": bad})
+        with pytest.raises(pifr.GalleryError, match="view_ids"):
+            Gallery.load(p)
