@@ -248,3 +248,40 @@ def test_a_rule_with_a_view_yaw_renders_the_face_part_turned_on_its_own_side(mon
     n = len(asked)
     _, fused = F.embed_face_policy(arr, face, emb, "auto", F.Render3D())
     assert not fused and len(asked) == n
+
+
+def test_view_fingerprint_follows_the_rule_the_fit_and_the_view_without_loading_a_network(monkeypatch, gen_file):
+    """view_fingerprint changes with each thing a fused template is made from — the rule, the 3D
+    fit's weights, the kind of view, a refiner's or generator's weights — and with nothing else;
+    it builds no network."""
+    import pifr.frontalization as F
+    import pifr.refinement as R
+    import pifr.weights as W
+    from pifr.frontalization import view_fingerprint
+
+    def no_network(*a, **k):
+        raise AssertionError("view_fingerprint loaded a network")
+
+    monkeypatch.setattr(R, "get_refiner", no_network)
+    monkeypatch.setattr(F, "get_frontalizer", no_network)
+    base = view_fingerprint("dlib_resnet")
+    assert len(base) == 16 and base == view_fingerprint("dlib_resnet", "3d")  # None is the plain render here
+    assert view_fingerprint("dlib_resnet", mode="never") is None
+    assert view_fingerprint("no_such_embedder") is None  # "auto" without a rule fuses nothing
+    others = {view_fingerprint("dlib_resnet", mode="always"), view_fingerprint("dlib_resnet", "refined"),
+              view_fingerprint("dlib_resnet", str(gen_file)), view_fingerprint("dlib_resnet", fusion_weight=0.5),
+              view_fingerprint("mobilefacenet")}
+    assert len(others) == 5 and base not in others
+    # The threshold shift only moves decisions, not templates; the view yaw and weight make them.
+    rule = F.AUTO_RULES["dlib_resnet"]
+    monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", dataclasses.replace(rule, threshold_shift=0.5))
+    assert view_fingerprint("dlib_resnet") == base
+    monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", dataclasses.replace(rule, view_yaw=45.0))
+    assert view_fingerprint("dlib_resnet") != base
+    monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", rule)
+    # A re-trained fit network (a new sha256 in the manifest) changes every render.
+    specs = dict(W.registry())
+    specs["tddfa_mb05"] = dataclasses.replace(specs["tddfa_mb05"], sha256="0" * 64)
+    monkeypatch.setattr(W, "registry", lambda: specs)
+    assert view_fingerprint("dlib_resnet") != base
+    assert view_fingerprint("dlib_resnet", str(gen_file)) in others  # a generator reads no 3D fit
