@@ -378,8 +378,9 @@ class Gallery:
         and rule, makes differently now (a re-tuned rule, another 3D fit network, refiner or
         generator: :func:`pifr.frontalization.view_fingerprint`), counted by identity. Probes are
         fused the new way, so these no longer match how a probe of the same photo would be made;
-        re-enrolling those photos rebuilds them. Raw templates, :meth:`add_embeddings` ones and
-        those from files of older pifr (provenance unknown) are never counted."""
+        re-enrolling those photos (:meth:`remove`, then :meth:`enroll`) rebuilds them. Raw
+        templates, :meth:`add_embeddings` ones and those from files of older pifr (provenance
+        unknown) are never counted."""
         with self._lock:
             pairs = list(zip(self._labels, self._views))
         now: Dict[str, Tuple[bool, Optional[str]]] = {}
@@ -832,7 +833,8 @@ class Gallery:
             # A warning, not an error: the gallery still works, and frontal photos' templates are raw.
             log.warning("%s: %d templates of %d identities were fused from a view that this pifr makes differently now "
                         "(another frontalization rule, 3D fit, refiner or generator), so they no longer match how probes "
-                        "are made; re-enrolling those photos rebuilds them (Gallery.stale_templates lists them)",
+                        "are made; re-enrolling those photos (remove(), then enroll(): the same pixels are otherwise "
+                        "skipped as duplicates) rebuilds them (Gallery.stale_templates lists them)",
                         path, sum(stale.values()), len(stale))
         return g
 
