@@ -106,7 +106,9 @@ def embed_paths(paths: Sequence[Path], embedder: str, detector: str, select: str
     from tqdm import tqdm
 
     uniq = sorted({str(p) for p in paths})
-    tag = f"{embedder}_{weights_sha([embedder])[embedder][:12]}_{detector}_{select}_v{pifr.__version__}"
+    # The yaw stored with each row comes from the pose network: its weights are part of the key too.
+    yaw_net = pifr.weights.get_spec("tddfa_mb05").sha256 or ""
+    tag = f"{embedder}_{weights_sha([embedder])[embedder][:12]}_{detector}_{select}_yaw{yaw_net[:8]}_v{pifr.__version__}"
     d = cache_dir() / tag / "img"
     d.mkdir(parents=True, exist_ok=True)
 

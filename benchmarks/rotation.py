@@ -30,7 +30,7 @@ from frontalization import IDS, cfp_hits, cmu_hits, cmu_summary, evaluate, polic
 from tqdm import tqdm
 
 import pifr
-from pifr.eval.datasets import cfp_images, cmu_faces
+from pifr.eval.datasets import cfp_fiducials, cfp_images, cfp_landmarks68, cmu_faces
 from pifr.embedders import get_embedder, locate_face
 from pifr.face3d import fit_faces
 from pifr.eval.metrics import mcnemar
@@ -38,11 +38,6 @@ from pifr.rotation import render_pose
 
 YAW_BINS = ((0, 55), (55, 70), (70, 91))
 FIT_BINS = ((0, 30), (30, 60), (60, 75), (75, 91))
-# CFP's 30 manual fiducials mark one half of the face (jaw ear→chin 0–8, brow 9–11, eye 12–17,
-# nose 18–24, mouth corner 25, lip midline 26–29). The points they share with the 68-point layout,
-# for the subject's right half (the half on the image's left in a frontal view):
-CFP_TO_68 = {12: 36, 15: 39, 18: 27, 21: 30, 25: 48, 26: 51, 28: 57, 8: 8}
-MIRROR_68 = {36: 45, 39: 42, 48: 54}
 
 
 def fits_of(paths, detector):
@@ -115,21 +110,13 @@ def pose_figures(cfp, detector, n):
              "share_within_10": float(np.mean([abs(b) <= 10 for _, b in back]))})
 
 
-def cfp_fiducials(path):
-    """``(30, 2)`` manual fiducials of a CFP image (``Data/Fiducials/<id>/<pose>/NN.txt``)."""
-    p = Path(path)
-    return np.loadtxt(p.parents[3] / "Fiducials" / p.parent.parent.name / p.parent.name / (p.stem + ".txt"), delimiter=",")
-
-
 def fit_error(pts68, fid):
-    """Mean error of ``pts68`` ``(68, 2)`` at the points CFP marks, over sqrt(w·h) of the fiducials'
-    box. CFP marks the half whose ear point (0) lies on the chin's (8) side it lies: ear left of
-    the chin is the subject's right half (indices as in CFP_TO_68), else the mirrored indices."""
-    right = fid[0, 0] < fid[8, 0]
-    idx = {c: (k if right else MIRROR_68.get(k, k)) for c, k in CFP_TO_68.items()}
-    e = np.mean([np.linalg.norm(pts68[k] - fid[c]) for c, k in idx.items()])
+    """Mean error of ``pts68`` ``(68, 2)`` at the points CFP marks (``(30, 2)`` ``fid``; see
+    :func:`pifr.eval.datasets.cfp_landmarks68`), over sqrt(w·h) of the fiducials' box."""
+    t = cfp_landmarks68(fid)
+    ok = np.isfinite(t[:, 0])
     wh = fid.max(0) - fid.min(0)
-    return float(e / np.sqrt(wh[0] * wh[1]))
+    return float(np.linalg.norm(pts68[ok] - t[ok], axis=1).mean() / np.sqrt(wh[0] * wh[1]))
 
 
 def fit_figures(cfp, detector, ids):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Set
 
+import numpy as np
+
 log = logging.getLogger("pifr")
 
 SPLITS = {
@@ -92,6 +94,32 @@ def cfp_images(cfp_dir: Path, identities: Optional[range] = None, pose: Optional
                 out.append(CFPImage(f, ident, p, int(f.stem)))
     return out
 
+
+# CFP's 30 manual fiducials mark one half of the face (jaw ear→chin 0–8, brow 9–11, eye 12–17,
+# nose 18–24, mouth corner 25, lip midline 26–29). The points they share with the iBUG 68-point
+# layout, for the subject's right half (the half on the image's left in a frontal view); the
+# other half's eye and mouth corners are these points' mirror images.
+CFP_TO_68 = {12: 36, 15: 39, 18: 27, 21: 30, 25: 48, 26: 51, 28: 57, 8: 8}
+MIRROR_68 = {36: 45, 39: 42, 48: 54}
+
+
+def cfp_fiducials(path: Path) -> np.ndarray:
+    """``(30, 2)`` manual fiducials (x, y px) of a CFP image ``Data/Images/<id>/<pose>/NN.jpg``,
+    read from ``Data/Fiducials/<id>/<pose>/NN.txt``."""
+    p = Path(path)
+    return np.loadtxt(p.parents[3] / "Fiducials" / p.parent.parent.name / p.parent.name / (p.stem + ".txt"), delimiter=",")
+
+
+def cfp_landmarks68(fiducials: np.ndarray) -> np.ndarray:
+    """``(68, 2)`` the fiducials placed at their 68-point indices (NaN where CFP marks nothing).
+    CFP marks the half whose ear point (0) lies on the side of the chin (8) it lies: ear left of
+    the chin is the subject's right half, else the mirrored indices."""
+    fid = np.asarray(fiducials, np.float64)
+    right = fid[0, 0] < fid[8, 0]
+    out = np.full((68, 2), np.nan)
+    for c, k in CFP_TO_68.items():
+        out[k if right else MIRROR_68.get(k, k)] = fid[c]
+    return out
 
 def cfp_names(cfp_dir: Path) -> Dict[int, str]:
     """CFP identity number → the person's name (``Data/list_name.txt``, one per line, in
