@@ -11,6 +11,11 @@ compared probe by probe (exact McNemar), each as ``(view yaw, |yaw| threshold, w
   (45°, 30°, 0.75) from the CFP grid (docs/rotation.md);
 * mobilefacenet — its adopted rule (45°, 30°, 0.75) against the one it replaced (0°, 30°, 0.5).
 
+Decision for dlib, also fixed before the first run: a candidate replaces the rule in force if
+it gains here (gained > lost) and the exact McNemar test on CFP 351–400's and these probes
+together (their discordant counts summed: +19 / −8 for (50°, 30°, 0.75) on CFP) gives p < 0.05,
+and it does not lose on CMU (+5 / −3 on CFP's run).
+
     python research/lfw_turned.py [--embedders dlib_resnet mobilefacenet] [--min-yaw 30]
 """
 from __future__ import annotations
