@@ -178,28 +178,44 @@ def _file_sha256(path: Union[str, Path]) -> str:
     return _sha_cached(str(p.resolve()), st.st_size, st.st_mtime)  # hashed once per version of the file
 
 
+def _view_source(frontalizer: Optional[Union[str, Path]]) -> "Tuple[str, Optional[Union[str, Path]]]":
+    """What :func:`frontal_view` makes of ``frontalizer``, without building it: ``("3d", None)``,
+    ``("refined", file or None for the registered refiner)`` or ``("tpgan", file or None for the
+    registered generator)``. The one place the names are read (:func:`view_fingerprint` too)."""
+    if frontalizer is None:
+        from .weights import list_weights
+
+        return ("tpgan", None) if list_weights("frontalizer") else ("3d", None)
+    if str(frontalizer) == "3d":
+        return "3d", None
+    if str(frontalizer) == "refined":
+        return "refined", None
+    if isinstance(frontalizer, str) and frontalizer.startswith("refined:"):
+        return "refined", frontalizer[len("refined:"):]
+    return "tpgan", frontalizer
+
+
 def _view_weights(frontalizer: Optional[Union[str, Path]]) -> Tuple[str, Optional[str]]:
     """``(kind, sha256 of its network's weights or None)`` of the view :func:`frontal_view` builds
-    from ``frontalizer``, found without building it (the same dispatch, kept in step with it)."""
-    from .weights import list_weights
+    from ``frontalizer``, found without loading a network."""
+    kind, path = _view_source(frontalizer)
+    if kind == "3d":
+        return Render3D.name, None
+    name = "tpgan" if kind == "tpgan" else f"{Render3D.name}+refiner"
+    if path is not None:
+        return name, _file_sha256(path)
+    if kind == "tpgan":
+        from .weights import list_weights
 
-    if frontalizer is None:
-        registered = list_weights("frontalizer")
-        if registered:
-            return "tpgan", registered[0].sha256 or registered[0].name
-        return Render3D.name, None
-    if str(frontalizer) == "3d":
-        return Render3D.name, None
-    if str(frontalizer) == "refined":
+        spec = list_weights("frontalizer")[0]
+    else:
         from .refinement import _registered
 
         specs = _registered()
         if not specs:
             raise WeightsNotFoundError("no refiner weights are registered in weights/manifest.json")
-        return f"{Render3D.name}+refiner", specs[0].sha256 or specs[0].name
-    if isinstance(frontalizer, str) and frontalizer.startswith("refined:"):
-        return f"{Render3D.name}+refiner", _file_sha256(frontalizer[len("refined:"):])
-    return "tpgan", _file_sha256(frontalizer)
+        spec = specs[0]
+    return name, spec.sha256 or spec.name
 
 
 def view_fingerprint(embedder: str, frontalizer: Optional[Union[str, Path]] = None, mode: str = "auto",
@@ -333,19 +349,12 @@ def frontal_view(frontalizer: Optional[Union[str, Path]] = None, device: Any = N
 
     ``None`` never picks the refiner by itself: whether the policy should use it is left to
     measurement (the rules in :data:`AUTO_RULES` were measured on the plain 3D render)."""
-    if frontalizer is None:
-        from .weights import list_weights
-
-        if list_weights("frontalizer"):
-            return get_frontalizer(None, device)
+    kind, path = _view_source(frontalizer)
+    if kind == "3d":
         return Render3D(device)
-    if str(frontalizer) == "3d":
-        return Render3D(device)
-    if str(frontalizer) == "refined":
-        return RefinedRender3D(None, device)
-    if isinstance(frontalizer, str) and frontalizer.startswith("refined:"):
-        return RefinedRender3D(frontalizer[len("refined:"):], device)
-    return get_frontalizer(frontalizer, device)
+    if kind == "refined":
+        return RefinedRender3D(path, device)
+    return get_frontalizer(path, device)
 
 
 # ----------------------------------------------------------------------------- the generator
