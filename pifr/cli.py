@@ -236,9 +236,13 @@ def _cmd_gallery(args: argparse.Namespace) -> int:
         what = {"default": f"default operating point, FAR {g.far_per_probe:g} per probe",
                 "calibrated": f"calibrated for FAR {g.calibrated_far:g}" if g.calibrated_far else "calibrated",
                 "fixed": "fixed", "embedder": "the embedder's 1:1 threshold"}[src]
+        stale = g.stale_templates
         print(f"# {args.gallery}: embedder {g.embedder}, threshold {g.threshold:.4f} ({what})")
+        if stale:
+            print(f"# {sum(stale.values())} template(s) were fused from a view this pifr makes otherwise "
+                  "(a re-tuned rule or new weights): remove those identities and enroll their photos again")
         for name in sorted(counts):
-            print(f"{name}\t{counts[name]}")
+            print(f"{name}\t{counts[name]}" + (f"\t{stale[name]} stale" if name in stale else ""))
         return 0
     from .gallery import Gallery
 

@@ -117,3 +117,21 @@ def test_cli_rotate_writes_each_face_and_reports_bad_files(tmp_path, capsys):
     assert not (tmp_path / "out" / "b.png").exists()
     with pytest.raises(SystemExit):  # argparse: --yaw is required
         main(["rotate", str(src / "a.png"), "-o", str(tmp_path / "x.png")])
+
+
+def test_gallery_list_marks_stale_templates(monkeypatch, tmp_path, capsys):
+    from tests.unit.test_gallery import _fake_policy, _photo, _retuned
+
+    _fake_policy(monkeypatch)
+    g = pifr.Gallery()
+    g.enroll("alice", [_photo(1), _photo(101)])  # one frontal (raw), one turned (fused)
+    g.enroll("carol", [_photo(2)])
+    p = tmp_path / "g.gallery"
+    g.save(p)
+    assert main(["gallery", "list", "--gallery", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert " stale" not in out and "again" not in out and "alice\t2\n" in out
+    _retuned(monkeypatch)
+    assert main(["gallery", "list", "--gallery", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "alice\t2\t1 stale" in out and "carol\t1\n" in out and "enroll their photos again" in out
