@@ -895,10 +895,16 @@ def _check_header(header: dict, path: Path) -> None:
         raise GalleryError(f"{path}: header frontalize {header.get('frontalize')!r} is not one of {_MODES}")
 
 
+_VIEW_ARRAYS = ("view_ids", "views_utf8", "views_offsets")
+
+
 def _read_views(arrays: Dict[str, np.ndarray], n: int, path: Path) -> List[Optional[str]]:
     """Each template's view provenance (see ``Gallery._views``); all ``None`` for a file without it."""
-    if "view_ids" not in arrays:
+    have = [k for k in _VIEW_ARRAYS if k in arrays]
+    if not have:  # a file from a pifr that did not record provenance
         return [None] * n
+    if len(have) < len(_VIEW_ARRAYS):  # save() writes all three: some missing is damage, not "unknown"
+        raise GalleryError(f"{path}: view provenance arrays {sorted(set(_VIEW_ARRAYS) - set(have))} are missing")
     ids = arrays["view_ids"]
     kinds = _unpack_strings(arrays["views_utf8"], arrays["views_offsets"], f"{path}: views")
     if ids.ndim != 1 or ids.dtype.kind not in "iu" or len(ids) != n or (n and (ids.min() < -1 or ids.max() >= len(kinds))):

@@ -1,6 +1,7 @@
 """Gallery offline: calibration, search (numpy and faiss), atomic saves, accessors."""
 from __future__ import annotations
 
+import itertools
 import signal
 import subprocess
 import sys
@@ -305,3 +306,24 @@ def test_damaged_view_provenance_is_a_gallery_error(monkeypatch, tmp_path):
             np.savez(f, **{**arrays, "view_ids": bad})
         with pytest.raises(pifr.GalleryError, match="view_ids"):
             Gallery.load(p)
+
+
+def test_view_provenance_arrays_come_all_three_or_none(monkeypatch, tmp_path):
+    """save() writes view_ids, views_utf8 and views_offsets together; a file with only some of
+    them is damaged (never read as "provenance unknown"), while one with none is an older pifr's."""
+    _fake_policy(monkeypatch)
+    g = Gallery()
+    g.enroll("bob", [_photo(101), _photo(1)])
+    p = tmp_path / "g.gallery"
+    g.save(p)
+    with np.load(p, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    names = ("view_ids", "views_utf8", "views_offsets")
+    for keep in itertools.chain.from_iterable(itertools.combinations(names, r) for r in (1, 2)):
+        with open(p, "wb") as f:
+            np.savez(f, **{k: v for k, v in arrays.items() if k not in names or k in keep})
+        with pytest.raises(pifr.GalleryError, match="view"):
+            Gallery.load(p)
+    with open(p, "wb") as f:
+        np.savez(f, **{k: v for k, v in arrays.items() if k not in names})
+    assert Gallery.load(p).templates == 2
