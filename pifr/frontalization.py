@@ -171,11 +171,14 @@ def _file_sha256(path: Union[str, Path]) -> str:
     from .weights import _sha_cached
 
     p = Path(path)
+    # A regular file only, as frontal_view needs: a folder is no weights and a FIFO would block the read.
+    if not p.is_file():  # also False for a name with a NUL
+        raise WeightsNotFoundError(f"{p}: no such weights file")
     try:
         st = p.stat()
-    except OSError as e:
-        raise WeightsNotFoundError(f"{p}: no such weights file ({e.strerror or e})") from e
-    return _sha_cached(str(p.resolve()), st.st_size, st.st_mtime)  # hashed once per version of the file
+        return _sha_cached(str(p.resolve()), st.st_size, st.st_mtime)  # hashed once per version of the file
+    except OSError as e:  # gone or unreadable since: callers catch PifrError, not OSError
+        raise WeightsNotFoundError(f"{p}: cannot read the weights file ({e.strerror or e})") from e
 
 
 def _view_source(frontalizer: Optional[Union[str, Path]]) -> "Tuple[str, Optional[Union[str, Path]]]":
@@ -234,7 +237,7 @@ def view_fingerprint(embedder: str, frontalizer: Optional[Union[str, Path]] = No
     (``"never"``, or ``"auto"`` for an embedder without a rule).
 
     Raises:
-        WeightsNotFoundError: ``"refined"`` with no refiner registered, or a named file that is missing.
+        WeightsNotFoundError: ``"refined"`` with no refiner registered, or a named file that is missing, unreadable or not a regular file.
         UnknownModelError: the fit weights are not in the manifest.
     """
     from .weights import get_spec

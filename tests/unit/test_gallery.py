@@ -327,3 +327,21 @@ def test_view_provenance_arrays_come_all_three_or_none(monkeypatch, tmp_path):
     with open(p, "wb") as f:
         np.savez(f, **{k: v for k, v in arrays.items() if k not in names})
     assert Gallery.load(p).templates == 2
+
+
+def test_stale_templates_never_raises_for_a_frontalizer_that_cannot_be_resolved(monkeypatch, tmp_path):
+    """A frontalizer named at load that is no weights file (a folder, "refined:" with no file,
+    a FIFO, a name with a NUL) cannot make probes either: the gallery loads, and its fused
+    templates are not judged (no hash of a folder, no read that blocks on a FIFO)."""
+    import os
+
+    _fake_policy(monkeypatch)
+    g = Gallery()
+    g.enroll("bob", [_photo(101)])
+    p = tmp_path / "g.gallery"
+    g.save(p)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for bad in (str(tmp_path), "refined:", f"refined:{tmp_path}", str(fifo), "gen\x00.safetensors",
+                str(tmp_path / "missing.safetensors")):
+        assert Gallery.load(p, frontalizer=bad).stale_templates == {}, bad
