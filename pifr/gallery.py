@@ -833,7 +833,8 @@ class Gallery:
             # A warning, not an error: the gallery still works, and frontal photos' templates are raw.
             log.warning("%s: %d templates of %d identities were fused from a view that this pifr makes differently now "
                         "(another frontalization rule, 3D fit, refiner or generator), so they no longer match how probes "
-                        "are made; re-enrolling those photos (remove(), then enroll(): the same pixels are otherwise "
+                        "are made; if the gallery was enrolled with a frontalizer, load it with the same frontalizer=; "
+                        "else re-enrolling those photos (remove(), then enroll(): the same pixels are otherwise "
                         "skipped as duplicates) rebuilds them (Gallery.stale_templates lists them)",
                         path, sum(stale.values()), len(stale))
         return g

@@ -121,6 +121,7 @@ def cfp_landmarks68(fiducials: np.ndarray) -> np.ndarray:
         out[k if right else MIRROR_68.get(k, k)] = fid[c]
     return out
 
+
 def cfp_names(cfp_dir: Path) -> Dict[int, str]:
     """CFP identity number → the person's name (``Data/list_name.txt``, one per line, in
     identity order), spelt as LFW spells names (spaces → underscores)."""
