@@ -574,6 +574,8 @@ def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: Optional[str] 
             and none given (also for a list: that is not one bad image).
         WeightsFormatError: ``weights`` is not a file of the method's kind.
     """
+    from .rotation import render_then_refine
+
     if method is None:
         from .refinement import refiner_available
         from .weights import list_weights
@@ -588,13 +590,7 @@ def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: Optional[str] 
             raise UnknownModelError('method="3d" takes no weights (its 3D face ships with pifr); a generator file needs method="tpgan"')
         if not isinstance(img, list):
             return _render_3d(img, face, detector, device, "the image")
-        out_r: List[Union[Frontalized, Exception]] = []
-        for i, one in enumerate(img):
-            try:
-                out_r.append(_render_3d(one, None, detector, device, input_label(one, i)))
-            except PifrError as e:
-                out_r.append(e)
-        return out_r
+        return render_then_refine(img, lambda i, one: _render_3d(one, None, detector, device, input_label(one, i)), list)
     if method == "refined":
         return _frontalize_refined(img, face, weights, detector, device, batch_size)
     if method == "hassner":
@@ -607,30 +603,20 @@ def frontalize(img: Union[ImageLike, List[ImageLike]], *, method: Optional[str] 
 
         if not isinstance(img, list):
             return one_3d(img, face)
-        out3: List[Union[Frontalized, Exception]] = []
-        for one in img:
-            try:
-                out3.append(one_3d(one, None))
-            except PifrError as e:
-                out3.append(e)
-        return out3
+        return render_then_refine(img, lambda i, one: one_3d(one, None), list)
     fr = get_frontalizer(weights, device)
     if not isinstance(img, list):
         face, crop, lm = _tpgan_input(img, face, detector, device)
         image = fr.frontalize_crops(crop[None], lm[None], [face.yaw])[0]
         return Frontalized(image=image, face=face, yaw=float(face.yaw), generator=fr.name)
-    out: List[Union[Frontalized, Exception, None]] = [None] * len(img)
-    ready: List["tuple[int, Face, np.ndarray, np.ndarray]"] = []
-    for i, one in enumerate(img):
-        try:
-            ready.append((i, *_tpgan_input(one, None, detector, device)))
-        except PifrError as e:
-            out[i] = e
-    step = max(1, batch_size)
-    for k in range(0, len(ready), step):
-        chunk = ready[k:k + step]
-        images = fr.frontalize_crops(np.stack([c for _, _, c, _ in chunk]), np.stack([l for _, _, _, l in chunk]),
-                                     [f.yaw for _, f, _, _ in chunk])
-        for (i, f, _, _), image in zip(chunk, images):
-            out[i] = Frontalized(image=image, face=f, yaw=float(f.yaw), generator=fr.name)
-    return out  # type: ignore[return-value]
+
+    def generate(ready: List["tuple[Face, np.ndarray, np.ndarray]"]) -> List[Frontalized]:
+        out, step = [], max(1, batch_size)
+        for k in range(0, len(ready), step):
+            chunk = ready[k:k + step]
+            images = fr.frontalize_crops(np.stack([c for _, c, _ in chunk]), np.stack([l for _, _, l in chunk]),
+                                         [f.yaw for f, _, _ in chunk])
+            out += [Frontalized(image=im, face=f, yaw=float(f.yaw), generator=fr.name) for (f, _, _), im in zip(chunk, images)]
+        return out
+
+    return render_then_refine(img, lambda i, one: _tpgan_input(one, None, detector, device), generate)

@@ -164,3 +164,10 @@ def test_frontal_flow_maps_a_render_back_onto_its_frontal(model3d, frontal_and_r
         e, e0, em = err(f, v, crop), err(ident, v, crop), err(fm, v & vm, crop)
         print(f"render at {yaw}°: warped frontal vs render {e:.1f}, unwarped {e0:.1f}, opposite-yaw warp {em:.1f} (0-255)")
         assert e < 0.75 * e0 and e < 0.75 * em and v.mean() > 0.3
+
+
+def test_frontalize_hassner_list_keeps_going_past_a_bad_image(model3d, cfp):
+    good = cfp / "Data" / "Images" / "351" / "profile" / "01.jpg"
+    out = pifr.frontalize([good, b"not an image", good], method="hassner", weights=model3d)
+    assert [type(o).__name__ for o in out] == ["Frontalized", "InvalidImageError", "Frontalized"]
+    assert np.array_equal(out[0].image, out[2].image)
