@@ -293,14 +293,19 @@ def test_files_without_view_provenance_load_with_none_stale(monkeypatch, tmp_pat
     assert not _stale_warnings(caplog)
 
 
-def test_damaged_view_provenance_is_a_gallery_error(monkeypatch, tmp_path):
+def _saved_arrays(monkeypatch, tmp_path):
+    """A gallery of one fused and one raw template saved to ``tmp_path``: ``(path, its arrays)``."""
     _fake_policy(monkeypatch)
     g = Gallery()
     g.enroll("bob", [_photo(101), _photo(1)])
     p = tmp_path / "g.gallery"
     g.save(p)
     with np.load(p, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+        return p, {k: z[k] for k in z.files}
+
+
+def test_damaged_view_provenance_is_a_gallery_error(monkeypatch, tmp_path):
+    p, arrays = _saved_arrays(monkeypatch, tmp_path)
     for bad in (np.array([0], np.int32), np.array([0, 5], np.int32), np.array([0.0, 1.0]), np.array([-2, 0], np.int32)):
         with open(p, "wb") as f:
             np.savez(f, **{**arrays, "view_ids": bad})
@@ -311,13 +316,7 @@ def test_damaged_view_provenance_is_a_gallery_error(monkeypatch, tmp_path):
 def test_view_provenance_arrays_come_all_three_or_none(monkeypatch, tmp_path):
     """save() writes view_ids, views_utf8 and views_offsets together; a file with only some of
     them is damaged (never read as "provenance unknown"), while one with none is an older pifr's."""
-    _fake_policy(monkeypatch)
-    g = Gallery()
-    g.enroll("bob", [_photo(101), _photo(1)])
-    p = tmp_path / "g.gallery"
-    g.save(p)
-    with np.load(p, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    p, arrays = _saved_arrays(monkeypatch, tmp_path)
     names = ("view_ids", "views_utf8", "views_offsets")
     for keep in itertools.chain.from_iterable(itertools.combinations(names, r) for r in (1, 2)):
         with open(p, "wb") as f:
