@@ -73,7 +73,9 @@ class AutoRule:
 #:   dlib_resnet    frontal view: rank-1 72.5 → 77.5 % (+14 / −4 vs raw, p = 0.031); FP accuracy
 #:                  88.71 → 89.71 %; CMU 72.2 → 75.9 % (+4 / −1). A view at ±45–50°, w 0.5–0.75,
 #:                  reads 82.0–83.0 % but not significantly above this rule (+19 / −8, p = 0.052),
-#:                  so it is not adopted.
+#:                  and on the other tuning split (LFW DevTrain's turned photos,
+#:                  ``python research/lfw_turned.py``) it loses to it (81.1 vs 87.6 %, p = 0.0005):
+#:                  not adopted.
 #:   mobilefacenet  view at ±45°, |yaw| > 30°, w 0.75: rank-1 69.0 → 88.0 % (+17 / −1 against the
 #:                  frontal-view rule's 80.0 %, p = 0.0001); CMU 78.5 → 84.8 % (+6 / −1).
 #: Threshold shifts from ``python research/auto_threshold.py`` (every cross-identity frontal ×

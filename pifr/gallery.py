@@ -391,8 +391,7 @@ class Gallery:
                 continue
             if mode not in now:
                 try:
-                    now[mode] = (True, view_fingerprint(self._emb_name, self.frontalizer, mode, self.yaw_threshold,
-                                                        self.fusion_weight))
+                    now[mode] = (True, self._fingerprint(mode))
                 except PifrError as e:  # e.g. a generator file that is gone: its probes cannot be made either
                     log.debug("view fingerprint for %s templates unknown: %s", mode, e)
                     now[mode] = (False, None)
@@ -436,11 +435,15 @@ class Gallery:
         shift = threshold_shift(emb.name, gen) if policy == "auto" and out[0][1] else 0.0
         return [v.astype(np.float32) for v, _ in out], shift, [m if used else None for m, (_, used) in zip(modes, out)]
 
+    def _fingerprint(self, mode: str) -> Optional[str]:
+        """How this gallery fuses a face under ``mode`` now (:func:`pifr.frontalization.view_fingerprint`)."""
+        return view_fingerprint(self._emb_name, self.frontalizer, mode, self.yaw_threshold, self.fusion_weight)
+
     def _view_of(self, mode: Optional[str]) -> Optional[str]:
         """The provenance to store for a template ``mode`` fused now (``None``: raw)."""
         if mode is None:
             return "raw"
-        fp = view_fingerprint(self._emb_name, self.frontalizer, mode, self.yaw_threshold, self.fusion_weight)
+        fp = self._fingerprint(mode)
         return None if fp is None else f"{mode}:{fp}"
 
     # ------------------------------------------------------------------ mutation
