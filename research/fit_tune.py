@@ -130,7 +130,7 @@ def crops(images: Sequence[np.ndarray], rois: np.ndarray, targets: np.ndarray, r
           jitter: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
     """``(B, 120, 120, 3)`` BGR crops over each ROI and the marks in crop pixels ``(B, 68, 2)``.
     With ``rng``: the ROI jittered by ``jitter`` and half the crops mirrored (marks re-indexed)."""
-    import cv2
+    from pifr.pose import roi_crop
 
     xs, ts = [], []
     for img, roi, t in zip(images, rois, targets):
@@ -148,10 +148,8 @@ def crops(images: Sequence[np.ndarray], rois: np.ndarray, targets: np.ndarray, r
             cx = (x1 + x2) / 2 + rng.uniform(-jitter, jitter) * side
             cy = (y1 + y2) / 2 + rng.uniform(-jitter, jitter) * side
             x1, y1, x2, y2 = cx - k * side / 2, cy - k * side / 2, cx + k * side / 2, cy + k * side / 2
-        s = CROP / (x2 - x1)
-        m = np.array([[s, 0, -x1 * s], [0, s, -y1 * s]])
-        xs.append(cv2.warpAffine(np.ascontiguousarray(img), m, (CROP, CROP), flags=cv2.INTER_LINEAR, borderValue=0))
-        ts.append((t - [x1, y1]) * s)
+        xs.append(roi_crop(np.ascontiguousarray(img), (x1, y1, x2, y2), CROP))  # as the library crops for 3DDFA
+        ts.append((t - [x1, y1]) * (CROP / (x2 - x1)))
     return np.stack(xs), np.stack(ts)
 
 
