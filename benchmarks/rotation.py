@@ -40,12 +40,13 @@ YAW_BINS = ((0, 55), (55, 70), (70, 91))
 FIT_BINS = ((0, 30), (30, 60), (60, 75), (75, 91))
 
 
-def fits_of(paths, detector):
-    """``{path: (photo, face, fit) or None}`` for every path (None where no face or no fit)."""
+def fits_of(paths, detector, select="largest"):
+    """``{path: (photo, face, fit) or None}`` for every path (None where no face or no fit);
+    ``select``: which face, as :func:`pifr.embedders.locate_face` picks it (LFW labels the centre one)."""
     out = {}
     for p in tqdm(paths, desc="3d fit"):
         try:
-            img, face = locate_face(p, detector=detector)
+            img, face = locate_face(p, detector=detector, select=select)
             out[str(p)] = (img, face, fit_faces(img, [face], names=[str(p)])[0])
         except pifr.PifrError:
             out[str(p)] = None

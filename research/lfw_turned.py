@@ -20,24 +20,20 @@ and it does not lose on CMU (+5 / −3 on CFP's run).
 """
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _harness import embed_paths, parser, run_header, shared_root  # noqa: E402
 from frontalization import policy  # noqa: E402
+from rotation import embed_renders, fits_of  # noqa: E402
 
-import pifr  # noqa: E402
-from pifr.embedders import get_embedder, locate_face  # noqa: E402
+from pifr.embedders import get_embedder  # noqa: E402
 from pifr.eval.metrics import mcnemar  # noqa: E402
-from pifr.face3d import fit_faces  # noqa: E402
-from pifr.rotation import render_pose  # noqa: E402
 
 #: (view yaw, |yaw| threshold, weight): the rule in force first, then the candidates.
 RULES = {
@@ -77,29 +73,6 @@ def hits(emb_of, gallery, probes):
     return np.array(out, bool)
 
 
-def fits_of(paths, detector):
-    """``{path: (photo, fit) or None}``, the centre face as LFW labels it."""
-    out = {}
-    for p in tqdm(paths, desc="3d fit"):
-        try:
-            img, face = locate_face(p, detector=detector, select="center")
-            out[p] = (img, fit_faces(img, [face], names=[p])[0])
-        except pifr.PifrError:
-            out[p] = None
-    return out
-
-
-def views(fits, emb, to, yaws):
-    out = {}
-    for p, v in tqdm(fits.items(), desc=f"render ±{to:g}° [{emb.name}]"):
-        if v is None:
-            out[p] = None
-            continue
-        y = math.copysign(to, yaws.get(p, 0.0) or 1.0)
-        out[p] = emb.embed_crops(render_pose(v[1], v[0], y, template=emb.template).image[None])[0]
-    return out
-
-
 def main():
     ap = parser(__doc__, "results/lfw_turned")
     ap.add_argument("--min-yaw", type=float, default=30.0)
@@ -114,12 +87,12 @@ def main():
         raw, yaws = embed_paths(every, name, args.detector, select="center", with_yaw=True)
         gallery, probes = protocol(people, raw, yaws, args.min_yaw)
         if fits is None:
-            fits = fits_of(sorted({p for p, _ in probes}), args.detector)
+            fits = fits_of(sorted({p for p, _ in probes}), args.detector, select="center")
         ay = np.array([abs(yaws[p]) for p, _ in probes])
         print(f"\n{name}: {len(people)} DevTrain people with 2+ photos; gallery {len(gallery)}; "
               f"{len(probes)} probes turned past {args.min_yaw:g}° (by bin: "
               + ", ".join(f"{lo}-{hi}° {int(((ay > lo) & (ay <= hi)).sum())}" for lo, hi in YAW_BINS) + ")")
-        rendered = {to: views(fits, emb, to, yaws) for to in sorted({r[0] for r in RULES.get(name, [])})}
+        rendered = {to: embed_renders(fits, emb, to, yaws) for to in sorted({r[0] for r in RULES.get(name, [])})}
         base = hits(lambda p: raw.get(str(p)), gallery, probes)
         print(f"raw: {100 * base.mean():.1f} %")
         first = None
