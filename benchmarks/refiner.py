@@ -256,17 +256,17 @@ def main() -> None:
         raw_of = lambda p: raw[str(p)]  # noqa: E731
         # The floor as the library computes it: the render placed straight in the embedder's template.
         rule = AUTO_RULES.get(name)
-        render = embed_renders(fits, emb, rule.view_yaw, yaws) if rule else embed_renders(fits, emb)
+        render = embed_renders(fits, emb, rule.view_yaws, yaws) if rule else embed_renders(fits, emb)
         refined = embed_views(views, emb, 1)
         raw_hits = cfp_hits(raw_of, gallery, probes)
         if rule:
-            floor_t, floor_w = rule.yaw_threshold, rule.fusion_weight  # its view: the render at ±rule.view_yaw
+            floor_t, floor_w = rule.yaw_threshold, rule.fusion_weight  # its view: the renders at ±rule.view_yaws, pooled
         else:  # an embedder without a rule (e.g. one never trained against): the best render rule of the grid
             floor_t, floor_w = max(((t, w) for t in args.policy_yaw for w in args.fusion),
                                    key=lambda tw: cfp_hits(policy(raw, render, yaws, *tw), gallery, probes).mean())
         floor = policy(raw, render, yaws, floor_t, floor_w)
         floor_hits = cfp_hits(floor, gallery, probes)
-        floor_label = (f"floor: render{f' at ±{rule.view_yaw:g}°' if rule and rule.view_yaw else ''} |yaw|>{floor_t:g} w={floor_w:g}"
+        floor_label = (f"floor: render{' at ±' + '/'.join(f'{a:g}' for a in rule.view_yaws) + '°' if rule and rule.view_yaws != (0.0,) else ''} |yaw|>{floor_t:g} w={floor_w:g}"
                        + ("" if rule else " (best of grid)"))
         ev = lambda of: evaluate(of, raw_of, frontals, pairs, ff_pairs, gallery, probes)  # noqa: E731
 

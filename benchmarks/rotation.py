@@ -5,8 +5,10 @@ Images (report only): for each embedder, raw; the frontal render of every face a
 pose-aware rule on a grid — a face with |yaw| > T is embedded as normalise((1 − w)·raw + w·render),
 with the render placed directly in the embedder's own template. Figures: profile→frontal rank-1
 (gallery frontal 01), FP verification (10 folds), EER, TAR@FAR 1 %, FF accuracy, rank-1 by |yaw|,
-the rule most reliably better than raw (lowest exact McNemar p, probe by probe) and the same on
-CMU; FAR and TAR of the FP pairs at the embedder's default threshold (does fusion move impostors?).
+the grid's rule most reliably better than raw (lowest exact McNemar p, probe by probe) and the same
+on CMU; the library's "auto" rule (``AUTO_RULES``: its views, e.g. turned renders pooled, which the
+grid of frontal renders does not hold) with the same figures; FAR and TAR of the FP pairs at the
+embedder's default threshold (does fusion move impostors?).
 
 Pose: pifr.estimate_yaw of rotate(frontal, Y) against Y, and of rotate(profile, 0).
 Fit: the fitted 68 landmarks against CFP's manual fiducials (--fit; see fit_error below).
@@ -33,6 +35,7 @@ import pifr
 from pifr.eval.datasets import cfp_fiducials, cfp_images, cfp_landmarks68, cmu_faces
 from pifr.embedders import get_embedder, locate_face
 from pifr.face3d import fit_faces
+from pifr.frontalization import AUTO_RULES, pool_views
 from pifr.eval.metrics import mcnemar
 from pifr.rotation import render_pose
 
@@ -55,16 +58,19 @@ def fits_of(paths, detector, select="largest"):
 
 def embed_renders(fits, emb, yaw=0.0, yaws=None):
     """Embedding of each face's render at ``yaw`` degrees, placed in the embedder's own template;
-    with ``yaws`` ({path: the face's yaw}), at ``yaw`` on each face's own side (an
-    :class:`pifr.frontalization.AutoRule` 's ``view_yaw``)."""
+    with ``yaws`` ({path: the face's yaw}), at ``yaw`` on each face's own side. ``yaw`` may be a
+    sequence of angles (an :class:`pifr.frontalization.AutoRule`'s ``view_yaws``): the renders at
+    each, pooled as "auto" pools them (:func:`pifr.frontalization.pool_views`)."""
+    angles = tuple(yaw) if isinstance(yaw, (tuple, list)) else (yaw,)
     out = {}
     for p, v in tqdm(fits.items(), desc=f"render[{emb.name}]"):
         if v is None:
             out[p] = None
             continue
         img, _, fit = v
-        y = yaw if yaws is None else math.copysign(yaw, yaws.get(p, 0.0) or 1.0)
-        out[p] = emb.embed_crops(render_pose(fit, img, y, template=emb.template).image[None])[0]
+        side = 1.0 if yaws is None else math.copysign(1.0, yaws.get(p, 0.0) or 1.0)
+        crops = np.stack([render_pose(fit, img, side * a, template=emb.template).image for a in angles])
+        out[p] = pool_views(emb.embed_crops(crops))
     return out
 
 
@@ -253,6 +259,18 @@ def main() -> None:
             yaw_bins[name] = {"raw": by_yaw(raw_of, gallery, probes, yaws),
                               "render": by_yaw(policy(raw, front, yaws, -1.0, 1.0), gallery, probes, yaws),
                               "chosen": by_yaw(rule, gallery, probes, yaws)}
+            auto = AUTO_RULES.get(name)
+            if auto is not None:  # the rule the library applies (chosen with research/ scripts too), scored the same way
+                turned = {p: v for p, v in fits.items() if abs(yaws.get(p, 0.0)) > auto.yaw_threshold}
+                of = policy(raw, embed_renders(turned, emb, auto.view_yaws, yaws), yaws, auto.yaw_threshold, auto.fusion_weight)
+                k = "auto: " + "/".join(f"{a:g}" for a in auto.view_yaws) + f"° |yaw|>{auto.yaw_threshold:g} w={auto.fusion_weight:g}"
+                r[k] = ev(of)
+                r[k]["mcnemar"] = asdict(mcnemar(base_hits, cfp_hits(of, gallery, probes)))
+                r[k]["far_tar_at_default"] = at_threshold(of, pairs, emb.threshold)
+                auto_cmu = cmu_hits(of, cmu)
+                cmu_res[name][k] = cmu_summary(auto_cmu)
+                paired[name].update({"cfp, auto": r[k]["mcnemar"], "cmu, auto": asdict(mcnemar(raw_cmu[0], auto_cmu[0]))})
+                yaw_bins[name]["auto"] = by_yaw(of, gallery, probes, yaws)
             res[name] = r
         print("\nCFP 351-400 (tuning split; a profile without a face found counts as a miss)\n\n"
               "| embedder | method | rank-1 % | vs raw: gained / lost, p | FP acc % | FP EER % | TAR@FAR=1% | FAR / TAR % at the "

@@ -36,7 +36,7 @@ def main():
         t, w = rule.yaw_threshold, rule.fusion_weight
         emb = get_embedder(name)
         raw, yaws = embed_paths([im.path for im in fr + pr], name, "retinaface", with_yaw=True)
-        ren = embed_renders(fits, emb, rule.view_yaw, yaws)  # the rule's view, on each face's own side
+        ren = embed_renders(fits, emb, rule.view_yaws, yaws)  # the rule's view, on each face's own side
         F = [(im.identity, raw[str(im.path)]) for im in fr if raw[str(im.path)] is not None]
         P = [(im.identity, raw[str(im.path)], ren[str(im.path)], abs(yaws[str(im.path)])) for im in pr
              if raw[str(im.path)] is not None]
@@ -52,7 +52,7 @@ def main():
         imp = np.sort(s_rule[~same])
         k = int(np.ceil((1 - far_raw) * len(imp)))
         thr_rule = float(imp[min(k, len(imp) - 1)])
-        print(f"\n{name} rule |yaw|>{t:g} w={w:g} view at ±{rule.view_yaw:g}°: {int((~same).sum())} impostor / {int(same.sum())} genuine pairs")
+        print(f"\n{name} rule |yaw|>{t:g} w={w:g} view at ±{'/'.join(f'{a:g}' for a in rule.view_yaws)}°: {int((~same).sum())} impostor / {int(same.sum())} genuine pairs")
         print(f"  at the default threshold {thr:.4f}: raw FAR {100 * far_raw:.2f} % TAR {100 * (s_raw[same] >= thr).mean():.1f} % | "
               f"rule FAR {100 * far_rule:.2f} % TAR {100 * (s_rule[same] >= thr).mean():.1f} %")
         print(f"  rule at {thr_rule:.4f} (shift {thr_rule - thr:+.4f}, raw's FAR): FAR {100 * (s_rule[~same] >= thr_rule).mean():.2f} % "

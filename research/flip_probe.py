@@ -28,11 +28,11 @@ import pifr  # noqa: E402
 from pifr.embedders import get_embedder, locate_face  # noqa: E402
 from pifr.eval.metrics import mcnemar  # noqa: E402
 from pifr.face3d import fit_faces  # noqa: E402
-from pifr.frontalization import AUTO_RULES, fuse_embeddings  # noqa: E402
+from pifr.frontalization import AUTO_RULES, fuse_embeddings, pool_views  # noqa: E402
 from pifr.rotation import render_pose  # noqa: E402
 
 
-def views(paths, emb, detector, select, view_yaw):
+def views(paths, emb, detector, select, view_yaws):
     """``{path: (mirrored-photo embedding, render embedding)}`` (None where no face / no fit)."""
     out = {}
     for p in tqdm(paths, desc=f"flip + render [{emb.name}]"):
@@ -42,8 +42,9 @@ def views(paths, emb, detector, select, view_yaw):
             # mirrored photo aligned.
             flip = emb.embed_crops(np.ascontiguousarray(emb.align(img, face)[:, ::-1])[None])[0]
             fit = fit_faces(img, [face])[0]
-            y = math.copysign(view_yaw, face.yaw or 1.0) if view_yaw else 0.0
-            rend = emb.embed_crops(render_pose(fit, img, y, template=emb.template).image[None])[0]
+            side = math.copysign(1.0, face.yaw or 1.0)
+            rend = pool_views(emb.embed_crops(np.stack([render_pose(fit, img, side * a, template=emb.template).image
+                                                        for a in view_yaws])))
             out[str(p)] = (flip, rend)
         except pifr.PifrError:
             out[str(p)] = (None, None)
@@ -90,13 +91,13 @@ def main():
         emb, rule = get_embedder(name), AUTO_RULES[name]
         raw, yaws = embed_paths(every + cmu_paths, name, args.detector, with_yaw=True)
         turned = [str(im.path) for im in probes] + [str(p) for p in cmu_paths if abs(yaws.get(str(p), 0.0)) > rule.yaw_threshold]
-        extra = views(turned, emb, args.detector, "largest", rule.view_yaw)
+        extra = views(turned, emb, args.detector, "largest", rule.view_yaws)
         r = rules(raw, extra, yaws, rule)
         report(f"{name} CFP", {"raw": cfp_hits(lambda p: raw[str(p)], gallery, probes), **{k: cfp_hits(f, gallery, probes) for k, f in r.items()}})
         report(f"{name} CMU", {"raw": cmu_hits(lambda p: raw[str(p)], cmu)[0], **{k: cmu_hits(f, cmu)[0] for k, f in r.items()}})
         lraw, lyaws = embed_paths(lfw_every, name, args.detector, select="center", with_yaw=True)
         lg, lp = protocol(people, lraw, lyaws, 30.0)
-        lextra = views([p for p, _ in lp if abs(lyaws[p]) > rule.yaw_threshold], emb, args.detector, "center", rule.view_yaw)
+        lextra = views([p for p, _ in lp if abs(lyaws[p]) > rule.yaw_threshold], emb, args.detector, "center", rule.view_yaws)
         lr = rules(lraw, lextra, lyaws, rule)
         report(f"{name} LFW", {"raw": hits(lambda p: lraw.get(str(p)), lg, lp), **{k: hits(f, lg, lp) for k, f in lr.items()}})
 

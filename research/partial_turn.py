@@ -63,12 +63,13 @@ def main():
         emb = get_embedder(name)
         raw, yaws = embed_paths(every + cmu_paths, name, args.detector, with_yaw=True)
         rule = AUTO_RULES[name]
-        views = {to: embed_renders(fits, emb, to, yaws) for to in sorted({*turn_to, rule.view_yaw})}
+        views = {to: embed_renders(fits, emb, to, yaws) for to in turn_to}
+        rule_view = embed_renders(fits, emb, rule.view_yaws, yaws)
         if args.refined:
             views.update({-to - 1000: refined_views(fits, emb, to, yaws) for to in turn_to})  # keys < 0: refined
-        floor = cfp_hits(policy(raw, views[rule.view_yaw], yaws, rule.yaw_threshold, rule.fusion_weight), gallery, probes)
+        floor = cfp_hits(policy(raw, rule_view, yaws, rule.yaw_threshold, rule.fusion_weight), gallery, probes)
         print(f"\n{name}: raw {100 * cfp_hits(lambda p: raw[str(p)], gallery, probes).mean():.1f} %, "
-              f"floor (the \"auto\" rule: view at ±{rule.view_yaw:g}°, |yaw|>{rule.yaw_threshold:g} w {rule.fusion_weight:g}) {100 * floor.mean():.1f} %")
+              f"floor (the \"auto\" rule: view at ±{'/'.join(f'{a:g}' for a in rule.view_yaws)}°, |yaw|>{rule.yaw_threshold:g} w {rule.fusion_weight:g}) {100 * floor.mean():.1f} %")
         print("| turn to | |yaw| > | w | rank-1 % | vs floor +/−, p |\n|---|---|---|---|---|")
         best = None
         for to in [k for k in views if k in turn_to or k < 0]:
@@ -81,7 +82,7 @@ def main():
                     if best is None or key < best[0]:
                         best = (key, to, t, w)
         _, to, t, w = best
-        c_floor = cmu_hits(policy(raw, views[rule.view_yaw], yaws, rule.yaw_threshold, rule.fusion_weight), cmu)
+        c_floor = cmu_hits(policy(raw, rule_view, yaws, rule.yaw_threshold, rule.fusion_weight), cmu)
         c_best = cmu_hits(policy(raw, views[to], yaws, t, w), cmu)
         m = mcnemar(c_floor[0], c_best[0])
         label = f"refined {-to - 1000:g}°" if to < 0 else f"{to:g}°"

@@ -79,10 +79,11 @@ def main():
     for name in args.embedders:
         emb, rule = get_embedder(name), AUTO_RULES[name]
         raw, yaws = embed_paths(every + cmu_paths, name, args.detector, with_yaw=True)
-        views = {a: embed_renders(cfp_fits, emb, a, yaws) for a in sorted({*angles, rule.view_yaw})}
-        in_force = cfp_hits(policy(raw, views[rule.view_yaw], yaws, rule.yaw_threshold, rule.fusion_weight), gallery, probes)
+        views = {a: embed_renders(cfp_fits, emb, a, yaws) for a in angles}
+        rule_view = embed_renders(cfp_fits, emb, rule.view_yaws, yaws)
+        in_force = cfp_hits(policy(raw, rule_view, yaws, rule.yaw_threshold, rule.fusion_weight), gallery, probes)
         print(f"\n{name}: raw {100 * cfp_hits(lambda p: raw[str(p)], gallery, probes).mean():.1f} %, rule in force "
-              f"(±{rule.view_yaw:g}°, |yaw| > {rule.yaw_threshold:g}, w {rule.fusion_weight:g}) {100 * in_force.mean():.1f} %")
+              f"(±{label(rule.view_yaws)}, |yaw| > {rule.yaw_threshold:g}, w {rule.fusion_weight:g}) {100 * in_force.mean():.1f} %")
         print("| views | |yaw| > | w | CFP rank-1 % | vs rule +/−, p |\n|---|---|---|---|---|")
         best = None
         for s in SETS:
@@ -98,7 +99,7 @@ def main():
         _, s, t, w, m_cfp, h_cfp = best
         print(f"step 1, best on CFP: {label(s)}, |yaw| > {t:g}, w {w:g}: +{m_cfp.gained} / −{m_cfp.lost}, p {m_cfp.p_value:.4f}")
 
-        c_rule = cmu_hits(policy(raw, views[rule.view_yaw], yaws, rule.yaw_threshold, rule.fusion_weight), cmu)[0]
+        c_rule = cmu_hits(policy(raw, rule_view, yaws, rule.yaw_threshold, rule.fusion_weight), cmu)[0]
         c_best = cmu_hits(policy(raw, mean_view(views, s), yaws, t, w), cmu)[0]
         m_cmu = mcnemar(c_rule, c_best)
         print(f"CMU (report only): rule {100 * c_rule.mean():.1f} → {100 * c_best.mean():.1f} % "
@@ -108,8 +109,8 @@ def main():
         l_gallery, l_probes = lfw_protocol(people, l_raw, l_yaws, 30.0)
         if lfw_fits is None:
             lfw_fits = fits_of(sorted({p for p, _ in l_probes}), args.detector, select="center")
-        l_views = {a: embed_renders(lfw_fits, emb, a, l_yaws) for a in sorted({*s, rule.view_yaw})}
-        l_rule = lfw_hits(policy(l_raw, l_views[rule.view_yaw], l_yaws, rule.yaw_threshold, rule.fusion_weight), l_gallery, l_probes)
+        l_views = {a: embed_renders(lfw_fits, emb, a, l_yaws) for a in s}
+        l_rule = lfw_hits(policy(l_raw, embed_renders(lfw_fits, emb, rule.view_yaws, l_yaws), l_yaws, rule.yaw_threshold, rule.fusion_weight), l_gallery, l_probes)
         l_best = lfw_hits(policy(l_raw, mean_view(l_views, s), l_yaws, t, w), l_gallery, l_probes)
         m_lfw = mcnemar(l_rule, l_best)
         pooled = mcnemar(np.r_[in_force, l_rule], np.r_[h_cfp, l_best])  # both sets' discordant probes together

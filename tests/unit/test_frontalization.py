@@ -215,39 +215,62 @@ def test_frontalize_3d_render(tmp_path):
         pifr.frontalize(EXAMPLES / "night_turned.png", method="3d", weights="model3Ddlib.mat")
 
 
-def test_a_rule_with_a_view_yaw_renders_the_face_part_turned_on_its_own_side(monkeypatch):
-    """An AutoRule with ``view_yaw`` embeds a turned face fused with its render at ±view_yaw (the
-    sign of the face's yaw), not the frontal render; a rule without one asks for the frontal view;
-    a face the rule leaves alone is embedded raw."""
+def test_a_rule_with_view_yaws_renders_the_face_turned_on_its_own_side_and_pools_the_views(monkeypatch):
+    """An AutoRule with ``view_yaws`` embeds a turned face fused with its renders at ±each yaw (the
+    sign of the face's yaw), pooled (the normalised mean of their embeddings), from one 3D fit; a
+    rule without them asks for the frontal view; a face the rule leaves alone is embedded raw."""
     from pifr import frontalization as F
+    from pifr import face3d
     from pifr.detection import detect_one
     from pifr.embedders import get_embedder
 
-    asked = []
-    real = F.Render3D.frontal_crop
+    asked, fits = [], []
+    real_views, real_fit = F.Render3D.view_crops, face3d.fit_faces
 
-    def spy(self, arr, face, template, yaw=0.0):
-        asked.append(yaw)
-        return real(self, arr, face, template, yaw)
+    def spy(self, arr, face, template, yaws):
+        asked.append(list(yaws))
+        return real_views(self, arr, face, template, yaws)
 
-    monkeypatch.setattr(F.Render3D, "frontal_crop", spy)
+    def count_fits(*a, **k):
+        fits.append(1)
+        return real_fit(*a, **k)
+
+    monkeypatch.setattr(F.Render3D, "view_crops", spy)
+    monkeypatch.setattr(face3d, "fit_faces", count_fits)
     emb = get_embedder("mobilefacenet")
     arr = pifr.load_image(EXAMPLES / "mitchell_turned.png")
     face = detect_one(arr)
     assert face.yaw > 30
-    monkeypatch.setitem(F.AUTO_RULES, "mobilefacenet", F.AutoRule(30.0, 0.75, 0.0, view_yaw=45.0))
+    monkeypatch.setitem(F.AUTO_RULES, "mobilefacenet", F.AutoRule(30.0, 0.75, 0.0, view_yaws=(45.0,)))
     v45, fused = F.embed_face_policy(arr, face, emb, "auto", F.Render3D())
-    assert fused and asked == [45.0]
+    assert fused and asked == [[45.0]]
     mirrored = dataclasses.replace(face, yaw=-face.yaw)
     F.embed_face_policy(arr, mirrored, emb, "auto", F.Render3D())
-    assert asked[-1] == -45.0
+    assert asked[-1] == [-45.0]
+    monkeypatch.setitem(F.AUTO_RULES, "mobilefacenet", F.AutoRule(30.0, 1.0, 0.0, view_yaws=(15.0, 45.0)))
+    fits.clear()
+    pooled, _ = F.embed_face_policy(arr, face, emb, "auto", F.Render3D())
+    assert asked[-1] == [15.0, 45.0] and len(fits) == 1  # one fit, two renders
+    crops = F.Render3D().view_crops(arr, face, emb.template, [15.0, 45.0])
+    each = emb.embed_crops(crops)
+    expect = each.mean(0) / np.linalg.norm(each.mean(0))
+    assert np.allclose(pooled, expect, atol=1e-5) and abs(float(np.linalg.norm(pooled)) - 1) < 1e-5
+    assert float(each[0] @ each[1]) < 0.9999  # two views, two embeddings: the pool is neither
     monkeypatch.setitem(F.AUTO_RULES, "mobilefacenet", F.AutoRule(30.0, 0.75, 0.0))
     v0, _ = F.embed_face_policy(arr, face, emb, "auto", F.Render3D())
-    assert asked[-1] == 0.0 and float(v0 @ v45) < 0.9999  # a different view, a different embedding
-    monkeypatch.setitem(F.AUTO_RULES, "mobilefacenet", F.AutoRule(80.0, 0.75, 0.0, view_yaw=45.0))
+    assert asked[-1] == [0.0] and float(v0 @ v45) < 0.9999  # a different view, a different embedding
+    monkeypatch.setitem(F.AUTO_RULES, "mobilefacenet", F.AutoRule(80.0, 0.75, 0.0, view_yaws=(45.0,)))
     n = len(asked)
     _, fused = F.embed_face_policy(arr, face, emb, "auto", F.Render3D())
     assert not fused and len(asked) == n
+
+
+@pytest.mark.parametrize("bad", [(), (95.0,), (float("nan"),), (-10.0,)])
+def test_auto_rule_refuses_view_yaws_outside_0_to_90(bad):
+    from pifr.frontalization import AutoRule
+
+    with pytest.raises(pifr.InvalidPolicyError, match="view_yaws"):
+        AutoRule(30.0, 0.5, view_yaws=bad)
 
 
 def test_view_fingerprint_follows_the_rule_the_fit_and_the_view_without_loading_a_network(monkeypatch, gen_file):
@@ -269,14 +292,14 @@ def test_view_fingerprint_follows_the_rule_the_fit_and_the_view_without_loading_
     assert view_fingerprint("dlib_resnet", mode="never") is None
     assert view_fingerprint("no_such_embedder") is None  # "auto" without a rule fuses nothing
     others = {view_fingerprint("dlib_resnet", mode="always"), view_fingerprint("dlib_resnet", "refined"),
-              view_fingerprint("dlib_resnet", str(gen_file)), view_fingerprint("dlib_resnet", fusion_weight=0.5),
+              view_fingerprint("dlib_resnet", str(gen_file)), view_fingerprint("dlib_resnet", fusion_weight=0.75),
               view_fingerprint("mobilefacenet")}
     assert len(others) == 5 and base not in others
     # The threshold shift only moves decisions, not templates; the view yaw and weight make them.
     rule = F.AUTO_RULES["dlib_resnet"]
     monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", dataclasses.replace(rule, threshold_shift=0.5))
     assert view_fingerprint("dlib_resnet") == base
-    monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", dataclasses.replace(rule, view_yaw=45.0))
+    monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", dataclasses.replace(rule, view_yaws=(45.0,)))
     assert view_fingerprint("dlib_resnet") != base
     monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", rule)
     # A re-trained fit network (a new sha256 in the manifest) changes every render.

@@ -207,7 +207,7 @@ def _retuned(monkeypatch):
 
     old = F.AUTO_RULES["dlib_resnet"]
     monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", F.AutoRule(old.yaw_threshold, old.fusion_weight + 0.25,
-                                                                  old.threshold_shift, old.view_yaw))
+                                                                  old.threshold_shift, old.view_yaws))
 
 
 def _stale_warnings(caplog):
