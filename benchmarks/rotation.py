@@ -37,7 +37,7 @@ from pifr.embedders import get_embedder, locate_face
 from pifr.face3d import fit_faces
 from pifr.frontalization import AUTO_RULES, pool_views
 from pifr.eval.metrics import mcnemar
-from pifr.rotation import render_pose
+from pifr.rotation import render_pose, render_poses
 
 YAW_BINS = ((0, 55), (55, 70), (70, 91))
 FIT_BINS = ((0, 30), (30, 60), (60, 75), (75, 91))
@@ -69,7 +69,7 @@ def embed_renders(fits, emb, yaw=0.0, yaws=None):
             continue
         img, _, fit = v
         side = 1.0 if yaws is None else math.copysign(1.0, yaws.get(p, 0.0) or 1.0)
-        crops = np.stack([render_pose(fit, img, side * a, template=emb.template).image for a in angles])
+        crops = np.stack([r.image for r in render_poses(fit, img, [side * a for a in angles], template=emb.template)])
         out[p] = pool_views(emb.embed_crops(crops))
     return out
 

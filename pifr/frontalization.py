@@ -549,10 +549,10 @@ def _fit_and_render_views(arr: np.ndarray, face: Face, device: Any, template: Al
     Raises:
         FitError: the 3D fit refused the face.
     """
-    from .rotation import render_pose
+    from .face3d import fit_faces
+    from .rotation import render_poses
 
-    fit, first = _fit_and_render(arr, face, device, template, yaw=yaws[0])
-    return [first] + [render_pose(fit, arr, y, template=template) for y in yaws[1:]]
+    return render_poses(fit_faces(arr, [face], device=device)[0], arr, yaws, template=template)
 
 
 def _render_front(img: ImageLike, face: Optional[Face], detector: Optional[str], device: Any, name: str) -> "tuple[Face, Any]":

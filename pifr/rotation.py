@@ -178,9 +178,34 @@ def render_fit(fit: Fit3D, photo: np.ndarray, camera: np.ndarray, size: int, *, 
     Returns:
         ``(image (S, S, 3) uint8 — C channels with ``texture`` —, mask (S, S) bool, visibility (S, S) float32)``.
     """
+    if texture is None:
+        return _render_seen(fit, photo, camera, size, mirror_fill, _photo_view(fit))
     model = face_model()
-    tris = model.triangles
-    verts = fit.vertices
+    tris, verts = model.triangles, fit.vertices
+    out_proj = verts @ camera[:, :3].T + camera[:, 3]
+    ras = rasterize(out_proj[:, :2], out_proj[:, 2], tris, (size, size), front_sign(camera))
+    m = ras.mask
+    tex_img, tex_cam = texture
+    img = np.zeros((size, size, tex_img.shape[2]), np.float32)
+    vis = np.zeros((size, size), np.float32)
+    if m.any():
+        tex_xy = ras.interpolate_covered(verts @ tex_cam[:2, :3].T + tex_cam[:2, 3], tris)
+        img[m] = _sample(tex_img, tex_xy)
+        vis[m] = 1.0
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8), m, vis
+
+
+def _photo_view(fit: Fit3D) -> _SourceView:
+    """What the photo sees of ``fit``: the same for every camera the face is rendered through."""
+    model = face_model()
+    return _source_view(fit, model.triangles, vertex_normals(fit.vertices, model.triangles))
+
+
+def _render_seen(fit: Fit3D, photo: np.ndarray, camera: np.ndarray, size: int, mirror_fill: bool,
+                 view: _SourceView) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`render_fit` from the photo, with its :func:`_photo_view` already made."""
+    model = face_model()
+    tris, verts = model.triangles, fit.vertices
     out_proj = verts @ camera[:, :3].T + camera[:, 3]
     ras = rasterize(out_proj[:, :2], out_proj[:, 2], tris, (size, size), front_sign(camera))
     m = ras.mask
@@ -188,16 +213,6 @@ def render_fit(fit: Fit3D, photo: np.ndarray, camera: np.ndarray, size: int, *, 
     vis = np.zeros((size, size), np.float32)
     if not m.any():
         return img.astype(np.uint8), m, vis
-    if texture is not None:
-        tex_img, tex_cam = texture
-        tex_xy = ras.interpolate_covered(verts @ tex_cam[:2, :3].T + tex_cam[:2, 3], tris)
-        img = np.zeros((size, size, tex_img.shape[2]), np.float32)
-        img[m] = _sample(tex_img, tex_xy)
-        vis[m] = 1.0
-        return np.clip(img + 0.5, 0, 255).astype(np.uint8), m, vis
-
-    normals = vertex_normals(verts, tris)
-    view = _source_view(fit, tris, normals)
     own = ras.interpolate_covered(np.hstack([view.proj, view.facing[:, None]]), tris)
     w_own = _seen(view, own[:, :2], own[:, 2], own[:, 3])
     c_own = _sample(photo, own[:, :2])
@@ -227,12 +242,23 @@ def render_pose(fit: Fit3D, photo: np.ndarray, yaw: float, pitch: float = 0.0, *
                 template: Union[str, AlignmentTemplate] = TPGAN_128, mirror_fill: bool = True) -> Rotated:
     """The fitted face at (``yaw``, ``pitch``) degrees, placed in ``template`` as :func:`pifr.align`
     would place a photo of that pose."""
-    yaw, pitch = _check_pose(yaw, pitch)
+    return render_poses(fit, photo, [yaw], pitch, template=template, mirror_fill=mirror_fill)[0]
+
+
+def render_poses(fit: Fit3D, photo: np.ndarray, yaws: Sequence[float], pitch: float = 0.0, *,
+                 template: Union[str, AlignmentTemplate] = TPGAN_128, mirror_fill: bool = True) -> List[Rotated]:
+    """:func:`render_pose` at each of ``yaws`` (degrees), in order; what the photo sees of the face
+    is worked out once for all of them."""
+    poses = [_check_pose(y, pitch) for y in yaws]
     t = get_template(template)
-    cam = template_camera(fit.landmarks3d, view_rotation(yaw, pitch), t)
-    image, mask, vis = render_fit(fit, photo, cam, t.size, mirror_fill=mirror_fill)
-    lm68 = (fit.landmarks3d @ cam[:2, :3].T + cam[:2, 3]).astype(np.float32)
-    return Rotated(image, mask, vis, lm68, landmarks5_from_68(lm68).astype(np.float32), fit.yaw, fit.pitch, yaw, pitch, t.name)
+    view = _photo_view(fit) if poses else None
+    out = []
+    for yaw, p in poses:
+        cam = template_camera(fit.landmarks3d, view_rotation(yaw, p), t)
+        image, mask, vis = _render_seen(fit, photo, cam, t.size, mirror_fill, view)
+        lm68 = (fit.landmarks3d @ cam[:2, :3].T + cam[:2, 3]).astype(np.float32)
+        out.append(Rotated(image, mask, vis, lm68, landmarks5_from_68(lm68).astype(np.float32), fit.yaw, fit.pitch, yaw, p, t.name))
+    return out
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ Protocol and decision, fixed before the first run:
   (report-only set).
 
     python research/view_ensemble.py [--embedders dlib_resnet mobilefacenet]
+
+First run at 524de5c, against the rules then in force (dlib_resnet: the frontal render, |yaw| >
+45°, w 0.25); its result, which made dlib's pooled rule the one in force, is in research/LOG.md.
 """
 from __future__ import annotations
 

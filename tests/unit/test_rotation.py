@@ -91,6 +91,24 @@ def test_render_then_refine_keeps_order_and_per_item_errors():
         render_then_refine([1, 2], render, lambda rs: rs[:1])
 
 
+def test_render_poses_equals_one_render_per_yaw_and_checks_every_pose(turned):
+    """render_poses shares what the photo sees across its yaws: each render is the pixel-same as
+    render_pose's at that yaw; a bad yaw anywhere in the list is refused before any rendering."""
+    from pifr.face3d import fit_faces
+    from pifr.rotation import render_pose, render_poses
+
+    img, face = turned
+    fit = fit_faces(img, [face])[0]
+    many = render_poses(fit, img, [15.0, -45.0, 0.0], template="dlib_150")
+    assert [r.yaw_out for r in many] == [15.0, -45.0, 0.0]
+    for r in many:
+        one = render_pose(fit, img, r.yaw_out, template="dlib_150")
+        assert np.array_equal(r.image, one.image) and np.array_equal(r.visibility, one.visibility)
+    assert render_poses(fit, img, []) == []
+    with pytest.raises(ShapeError):
+        render_poses(fit, img, [15.0, 120.0])
+
+
 @pytest.mark.parametrize("yaw", [float("nan"), 120.0, "left"])
 def test_rotate_rejects_bad_target_poses(yaw):
     with pytest.raises(ShapeError):
