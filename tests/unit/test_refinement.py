@@ -200,7 +200,14 @@ def test_refined_frontal_view_for_the_policy(ref_file):
     img = pifr.load_image(EXAMPLES / "mitchell_turned.png")
     view = frontal_view(f"refined:{ref_file}")
     assert isinstance(view, RefinedRender3D) and view.name.startswith("3d-render+refiner:")
-    assert view.frontal_crop(img, pifr.detect(img)[0], emb.template).shape == (150, 150, 3)
+    face = pifr.detect(img)[0]
+    one = view.frontal_crop(img, face, emb.template)
+    assert one.shape == (150, 150, 3)
+    # A pooled rule's views: one fit, one refiner batch, each the same as asked alone.
+    many = view.view_crops(img, face, emb.template, [0.0, 30.0])
+    assert many.shape == (2, 150, 150, 3) and np.abs(many[0].astype(int) - one).max() <= 1
+    assert np.abs(many[1].astype(int) - view.frontal_crop(img, face, emb.template, yaw=30.0)).max() <= 1
+    assert np.abs(many[1].astype(int) - many[0]).mean() > 5
     assert isinstance(frontal_view(None), Render3D)  # the policy's default view is unchanged
 
 
