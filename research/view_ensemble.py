@@ -11,7 +11,8 @@ Protocol and decision, fixed before the first run:
   S, on the probe's own side), fused with raw as the "auto" rules fuse (|yaw| > T, weight w);
   S in {0, 15, 30, 45}, {15, 30, 45}, {30, 45, 50}; T in 30, 45, 60; w in 0.25, 0.5, 0.75, 1.
 * Step 1, CFP 351–400 (200 profile probes, gallery frontal 01): the best cell per embedder —
-  lowest exact McNemar p against the rule in force (``AUTO_RULES``), among cells that gain more
+  lowest exact McNemar p against the rule in force (``AUTO_RULES``; raw for an embedder without
+  one), among cells that gain more
   probes than they lose.
 * Step 2, LFW DevTrain turned (``research/lfw_turned.py``'s protocol: 1,184 people, probes past
   30°): that one cell against the rule in force.
@@ -42,7 +43,7 @@ from rotation import embed_renders, fits_of  # noqa: E402
 
 from pifr.embedders import get_embedder  # noqa: E402
 from pifr.eval.metrics import mcnemar  # noqa: E402
-from pifr.frontalization import AUTO_RULES  # noqa: E402
+from pifr.frontalization import AUTO_RULES, AutoRule  # noqa: E402
 
 SETS = ((0.0, 15.0, 30.0, 45.0), (15.0, 30.0, 45.0), (30.0, 45.0, 50.0))
 THRESHOLDS = (30.0, 45.0, 60.0)
@@ -80,7 +81,8 @@ def main():
     lfw_fits = None
     angles = sorted({a for s in SETS for a in s})
     for name in args.embedders:
-        emb, rule = get_embedder(name), AUTO_RULES[name]
+        # An embedder without a rule (the user-supplied mobilefacenet_casia): raw is in force.
+        emb, rule = get_embedder(name), AUTO_RULES.get(name, AutoRule(90.0, 0.0))
         raw, yaws = embed_paths(every + cmu_paths, name, args.detector, with_yaw=True)
         views = {a: embed_renders(cfp_fits, emb, a, yaws) for a in angles}
         rule_view = embed_renders(cfp_fits, emb, rule.view_yaws, yaws)
