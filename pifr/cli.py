@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--threshold", type=float, default=None)
     v.add_argument("--frontalize", default=DEFAULT_FRONTALIZE, choices=FRONTALIZE_MODES,
                    help=f"pose policy (default {DEFAULT_FRONTALIZE}: a face turned beyond the embedder's measured yaw "
-                        "threshold is fused with its 3D render (frontal, or part-turned where the embedder's rule says); never: raw; always: frontal views only, needs --threshold)")
+                        "threshold is fused with its 3D render (frontal, or part-turned renders where the embedder's rule says); never: raw; always: frontal views only, needs --threshold)")
     v.add_argument("--frontalizer", default=None,
                    help="where frontal views come from: 3d (default), refined (the 3D render through the installed "
                         "refiner), refined:REFINER.safetensors, or a TP-GAN generator.safetensors")

@@ -30,8 +30,9 @@ def verify(a: ImageLike, b: ImageLike, *, embedder: Optional[str] = None, thresh
         detector: detector name (default :data:`pifr.detection.DEFAULT_DETECTOR`).
         frontalize: ``"auto"`` (default: a face turned beyond the embedder's measured yaw
             threshold is embedded as normalise((1 − w)·raw + w·view), the view being its 3D render
-            from the front or, where the rule says so, turned only part of the way (the rules in
-            :data:`pifr.frontalization.AUTO_RULES`); near-frontal faces are untouched), ``"never"``
+            from the front or, where the rule says so, turned only part of the way, or several such
+            renders pooled (the rules in :data:`pifr.frontalization.AUTO_RULES`); near-frontal
+            faces are untouched), ``"never"``
             (raw embeddings) or ``"always"`` (the frontal view alone: no threshold is measured for
             it, so ``threshold=`` is required).
         frontalizer: where the frontal view comes from: ``None``/``"3d"`` the 3D render,
