@@ -714,6 +714,8 @@ class Gallery:
                 "dim": self.dim, "threshold": self.threshold, "threshold_mode": "fixed" if self._fixed is not None else "default",
                 "far_per_probe": self.far_per_probe, "calibrated_far": self.calibrated_far,
                 "frontalize": self.frontalize, "yaw_threshold": self.yaw_threshold, "fusion_weight": self.fusion_weight,
+                # Only a built-in view's name: a weights path read back from a file would let the file choose what loads.
+                "frontalizer": self.frontalizer if self.frontalizer in _BUILTIN_VIEWS else None,
                 "saved": time.strftime("%Y-%m-%dT%H:%M:%S"), "templates": len(self._labels)}
 
     def save(self, path: Union[str, Path]) -> None:
@@ -758,6 +760,10 @@ class Gallery:
         """Read a gallery written by :meth:`save` (schema 2, or 1 from older pifr). Logs a warning
         when templates were fused from a view made differently from how this pifr makes it now
         (:attr:`stale_templates`).
+
+        ``frontalizer``: as for :class:`Gallery`; ``None`` takes the one the gallery was saved with
+        when that was a built-in view (``"3d"``, ``"refined"``) — a weights file is never recorded,
+        so pass it again.
 
         Raises:
             GalleryError: missing, corrupt, tampered (non-unit or non-finite templates, bad names,
@@ -806,7 +812,8 @@ class Gallery:
             fixed = None
         try:
             g = cls(header["embedder"], threshold=fixed, detector=detector, frontalize=header.get("frontalize", "never"),
-                    frontalizer=frontalizer, yaw_threshold=header.get("yaw_threshold"),
+                    frontalizer=frontalizer if frontalizer is not None else header.get("frontalizer"),
+                    yaw_threshold=header.get("yaw_threshold"),
                     fusion_weight=header.get("fusion_weight"), device=device,
                     far_per_probe=header.get("far_per_probe", DEFAULT_FAR_PER_PROBE))
         except InvalidPolicyError as e:
@@ -836,7 +843,7 @@ class Gallery:
             # A warning, not an error: the gallery still works, and frontal photos' templates are raw.
             log.warning("%s: %d templates of %d identities were fused from a view that this pifr makes differently now "
                         "(another frontalization rule, 3D fit, refiner or generator), so they no longer match how probes "
-                        "are made; if the gallery was enrolled with a frontalizer, load it with the same frontalizer=; "
+                        "are made; if the gallery was enrolled with a frontalizer weights file, load it with the same frontalizer=; "
                         "else re-enrolling those photos (remove(), then enroll(): the same pixels are otherwise "
                         "skipped as duplicates) rebuilds them (Gallery.stale_templates lists them)",
                         path, sum(stale.values()), len(stale))
@@ -897,9 +904,13 @@ def _check_header(header: dict, path: Path) -> None:
         raise GalleryError(f"{path}: header threshold_mode {header['threshold_mode']!r} is not 'fixed' or 'default'")
     if header.get("frontalize", "never") not in _MODES:
         raise GalleryError(f"{path}: header frontalize {header.get('frontalize')!r} is not one of {_MODES}")
+    if header.get("frontalizer") is not None and header["frontalizer"] not in _BUILTIN_VIEWS:
+        raise GalleryError(f"{path}: header frontalizer {header['frontalizer']!r} is not one of {_BUILTIN_VIEWS} or null")
 
 
 _VIEW_ARRAYS = ("view_ids", "views_utf8", "views_offsets")
+#: The frontalizers a saved gallery records by name (see ``Gallery._header``).
+_BUILTIN_VIEWS = ("3d", "refined")
 
 
 def _read_views(arrays: Dict[str, np.ndarray], n: int, path: Path) -> List[Optional[str]]:

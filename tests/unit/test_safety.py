@@ -171,6 +171,9 @@ def test_load_rejects_tampered_templates_and_headers(g0, tmp_path):
     cases["negative threshold"] = dict(header=lambda h: {**h, "threshold": -1.0, "threshold_mode": "fixed"})
     cases["unknown embedder"] = dict(header=lambda h: {**h, "embedder": "nope"})
     cases["unknown policy"] = dict(header=lambda h: {**h, "frontalize": "sometimes"})
+    # A file must not choose which weights file loads: only built-in view names are read back.
+    cases["frontalizer path"] = dict(header=lambda h: {**h, "frontalizer": "/tmp/evil.safetensors"})
+    cases["frontalizer number"] = dict(header=lambda h: {**h, "frontalizer": 3})
     cases["far 2"] = dict(header=lambda h: {**h, "calibrated_far": 2})
     cases["no labels"] = dict(drop=("labels_utf8",))
     lab, off = G._pack_strings(["alice", "alice", "bo\tb", "bo\tb"])
@@ -181,6 +184,20 @@ def test_load_rejects_tampered_templates_and_headers(g0, tmp_path):
         with pytest.raises(GalleryError):
             Gallery.load(q)
         print("rejected:", name)
+
+
+def test_a_saved_gallery_remembers_a_built_in_frontalizer_never_a_weights_path(g0, tmp_path):
+    """Load takes the view the gallery was enrolled with when it is built in ("3d", "refined"), so
+    its fused templates are not reported stale for want of frontalizer=; an explicit one wins; a
+    weights file is not written to the file (pass it again)."""
+    p = tmp_path / "g.gallery"
+    Gallery(frontalizer="refined").save(p)
+    assert Gallery.load(p).frontalizer == "refined"
+    assert Gallery.load(p, frontalizer="3d").frontalizer == "3d"
+    Gallery(frontalizer=str(tmp_path / "generator.safetensors")).save(p)
+    assert json.loads(str(np.load(p)["header"]))["frontalizer"] is None and Gallery.load(p).frontalizer is None
+    Gallery().save(p)
+    assert Gallery.load(p).frontalizer is None
 
 
 def test_long_identity_name_does_not_grow_every_record(g0, tmp_path):
