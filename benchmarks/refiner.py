@@ -3,9 +3,10 @@
 On CFP 351–400 (the tuning split: rules are chosen here) and CMU Face Images (report only), per
 embedder:
 
-* raw; the untrained frontal render under its current ``"auto"`` rule (``AUTO_RULES``: the floor
-  a refiner must beat; for an embedder without a rule, such as the CASIA MobileFaceNet that no
-  refiner trains against, the grid's best render rule); the refined frontal render alone and under each rule of the grid —
+* raw; the untrained render under the embedder's ``"auto"`` rule (``AUTO_RULES``: its views —
+  frontal, part-turned or several pooled —, the floor a refiner must beat; for an embedder without
+  a rule, the grid's best frontal-render rule); the refined frontal render alone and under each
+  rule of the grid —
   a face with |yaw| > T embedded as normalise((1 − w)·raw + w·refined);
 * pose matching (Masi et al., ECCV 2016; Jung et al. 2025): each gallery frontal rendered at a
   few yaws at enrolment (untrained and refined); a probe with |yaw| > T is scored as

@@ -62,9 +62,15 @@ class AutoRule:
     view_yaws: Tuple[float, ...] = (0.0,)
 
     def __post_init__(self) -> None:
-        yaws = tuple(float(y) for y in self.view_yaws)
+        bad = InvalidPolicyError(f"view_yaws must be a tuple of one or more angles in [0, 90], got {self.view_yaws!r}")
+        if not isinstance(self.view_yaws, (tuple, list)):  # a bare number or a string ("45" is not (4, 5))
+            raise bad
+        try:
+            yaws = tuple(float(y) for y in self.view_yaws)
+        except (TypeError, ValueError):
+            raise bad from None
         if not yaws or not all(0.0 <= y <= 90.0 for y in yaws):  # NaN fails too
-            raise InvalidPolicyError(f"view_yaws must be one or more angles in [0, 90], got {self.view_yaws!r}")
+            raise bad
         object.__setattr__(self, "view_yaws", yaws)
 
 
@@ -301,11 +307,13 @@ def embed_face_policy(arr: np.ndarray, face: Face, emb: Any, frontalize: str, fr
     :class:`pifr.embedders.Embedder`) under the policy; returns ``(unit (dim,) vector, frontalized?)``.
 
     ``"always"`` embeds the view alone; ``"auto"`` takes the view of faces with |yaw| > the rule's
-    threshold and fuses: normalise((1 − w)·raw + w·view) (see :func:`auto_rule`). The view is the
-    rule's (:attr:`AutoRule.view_yaws`: renders at those |yaw|s on the face's own side, pooled by
-    :func:`pool_views`; the frontal view for a TP-GAN generator and for ``"always"`` without a rule). For a probe against fixed gallery vectors, that ranks exactly like the
-    score fusion (1 − w)·cos(raw, g) + w·cos(frontal, g). ``frontalizer`` (from
-    :func:`frontal_view`) may be ``None`` for ``"never"``.
+    threshold and fuses: normalise((1 − w)·raw + w·view) (see :func:`auto_rule`). Under
+    ``"auto"`` the view is the rule's (:attr:`AutoRule.view_yaws`: renders at those |yaw|s on the
+    face's own side, pooled by :func:`pool_views`; the frontal view for a TP-GAN generator);
+    ``"always"`` takes the frontal view. For a probe against fixed gallery vectors, that ranks
+    exactly like the score fusion (1 − w)·cos(raw, g) + w·cos(view, g). ``frontalizer`` (from
+    :func:`frontal_view`; anything with ``frontal_crop(arr, face, template, yaw=0.0)``, and
+    ``view_crops`` for several views at once) may be ``None`` for ``"never"``.
 
     Raises:
         InvalidPolicyError: the policy is invalid (see :func:`validate_policy`).
@@ -325,7 +333,11 @@ def embed_face_policy(arr: np.ndarray, face: Face, emb: Any, frontalize: str, fr
     if view_yaws == (0.0,):  # a TP-GAN Frontalizer only frontalizes; view_yaws_of gives it (0.0,)
         views = frontalizer.frontal_crop(arr, face, emb.template)[None]
     else:
-        views = frontalizer.view_crops(arr, face, emb.template, [math.copysign(y, face.yaw) for y in view_yaws])
+        yaws = [math.copysign(y, face.yaw) for y in view_yaws]
+        if hasattr(frontalizer, "view_crops"):  # one fit for all views
+            views = frontalizer.view_crops(arr, face, emb.template, yaws)
+        else:
+            views = np.stack([frontalizer.frontal_crop(arr, face, emb.template, yaw=y) for y in yaws])
     if weight >= 1.0:
         return pool_views(emb.embed_crops(views)), True
     e = emb.embed_crops(np.concatenate([emb.align(arr, face)[None], views]))  # one batch: cheaper than two calls
@@ -349,7 +361,7 @@ class Render3D:
     def view_crops(self, arr: np.ndarray, face: Face, template: AlignmentTemplate, yaws: Sequence[float]) -> np.ndarray:
         """``(len(yaws), S, S, 3)`` uint8 renders of ``face`` in ``arr`` at each yaw (degrees, signed),
         placed in ``template``; one 3D fit for all."""
-        return np.stack([r.image for r in _fit_and_render_views(arr, face, self.device, template, yaws)])
+        return np.stack([r.image for r in _fit_and_render_views(arr, face, self.device, template, yaws)[1]])
 
 
 class RefinedRender3D:
@@ -376,7 +388,7 @@ class RefinedRender3D:
     def view_crops(self, arr: np.ndarray, face: Face, template: AlignmentTemplate, yaws: Sequence[float]) -> np.ndarray:
         """``(len(yaws), S, S, 3)`` uint8 refined renders at each yaw (degrees, signed), in ``template``;
         one 3D fit and one refiner batch for all."""
-        rs = _fit_and_render_views(arr, face, self.device, TPGAN_128, yaws)
+        rs = _fit_and_render_views(arr, face, self.device, TPGAN_128, yaws)[1]
         return np.stack([to_template(im, template) for im in self.refiner.refine_rotated(rs)])
 
 
@@ -540,17 +552,14 @@ def _fit_and_render(arr: np.ndarray, face: Face, device: Any, template: Alignmen
     Raises:
         FitError: the 3D fit refused the face.
     """
-    from .face3d import fit_faces
-    from .rotation import render_pose
-
-    fit = fit_faces(arr, [face], device=device, names=[name])[0]
-    return fit, render_pose(fit, arr, yaw, template=template)
+    fit, views = _fit_and_render_views(arr, face, device, template, [yaw], name)
+    return fit, views[0]
 
 
 def _fit_and_render_views(arr: np.ndarray, face: Face, device: Any, template: AlignmentTemplate,
-                          yaws: Sequence[float]) -> List[Any]:
-    """:func:`_fit_and_render` at several ``yaws`` (degrees, signed) from one fit: the
-    :class:`pifr.rotation.Rotated` renders, in order.
+                          yaws: Sequence[float], name: str = "the image") -> "tuple[Any, List[Any]]":
+    """:func:`_fit_and_render` at several ``yaws`` (degrees, signed) from one fit: ``(the fit,
+    its pifr.rotation.Rotated renders in order)``.
 
     Raises:
         FitError: the 3D fit refused the face.
@@ -558,7 +567,8 @@ def _fit_and_render_views(arr: np.ndarray, face: Face, device: Any, template: Al
     from .face3d import fit_faces
     from .rotation import render_poses
 
-    return render_poses(fit_faces(arr, [face], device=device)[0], arr, yaws, template=template)
+    fit = fit_faces(arr, [face], device=device, names=[name])[0]
+    return fit, render_poses(fit, arr, yaws, template=template)
 
 
 def _render_front(img: ImageLike, face: Optional[Face], detector: Optional[str], device: Any, name: str) -> "tuple[Face, Any]":

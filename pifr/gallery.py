@@ -810,9 +810,18 @@ class Gallery:
                 fixed = None
         elif header["threshold_mode"] == "default":
             fixed = None
+        if frontalizer is None and header.get("frontalizer") is not None:
+            from .refinement import refiner_available
+
+            frontalizer = header["frontalizer"]
+            if frontalizer == "refined" and not refiner_available():
+                # Loadable and usable still: the plain render, its fused templates listed stale.
+                frontalizer = None
+                log.warning("%s: enrolled with the refined view, but no refiner is installed here: probes use the "
+                            "plain 3D render (install the refiner, or pass frontalizer=)", path)
         try:
             g = cls(header["embedder"], threshold=fixed, detector=detector, frontalize=header.get("frontalize", "never"),
-                    frontalizer=frontalizer if frontalizer is not None else header.get("frontalizer"),
+                    frontalizer=frontalizer,
                     yaw_threshold=header.get("yaw_threshold"),
                     fusion_weight=header.get("fusion_weight"), device=device,
                     far_per_probe=header.get("far_per_probe", DEFAULT_FAR_PER_PROBE))
@@ -843,7 +852,8 @@ class Gallery:
             # A warning, not an error: the gallery still works, and frontal photos' templates are raw.
             log.warning("%s: %d templates of %d identities were fused from a view that this pifr makes differently now "
                         "(another frontalization rule, 3D fit, refiner or generator), so they no longer match how probes "
-                        "are made; if the gallery was enrolled with a frontalizer weights file, load it with the same frontalizer=; "
+                        "are made; if the gallery was enrolled with a frontalizer weights file (or with \"refined\" by a pifr "
+                        "that did not record it), load it with the same frontalizer=; "
                         "else re-enrolling those photos (remove(), then enroll(): the same pixels are otherwise "
                         "skipped as duplicates) rebuilds them (Gallery.stale_templates lists them)",
                         path, sum(stale.values()), len(stale))

@@ -17,7 +17,7 @@ import numpy as np
 
 import pifr.rotation as R
 from pifr.face3d import face_model
-from pifr.rendering import front_sign, rasterize, vertex_normals
+from pifr.rendering import front_sign, rasterize
 
 KAPPA = 3.0
 if len(sys.argv) > 2 and sys.argv[1] == "--kappa":
@@ -38,9 +38,10 @@ def _skin(colours: np.ndarray, seen: np.ndarray, facing: np.ndarray):
     return np.exp(-0.5 * d2 / KAPPA ** 2).astype(np.float32), med
 
 
-def render_fit(fit, photo, camera, size, *, mirror_fill=True, texture=None):
-    if texture is not None or not mirror_fill:
-        return _original(fit, photo, camera, size, mirror_fill=mirror_fill, texture=texture)
+def render_seen(fit, photo, camera, size, mirror_fill, view):
+    """``pifr.rotation._render_seen`` (every render from the photo goes through it) with the skin test."""
+    if not mirror_fill:
+        return _original(fit, photo, camera, size, mirror_fill, view)
     model = face_model()
     tris, verts = model.triangles, fit.vertices
     out_proj = verts @ camera[:, :3].T + camera[:, 3]
@@ -50,8 +51,6 @@ def render_fit(fit, photo, camera, size, *, mirror_fill=True, texture=None):
     vis = np.zeros((size, size), np.float32)
     if not m.any():
         return img.astype(np.uint8), m, vis
-    normals = vertex_normals(verts, tris)
-    view = R._source_view(fit, tris, normals)
     own = ras.interpolate_covered(np.hstack([view.proj, view.facing[:, None]]), tris)
     w_own = R._seen(view, own[:, :2], own[:, 2], own[:, 3])
     c_own = R._sample(photo, own[:, :2])
@@ -68,7 +67,7 @@ def render_fit(fit, photo, camera, size, *, mirror_fill=True, texture=None):
     return np.clip(img + 0.5, 0, 255).astype(np.uint8), m, vis
 
 
-_original = R.render_fit
-R.render_fit = render_fit
+_original = R._render_seen
+R._render_seen = render_seen
 sys.path.insert(0, str(__import__("pathlib").Path(sys.argv[0]).resolve().parent))
 runpy.run_path(sys.argv[0], run_name="__main__")

@@ -43,7 +43,7 @@ from rotation import embed_renders, fits_of  # noqa: E402
 
 from pifr.embedders import get_embedder  # noqa: E402
 from pifr.eval.metrics import mcnemar  # noqa: E402
-from pifr.frontalization import AUTO_RULES, AutoRule  # noqa: E402
+from pifr.frontalization import AUTO_RULES, AutoRule, pool_views  # noqa: E402
 
 SETS = ((0.0, 15.0, 30.0, 45.0), (15.0, 30.0, 45.0), (30.0, 45.0, 50.0))
 THRESHOLDS = (30.0, 45.0, 60.0)
@@ -51,15 +51,11 @@ WEIGHTS = (0.25, 0.5, 0.75, 1.0)
 
 
 def mean_view(views, angles):
-    """``{path: normalise(mean of the unit view embeddings at angles)}``; None where any is None."""
+    """``{path: the views at angles pooled as "auto" pools them}``; None where any is None."""
     out = {}
     for p in views[angles[0]]:
         es = [views[a][p] for a in angles]
-        if any(e is None for e in es):
-            out[p] = None
-            continue
-        m = np.mean(es, axis=0)
-        out[p] = m / np.linalg.norm(m)
+        out[p] = None if any(e is None for e in es) else pool_views(np.stack(es))
     return out
 
 
@@ -81,7 +77,7 @@ def main():
     lfw_fits = None
     angles = sorted({a for s in SETS for a in s})
     for name in args.embedders:
-        # An embedder without a rule (the user-supplied mobilefacenet_casia): raw is in force.
+        # An embedder without a rule (as mobilefacenet_casia was at the first run): raw is in force.
         emb, rule = get_embedder(name), AUTO_RULES.get(name, AutoRule(90.0, 0.0))
         raw, yaws = embed_paths(every + cmu_paths, name, args.detector, with_yaw=True)
         views = {a: embed_renders(cfp_fits, emb, a, yaws) for a in angles}

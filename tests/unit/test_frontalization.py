@@ -265,7 +265,7 @@ def test_a_rule_with_view_yaws_renders_the_face_turned_on_its_own_side_and_pools
     assert not fused and len(asked) == n
 
 
-@pytest.mark.parametrize("bad", [(), (95.0,), (float("nan"),), (-10.0,)])
+@pytest.mark.parametrize("bad", [(), (95.0,), (float("nan"),), (-10.0,), 45.0, "45", ("x",), (None,)])
 def test_auto_rule_refuses_view_yaws_outside_0_to_90(bad):
     from pifr.frontalization import AutoRule
 

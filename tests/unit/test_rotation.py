@@ -99,11 +99,17 @@ def test_render_poses_equals_one_render_per_yaw_and_checks_every_pose(turned):
 
     img, face = turned
     fit = fit_faces(img, [face])[0]
+    from pifr.alignment import get_template
+    from pifr.rotation import render_fit, template_camera, view_rotation
+
     many = render_poses(fit, img, [15.0, -45.0, 0.0], template="dlib_150")
     assert [r.yaw_out for r in many] == [15.0, -45.0, 0.0]
+    t = get_template("dlib_150")
     for r in many:
-        one = render_pose(fit, img, r.yaw_out, template="dlib_150")
-        assert np.array_equal(r.image, one.image) and np.array_equal(r.visibility, one.visibility)
+        # Against the one-camera path, which works out what the photo sees afresh.
+        image, mask, vis = render_fit(fit, img, template_camera(fit.landmarks3d, view_rotation(r.yaw_out), t), t.size)
+        assert np.array_equal(r.image, image) and np.array_equal(r.mask, mask) and np.array_equal(r.visibility, vis)
+    assert np.array_equal(render_pose(fit, img, -45.0, template="dlib_150").image, many[1].image)
     assert render_poses(fit, img, []) == []
     with pytest.raises(ShapeError):
         render_poses(fit, img, [15.0, 120.0])
@@ -129,3 +135,20 @@ def test_rotate_and_render_pair_is_aligned_with_its_target(turned):
     diff = np.abs(pair.input[m].astype(int) - pair.target[m]).mean()
     shifted = np.abs(np.roll(pair.input, 6, axis=1)[m].astype(int) - pair.target[m]).mean()
     assert diff < 0.7 * shifted, (diff, shifted)  # pixel-aligned: a 6-px shift is clearly worse
+
+
+def test_render_fit_with_a_texture_keeps_its_channels_even_when_nothing_is_covered(turned):
+    """Rotate-and-render re-textures from a 4-channel view: the output has the texture's channels,
+    also for a camera that sees no face (it used to come back with the photo's 3)."""
+    from pifr.face3d import fit_faces
+    from pifr.rotation import render_fit
+
+    img, face = turned
+    fit = fit_faces(img, [face])[0]
+    tex = np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
+    seen, mask, _ = render_fit(fit, img, fit.camera, 64, texture=(tex, fit.camera))
+    assert seen.shape == (64, 64, 4)
+    away = fit.camera.copy()
+    away[:2, 3] += 10_000  # the face lands far outside the 64-px frame
+    empty, mask, vis = render_fit(fit, img, away, 64, texture=(tex, fit.camera))
+    assert empty.shape == (64, 64, 4) and not mask.any() and not empty.any() and not vis.any()

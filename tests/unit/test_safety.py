@@ -196,8 +196,23 @@ def test_a_saved_gallery_remembers_a_built_in_frontalizer_never_a_weights_path(g
     assert Gallery.load(p, frontalizer="3d").frontalizer == "3d"
     Gallery(frontalizer=str(tmp_path / "generator.safetensors")).save(p)
     assert json.loads(str(np.load(p)["header"]))["frontalizer"] is None and Gallery.load(p).frontalizer is None
+    Gallery(frontalizer="3d").save(p)
+    assert Gallery.load(p).frontalizer == "3d"
     Gallery().save(p)
     assert Gallery.load(p).frontalizer is None
+
+
+def test_a_refined_gallery_loads_where_no_refiner_is_installed(g0, tmp_path, monkeypatch, caplog):
+    """Loading a gallery enrolled with the refined view on a machine without the refiner gives the
+    plain render and says so, instead of failing at the first turned probe."""
+    import pifr.refinement as R
+
+    p = tmp_path / "g.gallery"
+    Gallery(frontalizer="refined").save(p)
+    monkeypatch.setattr(R, "refiner_available", lambda: False)
+    with caplog.at_level("WARNING", logger="pifr"):
+        g = Gallery.load(p)
+    assert g.frontalizer is None and any("no refiner is installed" in r.getMessage() for r in caplog.records)
 
 
 def test_long_identity_name_does_not_grow_every_record(g0, tmp_path):

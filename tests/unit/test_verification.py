@@ -58,8 +58,8 @@ def test_frontalize_modes_are_checked(tmp_path, monkeypatch):
 
 
 def test_auto_is_the_default_and_frontalizes_only_turned_faces():
-    """The default policy renders the 52°-turned face from the front and fuses it (dlib's rule:
-    |yaw| > 45°), leaves the frontal one raw, and still says SAME for this pair."""
+    """The default policy renders the 52°-turned face and fuses it (dlib's rule: |yaw| > 30°,
+    renders at ±15/30/45° pooled), leaves the frontal one raw, and still says SAME for this pair."""
     from pifr.frontalization import AUTO_RULES
 
     r = pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png")
