@@ -242,6 +242,15 @@ def _view_weights(frontalizer: Optional[Union[str, Path]]) -> Tuple[str, Optiona
     return name, spec.sha256 or spec.name
 
 
+def auto_fuses_above(embedder: str, frontalizer: Optional[Union[str, Path]] = None,
+                     yaw_threshold: Optional[float] = None, fusion_weight: Optional[float] = None) -> Optional[float]:
+    """The |yaw| (degrees) above which ``"auto"`` fuses a face for ``embedder`` with ``frontalizer``
+    (named as for :func:`frontal_view`; explicit rule values win, as in :func:`auto_rule`);
+    ``None`` when it fuses nothing. Loads no network."""
+    rule = auto_rule(embedder, Frontalizer if _view_source(frontalizer)[0] == "tpgan" else None, yaw_threshold, fusion_weight)
+    return None if rule is None else rule[0]
+
+
 def view_fingerprint(embedder: str, frontalizer: Optional[Union[str, Path]] = None, mode: str = "auto",
                      yaw_threshold: Optional[float] = None, fusion_weight: Optional[float] = None) -> Optional[str]:
     """A 16-hex-digit hash of how ``mode`` fuses a face for ``embedder`` with ``frontalizer``

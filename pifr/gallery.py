@@ -42,8 +42,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .errors import GalleryError, InvalidArgumentError, InvalidPolicyError, NoThresholdError, PifrError
-from .frontalization import (DEFAULT_FRONTALIZE, embed_face_policy, frontal_view, threshold_shift, validate_policy,
-                             view_fingerprint)
+from .frontalization import (DEFAULT_FRONTALIZE, auto_fuses_above, embed_face_policy, frontal_view, threshold_shift,
+                             validate_policy, view_fingerprint)
 from .image import ImageLike, load_image
 from .types import Face
 
@@ -295,7 +295,8 @@ class Gallery:
         self._labels: List[str] = []
         self._hashes: List[str] = []
         # Per template: "raw", "external" (add_embeddings), "<mode>:<view_fingerprint>" for one fused
-        # from a view, or None (unknown: a file from a pifr that did not record it).
+        # from a view, "auto-raw:<|yaw|>" for one "auto" left raw (stale once a rule would fuse that
+        # yaw), or None (unknown: a file from a pifr that did not record it).
         self._views: List[Optional[str]] = []
         self._index: Any = None  # faiss index, rebuilt lazily
         self._no_faiss = False  # faiss found missing once: later searches go straight to numpy
@@ -380,13 +381,29 @@ class Gallery:
         fused the new way, so these no longer match how a probe of the same photo would be made;
         re-enrolling those photos (:meth:`remove`, then :meth:`enroll`) rebuilds them. Raw
         templates, :meth:`add_embeddings` ones and those from files of older pifr (provenance
-        unknown) are never counted."""
+        unknown) are never counted — except a turned face that ``"auto"`` left raw and would fuse
+        now (a rule with a lower yaw threshold, or one for an embedder that had none)."""
         with self._lock:
             pairs = list(zip(self._labels, self._views))
         now: Dict[str, Tuple[bool, Optional[str]]] = {}
         out: Dict[str, int] = {}
+        above: List[Optional[float]] = []  # the current rule's yaw threshold, looked up once
         for label, view in pairs:
             mode, _, fp = (view or "").partition(":")
+            if mode == "auto-raw":
+                if not above:
+                    try:
+                        above.append(auto_fuses_above(self._emb_name, self.frontalizer, self.yaw_threshold, self.fusion_weight))
+                    except PifrError as e:
+                        log.debug("auto rule for raw templates unknown: %s", e)
+                        above.append(None)
+                try:
+                    yaw = float(fp)
+                except ValueError:  # an odd string in a file: unknown, as elsewhere
+                    continue
+                if above[0] is not None and yaw > above[0]:
+                    out[label] = out.get(label, 0) + 1
+                continue
             if mode not in ("auto", "always"):
                 continue
             if mode not in now:
@@ -401,12 +418,17 @@ class Gallery:
         return out
 
     # ------------------------------------------------------------------ embedding
-    def _embed(self, img: ImageLike, policy: Optional[str] = None) -> Tuple[List[np.ndarray], str, List[Optional[str]]]:
+    def _embed(self, img: ImageLike, policy: Optional[str] = None
+               ) -> Tuple[List[np.ndarray], str, List[Optional[str]], Optional[float]]:
         """Templates of the largest face in ``img`` under ``policy`` (default: the gallery's
-        probe policy; ``"both"`` = the raw and the frontalized template), the image's hash, and
-        per template the mode that fused it from a view (``None``: raw)."""
-        vecs, h, _, fused = self._embed_with_shift(img, policy)
-        return vecs, h, fused
+        probe policy; ``"both"`` = the raw and the frontalized template), the image's hash, per
+        template the mode that fused it from a view (``None``: raw), and the face's yaw (degrees)."""
+        from .detection import detect_one
+
+        arr = load_image(img)
+        face = detect_one(arr, detector=self.detector, device=self._device)
+        vs, _, fused = self._embed_face(arr, face, policy)
+        return vs, _pixels_hash(arr), fused, face.yaw
 
     def _embed_with_shift(self, img: ImageLike, policy: Optional[str] = None
                           ) -> Tuple[List[np.ndarray], str, float, List[Optional[str]]]:
@@ -439,10 +461,11 @@ class Gallery:
         """How this gallery fuses a face under ``mode`` now (:func:`pifr.frontalization.view_fingerprint`)."""
         return view_fingerprint(self._emb_name, self.frontalizer, mode, self.yaw_threshold, self.fusion_weight)
 
-    def _view_of(self, mode: Optional[str]) -> Optional[str]:
-        """The provenance to store for a template ``mode`` fused now (``None``: raw)."""
+    def _view_of(self, mode: Optional[str], auto_yaw: Optional[float] = None) -> Optional[str]:
+        """The provenance to store for a template ``mode`` fused now (``None``: raw; left raw by
+        ``"auto"`` when ``auto_yaw``, the face's yaw in degrees, is given)."""
         if mode is None:
-            return "raw"
+            return "raw" if auto_yaw is None else f"auto-raw:{abs(auto_yaw):.1f}"
         fp = self._fingerprint(mode)
         return None if fp is None else f"{mode}:{fp}"
 
@@ -472,8 +495,9 @@ class Gallery:
             known = set(self._hashes)
         for i, img in enumerate(images):
             try:
-                vs, h, fused = self._embed(img, templates)
-                views = [self._view_of(m) for m in fused]
+                vs, h, fused, yaw = self._embed(img, templates)
+                auto_yaw = yaw if (templates is None and self.frontalize == "auto") else None
+                views = [self._view_of(m, auto_yaw) for m in fused]
             except PifrError as e:
                 failures.append((i, f"{type(e).__name__}: {e}"))
                 continue

@@ -260,6 +260,35 @@ def test_removing_an_identity_keeps_the_view_provenance_aligned(monkeypatch, tmp
     assert h.stale_templates == {}
 
 
+def test_a_turned_face_auto_left_raw_is_stale_once_a_rule_would_fuse_it(monkeypatch, tmp_path):
+    """"auto" records the yaw of a face it left raw: when a later rule fuses that yaw (a lower yaw
+    threshold, or a rule for an embedder that had none), a probe of the photo is fused and the raw
+    template no longer matches — it is listed stale, through a save and load; a frontal face, and
+    raw templates of a "never" gallery, are not."""
+    import pifr.detection as D
+    from pifr import frontalization as F
+    from pifr.types import Face
+
+    _fake_policy(monkeypatch)  # pixel values < 100: left raw
+    yaw_of = {1: 0.0, 2: -40.0}
+    monkeypatch.setattr(D, "detect_one", lambda arr, **kw: Face(np.array([4, 4, 28, 28], np.float32), 0.99,
+                                                                 np.full((5, 2), 16, np.float32), yaw=yaw_of[int(arr[0, 0, 0])]))
+    old = F.AUTO_RULES["dlib_resnet"]
+    monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", F.AutoRule(45.0, old.fusion_weight, old.threshold_shift, old.view_yaws))
+    g, never = Gallery(), Gallery(frontalize="never")
+    g.enroll("bob", [_photo(1), _photo(2)])
+    never.enroll("bob", [_photo(1), _photo(2)])
+    assert g.stale_templates == {} and never.stale_templates == {}
+    p = tmp_path / "g.gallery"
+    g.save(p)
+    monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", F.AutoRule(30.0, old.fusion_weight, old.threshold_shift, old.view_yaws))
+    assert g.stale_templates == {"bob": 1} and Gallery.load(p).stale_templates == {"bob": 1}
+    assert never.stale_templates == {}
+    assert Gallery(yaw_threshold=50.0).stale_templates == {}  # nothing enrolled
+    g.yaw_threshold = 50.0  # an explicit threshold above the face's yaw: it stays raw
+    assert g.stale_templates == {}
+
+
 def test_files_without_view_provenance_load_with_none_stale(monkeypatch, tmp_path, caplog):
     """Files of older pifr (schema 2 without the view arrays, schema 1) say nothing of how their
     templates were made: unknown is not stale, and nothing is logged about it."""
