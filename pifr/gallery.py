@@ -387,21 +387,20 @@ class Gallery:
             pairs = list(zip(self._labels, self._views))
         now: Dict[str, Tuple[bool, Optional[str]]] = {}
         out: Dict[str, int] = {}
-        above: List[Optional[float]] = []  # the current rule's yaw threshold, looked up once
+        above = None  # the |yaw| past which "auto" fuses now, for the templates it left raw
+        if any((v or "").startswith("auto-raw:") for _, v in pairs):
+            try:
+                above = auto_fuses_above(self._emb_name, self.frontalizer, self.yaw_threshold, self.fusion_weight)
+            except PifrError as e:
+                log.debug("auto rule for raw templates unknown: %s", e)
         for label, view in pairs:
             mode, _, fp = (view or "").partition(":")
             if mode == "auto-raw":
-                if not above:
-                    try:
-                        above.append(auto_fuses_above(self._emb_name, self.frontalizer, self.yaw_threshold, self.fusion_weight))
-                    except PifrError as e:
-                        log.debug("auto rule for raw templates unknown: %s", e)
-                        above.append(None)
                 try:
                     yaw = float(fp)
                 except ValueError:  # an odd string in a file: unknown, as elsewhere
                     continue
-                if above[0] is not None and yaw > above[0]:
+                if above is not None and yaw > above:
                     out[label] = out.get(label, 0) + 1
                 continue
             if mode not in ("auto", "always"):
@@ -419,27 +418,18 @@ class Gallery:
 
     # ------------------------------------------------------------------ embedding
     def _embed(self, img: ImageLike, policy: Optional[str] = None
-               ) -> Tuple[List[np.ndarray], str, List[Optional[str]], Optional[float]]:
+               ) -> Tuple[List[np.ndarray], str, float, List[Optional[str]], Optional[float]]:
         """Templates of the largest face in ``img`` under ``policy`` (default: the gallery's
-        probe policy; ``"both"`` = the raw and the frontalized template), the image's hash, per
-        template the mode that fused it from a view (``None``: raw), and the face's yaw (degrees)."""
-        from .detection import detect_one
-
-        arr = load_image(img)
-        face = detect_one(arr, detector=self.detector, device=self._device)
-        vs, _, fused = self._embed_face(arr, face, policy)
-        return vs, _pixels_hash(arr), fused, face.yaw
-
-    def _embed_with_shift(self, img: ImageLike, policy: Optional[str] = None
-                          ) -> Tuple[List[np.ndarray], str, float, List[Optional[str]]]:
-        """:meth:`_embed`, with the threshold shift the probe's first template needs (non-zero when
-        ``"auto"`` fused it: :func:`pifr.frontalization.threshold_shift`) third."""
+        probe policy; ``"both"`` = the raw and the frontalized template), the image's hash, the
+        threshold shift the first template needs (non-zero when ``"auto"`` fused it:
+        :func:`pifr.frontalization.threshold_shift`), per template the mode that fused it from a
+        view (``None``: raw), and the face's yaw (degrees)."""
         from .detection import detect_one
 
         arr = load_image(img)
         face = detect_one(arr, detector=self.detector, device=self._device)
         vs, shift, fused = self._embed_face(arr, face, policy)
-        return vs, _pixels_hash(arr), shift, fused
+        return vs, _pixels_hash(arr), shift, fused, face.yaw
 
     def _embed_face(self, arr: np.ndarray, face: Face, policy: Optional[str] = None
                     ) -> Tuple[List[np.ndarray], float, List[Optional[str]]]:
@@ -495,7 +485,7 @@ class Gallery:
             known = set(self._hashes)
         for i, img in enumerate(images):
             try:
-                vs, h, fused, yaw = self._embed(img, templates)
+                vs, h, _, fused, yaw = self._embed(img, templates)
                 auto_yaw = yaw if (templates is None and self.frontalize == "auto") else None
                 views = [self._view_of(m, auto_yaw) for m in fused]
             except PifrError as e:
@@ -646,7 +636,7 @@ class Gallery:
         _check_k(k)
         if not self._labels:
             raise GalleryError("the gallery is empty: enroll someone first")
-        vs, _, shift, _ = self._embed_with_shift(img)
+        vs, _, shift, _, _ = self._embed(img)
         return self.search_embedding(vs[0], k, threshold_shift=shift)
 
     def identify_face(self, img: ImageLike, face: Face, k: int = 1) -> List[Match]:
@@ -671,7 +661,7 @@ class Gallery:
             if not sel:
                 raise GalleryError(f"identity {identity!r} is not enrolled")
             emb = self._emb[sel]
-        vs, _, shift, _ = self._embed_with_shift(img)
+        vs, _, shift, _, _ = self._embed(img)
         s = float((emb @ vs[0]).max())
         return Match(identity, s, s >= self.threshold + shift)
 
