@@ -31,7 +31,7 @@ from .alignment import (TPGAN_128, AlignmentTemplate, align_with_landmarks, esti
 from .errors import PifrError, ShapeError
 from .face3d import Fit3D, face_model, fit_faces, landmarks5_from_68
 from .image import ImageLike, input_label, load_image
-from .rendering import front_sign, rasterize, vertex_normals
+from .rendering import Raster, front_sign, rasterize, vertex_normals
 from .types import Face
 
 log = logging.getLogger("pifr")
@@ -180,19 +180,22 @@ def render_fit(fit: Fit3D, photo: np.ndarray, camera: np.ndarray, size: int, *, 
     """
     if texture is None:
         return _render_seen(fit, photo, camera, size, mirror_fill, _photo_view(fit))
-    model = face_model()
-    tris, verts = model.triangles, fit.vertices
-    out_proj = verts @ camera[:, :3].T + camera[:, 3]
-    ras = rasterize(out_proj[:, :2], out_proj[:, 2], tris, (size, size), front_sign(camera))
+    ras = _raster(fit, camera, size)
     m = ras.mask
     tex_img, tex_cam = texture
     img = np.zeros((size, size, tex_img.shape[2]), np.float32)
     vis = np.zeros((size, size), np.float32)
     if m.any():
-        tex_xy = ras.interpolate_covered(verts @ tex_cam[:2, :3].T + tex_cam[:2, 3], tris)
+        tex_xy = ras.interpolate_covered(fit.vertices @ tex_cam[:2, :3].T + tex_cam[:2, 3], face_model().triangles)
         img[m] = _sample(tex_img, tex_xy)
         vis[m] = 1.0
     return np.clip(img + 0.5, 0, 255).astype(np.uint8), m, vis
+
+
+def _raster(fit: Fit3D, camera: np.ndarray, size: int) -> Raster:
+    """The fitted face rasterised through ``camera`` (model → output px + depth) into ``size``×``size``."""
+    out_proj = fit.vertices @ camera[:, :3].T + camera[:, 3]
+    return rasterize(out_proj[:, :2], out_proj[:, 2], face_model().triangles, (size, size), front_sign(camera))
 
 
 def _photo_view(fit: Fit3D) -> _SourceView:
@@ -205,9 +208,8 @@ def _render_seen(fit: Fit3D, photo: np.ndarray, camera: np.ndarray, size: int, m
                  view: _SourceView) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`render_fit` from the photo, with its :func:`_photo_view` already made."""
     model = face_model()
-    tris, verts = model.triangles, fit.vertices
-    out_proj = verts @ camera[:, :3].T + camera[:, 3]
-    ras = rasterize(out_proj[:, :2], out_proj[:, 2], tris, (size, size), front_sign(camera))
+    tris = model.triangles
+    ras = _raster(fit, camera, size)
     m = ras.mask
     img = np.zeros((size, size, photo.shape[2]), np.float32)
     vis = np.zeros((size, size), np.float32)

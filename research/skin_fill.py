@@ -17,7 +17,6 @@ import numpy as np
 
 import pifr.rotation as R
 from pifr.face3d import face_model
-from pifr.rendering import front_sign, rasterize
 
 KAPPA = 3.0
 if len(sys.argv) > 2 and sys.argv[1] == "--kappa":
@@ -43,9 +42,8 @@ def render_seen(fit, photo, camera, size, mirror_fill, view):
     if not mirror_fill:
         return _original(fit, photo, camera, size, mirror_fill, view)
     model = face_model()
-    tris, verts = model.triangles, fit.vertices
-    out_proj = verts @ camera[:, :3].T + camera[:, 3]
-    ras = rasterize(out_proj[:, :2], out_proj[:, 2], tris, (size, size), front_sign(camera))
+    tris = model.triangles
+    ras = R._raster(fit, camera, size)
     m = ras.mask
     img = np.zeros((size, size, photo.shape[2]), np.float32)
     vis = np.zeros((size, size), np.float32)
