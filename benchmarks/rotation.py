@@ -237,12 +237,14 @@ def main() -> None:
             base_hits = cfp_hits(raw_of, gallery, probes)
             r = {"raw": ev(raw_of), "render (every face)": ev(policy(raw, front, yaws, -1.0, 1.0))}
             r["raw"]["far_tar_at_default"] = at_threshold(raw_of, pairs, emb.threshold)
+
+            def scored(of):
+                """A rule's figures, its probe-by-probe McNemar against raw and its FAR / TAR at the default threshold."""
+                return {**ev(of), "mcnemar": asdict(mcnemar(base_hits, cfp_hits(of, gallery, probes))),
+                        "far_tar_at_default": at_threshold(of, pairs, emb.threshold)}
             for t in args.policy_yaw:
                 for w in args.fusion:
-                    of = policy(raw, front, yaws, t, w)
-                    r[f"|yaw|>{t:g} w={w:g}"] = ev(of)
-                    r[f"|yaw|>{t:g} w={w:g}"]["mcnemar"] = asdict(mcnemar(base_hits, cfp_hits(of, gallery, probes)))
-                    r[f"|yaw|>{t:g} w={w:g}"]["far_tar_at_default"] = at_threshold(of, pairs, emb.threshold)
+                    r[f"|yaw|>{t:g} w={w:g}"] = scored(policy(raw, front, yaws, t, w))
             # The rule most reliably better than raw: lowest exact McNemar p against raw, probe by probe
             # (ties: higher rank-1 + FP accuracy, then the higher yaw threshold, which renders fewer faces).
             key = min((k for k in r if k.startswith("|yaw|")),
@@ -264,9 +266,7 @@ def main() -> None:
                 turned = {p: v for p, v in fits.items() if abs(yaws.get(p, 0.0)) > auto.yaw_threshold}
                 of = policy(raw, embed_renders(turned, emb, auto.view_yaws, yaws), yaws, auto.yaw_threshold, auto.fusion_weight)
                 k = "auto: " + "/".join(f"{a:g}" for a in auto.view_yaws) + f"° |yaw|>{auto.yaw_threshold:g} w={auto.fusion_weight:g}"
-                r[k] = ev(of)
-                r[k]["mcnemar"] = asdict(mcnemar(base_hits, cfp_hits(of, gallery, probes)))
-                r[k]["far_tar_at_default"] = at_threshold(of, pairs, emb.threshold)
+                r[k] = scored(of)
                 auto_cmu = cmu_hits(of, cmu)
                 cmu_res[name][k] = cmu_summary(auto_cmu)
                 paired[name].update({"cfp, auto": r[k]["mcnemar"], "cmu, auto": asdict(mcnemar(raw_cmu[0], auto_cmu[0]))})
