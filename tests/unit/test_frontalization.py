@@ -256,6 +256,13 @@ def test_a_rule_with_view_yaws_renders_the_face_turned_on_its_own_side_and_pools
     expect = each.mean(0) / np.linalg.norm(each.mean(0))
     assert np.allclose(pooled, expect, atol=1e-5) and abs(float(np.linalg.norm(pooled)) - 1) < 1e-5
     assert float(each[0] @ each[1]) < 0.9999  # two views, two embeddings: the pool is neither
+
+    class OneAtATime:  # a caller's view with frontal_crop(yaw=) only: asked view by view
+        def frontal_crop(self, arr, face, template, yaw=0.0):
+            return F.Render3D().frontal_crop(arr, face, template, yaw)
+
+    alone, _ = F.embed_face_policy(arr, face, emb, "auto", OneAtATime())
+    assert np.allclose(alone, pooled, atol=1e-5)
     monkeypatch.setitem(F.AUTO_RULES, "mobilefacenet", F.AutoRule(30.0, 0.75, 0.0))
     v0, _ = F.embed_face_policy(arr, face, emb, "auto", F.Render3D())
     assert asked[-1] == [0.0] and float(v0 @ v45) < 0.9999  # a different view, a different embedding
