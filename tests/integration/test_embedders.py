@@ -27,7 +27,7 @@ def casia_weights(shared, monkeypatch):
     return d / "xiaoccer_068.ckpt"
 
 
-@pytest.mark.parametrize("name", ["dlib_resnet", "mobilefacenet"])
+@pytest.mark.parametrize("name", ["dlib_resnet", "mobilefacenet", "sface"])
 def test_lfw_pairs_decided_correctly(name, dev_pairs):
     emb = get_embedder(name)
     correct = 0
@@ -80,3 +80,32 @@ def test_dlib_port_matches_dlib(lfw):
         mine = port.embed_crops(chip[None])[0]
         cos.append(float(mine @ ref / np.linalg.norm(ref)))
     assert min(cos) >= 0.999, cos
+
+
+def test_sface_matches_opencvs_reference(shared, lfw):
+    """The shipped fp16 torch SFace against OpenCV's own ``FaceRecognizerSF.feature`` on the
+    original ONNX file (OpenCV images are BGR; it swaps them to RGB and feeds raw 0–255 values):
+    the same vector on real aligned faces. Fed insightface's normalisation instead, the network
+    gives unrelated vectors — the contract a registration must get right."""
+    import cv2
+
+    onnx = shared / "models" / "sface" / "face_recognition_sface_2021dec.onnx"
+    if not onnx.is_file():
+        pytest.skip("the SFace ONNX file is not in the shared models")
+    ref_net = cv2.FaceRecognizerSF.create(str(onnx), "")
+    emb = get_embedder("sface")
+    crops = []
+    for name in ("Aaron_Peirsol", "Abdullah_Gul", "Adrien_Brody", "Alejandro_Toledo"):
+        img, face = locate_face(lfw / name / f"{name}_0001.jpg", select="center")
+        crops.append(emb.align(img, face))
+    crops = np.stack(crops)
+    ref = np.stack([ref_net.feature(np.ascontiguousarray(c[..., ::-1])).reshape(-1) for c in crops])
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    cos = (emb.embed_crops(crops) * ref).sum(1)
+    assert cos.min() >= 0.999, cos
+    import torch
+
+    x = torch.from_numpy(crops.astype(np.float32)).permute(0, 3, 1, 2)
+    wrong = emb.module((x - 127.5) / 127.5).detach().numpy()  # insightface's (x − 127.5) / 127.5 before the network
+    wrong /= np.linalg.norm(wrong, axis=1, keepdims=True)
+    assert (wrong * ref).sum(1).mean() < 0.9
