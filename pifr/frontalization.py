@@ -101,8 +101,9 @@ class AutoRule:
 #: 1:1 threshold 1.8 → 3.6 % unshifted; profile TAR there 74.5 → 83.8 % shifted), mobilefacenet
 #: +0.0015…+0.0173 (profile TAR at the 1:1 threshold 59.2 → 79.5 % shifted), mobilefacenet_casia
 #: −0.0013…+0.0058 (profile TAR at the 1:1 threshold 70.4 → 79.7 % at raw's FAR).
-#: An embedder not listed here (e.g. a registered ONNX model) is never frontalized under "auto"
-#: until its rule is measured: "auto" then means raw.
+#: An embedder not listed here is never frontalized under "auto" until its rule is measured ("auto"
+#: then means raw, with a warning once); a registered ONNX model's registration may carry one
+#: (:func:`rule_for`).
 AUTO_RULES: Dict[str, AutoRule] = {
     "dlib_resnet": AutoRule(30.0, 0.5, 0.0062, view_yaws=(15.0, 30.0, 45.0)),
     "mobilefacenet": AutoRule(30.0, 0.75, 0.0173, view_yaws=(45.0,)),
@@ -141,6 +142,28 @@ def validate_policy(frontalize: Any, yaw_threshold: Any = None,
     return frontalize, out[0], out[1]
 
 
+def rule_for(embedder: str) -> Optional[AutoRule]:
+    """The measured ``"auto"`` rule of ``embedder``: a built-in's (:data:`AUTO_RULES`), or the one
+    a registered ONNX model's registration carries; ``None`` when none was measured."""
+    rule = AUTO_RULES.get(embedder)
+    if rule is not None:
+        return rule
+    from .onnx_embedder import registered
+
+    reg = registered().get(embedder)
+    if reg is None or reg.auto_rule is None:
+        return None
+    yaw, w, views, shift = reg.auto_rule
+    return AutoRule(yaw, w, shift, view_yaws=views)
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_no_rule(embedder: str) -> None:
+    log.warning("frontalize='auto' has no measured rule for embedder %r, so its turned faces are embedded raw "
+                "(no 3D views); give its registration an auto_rule, or pass yaw_threshold= and fusion_weight=",
+                embedder)
+
+
 def auto_rule(embedder: str, frontalizer: Any = None, yaw_threshold: Optional[float] = None,
               fusion_weight: Optional[float] = None) -> "Optional[tuple[float, float]]":
     """``(yaw_threshold, fusion_weight)`` that ``"auto"`` applies for ``embedder`` with
@@ -150,9 +173,10 @@ def auto_rule(embedder: str, frontalizer: Any = None, yaw_threshold: Optional[fl
     if _is_generator(frontalizer):
         base: "Optional[tuple[float, float]]" = (AUTO_YAW_THRESHOLD, AUTO_FUSION_WEIGHT)
     else:
-        rule = AUTO_RULES.get(embedder)
+        rule = rule_for(embedder)
         base = None if rule is None else (rule.yaw_threshold, rule.fusion_weight)
     if base is None and (yaw_threshold is None or fusion_weight is None):
+        _warn_no_rule(embedder)
         return None
     base = base or (0.0, 0.0)
     return (base[0] if yaw_threshold is None else yaw_threshold, base[1] if fusion_weight is None else fusion_weight)
@@ -161,9 +185,8 @@ def auto_rule(embedder: str, frontalizer: Any = None, yaw_threshold: Optional[fl
 def _measured_rule(embedder: str, frontalizer: Any = None) -> AutoRule:
     """``embedder``'s measured :class:`AutoRule`; for a caller's TP-GAN generator, or an embedder
     without one, a rule with no shift and the frontal view (nothing about them was measured)."""
-    if _is_generator(frontalizer) or embedder not in AUTO_RULES:
-        return AutoRule(AUTO_YAW_THRESHOLD, AUTO_FUSION_WEIGHT)
-    return AUTO_RULES[embedder]
+    rule = None if _is_generator(frontalizer) else rule_for(embedder)
+    return AutoRule(AUTO_YAW_THRESHOLD, AUTO_FUSION_WEIGHT) if rule is None else rule
 
 
 def _is_generator(frontalizer: Any) -> bool:

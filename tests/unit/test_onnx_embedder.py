@@ -180,7 +180,7 @@ def test_exported_mobilefacenet_matches_torch_batched_or_not(models, crops, key,
 def test_iresnet_layout_with_insightface_normalisation(models, crops, channels):
     """The default registration is insightface's (x − 127.5) / 127.5; the channel order is the
     registration's, and it matters."""
-    pifr.register_embedder("ires", models["ires_dyn"], channels=channels)
+    pifr.register_embedder("ires", models["ires_dyn"], channels=channels, normalization="insightface")
     emb = get_embedder("ires", device="cpu")
     assert emb.dim == 512 and emb.batch is None
     got = emb.embed_crops(crops)
@@ -191,8 +191,8 @@ def test_iresnet_layout_with_insightface_normalisation(models, crops, channels):
 
 
 def test_fixed_batch_above_one_pads_the_last_chunk(models, crops):
-    pifr.register_embedder("ires_b2", models["ires_b2"])
-    pifr.register_embedder("ires_dyn", models["ires_dyn"])
+    pifr.register_embedder("ires_b2", models["ires_b2"], normalization="insightface")
+    pifr.register_embedder("ires_dyn", models["ires_dyn"], normalization="insightface")
     b2, dyn = get_embedder("ires_b2", device="cpu"), get_embedder("ires_dyn", device="cpu")
     assert b2.batch == 2
     odd = crops[:5]
@@ -208,9 +208,9 @@ def test_external_data_is_covered_by_the_recorded_sha256(models, crops, tmp_path
     onnx.save_model(onnx.load(str(models["ires_dyn"])), str(path), save_as_external_data=True,
                     all_tensors_to_one_file=True, location="ext.onnx.data", size_threshold=0)
     assert (tmp_path / "ext.onnx.data").is_file() and path.stat().st_size < 100_000
-    pifr.register_embedder("ext", path)
+    pifr.register_embedder("ext", path, normalization="insightface")
     emb = get_embedder("ext", device="cpu")
-    pifr.register_embedder("ires", models["ires_dyn"])
+    pifr.register_embedder("ires", models["ires_dyn"], normalization="insightface")
     assert np.abs(emb.embed_crops(crops) - get_embedder("ires", device="cpu").embed_crops(crops)).max() < 1e-5
     assert emb.sha256 != sha256_file(path)
     g = pifr.Gallery("ext", threshold=0.3, device="cpu")
@@ -245,45 +245,77 @@ class _NaNOut(nn.Module):
 
 def test_contract_mismatches_are_typed_errors_naming_the_file(models, tmp_path):
     # Input size against the template: a 112 px model registered for the 128 px TP-GAN crop.
-    pifr.register_embedder("wrong_size", models["ires_dyn"], template="tpgan_128")
+    pifr.register_embedder("wrong_size", models["ires_dyn"], template="tpgan_128", normalization="insightface")
     with pytest.raises(ShapeError, match=str(models["ires_dyn"].name)):
         get_embedder("wrong_size", device="cpu")
     for bad, what in ((_Rank4(), "2-D"), (_IntOut(), "float")):
         p = _export(bad.eval(), tmp_path / f"{type(bad).__name__}.onnx")
-        pifr.register_embedder("bad", p)
+        pifr.register_embedder("bad", p, normalization="insightface")
         with pytest.raises(WeightsFormatError, match=f"{p.name}.*{what}"):
             get_embedder("bad", device="cpu")
     p = _export(_NaNOut().eval(), tmp_path / "nan.onnx")
-    pifr.register_embedder("nan", p)
+    pifr.register_embedder("nan", p, normalization="insightface")
     with pytest.raises(WeightsFormatError, match="nan.onnx.*NaN"):
         get_embedder("nan", device="cpu").embed_crops(np.zeros((2, 112, 112, 3), np.uint8))
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(models["ires_dyn"].read_bytes()[:5000])
-    pifr.register_embedder("corrupt", corrupt)
+    pifr.register_embedder("corrupt", corrupt, normalization="insightface")
     with pytest.raises(WeightsFormatError, match="corrupt.onnx"):
         get_embedder("corrupt", device="cpu")
     with pytest.raises(WeightsNotFoundError, match="absent.onnx"):
-        pifr.register_embedder("absent", tmp_path / "absent.onnx")
+        pifr.register_embedder("absent", tmp_path / "absent.onnx", normalization="insightface")
 
 
 def test_bad_registrations_and_crops(models):
     with pytest.raises(EmbedderConfigError, match="built-in"):
-        pifr.register_embedder("mobilefacenet", models["ires_dyn"])
+        pifr.register_embedder("mobilefacenet", models["ires_dyn"], normalization="insightface")
     with pytest.raises(EmbedderConfigError, match="channels"):
-        pifr.register_embedder("x", models["ires_dyn"], channels="RGBA")
+        pifr.register_embedder("x", models["ires_dyn"], channels="RGBA", normalization="insightface")
     with pytest.raises(EmbedderConfigError, match="mean"):
-        pifr.register_embedder("x", models["ires_dyn"], mean=(127.5, 127.5))
+        pifr.register_embedder("x", models["ires_dyn"], mean=(127.5, 127.5), std=(1, 1, 1))
     with pytest.raises(EmbedderConfigError, match="std"):
-        pifr.register_embedder("x", models["ires_dyn"], std=(1, 0, 1))
+        pifr.register_embedder("x", models["ires_dyn"], mean=(0, 0, 0), std=(1, 0, 1))
     with pytest.raises(UnknownModelError, match="not_registered"):
         get_embedder("not_registered")
-    pifr.register_embedder("ires", models["ires_dyn"])
+    pifr.register_embedder("ires", models["ires_dyn"], normalization="insightface")
     with pytest.raises(ShapeError):
         get_embedder("ires", device="cpu").embed_crops(np.zeros((1, 128, 128, 3), np.uint8))
 
 
+def test_normalisation_must_be_named_or_given(models):
+    """No silent default: a model fed the wrong pixel convention gives garbage without an error, so
+    a registration must name one (or give mean and std)."""
+    with pytest.raises(EmbedderConfigError, match="insightface.*opencv|normalization"):
+        pifr.register_embedder("x", models["ires_dyn"])
+    with pytest.raises(EmbedderConfigError, match="not both"):
+        pifr.register_embedder("x", models["ires_dyn"], normalization="opencv", mean=(0, 0, 0), std=(1, 1, 1))
+    with pytest.raises(EmbedderConfigError, match="unknown normalization"):
+        pifr.register_embedder("x", models["ires_dyn"], normalization="arcface")
+    reg = pifr.register_embedder("x", models["ires_dyn"], normalization="opencv")
+    assert (reg.mean, reg.std, reg.channels) == ((0, 0, 0), (1, 1, 1), "RGB")
+    assert "normalization='opencv'" in onnx_embedder.registration_line(reg, 0.3)
+    reg = pifr.register_embedder("x", models["ires_dyn"], normalization="insightface", channels="BGR")
+    assert reg.channels == "BGR" and reg.mean == (127.5,) * 3
+
+
+def test_a_registration_carries_its_auto_rule_and_impostor_table(models, tmp_path):
+    table = tmp_path / "imp.json"
+    table.write_text(json.dumps({"far_per_pair_to_threshold": [[0.01, 0.31], [0.1, 0.2], [0.001, 0.4]]}))
+    reg = pifr.register_embedder("x", models["ires_dyn"], normalization="insightface", impostor_table=str(table),
+                                 auto_rule={"yaw_threshold": 30, "fusion_weight": 0.5, "view_yaws": [15, 30]})
+    assert reg.auto_rule == (30.0, 0.5, (15.0, 30.0), 0.0)
+    assert reg.impostor_table == ((0.1, 0.2), (0.01, 0.31), (0.001, 0.4))  # sorted by falling FAR
+    for bad in ({"yaw_threshold": 30}, {"yaw_threshold": 95, "fusion_weight": 0.5},
+                {"yaw_threshold": 30, "fusion_weight": 0.5, "view_yaws": ["x"]}, {"yaw": 30, "fusion_weight": 0.5}):
+        with pytest.raises(EmbedderConfigError, match="auto_rule"):
+            pifr.register_embedder("x", models["ires_dyn"], normalization="insightface", auto_rule=bad)
+    for bad in ([[0.01, 0.3]], {"far_per_pair_to_threshold": [[2, 0.3], [0.1, 0.2]]}, str(tmp_path / "absent.json")):
+        with pytest.raises(EmbedderConfigError, match="impostor table"):
+            pifr.register_embedder("x", models["ires_dyn"], normalization="insightface", impostor_table=bad)
+
+
 def test_missing_onnxruntime_is_a_dependency_error(models, monkeypatch):
-    pifr.register_embedder("ires", models["ires_dyn"])
+    pifr.register_embedder("ires", models["ires_dyn"], normalization="insightface")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(DependencyError, match="onnxruntime"):
         get_embedder("ires", device="cpu")
@@ -310,7 +342,7 @@ def test_no_threshold_is_invented(models):
 
 
 def test_gallery_saved_with_one_model_refuses_another(models, tmp_path, crops):
-    pifr.register_embedder("byo", models["ires_dyn"])
+    pifr.register_embedder("byo", models["ires_dyn"], normalization="insightface")
     g = pifr.Gallery("byo", threshold=0.3, device="cpu")
     emb = get_embedder("byo", device="cpu")
     g.add_embeddings("alice", emb.embed_crops(crops[:2]))
@@ -319,7 +351,7 @@ def test_gallery_saved_with_one_model_refuses_another(models, tmp_path, crops):
     again = pifr.Gallery.load(tmp_path / "g.gallery", device="cpu")
     assert again.identities == ["alice"] and again.search_embedding(emb.embed_crops(crops[0])[0])[0].identity == "alice"
     # Same name, another file (the fixed-batch export has other bytes): refused.
-    pifr.register_embedder("byo", models["ires_b2"])
+    pifr.register_embedder("byo", models["ires_b2"], normalization="insightface")
     with pytest.raises(GalleryError, match="re-enroll"):
         pifr.Gallery.load(tmp_path / "g.gallery", device="cpu")
     onnx_embedder.unregister_embedder("byo")
@@ -331,7 +363,7 @@ def test_config_file_registers_by_name_and_stores_a_threshold(models, tmp_path, 
     model_dir = models["dir"]
     cfg = model_dir / "embedders.json"
     cfg.write_text(json.dumps([
-        {"name": "cfg_ires", "path": "ires_dyn.onnx", "channels": "BGR"},  # relative to the file's folder
+        {"name": "cfg_ires", "path": "ires_dyn.onnx", "normalization": "insightface", "channels": "BGR"},  # relative to the file's folder
         {"name": "cfg_mfn", "path": str(models["mfn_dyn"]), "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
          "threshold": 0.27},
     ]))
@@ -351,7 +383,7 @@ def test_config_file_registers_by_name_and_stores_a_threshold(models, tmp_path, 
     onnx_embedder._reset()
     assert get_embedder("cfg_ires", device="cpu").threshold == 0.4321
     # A registration made in code is not written anywhere: the line to add is printed instead.
-    pifr.register_embedder("code", models["ires_dyn"])
+    pifr.register_embedder("code", models["ires_dyn"], normalization="insightface")
     assert onnx_embedder.set_threshold("code", 0.5, "test") is None
     assert "threshold=0.5000" in onnx_embedder.registration_line(onnx_embedder.registered()["code"], 0.5)
 
@@ -391,3 +423,17 @@ def test_cli_uses_a_registered_model(models, monkeypatch, capsys, tmp_path):
     ref = np.stack([pifr.embed(x, embedder="mobilefacenet", frontalize="never", device="cpu") for x in (a, b)])
     assert got.shape == (2, 128) and _cos(got, ref).min() >= 0.9999
     assert _cos(pifr.embed(a, embedder="cli_mfn", device="cpu")[None], ref[:1])[0] >= 0.9999
+
+
+def test_auto_uses_a_registered_rule_and_warns_once_without_one(models, caplog):
+    from pifr import frontalization as F
+
+    pifr.register_embedder("ruled", models["ires_dyn"], normalization="insightface",
+                           auto_rule={"yaw_threshold": 40, "fusion_weight": 0.25, "view_yaws": [30], "threshold_shift": 0.01})
+    assert F.rule_for("ruled") == F.AutoRule(40.0, 0.25, 0.01, view_yaws=(30.0,))
+    assert F.auto_rule("ruled") == (40.0, 0.25) and F.threshold_shift("ruled") == 0.01
+    pifr.register_embedder("unruled", models["ires_dyn"], normalization="insightface")
+    F._warn_no_rule.cache_clear()
+    with caplog.at_level("WARNING", logger="pifr"):
+        assert F.auto_rule("unruled") is None and F.auto_rule("unruled") is None
+    assert sum("no measured rule for embedder 'unruled'" in r.getMessage() for r in caplog.records) == 1
