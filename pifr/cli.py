@@ -273,6 +273,19 @@ def _cmd_models(args: argparse.Namespace) -> int:
         if e.reason and (args.verbose or bad_sum):
             print(f"      {e.reason}")
     print("detectors:", ", ".join(list_detectors()))
+    from .licences import default_components, open_embedders
+
+    print("licences of the default pipeline (weights/manifest.json; each model card in docs/model-cards):")
+    parts = default_components()
+    for c in parts:
+        t = c.spec.terms
+        print(f"  {c.role:58s} {c.spec.name:20s} weights {t.get('weights', '?'):14s} training data {t.get('training_data', '?')}")
+        if args.verbose:
+            print(f"      {c.spec.licence}")
+    bad = [c.spec.name for c in parts if c.research_only]
+    if bad:
+        print(f"  research-only parts: {', '.join(bad)}. Without them: frontalize=\"never\" (no yaw, no 3D views) with "
+              f"embedder {' or '.join(open_embedders())}; pifr.rotate / pifr.frontalize have no such configuration.")
     return 0
 
 

@@ -43,6 +43,14 @@ class WeightSpec:
     training_data: str = ""
     reported: Dict[str, Any] = field(default_factory=dict)
     model_card: str = ""
+    #: ``{"weights": …, "training_data": …}``, each ``"open"``, ``"research-only"``, ``"unstated"``
+    #: (nobody upstream says) or ``"none"`` (no training data): what a commercial user must check.
+    terms: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def research_only(self) -> bool:
+        """Whether its weights or training data carry research-only (non-commercial) terms."""
+        return "research-only" in self.terms.values()
 
     @property
     def user_supplied(self) -> bool:
