@@ -108,7 +108,7 @@ class _Entry:
 _EMBEDDERS: Dict[str, _Entry] = {
     "dlib_resnet": _Entry("dlib_resnet", "dlib_resnet", DLIB_150, 128, _build_dlib, threshold=0.9069),
     "mobilefacenet": _Entry("mobilefacenet", "mobilefacenet", ARCFACE_112, 128, _build_mobilefacenet, threshold=0.2738),
-    "sface": _Entry("sface", "sface", ARCFACE_112, 128, _build_sface, threshold=0.3469),
+    "sface": _Entry("sface", "sface", ARCFACE_112, 128, _build_sface, threshold=0.3470),
     "mobilefacenet_casia": _Entry("mobilefacenet_casia", "mobilefacenet_casia", ARCFACE_112, 128,
                                   _build_mobilefacenet_prelu, threshold=0.3206),
     "facenet_vggface2": _Entry("facenet_vggface2", "facenet_vggface2", FACENET_160, 512, _build_facenet,

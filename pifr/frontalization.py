@@ -74,41 +74,42 @@ class AutoRule:
         object.__setattr__(self, "view_yaws", yaws)
 
 
-#: The ``"auto"`` rule per embedder for the 3D render (no learned refiner): a face with
-#: |yaw| > threshold is embedded as normalise((1 − w)·raw + w·view), the view being the render at
-#: 0° or, with ``view_yaws``, the renders at those |yaw|s on the face's own side, pooled. Chosen on
-#: CFP 351–400 (the tuning split; gallery frontal 01 of 50 people, their 200 profiles as probes)
-#: as the rule most reliably better than the rule before it (lowest exact McNemar p, probe by
-#: probe), over |yaw| > 30/45/60 and w = 0.25/0.5/0.75/1 (``python benchmarks/rotation.py``),
-#: single views at 0–60° (``python research/partial_turn.py``) and pooled views
-#: (``python research/view_ensemble.py``); since the single-view rules, a candidate must also hold
-#: on the other tuning split, LFW DevTrain's turned photos (``research/lfw_turned.py``'s
-#: protocol). Reported on CMU Face Images, which nothing is tuned on (docs/rotation.md has the tables):
-#:   dlib_resnet    views at ±15/30/45° pooled, |yaw| > 30°, w 0.5: rank-1 72.5 → 83.0 % (+13 / −2
-#:                  against the frontal-view rule's 77.5 %, p = 0.0074); LFW DevTrain 87.6 → 88.7 %
-#:                  (+5 / −2); both sets together +18 / −4, p = 0.0043; CMU 75.9 → 77.2 % (+3 / −2).
-#:                  A single view at ±45–50° read as much on CFP but lost on LFW (81.1 vs 87.6 %).
-#:   mobilefacenet  view at ±45°, |yaw| > 30°, w 0.75: rank-1 69.0 → 88.0 % (+17 / −1 against the
-#:                  frontal-view rule's 80.0 %, p = 0.0001); CMU 78.5 → 84.8 % (+6 / −1); LFW
-#:                  DevTrain 95.2 → 94.8 % against raw (+4 / −5). Pooled views do not beat it.
-#:   mobilefacenet_casia (user-supplied; no rule before, so against raw) views at ±30/45/50°
-#:                  pooled, |yaw| > 30°, w 0.5: rank-1 86.5 → 90.5 % (+10 / −2, p = 0.039); LFW
-#:                  DevTrain 91.8 → 93.8 % (+8 / −2); both sets +18 / −4, p = 0.0043; CMU 87.3 →
-#:                  87.3 % (+1 / −1).
-#: Threshold shifts from ``python research/auto_threshold.py`` (every cross-identity frontal ×
-#: fused-profile pair of CFP 351–400, ~98,000 impostor pairs, at FAR 1e-2, 1e-3, 1e-4 and at the
-#: embedder's 1:1 threshold; the largest is kept): dlib_resnet +0.0037…+0.0062 (its FAR at the
-#: 1:1 threshold 1.8 → 3.6 % unshifted; profile TAR there 74.5 → 83.8 % shifted), mobilefacenet
-#: +0.0015…+0.0173 (profile TAR at the 1:1 threshold 59.2 → 79.5 % shifted), mobilefacenet_casia
-#: −0.0013…+0.0058 (profile TAR at the 1:1 threshold 70.4 → 79.7 % at raw's FAR).
-#: An embedder not listed here is never frontalized under "auto" until its rule is measured ("auto"
-#: then means raw, with a warning once); a registered ONNX model's registration may carry one
-#: (:func:`rule_for`).
-AUTO_RULES: Dict[str, AutoRule] = {
-    "dlib_resnet": AutoRule(30.0, 0.5, 0.0062, view_yaws=(15.0, 30.0, 45.0)),
-    "mobilefacenet": AutoRule(30.0, 0.75, 0.0173, view_yaws=(45.0,)),
-    "mobilefacenet_casia": AutoRule(30.0, 0.5, 0.0058, view_yaws=(30.0, 45.0, 50.0)),
-}
+#: Where the measured rules live: a versioned data file with, per embedder, the rule, the split it
+#: was chosen on, the command (and commit) that chose it and the figures it gave.
+RULES_FILE = Path(__file__).with_name("data") / "auto_rules.json"
+
+
+def load_rules(path: Union[str, Path] = RULES_FILE) -> Dict[str, AutoRule]:
+    """The ``"auto"`` rules in ``path`` (schema 1), validated.
+
+    Raises:
+        InvalidPolicyError: the file is unreadable, of another schema, or a rule is malformed or
+            out of range (yaw threshold 0–90°, weight 0–1, |shift| < 1, view yaws 0–90°).
+    """
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InvalidPolicyError(f"{path}: the auto rules are not readable JSON ({e})") from e
+    if not isinstance(data, dict) or data.get("schema") != 1 or not isinstance(data.get("rules"), dict):
+        raise InvalidPolicyError(f"{path}: expected {{'schema': 1, 'rules': {{embedder: rule}}}}")
+    out: Dict[str, AutoRule] = {}
+    for name, r in data["rules"].items():
+        try:
+            rule = AutoRule(float(r["yaw_threshold"]), float(r["fusion_weight"]), float(r["threshold_shift"]),
+                            view_yaws=tuple(r["view_yaws"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidPolicyError(f"{path}: rule {name!r} is malformed ({type(e).__name__}: {e})") from None
+        if not (0 <= rule.yaw_threshold <= 90 and 0 <= rule.fusion_weight <= 1 and abs(rule.threshold_shift) < 1):
+            raise InvalidPolicyError(f"{path}: rule {name!r} is out of range: {rule}")
+        out[name] = rule
+    return out
+
+
+#: The ``"auto"`` rule per embedder for the 3D render (no learned refiner), read from
+#: :data:`RULES_FILE` (docs/rotation.md has the tables). An embedder not listed there is never
+#: frontalized under "auto" until its rule is measured ("auto" then means raw, with a warning once);
+#: a registered ONNX model's registration may carry one (:func:`rule_for`).
+AUTO_RULES: Dict[str, AutoRule] = load_rules()
 #: The rule for a TP-GAN generator the caller supplies (no measured rule can know it): few faces,
 #: a small weight, so a weak generator moves scores little.
 AUTO_YAW_THRESHOLD = 45.0

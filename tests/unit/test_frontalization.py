@@ -315,3 +315,24 @@ def test_view_fingerprint_follows_the_rule_the_fit_and_the_view_without_loading_
     monkeypatch.setattr(W, "registry", lambda: specs)
     assert view_fingerprint("dlib_resnet") != base
     assert view_fingerprint("dlib_resnet", str(gen_file)) in others  # a generator reads no 3D fit
+
+
+def test_rules_come_from_a_validated_data_file(tmp_path):
+    """The rules are data: each with the split, command and figures that chose it; a malformed or
+    out-of-range file is refused with a typed error, never half-read."""
+    from pifr import frontalization as F
+    from pifr.errors import InvalidPolicyError
+
+    data = json.loads(F.RULES_FILE.read_text())
+    assert data["schema"] == 1
+    for name, r in data["rules"].items():
+        assert r["split"].startswith("tune") and r["chosen_by"] and r["figures"], name
+    assert F.load_rules() == F.AUTO_RULES
+    bad = tmp_path / "rules.json"
+    for text in ("{", json.dumps({"schema": 2, "rules": {}}),
+                 json.dumps({"schema": 1, "rules": {"x": {"yaw_threshold": 30, "fusion_weight": 0.5}}}),
+                 json.dumps({"schema": 1, "rules": {"x": {"yaw_threshold": 130, "fusion_weight": 0.5,
+                                                          "threshold_shift": 0, "view_yaws": [0]}}})):
+        bad.write_text(text)
+        with pytest.raises(InvalidPolicyError):
+            F.load_rules(bad)
