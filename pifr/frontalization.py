@@ -79,6 +79,30 @@ class AutoRule:
 RULES_FILE = Path(__file__).with_name("data") / "auto_rules.json"
 
 
+def _read_rules(path: Union[str, Path]) -> Dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise InvalidPolicyError(f"{path}: the auto rules are not readable JSON ({e})") from e
+    if not isinstance(data, dict) or data.get("schema") != 1 or not isinstance(data.get("rules"), dict):
+        raise InvalidPolicyError(f"{path}: expected {{'schema': 1, 'rules': {{embedder: rule}}}}")
+    return data
+
+
+def load_event_shifts(path: Union[str, Path] = RULES_FILE) -> Dict[str, float]:
+    """``{embedder: threshold shift for probes pooled from several frames}`` from ``path``.
+
+    Raises:
+        InvalidPolicyError: as :func:`load_rules`, or a shift that is not a number below 1 in size."""
+    out = {}
+    for name, r in _read_rules(path)["rules"].items():
+        v = r.get("event_threshold_shift", 0.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) < 1:
+            raise InvalidPolicyError(f"{path}: rule {name!r}: event_threshold_shift must be a number in (-1, 1), got {v!r}")
+        out[name] = float(v)
+    return out
+
+
 def load_rules(path: Union[str, Path] = RULES_FILE) -> Dict[str, AutoRule]:
     """The ``"auto"`` rules in ``path`` (schema 1), validated.
 
@@ -86,12 +110,7 @@ def load_rules(path: Union[str, Path] = RULES_FILE) -> Dict[str, AutoRule]:
         InvalidPolicyError: the file is unreadable, of another schema, or a rule is malformed or
             out of range (yaw threshold 0–90°, weight 0–1, |shift| < 1, view yaws 0–90°).
     """
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise InvalidPolicyError(f"{path}: the auto rules are not readable JSON ({e})") from e
-    if not isinstance(data, dict) or data.get("schema") != 1 or not isinstance(data.get("rules"), dict):
-        raise InvalidPolicyError(f"{path}: expected {{'schema': 1, 'rules': {{embedder: rule}}}}")
+    data = _read_rules(path)
     out: Dict[str, AutoRule] = {}
     for name, r in data["rules"].items():
         try:
@@ -110,6 +129,7 @@ def load_rules(path: Union[str, Path] = RULES_FILE) -> Dict[str, AutoRule]:
 #: frontalized under "auto" until its rule is measured ("auto" then means raw, with a warning once);
 #: a registered ONNX model's registration may carry one (:func:`rule_for`).
 AUTO_RULES: Dict[str, AutoRule] = load_rules()
+_EVENT_SHIFTS: Dict[str, float] = load_event_shifts()
 #: The rule for a TP-GAN generator the caller supplies (no measured rule can know it): few faces,
 #: a small weight, so a weak generator moves scores little.
 AUTO_YAW_THRESHOLD = 45.0
@@ -200,6 +220,13 @@ def view_yaws_of(embedder: str, frontalizer: Any = None) -> Tuple[float, ...]:
     """The |yaw|s ``"auto"`` renders a fused face's view at for ``embedder`` (:attr:`AutoRule.view_yaws`);
     ``(0.0,)`` (the frontal view) for a caller's TP-GAN generator, which only frontalizes."""
     return _measured_rule(embedder, frontalizer).view_yaws
+
+
+def event_threshold_shift(embedder: str) -> float:
+    """What to add to a decision threshold when a probe pools several frames of one person
+    (:func:`pifr.pooling.pool_faces`), as measured for ``embedder`` (``event_threshold_shift`` in
+    :data:`RULES_FILE`); 0 where none was measured."""
+    return _EVENT_SHIFTS.get(embedder, 0.0)
 
 
 def threshold_shift(embedder: str, frontalizer: Any = None) -> float:

@@ -94,6 +94,8 @@ class Verification:
     frontalized: Tuple[bool, bool] = (False, False)
     metric: str = "cosine"
     seconds: float = 0.0
+    #: Faces pooled on each side (1 for a single image; more for a list of frames of one person).
+    frames: Tuple[int, int] = (1, 1)
 
     @property
     def distance(self) -> float:
@@ -117,6 +119,7 @@ class Verification:
             "yaw": [None if y is None else round(y, 1) for y in self.yaw],
             "frontalized": list(self.frontalized),
             "faces": [f.to_dict() for f in self.faces],
+            "frames": list(self.frames),
             "seconds": round(self.seconds, 4),
         }
 

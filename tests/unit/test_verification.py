@@ -85,3 +85,20 @@ def test_import_is_fast_and_loads_no_torch():
     code = "import sys, pifr; assert 'torch' not in sys.modules; print(pifr.__version__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_list_of_frames_is_one_person_pooled():
+    """Several images of one person are pooled into one probe; a frame that is not an image or has
+    no face is left out while others remain; none at all is a typed error."""
+    one = pifr.verify(A, A_TURNED, embedder="mobilefacenet")
+    two = pifr.verify([A, A2], A_TURNED, embedder="mobilefacenet")
+    assert one.frames == (1, 1) and two.frames == (2, 1) and two.to_dict()["frames"] == [2, 1]
+    assert two.same and two.score != pytest.approx(one.score)
+    blank = np.full((120, 120, 3), 128, np.uint8)
+    kept = pifr.verify([b"not an image", blank, A], A_TURNED, embedder="mobilefacenet")
+    assert kept.frames == (1, 1) and kept.score == pytest.approx(one.score, abs=1e-5)
+    assert not pifr.verify([B, B_TURNED], [A, A_TURNED], embedder="mobilefacenet").same
+    with pytest.raises(pifr.NoFaceError, match="none of its 2 frames"):
+        pifr.verify([blank, b"junk"], A, embedder="mobilefacenet")
+    with pytest.raises(pifr.InvalidArgumentError, match="empty"):
+        pifr.verify([], A)
