@@ -75,7 +75,7 @@ def main():
     args = ap.parse_args()
     cfp = shared_root() / "data" / "cfp"
     name = args.embedder
-    print(run_header("event_pooling", f"{cfp} (351-400 tune; 301-350 strangers)", {}, "tune: CFP 351-400; strangers CFP 301-350 (report)"))
+    run_header("event_pooling", f"{cfp} (351-400 tune; 301-350 strangers)", {}, "tune: CFP 351-400; strangers CFP 301-350 (report)")
     imgs = cfp_images(cfp, TUNE) + cfp_images(cfp, STRANGERS)
     raw, yaws = embed_paths([im.path for im in imgs], name, "retinaface", with_yaw=True)
     rule = rule_for(name)
