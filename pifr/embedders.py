@@ -26,8 +26,10 @@ from .types import EmbedderInfo, Face
 
 log = logging.getLogger("pifr")
 
-#: Measured best on CFP identities 351–400 (validation split); see docs/embedders.md.
-DEFAULT_EMBEDDER = "dlib_resnet"
+#: Chosen on CFP identities 351–400 (tuning split) by ``python benchmarks/embedder_choice.py``: the
+#: best profile DIR at FAR 1 % per probe among candidates within 0.5 point of the best frontal rank-1
+#: and at most 2× the previous default's verify latency (docs/embedders.md has the table).
+DEFAULT_EMBEDDER = "sface"
 
 #: facenet-pytorch's InceptionResnetV1 is fed 160 px crops: the ArcFace template scaled up.
 FACENET_160 = AlignmentTemplate("facenet_160", 160, tuple((x * 160 / 112, y * 160 / 112) for x, y in ARCFACE_112.points))

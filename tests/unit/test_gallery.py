@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import pifr
+from pifr.embedders import DEFAULT_EMBEDDER
 from pifr.gallery import Gallery
 
 from tests.conftest import EXAMPLES, ROOT
@@ -149,7 +150,7 @@ def test_a_probe_fused_under_auto_is_judged_with_the_rules_threshold_shift(monke
     g = pifr.Gallery(threshold=0.5)
     g.enroll("mitchell", [EXAMPLES / "mitchell_frontal.png"])
     assert g.frontalize == "auto" and g.identify(EXAMPLES / "mitchell_turned.png")[0].accepted
-    monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", F.AutoRule(45.0, 0.25, 0.6))
+    monkeypatch.setitem(F.AUTO_RULES, DEFAULT_EMBEDDER, F.AutoRule(45.0, 0.25, 0.6))
     m = g.identify(EXAMPLES / "mitchell_turned.png")[0]
     assert m.identity == "mitchell" and not m.accepted  # 0.5 + 0.6 is out of reach
     assert not g.verify("mitchell", EXAMPLES / "mitchell_turned.png").accepted
@@ -168,7 +169,7 @@ def test_identify_face_applies_the_policy_to_a_face_already_found(monkeypatch):
     arr = pifr.load_image(EXAMPLES / "mitchell_turned.png")
     face = max(detect(arr), key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))
     assert g.identify_face(arr, face)[0] == g.identify(arr)[0]
-    monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", F.AutoRule(45.0, 0.25, 0.6))
+    monkeypatch.setitem(F.AUTO_RULES, DEFAULT_EMBEDDER, F.AutoRule(45.0, 0.25, 0.6))
     m = g.identify_face(arr, face)[0]
     assert m.identity == "mitchell" and not m.accepted  # the shift applies
     raw = pifr.Gallery(threshold=0.5, frontalize="never")
@@ -205,8 +206,8 @@ def _retuned(monkeypatch):
     """A later pifr's re-tuned "auto" rule for the default embedder (another fusion weight)."""
     from pifr import frontalization as F
 
-    old = F.AUTO_RULES["dlib_resnet"]
-    monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", F.AutoRule(old.yaw_threshold, old.fusion_weight + 0.25,
+    old = F.AUTO_RULES[DEFAULT_EMBEDDER]
+    monkeypatch.setitem(F.AUTO_RULES, DEFAULT_EMBEDDER, F.AutoRule(old.yaw_threshold, old.fusion_weight + 0.25,
                                                                   old.threshold_shift, old.view_yaws))
 
 
@@ -273,15 +274,15 @@ def test_a_turned_face_auto_left_raw_is_stale_once_a_rule_would_fuse_it(monkeypa
     yaw_of = {1: 0.0, 2: -40.0}
     monkeypatch.setattr(D, "detect_one", lambda arr, **kw: Face(np.array([4, 4, 28, 28], np.float32), 0.99,
                                                                  np.full((5, 2), 16, np.float32), yaw=yaw_of[int(arr[0, 0, 0])]))
-    old = F.AUTO_RULES["dlib_resnet"]
-    monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", F.AutoRule(45.0, old.fusion_weight, old.threshold_shift, old.view_yaws))
+    old = F.AUTO_RULES[DEFAULT_EMBEDDER]
+    monkeypatch.setitem(F.AUTO_RULES, DEFAULT_EMBEDDER, F.AutoRule(45.0, old.fusion_weight, old.threshold_shift, old.view_yaws))
     g, never = Gallery(), Gallery(frontalize="never")
     g.enroll("bob", [_photo(1), _photo(2)])
     never.enroll("bob", [_photo(1), _photo(2)])
     assert g.stale_templates == {} and never.stale_templates == {}
     p = tmp_path / "g.gallery"
     g.save(p)
-    monkeypatch.setitem(F.AUTO_RULES, "dlib_resnet", F.AutoRule(30.0, old.fusion_weight, old.threshold_shift, old.view_yaws))
+    monkeypatch.setitem(F.AUTO_RULES, DEFAULT_EMBEDDER, F.AutoRule(30.0, old.fusion_weight, old.threshold_shift, old.view_yaws))
     assert g.stale_templates == {"bob": 1} and Gallery.load(p).stale_templates == {"bob": 1}
     assert never.stale_templates == {}
     assert Gallery(yaw_threshold=50.0).stale_templates == {}  # nothing enrolled
@@ -304,7 +305,7 @@ def test_files_without_view_provenance_load_with_none_stale(monkeypatch, tmp_pat
     old = tmp_path / "old.gallery"
     with open(old, "wb") as f:
         np.savez(f, **arrays)
-    h1 = {"magic": "pifr-gallery", "schema": 1, "embedder": "dlib_resnet", "embedder_sha256": g.embedder_sha256,
+    h1 = {"magic": "pifr-gallery", "schema": 1, "embedder": DEFAULT_EMBEDDER, "embedder_sha256": g.embedder_sha256,
           "dim": g.dim, "threshold": 0.9, "calibrated_far": None, "frontalize": "auto"}
     older = tmp_path / "older.gallery"
     with open(older, "wb") as f:

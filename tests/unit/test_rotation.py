@@ -37,8 +37,8 @@ def test_frontal_render_of_a_turned_face_is_still_the_person(turned):
     emb = pifr.get_embedder("dlib_resnet")
     r = pifr.rotate(img, 0.0, face=face, template=emb.template, method="3d")
     v = emb.embed_crops(r.image[None])[0]
-    same = pifr.embed(EXAMPLES / "mitchell_frontal.png")
-    others = [pifr.embed(EXAMPLES / f) for f in ("night_frontal.png", "phoebe_frontal.png")]
+    same = pifr.embed(EXAMPLES / "mitchell_frontal.png", embedder=emb.name)
+    others = [pifr.embed(EXAMPLES / f, embedder=emb.name) for f in ("night_frontal.png", "phoebe_frontal.png")]
     assert float(v @ same) > max(float(v @ o) for o in others)
 
 

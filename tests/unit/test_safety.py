@@ -16,6 +16,7 @@ from PIL import Image
 
 import pifr
 import pifr.gallery as G
+from pifr.embedders import DEFAULT_EMBEDDER
 from pifr.errors import GalleryError, InvalidArgumentError, InvalidImageError, PifrError
 from pifr.gallery import Gallery
 
@@ -38,7 +39,7 @@ def g0() -> Gallery:
 # ------------------------------------------------------------------ default operating point
 def test_default_threshold_holds_far_per_probe_for_the_gallery_size(g0):
     tables = G.impostor_tables()
-    for name in ("dlib_resnet", "mobilefacenet"):
+    for name in ("dlib_resnet", "mobilefacenet", "sface"):
         t = tables[name]
         assert t["split"] == "tune" and t["impostor_pairs"] > 1_000_000 and "benchmarks/impostor_tables.py" in t["command"]
         assert t["weights_sha256"] == pifr.get_embedder(name).spec.sha256
@@ -51,12 +52,12 @@ def test_default_threshold_holds_far_per_probe_for_the_gallery_size(g0):
         assert g.threshold_source == "default" and op.comparisons == n and g.threshold == op.threshold
         assert op.far_per_comparison == pytest.approx(1 - 0.99 ** (1 / n), rel=1e-9)
         # The table row used has a 1:1 FAR at or below the rate needed (errs strict).
-        rows = tables["dlib_resnet"]["far_per_pair_to_threshold"]
+        rows = tables[DEFAULT_EMBEDDER]["far_per_pair_to_threshold"]
         assert any(r[1] == op.threshold and r[0] <= op.far_per_comparison for r in rows)
         thresholds.append(g.threshold)
     assert thresholds == sorted(thresholds) and thresholds[-1] > thresholds[0]
     # The old default was the 1:1 verification threshold, which let 29 of 50 strangers in at 50 people.
-    assert thresholds[2] > pifr.get_embedder("dlib_resnet").threshold
+    assert thresholds[2] > pifr.get_embedder(DEFAULT_EMBEDDER).threshold
     g.threshold = 0.5
     assert g.threshold == 0.5 and g.threshold_source == "fixed" and g.operating_point() is None
     g.threshold = None
@@ -495,7 +496,7 @@ def test_bomb_guard_quotes_pifrs_limit():
 def test_schema_1_files_still_load(g0, tmp_path):
     e = unit(np.random.default_rng(0), 3)
     for thr, source in ((g0._pair_threshold, "default"), (0.95, "fixed")):
-        h = {"magic": "pifr-gallery", "schema": 1, "embedder": "dlib_resnet", "embedder_sha256": g0.embedder_sha256,
+        h = {"magic": "pifr-gallery", "schema": 1, "embedder": DEFAULT_EMBEDDER, "embedder_sha256": g0.embedder_sha256,
              "dim": 128, "threshold": thr, "calibrated_far": None, "frontalize": "never"}
         p = tmp_path / "old.gallery"
         with open(p, "wb") as f:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import pifr
+from pifr.embedders import DEFAULT_EMBEDDER
 
 from tests.conftest import EXAMPLES, ROOT
 
@@ -58,8 +59,8 @@ def test_frontalize_modes_are_checked(tmp_path, monkeypatch):
 
 
 def test_auto_is_the_default_and_frontalizes_only_turned_faces():
-    """The default policy renders the 52°-turned face and fuses it (dlib's rule: |yaw| > 30°,
-    renders at ±15/30/45° pooled), leaves the frontal one raw, and still says SAME for this pair."""
+    """The default policy renders the 52°-turned face and fuses it (the default embedder's rule:
+    |yaw| > 30°, several renders pooled), leaves the frontal one raw, and still says SAME for this pair."""
     from pifr.frontalization import AUTO_RULES
 
     r = pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png")
@@ -67,10 +68,10 @@ def test_auto_is_the_default_and_frontalizes_only_turned_faces():
     raw = pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png", frontalize="never")
     assert raw.frontalized == (False, False) and raw.score != r.score
     # A fused face is judged against the threshold shifted by the rule's measured amount.
-    assert r.threshold == pytest.approx(raw.threshold + AUTO_RULES["dlib_resnet"].threshold_shift)
+    assert r.threshold == pytest.approx(raw.threshold + AUTO_RULES[DEFAULT_EMBEDDER].threshold_shift)
     # An explicit yaw threshold above the face's yaw turns the rule off for it.
     assert pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png", yaw_threshold=80).frontalized == (False, False)
-    assert AUTO_RULES["dlib_resnet"].yaw_threshold < 52 < 80
+    assert AUTO_RULES[DEFAULT_EMBEDDER].yaw_threshold < 52 < 80
 
 
 def test_auto_embeds_raw_for_an_embedder_without_a_measured_rule(monkeypatch):
