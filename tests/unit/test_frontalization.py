@@ -151,7 +151,7 @@ def test_gallery_verify_and_embed_pass_the_same_policy_parameters(monkeypatch, t
     """The yaw threshold and fusion weight given to Gallery, verify and embed are the ones the
     policy runs with (Gallery once hard-coded them), and a saved gallery keeps them."""
     import pifr.embedders as E
-    import pifr.gallery as G
+    import pifr.gallery.enrollment as G
     import pifr.verification as V
 
     seen = []

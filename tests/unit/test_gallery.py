@@ -135,11 +135,13 @@ def test_bulk_add_and_template_counts_are_public(tmp_path):
 
 def test_gallery_can_store_raw_and_frontalized_templates(gen_file):
     g = pifr.Gallery(frontalizer=str(gen_file))
-    rep = g.enroll("mitchell", [EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png"], templates="both")
+    rep = g._enroll("mitchell", [EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png"], templates="both")
     assert rep.added == 4 and g.templates == 4 and g.identities == ["mitchell"]
-    assert g.enroll("again", [EXAMPLES / "mitchell_turned.png"], templates="both").duplicates == (0,)
+    assert g._enroll("again", [EXAMPLES / "mitchell_turned.png"], templates="both").duplicates == (0,)
     with pytest.raises(pifr.GalleryError):
-        g.enroll("x", [EXAMPLES / "night_frontal.png"], templates="sometimes")
+        g._enroll("x", [EXAMPLES / "night_frontal.png"], templates="sometimes")
+    with pytest.raises(TypeError):  # an experiment's option, not the product's: not in enroll()'s signature
+        g.enroll("x", [EXAMPLES / "night_frontal.png"], templates="both")
 
 
 def test_a_probe_fused_under_auto_is_judged_with_the_rules_threshold_shift(monkeypatch):
@@ -184,7 +186,7 @@ def _fake_policy(monkeypatch):
     from its pixels, and ``"auto"`` fuses exactly the images whose first pixel is ≥ 100 (the
     "turned" ones), as embed_face_policy reports it."""
     import pifr.detection as D
-    import pifr.gallery as G
+    import pifr.gallery.enrollment as G
     from pifr.types import Face
 
     face = Face(np.array([4, 4, 28, 28], np.float32), 0.99, np.full((5, 2), 16, np.float32), yaw=0.0)
@@ -374,3 +376,52 @@ def test_stale_templates_never_raises_for_a_frontalizer_that_cannot_be_resolved(
     for bad in (str(tmp_path), "refined:", f"refined:{tmp_path}", str(fifo), "gen\x00.safetensors",
                 str(tmp_path / "missing.safetensors")):
         assert Gallery.load(p, frontalizer=bad).stale_templates == {}, bad
+
+
+def test_a_gallery_saves_to_and_loads_from_any_store(tmp_path):
+    """The storage interface carries no file assumption: an in-memory store takes a gallery and
+    gives it back whole; a FileStore's version is None before the first save and changes with each."""
+    import contextlib
+
+    from pifr.gallery import FileStore, GalleryState
+
+    class MemoryStore:
+        def __init__(self):
+            self.state, self.saves = None, 0
+
+        def load(self) -> GalleryState:
+            if self.state is None:
+                raise pifr.GalleryError("empty store")
+            return self.state
+
+        def save(self, state: GalleryState) -> None:
+            self.state, self.saves = state, self.saves + 1
+
+        def lock(self):
+            return contextlib.nullcontext()
+
+        def version(self):
+            return None if self.state is None else str(self.saves)
+
+    g, q = _random_gallery(4, 2, seed=4)
+    g.calibrate(1e-2, np.linspace(0.2, 0.6, 1000))
+    store = MemoryStore()
+    with Gallery.edit(store, create=True) as h:
+        h.add_embeddings("solo", g._emb[:1])
+    with Gallery.edit(store) as h:
+        assert h.template_counts() == {"solo": 1}
+    g.save(store)
+    back = Gallery.load(store)
+    assert back.search_embedding(q, k=3) == g.search_embedding(q, k=3)
+    assert (back.threshold, back.threshold_source, back.calibrated_far) == (g.threshold, "calibrated", 1e-2)
+    assert store.state.embeddings.shape == (8, g.dim) and store.state.embeddings.dtype == np.float32
+    files = FileStore(tmp_path / "g.gallery")
+    assert files.version() is None
+    g.save(files)
+    v1 = files.version()
+    g.add_embeddings("late", g._emb[:1])
+    g.save(files)
+    assert v1 is not None and files.version() not in (None, v1)
+    assert Gallery.load(files).template_counts() == g.template_counts()
+    with pytest.raises(pifr.GalleryError):
+        Gallery.load(MemoryStore())

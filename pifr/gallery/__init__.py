@@ -1,0 +1,502 @@
+"""Gallery for access control: enroll known people, identify faces open-set at a stated
+false-accept rate, persist atomically in a pickle-free file.
+
+    g = pifr.Gallery()                              # default embedder; FAR ≤ 1 % per probe by default
+    g.enroll("alice", ["a1.jpg", "a2.jpg"])        # per-image failures are reported, not raised
+    g.calibrate(target_far=1e-3, impostor_scores=s) # or: a threshold from your own impostor data
+    g.identify("door.jpg", k=3)                     # [Match(identity, score, accepted), ...]
+    g.save("staff.gallery"); pifr.Gallery.load("staff.gallery")
+    with pifr.Gallery.edit("staff.gallery", create=True) as g:   # load–modify–save under a file lock
+        g.enroll("bob", ["b1.jpg"])
+
+Default operating point: unless a threshold is given or calibrated, the threshold follows the
+gallery's size so that a stranger is accepted as *anyone* with probability at most
+:data:`DEFAULT_FAR_PER_PROBE` (1 %). It is read from impostor-score tables measured per embedder on
+named tuning data (``pifr/data/impostor_tables.json``, written by ``benchmarks/impostor_tables.py``):
+with ``T`` templates, each 1:1 comparison may falsely match with rate ``p = 1 − (1 − FAR)^(1/T)``,
+and the threshold is the table's score for ``p``. Counting every template as an independent trial
+is conservative: two photos of one enrolled person give correlated scores.
+
+Scores are cosine similarities; an identity's score is the best over its templates. Searches
+are exact: numpy, or from :data:`FAISS_MIN_TEMPLATES` templates a faiss flat inner-product index
+where faiss is installed (`pip install pifr[faiss]`; the same results, and on 2 CPU cores no faster
+up to 1M templates: benchmarks/gallery.py).
+
+The package: :mod:`~pifr.gallery.storage` (the :class:`GalleryStore` interface, the file format,
+locking), :mod:`~pifr.gallery.search` (numpy / faiss search), :mod:`~pifr.gallery.operating_point`
+(default threshold, impostor tables, calibration), :mod:`~pifr.gallery.staleness` (templates fused
+from a view made otherwise now); :class:`Gallery` here ties them together.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..errors import GalleryError, InvalidArgumentError, InvalidPolicyError, NoThresholdError, PifrError
+from ..frontalization import DEFAULT_FRONTALIZE, validate_policy
+from ..image import ImageLike, load_image
+from ..types import Face
+from .operating_point import (DEFAULT_FAR_PER_PROBE, OperatingPoint, _check_far, calibrated_threshold, check_threshold,
+                              default_operating_point, impostor_tables, warn_about)
+from .enrollment import EnrollReport, as_images, embed_face, embed_image, embed_new
+from .search import FAISS_MIN_TEMPLATES, Match, TemplateSearch, check_k as _check_k, nearest_identities
+from .staleness import ViewPolicy, saved_frontalizer, warn_stale
+from .storage import (_BUILTIN_VIEWS, SCHEMA_VERSION, UNIT_TOLERANCE, FileStore, GalleryState, GalleryStore, StoreLike,
+                      _check_unit, as_store, check_identity, file_lock)
+
+# Names that pifr.gallery offered when it was one module (tests, benchmarks and older code import them).
+from ..frontalization import auto_fuses_above, embed_face_policy, frontal_view, threshold_shift, view_fingerprint  # noqa: E402,F401,E501
+from .enrollment import _pixels_hash  # noqa: E402,F401
+from .operating_point import _TABLES  # noqa: E402,F401
+from .storage import (_HEADER_TYPES, _MAGIC, _MODES, _VIEW_ARRAYS, _check_header, _pack_strings,  # noqa: E402,F401
+                      _read_views, _unpack_strings)
+
+__all__ = ["Gallery", "Match", "EnrollReport", "OperatingPoint", "default_operating_point", "impostor_tables",
+           "check_threshold", "check_identity", "file_lock", "GalleryStore", "GalleryState", "FileStore",
+           "FAISS_MIN_TEMPLATES", "DEFAULT_FAR_PER_PROBE", "UNIT_TOLERANCE", "SCHEMA_VERSION"]
+
+class Gallery:
+    """An in-memory gallery of face templates with an operating threshold.
+
+    Args:
+        embedder: embedder name (its weights' sha256 is stored with the gallery).
+        threshold: a fixed operating cosine threshold in [0, 1]. Default: the gallery's default
+            operating point, which follows its size so that a stranger is accepted with
+            probability at most ``far_per_probe`` (module doc; a probe fused under ``"auto"`` gets
+            its rule's measured threshold shift); for an embedder without a shipped impostor table,
+            or ``frontalize="always"``, the embedder's 1:1 threshold.
+        far_per_probe: the per-probe false-accept rate of the default operating point.
+        detector: detector name for enrollment and probes.
+        frontalize: probe policy, as in :func:`pifr.verify` (``"never"``, ``"auto"``, ``"always"``).
+        frontalizer: generator weights when frontalizing and none is installed.
+        yaw_threshold, fusion_weight: the ``"auto"`` policy's parameters, as in :func:`pifr.verify`
+            (``None``: the rule measured for the embedder; saved with the gallery).
+
+    Raises:
+        InvalidPolicyError: unknown ``frontalize`` mode, or yaw threshold / weight out of range.
+        InvalidArgumentError: a NaN, negative or above-1 threshold, or a ``far_per_probe`` outside (0, 1).
+        DeviceError: ``device`` is not present here.
+    """
+
+    def __init__(self, embedder: Optional[str] = None, *, threshold: Optional[float] = None, detector: Optional[str] = None,
+                 frontalize: str = DEFAULT_FRONTALIZE, frontalizer: Optional[str] = None,
+                 yaw_threshold: Optional[float] = None, fusion_weight: Optional[float] = None, device: Any = None,
+                 far_per_probe: float = DEFAULT_FAR_PER_PROBE) -> None:
+        from ..embedders import DEFAULT_EMBEDDER, get_embedder
+
+        frontalize, yaw_threshold, fusion_weight = validate_policy(frontalize, yaw_threshold, fusion_weight)
+        self._fixed: Optional[float] = None if threshold is None else check_threshold(threshold)
+        self.far_per_probe = _check_far(far_per_probe, "far_per_probe")
+        self._emb_name = embedder or DEFAULT_EMBEDDER
+        self._device = device
+        emb = get_embedder(self._emb_name, device)
+        self.embedder_sha256 = getattr(getattr(emb, "spec", None), "sha256", "") or ""
+        self.dim = emb.dim
+        try:
+            self._pair_threshold = float(emb.threshold)
+        except NoThresholdError:
+            # A registered model nobody calibrated: usable only with a threshold given here.
+            if self._fixed is None:
+                raise
+            self._pair_threshold = float("nan")
+        self.calibrated_far: Optional[float] = None
+        self.detector = detector
+        self.frontalize = frontalize
+        self.frontalizer = frontalizer
+        self.yaw_threshold = yaw_threshold
+        self.fusion_weight = fusion_weight
+        self._lock = threading.RLock()
+        self._emb = np.zeros((0, self.dim), np.float32)
+        self._labels: List[str] = []
+        self._hashes: List[str] = []
+        self._views: List[Optional[str]] = []  # per template: its view record (pifr.gallery.staleness)
+        self._search = TemplateSearch()
+        self._warned_unmeasured = False
+
+    # ------------------------------------------------------------------ operating point
+    def operating_point(self) -> Optional[OperatingPoint]:
+        """The default operating point for the current number of templates, or ``None`` when the
+        threshold is fixed (given or calibrated) or no shipped table applies (another embedder's
+        weights, or ``frontalize="always"``, whose scores the raw-embedding tables do not describe)."""
+        with self._lock:
+            # "auto" probes keep the raw tables: fused ones get the rule's measured threshold shift.
+            if self._fixed is not None or self.frontalize == "always":
+                return None
+            op = default_operating_point(self._emb_name, len(self._labels), self.far_per_probe, self.embedder_sha256)
+        if (op is None or not op.measured) and not self._warned_unmeasured:
+            self._warned_unmeasured = True
+            warn_about(op, self._emb_name, self.frontalize, self._pair_threshold)
+        return op
+
+    @property
+    def threshold(self) -> float:
+        """The operating cosine threshold now (see the class doc)."""
+        if self._fixed is not None:
+            return self._fixed
+        op = self.operating_point()
+        return self._pair_threshold if op is None else op.threshold
+
+    @threshold.setter
+    def threshold(self, value: Optional[float]) -> None:
+        """Fix the threshold (``None``: back to the default operating point)."""
+        with self._lock:
+            self._fixed = None if value is None else check_threshold(value)
+            self.calibrated_far = None
+
+    @property
+    def threshold_source(self) -> str:
+        """``"default"`` (follows the size, from the shipped tables), ``"calibrated"``, ``"fixed"``
+        (given), or ``"embedder"`` (no table applies: the embedder's 1:1 threshold)."""
+        if self._fixed is not None:
+            return "calibrated" if self.calibrated_far is not None else "fixed"
+        return "default" if self.operating_point() is not None else "embedder"
+
+    # ------------------------------------------------------------------ basic facts
+    @property
+    def embedder(self) -> str:
+        return self._emb_name
+
+    @property
+    def identities(self) -> List[str]:
+        with self._lock:
+            return sorted(set(self._labels))
+
+    def __len__(self) -> int:
+        return len(self.identities)
+
+    @property
+    def templates(self) -> int:
+        return len(self._labels)
+
+    def template_counts(self) -> Dict[str, int]:
+        """How many templates each enrolled identity has, by identity name."""
+        with self._lock:
+            counts: Dict[str, int] = {}
+            for name in self._labels:
+                counts[name] = counts.get(name, 0) + 1
+            return counts
+
+    @property
+    def stale_templates(self) -> Dict[str, int]:
+        """Templates fused from a view that this pifr, with this gallery's embedder, frontalizer
+        and rule, makes differently now (a re-tuned rule, another 3D fit network, refiner or
+        generator: :func:`pifr.frontalization.view_fingerprint`), counted by identity. Probes are
+        fused the new way, so these no longer match how a probe of the same photo would be made;
+        re-enrolling those photos (:meth:`remove`, then :meth:`enroll`) rebuilds them. Raw
+        templates, :meth:`add_embeddings` ones and those from files of older pifr (provenance
+        unknown) are never counted — except a turned face that ``"auto"`` left raw and would fuse
+        now (a rule with a lower yaw threshold, or one for an embedder that had none)."""
+        with self._lock:
+            pairs = list(zip(self._labels, self._views))
+        return self._view_policy().stale(pairs)
+
+    def _view_policy(self) -> ViewPolicy:
+        return ViewPolicy(self._emb_name, self.frontalizer, self.yaw_threshold, self.fusion_weight)
+
+    # ------------------------------------------------------------------ embedding
+    def _embed(self, img: ImageLike, policy: Optional[str] = None
+               ) -> Tuple[List[np.ndarray], str, float, List[Optional[str]], Optional[float]]:
+        """:func:`pifr.gallery.enrollment.embed_image` with this gallery's settings (``policy``
+        default: its probe policy): templates, image hash, threshold shift, fusing modes, yaw."""
+        return embed_image(img, policy or self.frontalize, self._view_policy(), self.detector, self._device)
+
+    def _embed_face(self, arr: np.ndarray, face: Face, policy: Optional[str] = None
+                    ) -> Tuple[List[np.ndarray], float, List[Optional[str]]]:
+        """:func:`pifr.gallery.enrollment.embed_face` with this gallery's settings."""
+        return embed_face(arr, face, policy or self.frontalize, self._view_policy(), self._device)
+
+    # ------------------------------------------------------------------ mutation
+    def enroll(self, identity: str, images: Sequence[ImageLike]) -> EnrollReport:
+        """Add templates for each usable image, made under the gallery's ``frontalize`` policy.
+        Bad images and images already enrolled (same decoded pixels, for any identity) are
+        reported by index and skipped; the rest are kept. The duplicate check holds across threads
+        enrolling at once: it is made again when the templates are added, under the gallery's lock.
+
+        Raises:
+            InvalidArgumentError: a bad identity (empty, control characters). A single path,
+            bytes, array or PIL image is taken as a list of one image.
+        """
+        return self._enroll(identity, images)
+
+    def _enroll(self, identity: str, images: Sequence[ImageLike], templates: Optional[str] = None) -> EnrollReport:
+        """:meth:`enroll`; ``templates="both"`` (for experiments) stores the raw and the
+        frontalized template of every image (needs a frontalizer), so frontalized and raw probes
+        each meet their kind."""
+        check_identity(identity)
+        images = as_images(images)
+        if templates not in (None, "both"):
+            raise GalleryError("templates must be None or 'both'")
+        with self._lock:
+            known = set(self._hashes)
+        done, failures, dups = embed_new(images, templates or self.frontalize, self._view_policy(), self.detector,
+                                         self._device, known, record_yaw=templates is None and self.frontalize == "auto")
+        with self._lock:
+            # Another thread may have enrolled the same pixels since `known` was read.
+            now = set(self._hashes)
+            vecs, hashes, all_views = [], [], []
+            for i, vs, h, views in done:
+                if h in now:
+                    dups.append(i)
+                    continue
+                now.add(h)
+                vecs += vs
+                hashes += [h] * len(vs)
+                all_views += views
+            if vecs:
+                self._append(np.stack(vecs).astype(np.float32), [identity] * len(vecs), hashes, all_views)
+            added = len(vecs)
+        return EnrollReport(identity, added, tuple(failures), tuple(sorted(dups)))
+
+    def _append(self, e: np.ndarray, labels: List[str], hashes: List[str], views: List[Optional[str]]) -> None:
+        """Add checked templates ``e`` ``(n, dim)`` float32 with their records (caller holds the lock)."""
+        self._emb = np.concatenate([self._emb, e], 0)
+        self._labels += labels
+        self._hashes += hashes
+        self._views += views
+        self._search.invalidate()
+
+    def add_embeddings(self, identity: Union[str, Sequence[str]], embeddings: np.ndarray) -> None:
+        """Add precomputed, L2-normalised ``(N, dim)`` templates (e.g. from :func:`pifr.embed_many`),
+        all of ``identity``, or one identity per row when ``identity`` is a sequence of N names
+        (a bulk load in one call).
+
+        Raises:
+            InvalidArgumentError: bad identity, wrong width, non-finite or non-unit vectors.
+            GalleryError: as many names as rows are needed.
+        """
+        if not isinstance(identity, (list, tuple)):
+            check_identity(identity)  # one name: a str, else a typed error (not an iteration over it)
+        names = [identity] if isinstance(identity, str) else list(identity)
+        for name in dict.fromkeys(names):
+            check_identity(name)
+        e = np.asarray(embeddings, np.float32)
+        if e.ndim not in (1, 2) or e.shape[-1] != self.dim:
+            raise InvalidArgumentError(f"embeddings must be (N, {self.dim}), got shape {e.shape}")
+        e = e.reshape(-1, self.dim)
+        _check_unit(e, InvalidArgumentError, "embeddings")
+        if isinstance(identity, str):
+            names = names * len(e)
+        if len(names) != len(e):
+            raise GalleryError(f"{len(names)} identities for {len(e)} embeddings")
+        with self._lock:
+            n0 = len(self._hashes)
+            # Not an image hash: it only has to be unique and small (never the identity's name).
+            hashes = [f"embedding:{n0 + i}:{hashlib.sha256(v.tobytes()).hexdigest()[:16]}" for i, v in enumerate(e)]
+            # How the caller made them is unknown: never counted stale.
+            self._append(e, names, hashes, ["external"] * len(e))
+
+    def remove(self, identity: str) -> int:
+        """Remove every template of ``identity``; returns how many. Raises GalleryError if unknown."""
+        with self._lock:
+            keep = [i for i, l in enumerate(self._labels) if l != identity]
+            n = len(self._labels) - len(keep)
+            if n == 0:
+                raise GalleryError(f"identity {identity!r} is not enrolled")
+            self._emb = self._emb[keep]
+            self._labels = [self._labels[i] for i in keep]
+            self._hashes = [self._hashes[i] for i in keep]
+            self._views = [self._views[i] for i in keep]
+            self._search.invalidate()
+            return n
+
+    # ------------------------------------------------------------------ search
+    def search_embedding(self, query: np.ndarray, k: int = 1, *, threshold_shift: float = 0.0) -> List[Match]:
+        """Top-``k`` identities for a unit ``(dim,)`` query vector (an identity's score = its best
+        template). ``threshold_shift`` is added to the operating threshold for this query (a probe
+        fused under ``"auto"``; :meth:`identify` passes it).
+
+        Raises:
+            InvalidArgumentError: ``k`` < 1 or a query that is not a finite ``(dim,)`` vector.
+            GalleryError: the gallery is empty.
+        """
+        k = _check_k(k)
+        qv = np.asarray(query, np.float32)
+        if qv.size != self.dim or not np.all(np.isfinite(qv)):
+            raise InvalidArgumentError(f"query must be a finite ({self.dim},) vector, got shape {qv.shape}")
+        with self._lock:
+            if not self._labels:
+                raise GalleryError("the gallery is empty: enroll someone first")
+            labels, thr = list(self._labels), self.threshold + float(threshold_shift)
+            # This module's FAISS_MIN_TEMPLATES, so that setting pifr.gallery.FAISS_MIN_TEMPLATES takes effect.
+            index = self._search.index(self._emb, use_faiss=len(labels) >= FAISS_MIN_TEMPLATES)
+        return [Match(n, s, s >= thr) for n, s in nearest_identities(index, labels, qv.reshape(-1), k)]
+
+    def identify(self, img: ImageLike, k: int = 1) -> List[Match]:
+        """Ranked candidates for the largest face in ``img``; ``accepted`` marks scores at or
+        above the operating threshold (an unknown face has no accepted match).
+
+        Raises:
+            GalleryError: the gallery is empty. NoFaceError / InvalidImageError: bad probe.
+            InvalidArgumentError: ``k`` < 1.
+        """
+        _check_k(k)
+        if not self._labels:
+            raise GalleryError("the gallery is empty: enroll someone first")
+        vs, _, shift, _, _ = self._embed(img)
+        return self.search_embedding(vs[0], k, threshold_shift=shift)
+
+    def identify_face(self, img: ImageLike, face: Face, k: int = 1) -> List[Match]:
+        """:meth:`identify` for a face already found in ``img`` (e.g. each of
+        :func:`pifr.detect`'s faces in a video frame): the gallery's probe policy and its
+        threshold shift apply as in :meth:`identify`.
+
+        Raises:
+            GalleryError: the gallery is empty. InvalidImageError: bad image. FitError: the 3D fit
+            refused a face the policy frontalizes. InvalidArgumentError: ``k`` < 1.
+        """
+        _check_k(k)
+        if not self._labels:
+            raise GalleryError("the gallery is empty: enroll someone first")
+        vs, shift, _ = self._embed_face(load_image(img), face)
+        return self.search_embedding(vs[0], k, threshold_shift=shift)
+
+    def verify(self, identity: str, img: ImageLike) -> Match:
+        """1:1 check of ``img`` against one enrolled identity."""
+        with self._lock:
+            sel = [i for i, l in enumerate(self._labels) if l == identity]
+            if not sel:
+                raise GalleryError(f"identity {identity!r} is not enrolled")
+            emb = self._emb[sel]
+        vs, _, shift, _, _ = self._embed(img)
+        s = float((emb @ vs[0]).max())
+        return Match(identity, s, s >= self.threshold + shift)
+
+    # ------------------------------------------------------------------ thresholds
+    def calibrate(self, target_far: float, impostor_scores: Optional[np.ndarray] = None, *,
+                  embeddings: Optional[np.ndarray] = None, labels: Optional[Sequence[Any]] = None,
+                  per: str = "probe", gallery_size: Optional[int] = None) -> float:
+        """Set the operating threshold for a target false-accept rate from 1:1 impostor scores
+        (given directly, or every different-identity pair of labelled ``embeddings``).
+
+        ``per="probe"`` (default): ``target_far`` is the chance that a stranger is accepted as
+        *anyone* in a gallery of ``gallery_size`` identities (default: the current size). With
+        independent comparisons that needs a per-comparison rate of 1 − (1 − FAR)^(1/N), which is
+        what the 1:1 threshold is set to. ``per="comparison"``: ``target_far`` applies to one 1:1
+        comparison (as in :func:`pifr.verify`). Returns the threshold (now fixed: it no longer
+        follows the gallery's size); records the FAR it targets.
+
+        Raises:
+            InvalidArgumentError: ``target_far`` outside (0, 1), no (or non-finite) impostor scores,
+            ``gallery_size`` < 1, or an unknown ``per``.
+        """
+        thr = calibrated_threshold(target_far, impostor_scores, embeddings=embeddings, labels=labels, per=per,
+                                   gallery_size=gallery_size, identities=len(self.identities))
+        with self._lock:
+            self._fixed = thr
+            self.calibrated_far = float(target_far)
+        return thr
+
+    # ------------------------------------------------------------------ persistence
+    def state(self) -> GalleryState:
+        """A snapshot of the gallery's templates and settings, as a :class:`GalleryStore` saves it."""
+        with self._lock:
+            return GalleryState(
+                embedder=self._emb_name, embedder_sha256=self.embedder_sha256, embeddings=self._emb,
+                labels=tuple(self._labels), hashes=tuple(self._hashes), views=tuple(self._views),
+                operating_threshold=self.threshold, threshold=self._fixed, far_per_probe=self.far_per_probe,
+                calibrated_far=self.calibrated_far, frontalize=self.frontalize, yaw_threshold=self.yaw_threshold,
+                fusion_weight=self.fusion_weight,
+                # Only a built-in view's name: a weights path read back from a file would let the file choose what loads.
+                frontalizer=self.frontalizer if self.frontalizer in _BUILTIN_VIEWS else None)
+
+    def save(self, path: StoreLike) -> None:
+        """Write the gallery to ``path`` (a file, or any :class:`GalleryStore`). A file is written
+        atomically: a temporary file in the same folder, flushed to disk, then renamed over ``path``.
+
+        Raises:
+            GalleryError: the folder is missing or not writable, or the disk is full (the
+            temporary file is removed; an existing gallery at ``path`` is untouched).
+        """
+        store = _store(path)
+        store.save(self.state())
+
+    @classmethod
+    def load(cls, path: StoreLike, *, device: Any = None, detector: Optional[str] = None,
+             frontalizer: Optional[str] = None) -> "Gallery":
+        """Read a gallery written by :meth:`save` (a file of schema 2, or 1 from older pifr; or any
+        :class:`GalleryStore`). Logs a warning when templates were fused from a view made
+        differently from how this pifr makes it now (:attr:`stale_templates`).
+
+        ``frontalizer``: as for :class:`Gallery`; ``None`` takes the one the gallery was saved with
+        when that was a built-in view (``"3d"``, ``"refined"``) — a weights file is never recorded,
+        so pass it again.
+
+        Raises:
+            GalleryError: missing, corrupt, tampered (non-unit or non-finite templates, bad names,
+            missing or mistyped header fields) or unknown-schema file, or made with an embedder
+            whose weights differ from the ones installed here.
+        """
+        store = _store(path, device)
+        state = store.load()
+        return cls._from_state(state, str(store), device=device, detector=detector, frontalizer=frontalizer)
+
+    @classmethod
+    def _from_state(cls, state: GalleryState, where: str, *, device: Any, detector: Optional[str],
+                    frontalizer: Optional[str]) -> "Gallery":
+        """A gallery holding ``state`` (read from ``where``, named in errors and warnings)."""
+        if frontalizer is None:
+            frontalizer = saved_frontalizer(state.frontalizer, where)
+        try:
+            g = cls(state.embedder, threshold=state.threshold, detector=detector, frontalize=state.frontalize,
+                    frontalizer=frontalizer, yaw_threshold=state.yaw_threshold, fusion_weight=state.fusion_weight,
+                    device=device, far_per_probe=state.far_per_probe)
+        except InvalidPolicyError as e:
+            raise GalleryError(f"{where}: invalid frontalization policy in the header ({e})") from e
+        except (GalleryError, InvalidArgumentError) as e:
+            raise GalleryError(f"{where}: {e}") from e
+        except PifrError as e:  # unknown embedder, missing weights: say which file needs them
+            raise GalleryError(f"{where}: made with embedder {state.embedder!r}, which cannot be loaded here "
+                               f"({type(e).__name__}: {e})") from e
+        if state.embedder_sha256 and g.embedder_sha256 != state.embedder_sha256:
+            raise GalleryError(f"{where}: made with {state.embedder} weights {state.embedder_sha256[:12]}…, "
+                               f"but the installed ones are {g.embedder_sha256[:12]}…: re-enroll")
+        emb = np.asarray(state.embeddings, np.float32)
+        if emb.shape != (len(state.labels), g.dim) or not len(state.hashes) == len(state.views) == len(state.labels):
+            raise GalleryError(f"{where}: inconsistent arrays (embeddings {emb.dtype} {emb.shape}, {len(state.labels)} "
+                               f"labels, {len(state.hashes)} hashes)")
+        g._emb, g._labels, g._hashes, g._views = emb, list(state.labels), list(state.hashes), list(state.views)
+        g.calibrated_far = state.calibrated_far if state.threshold is not None else None
+        warn_stale(where, g.stale_templates)
+        return g
+
+    @classmethod
+    @contextlib.contextmanager
+    def edit(cls, path: StoreLike, *, create: bool = False, embedder: Optional[str] = None,
+             **kwargs: Any) -> Iterator["Gallery"]:
+        """Load ``path`` (or, with ``create``, start a new gallery if there is none), hand it over,
+        and save it when the block ends without an exception — all under the store's lock
+        (:func:`file_lock` for a file), so concurrent editors (two ``pifr enroll`` runs) take turns
+        and no one's change is lost.
+
+            with Gallery.edit("staff.gallery", create=True) as g:
+                g.enroll("alice", ["a1.jpg"])
+
+        ``kwargs`` go to :meth:`load` (``device``, ``detector``, ``frontalizer``); ``embedder``
+        only applies to a new gallery. Raises GalleryError (missing file without ``create``,
+        unreadable file, failed save).
+        """
+        store = _store(path, kwargs.get("device"))
+        with store.lock():
+            if store.version() is not None:
+                g = cls.load(store, **kwargs)
+            elif create:
+                g = cls(embedder, **kwargs)
+            else:
+                raise GalleryError(f"{store}: no such gallery file")
+            yield g
+            g.save(store)
+
+
+
+def _store(path: StoreLike, device: Any = None) -> GalleryStore:
+    """``path`` as a store; a file's schema 1 content is read with the embedder's 1:1 threshold on ``device``."""
+    def pair_threshold(name: str) -> float:
+        from ..embedders import get_embedder
+
+        return float(get_embedder(name, device).threshold)
+
+    return as_store(path, pair_threshold)
