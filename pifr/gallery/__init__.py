@@ -42,7 +42,7 @@ from ..image import ImageLike, load_image
 from ..types import Face
 from .operating_point import (DEFAULT_FAR_PER_PROBE, OperatingPoint, _check_far, calibrated_threshold, check_threshold,
                               default_operating_point, impostor_tables, warn_about)
-from .enrollment import EnrollReport, as_images, embed_face, embed_image, embed_new
+from .enrollment import EnrollReport, as_images, embed_event, embed_face, embed_image, embed_new
 from .search import FAISS_MIN_TEMPLATES, Match, TemplateSearch, check_k as _check_k, nearest_identities
 from .staleness import ViewPolicy, saved_frontalizer, warn_stale
 from .storage import (_BUILTIN_VIEWS, SCHEMA_VERSION, UNIT_TOLERANCE, FileStore, GalleryState, GalleryStore, StoreLike,
@@ -99,9 +99,8 @@ class Gallery:
         try:
             self._pair_threshold = float(emb.threshold)
         except NoThresholdError:
-            # A registered model nobody calibrated: usable only with a threshold given here.
-            if self._fixed is None:
-                raise
+            # A registered model nobody calibrated: it ranks; it decides only with a threshold given
+            # here, calibrated, or from an impostor table its registration carries.
             self._pair_threshold = float("nan")
         self.calibrated_far: Optional[float] = None
         self.detector = detector
@@ -138,6 +137,10 @@ class Gallery:
         if self._fixed is not None:
             return self._fixed
         op = self.operating_point()
+        if op is None and self._pair_threshold != self._pair_threshold:  # NaN: nothing measured
+            raise NoThresholdError(f"embedder {self._emb_name!r} has no threshold: this gallery ranks (Match.accepted "
+                                   "is None) but cannot decide; pass threshold=, calibrate(), or register the model "
+                                   "with its threshold or impostor table")
         return self._pair_threshold if op is None else op.threshold
 
     @threshold.setter
@@ -320,24 +323,41 @@ class Gallery:
         with self._lock:
             if not self._labels:
                 raise GalleryError("the gallery is empty: enroll someone first")
-            labels, thr = list(self._labels), self.threshold + float(threshold_shift)
+            labels = list(self._labels)
+            try:
+                thr: Optional[float] = self.threshold + float(threshold_shift)
+            except NoThresholdError:
+                thr = None  # ranking only
+
             # This module's FAISS_MIN_TEMPLATES, so that setting pifr.gallery.FAISS_MIN_TEMPLATES takes effect.
             index = self._search.index(self._emb, use_faiss=len(labels) >= FAISS_MIN_TEMPLATES)
-        return [Match(n, s, s >= thr) for n, s in nearest_identities(index, labels, qv.reshape(-1), k)]
+        return [Match(n, s, None if thr is None else s >= thr) for n, s in nearest_identities(index, labels, qv.reshape(-1), k)]
 
-    def identify(self, img: ImageLike, k: int = 1) -> List[Match]:
+    def _probe(self, img: Union[ImageLike, Sequence[Any]]) -> Tuple[np.ndarray, float]:
+        """``(unit embedding, threshold shift)`` of a probe: one image, or a list of one person's
+        frames (images or ``(image, Face)`` pairs) pooled as one event."""
+        if isinstance(img, (list, tuple)):
+            v, shift, _ = embed_event(img, self.frontalize, self._view_policy(), self.detector, self._device)
+            return v, shift
+        vs, _, shift, _, _ = self._embed(img)
+        return vs[0], shift
+
+    def identify(self, img: Union[ImageLike, Sequence[Any]], k: int = 1) -> List[Match]:
         """Ranked candidates for the largest face in ``img``; ``accepted`` marks scores at or
-        above the operating threshold (an unknown face has no accepted match).
+        above the operating threshold (an unknown face has no accepted match). ``img`` may be a
+        list of one person's frames (one door event: images, or ``(image, Face)`` pairs of a
+        tracked face): pooled into one probe, decided once, at the threshold plus the shift measured
+        for pooled probes, so the FAR per probe holds per event; a bad frame is left out.
 
         Raises:
             GalleryError: the gallery is empty. NoFaceError / InvalidImageError: bad probe.
-            InvalidArgumentError: ``k`` < 1.
+            InvalidArgumentError: ``k`` < 1, or an empty list.
         """
         _check_k(k)
         if not self._labels:
             raise GalleryError("the gallery is empty: enroll someone first")
-        vs, _, shift, _, _ = self._embed(img)
-        return self.search_embedding(vs[0], k, threshold_shift=shift)
+        v, shift = self._probe(img)
+        return self.search_embedding(v, k, threshold_shift=shift)
 
     def identify_face(self, img: ImageLike, face: Face, k: int = 1) -> List[Match]:
         """:meth:`identify` for a face already found in ``img`` (e.g. each of
@@ -354,16 +374,20 @@ class Gallery:
         vs, shift, _ = self._embed_face(load_image(img), face)
         return self.search_embedding(vs[0], k, threshold_shift=shift)
 
-    def verify(self, identity: str, img: ImageLike) -> Match:
-        """1:1 check of ``img`` against one enrolled identity."""
+    def verify(self, identity: str, img: Union[ImageLike, Sequence[Any]]) -> Match:
+        """1:1 check of ``img`` (or a list of one person's frames, as in :meth:`identify`) against
+        one enrolled identity; ``accepted`` is ``None`` when the gallery has no threshold."""
         with self._lock:
             sel = [i for i, l in enumerate(self._labels) if l == identity]
             if not sel:
                 raise GalleryError(f"identity {identity!r} is not enrolled")
             emb = self._emb[sel]
-        vs, _, shift, _, _ = self._embed(img)
-        s = float((emb @ vs[0]).max())
-        return Match(identity, s, s >= self.threshold + shift)
+        v, shift = self._probe(img)
+        s = float((emb @ v).max())
+        try:
+            return Match(identity, s, s >= self.threshold + shift)
+        except NoThresholdError:
+            return Match(identity, s, None)
 
     # ------------------------------------------------------------------ thresholds
     def calibrate(self, target_far: float, impostor_scores: Optional[np.ndarray] = None, *,

@@ -3,6 +3,7 @@ policy, the threshold shift a fused probe needs, and each template's view record
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Set, Tuple
@@ -14,6 +15,8 @@ from ..frontalization import embed_face_policy, frontal_view, threshold_shift
 from ..image import ImageLike, load_image
 from ..types import Face
 from .staleness import ViewPolicy
+
+log = logging.getLogger("pifr")
 
 #: ``(input index, templates (dim,) float32, image hash, their view records)`` of one photo.
 Embedded = Tuple[int, List[np.ndarray], str, List[Optional[str]]]
@@ -66,6 +69,47 @@ def embed_image(img: ImageLike, policy: str, views: ViewPolicy, detector: Option
     face = detect_one(arr, detector=detector, device=device)
     vs, shift, fused = embed_face(arr, face, policy, views, device)
     return vs, _pixels_hash(arr), shift, fused, face.yaw
+
+
+def embed_event(items: Sequence[Any], policy: str, views: ViewPolicy, detector: Optional[str], device: Any
+                ) -> Tuple[np.ndarray, float, int]:
+    """One probe for one person seen several times: each item an image (its largest face) or an
+    ``(image, Face)`` pair (a face already found, e.g. a tracked face), embedded under ``policy``,
+    pooled (:func:`pifr.pooling.pool_faces`). An item that fails is left out (logged) while others
+    remain. Returns ``(unit (dim,) embedding, threshold shift, faces pooled)``: the shift is the
+    largest a pooled face needs under ``"auto"`` plus, for two faces or more, the embedder's
+    measured event shift (:func:`pifr.frontalization.event_threshold_shift`).
+
+    Raises:
+        InvalidArgumentError: no items. NoFaceError: no item gave a face.
+    """
+    from ..detection import detect_one
+    from ..errors import InvalidArgumentError, NoFaceError
+    from ..frontalization import event_threshold_shift
+    from ..pooling import pool_faces
+
+    if len(items) == 0:
+        raise InvalidArgumentError("an event needs at least one image")
+    vecs, yaws, shifts, errors = [], [], [], []
+    for i, item in enumerate(items):
+        try:
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], Face):
+                arr, face = load_image(item[0]), item[1]
+            else:
+                arr = load_image(item)
+                face = detect_one(arr, detector=detector, device=device)
+            vs, shift, _ = embed_face(arr, face, policy, views, device)
+        except PifrError as e:
+            log.warning("event item %d left out (%s: %s)", i, type(e).__name__, e)
+            errors.append(e)
+            continue
+        vecs.append(vs[0])
+        yaws.append(face.yaw)
+        shifts.append(shift)
+    if not vecs:
+        raise NoFaceError(f"none of the event's {len(items)} images gave a face ({type(errors[0]).__name__}: {errors[0]})")
+    shift = max(shifts) + (event_threshold_shift(views.embedder) if len(vecs) > 1 else 0.0)
+    return pool_faces(np.stack(vecs), yaws), shift, len(vecs)
 
 
 def as_images(images: Any) -> Sequence[ImageLike]:

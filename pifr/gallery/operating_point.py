@@ -74,7 +74,7 @@ def default_operating_point(embedder: str, comparisons: int, far_per_probe: floa
     the rate needed is used, so the threshold errs strict.
     """
     _check_far(far_per_probe, "far_per_probe")
-    t = impostor_tables().get(embedder)
+    t = impostor_tables().get(embedder) or _registered_table(embedder)
     if t is None or (weights_sha256 and t.get("weights_sha256") and t["weights_sha256"] != weights_sha256):
         return None
     n = max(1, int(comparisons))
@@ -84,6 +84,18 @@ def default_operating_point(embedder: str, comparisons: int, far_per_probe: floa
     thr, ok = (float(measured[0][1]), True) if measured else (float(rows[-1][1]), False)
     return OperatingPoint(min(thr, 1.0), far_per_probe, p, n, ok,
                           f"{t['data']} ({t['impostor_pairs']:,} impostor pairs; {t['command']})")
+
+
+def _registered_table(embedder: str) -> Optional[dict]:
+    """The impostor table a registered ONNX model's registration carries, in the shipped tables'
+    form; ``None`` for anything else."""
+    from ..onnx_embedder import registered
+
+    reg = registered().get(embedder)
+    if reg is None or not reg.impostor_table:
+        return None
+    return {"far_per_pair_to_threshold": [list(r) for r in reg.impostor_table], "impostor_pairs": 0,
+            "data": f"the impostor table registered with {embedder!r}", "command": reg.config or "register_embedder(impostor_table=...)"}
 
 
 def warn_about(op: Optional[OperatingPoint], embedder: str, frontalize: str, pair_threshold: float) -> None:

@@ -26,11 +26,13 @@ FAISS_MIN_TEMPLATES = 1_000_000
 
 @dataclass(frozen=True)
 class Match:
-    """One candidate of :meth:`Gallery.identify`: ``accepted`` is ``score >= threshold``."""
+    """One candidate of :meth:`Gallery.identify`: ``accepted`` is ``score >= threshold``, or
+    ``None`` when the gallery has no threshold (a registered model nobody calibrated: it ranks,
+    it does not decide)."""
 
     identity: str
     score: float
-    accepted: bool
+    accepted: Optional[bool]
 
     def to_dict(self) -> dict:
         return {"identity": self.identity, "score": round(self.score, 5), "accepted": self.accepted}

@@ -425,3 +425,31 @@ def test_a_gallery_saves_to_and_loads_from_any_store(tmp_path):
     assert Gallery.load(files).template_counts() == g.template_counts()
     with pytest.raises(pifr.GalleryError):
         Gallery.load(MemoryStore())
+
+
+def test_a_door_event_pools_its_frames_and_decides_once(monkeypatch, caplog):
+    """identify/verify take several frames of one person (images or (image, Face) pairs): one
+    pooled probe, one decision, a bad frame left out; the threshold moves by the event shift."""
+    from pifr import frontalization as F
+    from pifr.types import Face
+
+    _fake_policy(monkeypatch)
+    g = Gallery(threshold=0.5)
+    g.enroll("alice", [_photo(1)])
+    g.enroll("bob", [_photo(2)])
+    alice = g.identify(_photo(1))[0]
+    assert alice.identity == "alice" and alice.score == pytest.approx(1.0, abs=1e-5)
+    # Alice's own frame and a stranger's: their pooled probe lies between them (cos 45°-ish to each).
+    ev = g.identify([_photo(1), _photo(7)])[0]
+    assert ev.identity == "alice" and 0.5 < ev.score < 0.9
+    face = Face(np.array([4, 4, 28, 28], np.float32), 0.99, np.full((5, 2), 16, np.float32), yaw=0.0)
+    with caplog.at_level("WARNING", logger="pifr"):
+        kept = g.identify([b"junk", (_photo(1), face)])[0]
+    assert kept.score == pytest.approx(1.0, abs=1e-5) and "left out" in caplog.text
+    with pytest.raises(pifr.NoFaceError, match="none of the event"):
+        g.identify([b"junk"])
+    with pytest.raises(pifr.InvalidArgumentError):
+        g.identify([])
+    monkeypatch.setitem(F._EVENT_SHIFTS, DEFAULT_EMBEDDER, 0.6)  # pooled probes judged stricter: 0.5 + 0.6 > 1
+    assert g.verify("alice", [_photo(1), _photo(1)]).accepted is False
+    assert g.verify("alice", [_photo(1)]).accepted is True  # one frame: no event shift

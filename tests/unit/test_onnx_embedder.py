@@ -329,8 +329,15 @@ def test_no_threshold_is_invented(models):
         pifr.verify(a, b, embedder="mfn_export", device="cpu")
     with pytest.raises(NoThresholdError):  # said before any image is read or face detected
         pifr.verify(a.with_name("absent.png"), b, embedder="mfn_export", device="cpu")
-    with pytest.raises(NoThresholdError):
-        pifr.Gallery("mfn_export", device="cpu")
+    # A gallery of it ranks without a threshold (Match.accepted None) but refuses to decide.
+    g = pifr.Gallery("mfn_export", device="cpu", frontalize="never")
+    g.enroll("mitchell", [a])
+    g.enroll("night", [EXAMPLES / "night_frontal.png"])
+    top = g.identify(b, k=2)
+    assert [m.identity for m in top][0] == "mitchell" and all(m.accepted is None for m in top)
+    assert g.verify("mitchell", b).accepted is None
+    with pytest.raises(NoThresholdError, match="ranks"):
+        g.threshold
     info = {e.name: e for e in list_embedders()}["mfn_export"]
     assert not info.calibrated and np.isnan(info.threshold) and "calibrate.py" in info.reason
     # An explicit threshold decides; the score is the PyTorch network's.
@@ -339,6 +346,19 @@ def test_no_threshold_is_invented(models):
     assert abs(r.score - ref.score) < 1e-3 and r.same == ref.same and r.threshold == 0.2738
     pifr.register_embedder("mfn_export", models["mfn_dyn"], mean=IMAGENET_MEAN, std=IMAGENET_STD, threshold=0.2738)
     assert pifr.verify(a, b, embedder="mfn_export", device="cpu").threshold == 0.2738
+
+
+def test_a_registered_impostor_table_gives_the_gallery_its_operating_point(models, tmp_path):
+    """A registration's impostor table is read as the shipped ones are: the threshold follows the
+    gallery's size (1 − 0.99^(1/N) per comparison), strict where the table cannot resolve the rate."""
+    table = {"far_per_pair_to_threshold": [[0.1, 0.1], [0.01, 0.2], [0.001, 0.3], [0.0001, 0.45]]}
+    pifr.register_embedder("tabled", models["mfn_dyn"], mean=IMAGENET_MEAN, std=IMAGENET_STD, impostor_table=table)
+    g = pifr.Gallery("tabled", device="cpu")
+    rng = np.random.default_rng(0)
+    g.add_embeddings("one", (lambda v: v / np.linalg.norm(v))(rng.normal(size=(1, 128)).astype(np.float32)))
+    assert g.threshold_source == "default" and g.threshold == 0.2  # 1 % per probe, one comparison → row 0.01
+    g.add_embeddings("more", (lambda v: v / np.linalg.norm(v, axis=1, keepdims=True))(rng.normal(size=(9, 128)).astype(np.float32)))
+    assert g.threshold == 0.3  # 10 comparisons need ≤ 1.0e-3 per pair
 
 
 def test_gallery_saved_with_one_model_refuses_another(models, tmp_path, crops):
