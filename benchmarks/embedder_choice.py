@@ -236,11 +236,14 @@ def ten_fold(cfp, args, tune_fits, candidates):
             turned = [p for p in paths if "/profile/" in p]
             fits = {**{p: v for p, v in tune_fits.items() if p in set(turned)},
                     **fits_of([p for p in turned if p not in tune_fits], args.detector)}
-        src = {}
+        src, fused = {}, {}
         for name in args.embedders:
-            r, a, _ = member_views(name, paths, fits, args.detector) if setting == "FP" else (
+            r, a, yaws = member_views(name, paths, fits, args.detector) if setting == "FP" else (
                 embed_paths(paths, name, args.detector), None, None)
             src[name] = {"raw": r, "auto": a}
+            rule = rule_for(name)
+            if setting == "FP" and rule is not None:  # which faces the rule fused: their pairs take its shift
+                fused[name] = {p for p in paths if abs(yaws.get(p) or 0.0) > rule.yaw_threshold}
         same = np.array([x.same for x in pairs])
         folds = np.arange(len(pairs)) % 10
         for cand in candidates:
@@ -252,7 +255,12 @@ def ten_fold(cfp, args, tune_fits, candidates):
                 name = "+".join(cand)
                 out[f"{setting} {name} {mode}"] = {"accuracy": m["accuracy"], "eer": m["eer"], "pairs": len(pairs)}
                 if setting == "FP":
-                    correct[(name, mode)] = (s >= np.mean([thr1[n] for n in cand])) == same
+                    # The library's decision: each member's 1:1 threshold, plus its rule's shift where
+                    # the pair has a face that rule fused; an ensemble takes their mean.
+                    thr = np.mean([[thr1[n] + (rule_for(n).threshold_shift if mode == "auto" and n in fused
+                                                 and (str(x.a) in fused[n] or str(x.b) in fused[n]) else 0.0)
+                                    for n in cand] for x in pairs], axis=1)
+                    correct[(name, mode)] = (s >= thr) == same
                 print(f"CFP-{setting} 001-400 {name} {mode}: accuracy {100 * m['accuracy']:.2f} %, EER {100 * m['eer']:.2f} %")
     return out, correct
 
