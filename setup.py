@@ -4,6 +4,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 here = Path(__file__).parent
+EVAL = ["scikit-learn>=1.3", "pandas>=2.0", "tabulate>=0.9"]
 
 setup(
     name="pifr",
@@ -39,11 +40,13 @@ setup(
         # Runs user-supplied ONNX recognisers (pifr.register_embedder); onnxruntime-gpu in its place adds CUDA.
         "onnxruntime>=1.17",
     ],
-    # onnx (tests): torch.onnx.export needs it to write the models the ONNX embedder tests load.
+    # eval: pifr.eval and the benchmarks (scikit-learn: ROC and AUC in pifr.eval.metrics, >= 1.3 for
+    # roc_curve's first threshold inf; pandas and tabulate: the benchmarks' result tables, CSV and
+    # DataFrame.to_markdown).
     # faiss: exact search for galleries above pifr.gallery.FAISS_MIN_TEMPLATES (numpy otherwise).
-    # test: the README's test command (scikit-learn: the metrics are checked against it; onnx: the ONNX
-    # embedder tests export pifr's own networks with torch.onnx).
-    extras_require={"test": ["pytest>=7", "scikit-learn>=1.3", "onnx>=1.15"], "faiss": ["faiss-cpu>=1.7"]},
+    # test: the README's test command, the eval extra included (onnx: the ONNX embedder tests export
+    # pifr's own networks with torch.onnx).
+    extras_require={"eval": EVAL, "test": ["pytest>=7", "onnx>=1.15", *EVAL], "faiss": ["faiss-cpu>=1.7"]},
     entry_points={"console_scripts": ["pifr=pifr.cli:main", "pifr-train=pifr.train.loop:main"]},
     license="MIT",
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Image Recognition"],

@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -21,8 +21,12 @@ import pifr.weights  # noqa: E402
 from pifr._provenance import source_commit  # noqa: E402
 from pifr.eval.datasets import SPLITS, shared_root  # noqa: E402 - shared_root is re-exported to the benchmarks
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = ["ROOT", "SPLITS", "append_runlog", "cache_dir", "device_description", "embed_paths", "git_commit",
-           "pair_scores", "parser", "plot_roc", "run_header", "save_record", "shared_root", "weights_sha"]
+           "markdown_table", "pair_scores", "parser", "plot_roc", "run_header", "save_record", "shared_root",
+           "weights_sha", "write_table"]
 
 
 def parser(doc: str, out: str, embedders: bool = True):
@@ -216,3 +220,37 @@ def plot_roc(curves: Dict[str, tuple], path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _pandas():
+    try:
+        import pandas
+    except ImportError as e:
+        raise pifr.DependencyError("the benchmarks' result tables need pandas and tabulate: pip install 'pifr[eval]'") from e
+    return pandas
+
+
+def markdown_table(df: "pd.DataFrame", floatfmt: Union[str, Mapping[str, str]] = ".1f") -> str:
+    """``df`` as a Markdown table (``DataFrame.to_markdown``): floats with ``floatfmt`` (one
+    format, or one per column name; columns not named get ".1f"), missing values (NaN, None) blank,
+    and a "|" in a name or cell escaped (``|yaw|`` would otherwise split the column)."""
+    fmt = tuple(floatfmt.get(c, ".1f") for c in df.columns) if isinstance(floatfmt, Mapping) else floatfmt
+    esc = lambda v: v.replace("|", "\\|") if isinstance(v, str) else v  # noqa: E731
+    shown = df.map(esc).rename(columns=esc).astype(object)
+    shown = shown.where(shown.notna(), None)  # tabulate leaves None blank, but prints NaN as "nan"
+    return shown.to_markdown(index=False, floatfmt=fmt, missingval="")
+
+
+def write_table(rows: Union["pd.DataFrame", Sequence[Mapping[str, object]]], out_dir: Path, name: str, title: str = "",
+                floatfmt: Union[str, Mapping[str, str]] = ".1f") -> "pd.DataFrame":
+    """A result table: printed as Markdown (under ``title``) and written to ``<out_dir>/<name>.csv``
+    (every digit) and ``<name>.md`` (as printed). ``rows``: a DataFrame, or dicts with the same
+    keys in column order. Returns the DataFrame."""
+    df = rows if isinstance(rows, _pandas().DataFrame) else _pandas().DataFrame(list(rows))
+    md = markdown_table(df, floatfmt)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out_dir / f"{name}.csv", index=False)
+    (out_dir / f"{name}.md").write_text((f"{title}\n\n" if title else "") + md + "\n", encoding="utf-8")
+    print((f"\n{title}\n" if title else "") + "\n" + md)
+    return df

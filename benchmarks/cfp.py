@@ -3,8 +3,8 @@ profile→frontal rank-1, per embedder; per-|yaw| bucket views using pifr's esti
 
 Verification: the official 10 folds (threshold chosen on 9, tested on the 10th); protocol
 pairs that point to absent identities (401–500) are skipped and counted. Rank-1: gallery =
-frontal 01 of every identity present; probes = all profiles. Writes ROC PNG/CSV, a
-per-bucket CSV and a JSON run record to --out.
+frontal 01 of every identity present; probes = all profiles. Writes ROC PNG/CSV, the result
+tables as CSV and Markdown (cfp, yaw_buckets) and a JSON run record to --out.
 
     python benchmarks/cfp.py [--embedders dlib_resnet mobilefacenet] [--identities 351-400] [--pairs-per-fold N]
 """
@@ -13,12 +13,16 @@ from __future__ import annotations
 import csv
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from _harness import parser, save_record, embed_paths, pair_scores, plot_roc, run_header, shared_root, weights_sha
+from _harness import parser, save_record, embed_paths, pair_scores, plot_roc, run_header, shared_root, weights_sha, write_table
 
 from pifr.eval.datasets import cfp_identity, cfp_images, cfp_protocol
 from pifr.eval.metrics import rank1, roc, verification_summary
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 YAW_BUCKETS = ((0, 30), (30, 45), (45, 60), (60, 75), (75, 91))
 
@@ -128,24 +132,40 @@ def main() -> None:
             rows.append({"embedder": name, "view": "rank-1", "bucket": b, "n": int(sel.sum()),
                          "value": rank1(P[sel], np.array(pid)[sel], G, gid)})
     plot_roc(curves, out / "roc.png", "CFP verification ROC")
-    with open(out / "yaw_buckets.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["embedder", "view", "bucket", "n", "value"])
-        w.writeheader()
-        w.writerows(rows)
-    print("\n| embedder | CFP-FF acc % | FF EER % | CFP-FP acc % | FP EER % | FP AUC | FP TAR@FAR=1% | rank-1 profile→frontal % |")
-    print("|---|---|---|---|---|---|---|---|")
-    for name, r in results.items():
-        ff, fp = r["FF"], r["FP"]
-        print(f"| {name} | {100 * ff['accuracy']:.2f} ± {100 * ff['accuracy_std']:.2f} | {100 * ff['eer']:.2f} | "
-              f"{100 * fp['accuracy']:.2f} ± {100 * fp['accuracy_std']:.2f} | {100 * fp['eer']:.2f} | {fp['auc']:.4f} | "
-              f"{100 * fp['tar_at_far_1e-2']:.1f} | " + (f"{100 * r['rank1_profile_to_frontal']:.1f} (n={r['rank1_probes']})"
-                                                          if "rank1_probes" in r else "-") + " |")
-    print("\nPer estimated-|yaw| bucket (profile image):\n\n| embedder | view | |yaw| bucket | n | value % |\n|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['embedder']} | {r['view']} | {r['bucket']} | {r['n']} | {100 * r['value']:.1f} |")
+    write_table(summary_table(results), out, "cfp", "CFP verification and rank-1 (± : sd over the folds)", SUMMARY_FORMAT)
+    write_table(bucket_table(rows), out, "yaw_buckets", "Per estimated-|yaw| bucket (profile image)")
     rec.update(results=results, buckets=rows, seconds=round(time.time() - t0, 1), detector=args.detector)
     save_record(out, rec, "cfp")
-    print(f"\nwrote {out}/roc.png, roc_*.csv, yaw_buckets.csv, cfp.json")
+    print(f"\nwrote {out}/roc.png, roc_*.csv, cfp.csv/.md, yaw_buckets.csv/.md, cfp.json")
+
+
+#: Markdown float formats of :func:`summary_table`'s columns (the rest: one decimal).
+SUMMARY_FORMAT = {"CFP-FF acc %": ".2f", "± FF %": ".2f", "FF EER %": ".2f", "CFP-FP acc %": ".2f", "± FP %": ".2f",
+                  "FP EER %": ".2f", "FP AUC": ".4f"}
+
+
+def summary_table(results: dict) -> "pd.DataFrame":
+    """One row per embedder: FF and FP accuracy (mean and sd over the folds), EER, FP AUC and
+    TAR at FAR 1 %, rank-1 profile→frontal and its probes (blank for a pair subset); rates in %."""
+    import pandas as pd
+
+    out = []
+    for name, r in results.items():
+        ff, fp = r["FF"], r["FP"]
+        out.append({"embedder": name, "CFP-FF acc %": 100 * ff["accuracy"], "± FF %": 100 * ff["accuracy_std"],
+                    "FF EER %": 100 * ff["eer"], "CFP-FP acc %": 100 * fp["accuracy"], "± FP %": 100 * fp["accuracy_std"],
+                    "FP EER %": 100 * fp["eer"], "FP AUC": fp["auc"], "FP TAR@FAR=1% %": 100 * fp["tar_at_far_1e-2"],
+                    "rank-1 profile→frontal %": 100 * r["rank1_profile_to_frontal"] if "rank1_probes" in r else None,
+                    "rank-1 probes": r.get("rank1_probes")})
+    return pd.DataFrame(out).astype({"rank-1 probes": "Int64"}) if out else pd.DataFrame(out)
+
+
+def bucket_table(rows: list) -> "pd.DataFrame":
+    """The per-|yaw|-bucket rows (fractions) as a table in %."""
+    import pandas as pd
+
+    return pd.DataFrame([{"embedder": r["embedder"], "view": r["view"], "|yaw| bucket": r["bucket"], "n": r["n"],
+                          "value %": 100 * r["value"]} for r in rows])
 
 
 if __name__ == "__main__":

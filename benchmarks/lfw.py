@@ -1,13 +1,15 @@
 """LFW 10-fold verification accuracy for each real embedder (pairs.txt; threshold from the other 9 folds).
 
     python benchmarks/lfw.py [--shared ../shared] [--embedders dlib_resnet mobilefacenet] [--detector retinaface] [--out results/lfw]
+
+Writes the result table as lfw.csv and lfw.md and the run record (lfw.json, runs.jsonl) to --out.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from _harness import parser, save_record, embed_paths, pair_scores, run_header, shared_root, weights_sha
+from _harness import parser, save_record, embed_paths, pair_scores, run_header, shared_root, weights_sha, write_table
 
 from pifr.eval.datasets import lfw_pairs
 from pifr.embedders import list_embedders
@@ -52,6 +54,13 @@ def dlib_chip_embeddings(paths, detector):
     return out
 
 
+def table_row(name: str, m: dict, missing: int, published_accuracy: str) -> dict:
+    """One row of the result table (rates in %)."""
+    return {"embedder": name, "accuracy %": 100 * m["accuracy"], "± %": 100 * m["accuracy_std"], "EER %": 100 * m["eer"],
+            "AUC": m["auc"], "TAR@FAR=1e-3 %": 100 * m["tar_at_far_1e-3"], "faces missing": missing,
+            "published": published_accuracy}
+
+
 def main() -> None:
     ap = parser(__doc__, "results/lfw")
     ap.add_argument("--pairs", default="pairs.txt", help="pairs.txt (report) or pairsDevTrain.txt (tune)")
@@ -65,9 +74,7 @@ def main() -> None:
     rec = run_header("lfw", str(lfw), weights_sha(args.embedders), split)
     rec.update(detector=args.detector, pairs=len(pairs))
     t0 = time.time()
-    results = {}
-    print("\n| embedder | accuracy % (mean ± std, 10-fold) | EER % | AUC | TAR@FAR=1e-3 | faces missing | published |")
-    print("|---|---|---|---|---|---|---|")
+    results, rows = {}, []
     for name in args.embedders:
         embs = embed_paths([p.a for p in pairs] + [p.b for p in pairs], name, args.detector, select="center")
         scores, missing = pair_scores(pairs, embs)
@@ -76,15 +83,15 @@ def main() -> None:
         m = verification_summary(scores, same, folds)
         m["pairs_with_missing_face"] = missing
         results[name] = m
-        print(f"| {name} | {100 * m['accuracy']:.2f} ± {100 * m['accuracy_std']:.2f} | {100 * m['eer']:.2f} | {m['auc']:.4f} | "
-              f"{100 * m['tar_at_far_1e-3']:.1f} | {missing} | {published(name)} (quoted) |")
+        rows.append(table_row(name, m, missing, published(name)))
     if args.dlib_chip:
         embs = dlib_chip_embeddings(sorted({str(x) for p in pairs for x in (p.a, p.b)}), args.detector)
         scores, missing = pair_scores(pairs, embs)
         m = verification_summary(scores, np.array([p.same for p in pairs]), np.array([p.fold for p in pairs]))
         results["dlib_resnet[dlib 5-pt chip]"] = m
-        print(f"| dlib_resnet, dlib's 5-point chip | {100 * m['accuracy']:.2f} ± {100 * m['accuracy_std']:.2f} | {100 * m['eer']:.2f} | "
-              f"{m['auc']:.4f} | {100 * m['tar_at_far_1e-3']:.1f} | {missing} | {published('dlib_resnet')} (quoted) |")
+        rows.append(table_row("dlib_resnet, dlib's 5-point chip", m, missing, published("dlib_resnet")))
+    write_table(rows, Path(args.out), "lfw", f"LFW {args.pairs}, 10 folds (± : sd over the folds; published: quoted)",
+                {"accuracy %": ".2f", "± %": ".2f", "EER %": ".2f", "AUC": ".4f"})
     rec.update(results=results, seconds=round(time.time() - t0, 1))
     save_record(Path(args.out), rec, "lfw")
 

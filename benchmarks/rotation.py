@@ -13,6 +13,7 @@ embedder's default threshold (does fusion move impostors?).
 Pose: pifr.estimate_yaw of rotate(frontal, Y) against Y, and of rotate(profile, 0).
 Fit: the fitted 68 landmarks against CFP's manual fiducials (--fit; see fit_error below).
 Speed: fit + render per face (median, one thread and the default).
+Each result table is printed and written to --out as rotation_*.csv (every digit) and .md.
 
     python benchmarks/rotation.py                      # everything, ~10 min on 2 cores
     python benchmarks/rotation.py --skip-recognition   # pose + speed only
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _harness import cache_dir, embed_paths, parser, run_header, save_record, shared_root, weights_sha
+from _harness import cache_dir, embed_paths, parser, run_header, save_record, shared_root, weights_sha, write_table
 from frontalization import IDS, cfp_hits, cmu_hits, cmu_summary, evaluate, policy, tuning_protocol
 from tqdm import tqdm
 
@@ -272,45 +273,29 @@ def main() -> None:
                 paired[name].update({"cfp, auto": r[k]["mcnemar"], "cmu, auto": asdict(mcnemar(raw_cmu[0], auto_cmu[0]))})
                 yaw_bins[name]["auto"] = by_yaw(of, gallery, probes, yaws)
             res[name] = r
-        print("\nCFP 351-400 (tuning split; a profile without a face found counts as a miss)\n\n"
-              "| embedder | method | rank-1 % | vs raw: gained / lost, p | FP acc % | FP EER % | TAR@FAR=1% | FAR / TAR % at the "
-              "embedder's threshold | FF acc % |\n|---|---|---|---|---|---|---|---|---|")
-        for name, r in res.items():
-            for m, v in r.items():
-                mc = v.get("mcnemar")
-                ft = v.get("far_tar_at_default")
-                print(f"| {name} | {m} | {100 * v['rank1']:.1f} | " + (f"+{mc['gained']} / −{mc['lost']}, {mc['p_value']:.3f}" if mc else "") +
-                      f" | {100 * v['fp_accuracy']:.2f} | {100 * v['fp_eer']:.2f} | {100 * v['fp_tar_at_far_1e-2']:.1f} | " +
-                      (f"{100 * ft[0]:.2f} / {100 * ft[1]:.1f}" if ft else "") + f" | {100 * v['ff_accuracy']:.2f} |")
-        print("\nRank-1 % by the profile's |yaw| (probes per bin)\n\n| embedder | method | " +
-              " | ".join(f"{lo}-{hi}°" for lo, hi in YAW_BINS) + " |\n|---|---|" + "---|" * len(YAW_BINS))
-        for name, r in yaw_bins.items():
-            for m, v in r.items():
-                print(f"| {name} | {m} | " + " | ".join(f"{100 * a:.1f} ({n})" for a, n in v.values()) + " |")
+        out = Path(args.out)
+        write_table(cfp_table(res), out, "rotation_cfp", "CFP 351-400 (tuning split; a profile without a face found "
+                    "counts as a miss; gained / lost / p: exact McNemar against raw, probe by probe; FAR / TAR: FP pairs "
+                    "at the embedder's threshold)", CFP_FORMAT)
+        write_table(yaw_bin_table(yaw_bins), out, "rotation_yaw_bins", "Rank-1 % by the profile's |yaw| (probes per bin)")
         print("\nChosen on CFP 351-400 (lowest McNemar p against raw):", chosen)
-        print("\nCMU Face Images (report only)\n\n| embedder | method | rank-1 % | probes | people |\n|---|---|---|---|---|")
-        for name, r in cmu_res.items():
-            for m, (acc, n, k) in r.items():
-                print(f"| {name} | {m} | {100 * acc:.1f} | {n} | {k} |")
-        print("\nChosen rule against raw, probe by probe (exact McNemar)\n\n| embedder | set | gained | lost | p |\n|---|---|---|---|---|")
-        for name, r in paired.items():
-            for where, c in r.items():
-                print(f"| {name} | {where} | {c['gained']} | {c['lost']} | {c['p_value']:.4f} |")
+        write_table(cmu_table(cmu_res), out, "rotation_cmu", "CMU Face Images (report only)")
+        write_table(paired_table(paired), out, "rotation_mcnemar", "Chosen rule against raw, probe by probe (exact McNemar)",
+                    {"p": ".4f"})
     fit_err = None
     if args.fit_ids:
         lo, hi = (int(v) for v in args.fit_ids.split("-"))
         fit_err = fit_figures(cfp, args.detector, range(lo, hi + 1))
-        print(f"\nLandmark error against CFP's manual fiducials (CFP {args.fit_ids}, frontal and profile 01-02; mean "
-              "point error / sqrt(w*h) of the fiducials' box, %; 8 points: eye corners, nose bridge and tip, mouth corner, "
-              "lips, chin)\n\n| 3D fit |yaw| | n | 3D fit mean | dlib 68 mean | 3D fit median | dlib 68 median |\n|---|---|---|---|---|---|")
-        for b, v in fit_err.items():
-            print(f"| {b}° | {v['n']} | {100 * v['fit3d']:.1f} | {100 * v['dlib68']:.1f} | {100 * v['fit3d_median']:.1f} | {100 * v['dlib68_median']:.1f} |")
+        write_table(fit_table(fit_err), Path(args.out), "rotation_fit_error",
+                    f"Landmark error against CFP's manual fiducials (CFP {args.fit_ids}, frontal and profile 01-02; mean "
+                    "point error / sqrt(w*h) of the fiducials' box, %; 8 points: eye corners, nose bridge and tip, mouth "
+                    "corner, lips, chin)")
     pose = back = None
     if args.pose_faces:
         pose, back = pose_figures(cfp, args.detector, args.pose_faces)
-        print("\nestimate_yaw(rotate(frontal, Y)) − Y on CFP 351-400 frontals\n\n| Y | n | bias ° | sd ° |\n|---|---|---|---|")
-        for t, v in pose.items():
-            print(f"| {t:+d} | {v['n']} | {v['bias']:+.1f} | {v['sd']:.1f} |")
+        write_table(pd_rows([{"Y °": t, "n": v["n"], "bias °": v["bias"], "sd °": v["sd"]} for t, v in pose.items()]),
+                    Path(args.out), "rotation_pose", "estimate_yaw(rotate(frontal, Y)) − Y on CFP 351-400 frontals",
+                    {"bias °": "+.1f"})
         print(f"\nrotate(profile, 0) on {back['n']} CFP 351-400 profiles: mean |yaw| {back['mean_abs_yaw_in']:.1f}° → "
               f"{back['mean_abs_yaw_out']:.1f}°; {100 * back['share_within_10']:.0f} % within ±10°")
     sp = speed(cfp, args.detector, args.speed_faces) if args.speed_faces else None
@@ -319,6 +304,63 @@ def main() -> None:
     rec.update(fit_error=fit_err, results=res, chosen=chosen, cmu=cmu_res, paired=paired, yaw_bins=yaw_bins, pose=pose, profile_to_frontal=back,
                speed=sp, seconds=round(time.time() - t0, 1))
     save_record(Path(args.out), rec, "rotation")
+
+
+#: Markdown float formats of :func:`cfp_table`'s columns (the rest: one decimal).
+CFP_FORMAT = {"p": ".3f", "FP acc %": ".2f", "FP EER %": ".2f", "FAR at threshold %": ".2f", "FF acc %": ".2f"}
+
+
+def pd_rows(rows):
+    """Dicts with the same keys, in column order, as a DataFrame."""
+    import pandas as pd
+
+    return pd.DataFrame(list(rows))
+
+
+def cfp_table(res):
+    """One row per embedder and method: rank-1, McNemar against raw (blank for raw and the plain
+    render), FP accuracy, EER and TAR at FAR 1 %, FAR / TAR at the embedder's threshold, FF accuracy; rates in %."""
+    rows = []
+    for name, r in res.items():
+        for m, v in r.items():
+            mc, ft = v.get("mcnemar") or {}, v.get("far_tar_at_default")
+            rows.append({"embedder": name, "method": m, "rank-1 %": 100 * v["rank1"], "gained": mc.get("gained"),
+                         "lost": mc.get("lost"), "p": mc.get("p_value"), "FP acc %": 100 * v["fp_accuracy"],
+                         "FP EER %": 100 * v["fp_eer"], "TAR@FAR=1% %": 100 * v["fp_tar_at_far_1e-2"],
+                         "FAR at threshold %": 100 * ft[0] if ft else None, "TAR at threshold %": 100 * ft[1] if ft else None,
+                         "FF acc %": 100 * v["ff_accuracy"]})
+    return pd_rows(rows).astype({"gained": "Int64", "lost": "Int64"}) if rows else pd_rows(rows)
+
+
+def yaw_bin_table(yaw_bins):
+    """One row per embedder and method: rank-1 % and probes in each |yaw| bin of :data:`YAW_BINS`."""
+    rows = []
+    for name, r in yaw_bins.items():
+        for m, v in r.items():
+            row = {"embedder": name, "method": m}
+            for b, (acc, n) in v.items():
+                row.update({f"{b}° %": 100 * acc, f"{b}° n": n})
+            rows.append(row)
+    return pd_rows(rows)
+
+
+def cmu_table(cmu_res):
+    """One row per embedder and method on CMU: rank-1 %, probes, people."""
+    return pd_rows({"embedder": name, "method": m, "rank-1 %": 100 * acc, "probes": n, "people": k}
+                   for name, r in cmu_res.items() for m, (acc, n, k) in r.items())
+
+
+def paired_table(paired):
+    """The chosen (and library) rules against raw, probe by probe: gained, lost, exact McNemar p."""
+    return pd_rows({"embedder": name, "set": where, "gained": c["gained"], "lost": c["lost"], "p": c["p_value"]}
+                   for name, r in paired.items() for where, c in r.items())
+
+
+def fit_table(fit_err):
+    """Landmark error (%) of the 3D fit and of dlib's 68 points, by the fit's |yaw| bin."""
+    return pd_rows({"3D fit |yaw|": f"{b}°", "n": v["n"], "3D fit mean %": 100 * v["fit3d"], "dlib 68 mean %": 100 * v["dlib68"],
+                    "3D fit median %": 100 * v["fit3d_median"], "dlib 68 median %": 100 * v["dlib68_median"]}
+                   for b, v in fit_err.items())
 
 
 if __name__ == "__main__":

@@ -1,41 +1,68 @@
-"""Evaluation metrics on similarity scores (higher = more alike). Pure numpy."""
+"""Evaluation metrics on similarity scores (higher = more alike).
+
+ROC and AUC come from scikit-learn (``pip install 'pifr[eval]'``); kept here is what it lacks: the
+EER interpolated on its curve, TAR at a FAR, the best accuracy threshold, k-fold accuracy, rank-1
+and the exact McNemar test (numpy). scikit-learn is imported on first use, so the pure-numpy
+functions (e.g. :func:`mcnemar`, which training validation uses) work without it.
+"""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 
+from ..errors import DependencyError
 
-def roc(scores: np.ndarray, same: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ROC over every distinct threshold.
+#: How to install what the ROC metrics need.
+INSTALL_HINT = "pip install 'pifr[eval]' (or: pip install scikit-learn)"
 
-    Returns:
-        ``(far, tar, thresholds)``: false-accept rate, true-accept rate, and the threshold
-        (accept if score ≥ threshold) at each point, FAR increasing.
-    """
+
+def _sklearn_metrics() -> Any:
+    """``sklearn.metrics``, or DependencyError naming the install command."""
+    try:
+        from sklearn import metrics
+    except ImportError as e:
+        raise DependencyError(f"pifr.eval's ROC metrics need scikit-learn, which is not installed: {INSTALL_HINT}") from e
+    return metrics
+
+
+def _checked(scores: np.ndarray, same: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Scores as float64 and labels as bool, equal-length 1-D, with both classes present
+    (scikit-learn only warns and returns NaN for one class). Raises ValueError."""
     s = np.asarray(scores, np.float64)
     y = np.asarray(same, bool)
     if s.shape != y.shape or s.ndim != 1:
         raise ValueError(f"scores and labels must be equal-length 1-D arrays, got {s.shape} and {y.shape}")
-    npos, nneg = int(y.sum()), int((~y).sum())
-    if npos == 0 or nneg == 0:
+    if y.all() or not y.any():
         raise ValueError("need both genuine and impostor pairs")
-    order = np.argsort(-s, kind="mergesort")
-    s, y = s[order], y[order]
-    tp = np.cumsum(y)
-    fp = np.cumsum(~y)
-    last = np.r_[np.diff(s) != 0, True]  # one point per distinct score
-    far = np.r_[0.0, fp[last] / nneg]
-    tar = np.r_[0.0, tp[last] / npos]
-    thr = np.r_[np.inf, s[last]]
+    return s, y
+
+
+def roc(scores: np.ndarray, same: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC over every distinct threshold (``sklearn.metrics.roc_curve``, no point dropped).
+
+    Args:
+        scores: ``(N,)`` similarities; same: ``(N,)`` bool, True for a genuine pair.
+
+    Returns:
+        ``(far, tar, thresholds)``: false-accept rate, true-accept rate, and the threshold
+        (accept if score ≥ threshold) at each point, FAR increasing; the first point is
+        ``(0, 0, inf)``.
+
+    Raises:
+        ValueError: shapes differ, or only one kind of pair. DependencyError: no scikit-learn.
+    """
+    s, y = _checked(scores, same)
+    far, tar, thr = _sklearn_metrics().roc_curve(y, s, drop_intermediate=False)  # thr[0] = inf since 1.3
     return far, tar, thr
 
 
 def auc(scores: np.ndarray, same: np.ndarray) -> float:
-    far, tar, _ = roc(scores, same)
-    return float(np.trapezoid(tar, far))
+    """Area under the ROC (``sklearn.metrics.roc_auc_score``). Raises as :func:`roc`."""
+    s, y = _checked(scores, same)
+    return float(_sklearn_metrics().roc_auc_score(y, s))
 
 
 def eer(scores: np.ndarray, same: np.ndarray) -> float:

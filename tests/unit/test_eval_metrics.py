@@ -21,11 +21,87 @@ def test_auc_matches_sklearn(data):
     assert auc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-9)
 
 
+def test_auc_is_the_chance_a_genuine_pair_outscores_an_impostor():
+    """Independent of scikit-learn: AUC = P(genuine > impostor) + P(tie) / 2, counted over every
+    pair (scores rounded so that ties occur)."""
+    rng = np.random.default_rng(5)
+    same = rng.random(600) < 0.4
+    s = np.round(rng.normal(0, 1, 600) + 1.2 * same, 1)
+    g, i = s[same][:, None], s[~same][None, :]
+    assert auc(s, same) == pytest.approx(np.mean(g > i) + 0.5 * np.mean(g == i), abs=1e-12)
+
+
+def test_roc_counts_the_accepts_at_every_distinct_threshold():
+    """Each ROC point is (share of impostors, share of genuine pairs) scoring ≥ its threshold,
+    one point per distinct score after (0, 0, inf), FAR increasing; one kind of pair is refused."""
+    from pifr.eval.metrics import roc
+
+    rng = np.random.default_rng(6)
+    same = rng.random(300) < 0.5
+    s = np.round(rng.normal(0, 1, 300) + same, 1)
+    far, tar, thr = roc(s, same)
+    assert (far[0], tar[0], thr[0]) == (0.0, 0.0, np.inf)
+    assert thr[1:].tolist() == sorted(set(s.tolist()), reverse=True)
+    assert np.allclose(far[1:], [np.mean(s[~same] >= t) for t in thr[1:]], atol=1e-12)
+    assert np.allclose(tar[1:], [np.mean(s[same] >= t) for t in thr[1:]], atol=1e-12)
+    assert np.all(np.diff(far) >= 0)
+    with pytest.raises(ValueError):
+        roc(s, np.ones(300, bool))
+    with pytest.raises(ValueError):
+        roc(s[:5], same)
+
+
+def test_roc_metrics_without_scikit_learn_name_the_install_command(monkeypatch):
+    """scikit-learn is the eval extra's: without it the ROC metrics raise DependencyError with the
+    command to install it, and the pure-numpy metrics (McNemar, used by training) still work."""
+    import builtins
+
+    from pifr.errors import DependencyError
+
+    real_import = builtins.__import__
+
+    def no_sklearn(name, *a, **kw):
+        if name == "sklearn" or name.startswith("sklearn."):
+            raise ImportError("no scikit-learn here")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_sklearn)
+    for metric in (auc, eer):
+        with pytest.raises(DependencyError, match=r"pip install 'pifr\[eval\]'"):
+            metric(np.array([0.1, 0.9]), np.array([False, True]))
+    assert mcnemar([True, False], [True, True]).gained == 1
+
+
 def test_eer_matches_roc_crossing(data):
     s, y = data
     fpr, tpr, _ = roc_curve(y, s)
     i = np.argmin(np.abs(fpr - (1 - tpr)))
     assert eer(s, y) == pytest.approx((fpr[i] + 1 - tpr[i]) / 2, abs=0.01)
+
+
+def test_eer_is_where_the_error_rates_cross():
+    """Independent of any ROC code: at the EER the share of impostors accepted and of genuine
+    pairs refused meet; between two neighbouring thresholds the interpolated EER lies between them."""
+    rng = np.random.default_rng(7)
+    same = rng.random(4000) < 0.5
+    s = rng.normal(0, 1, 4000) + 1.5 * same
+    e = eer(s, same)
+    ts = np.sort(np.unique(s))
+    far = np.array([np.mean(s[~same] >= t) for t in ts])
+    frr = np.array([np.mean(s[same] < t) for t in ts])
+    j = int(np.argmax(far <= frr))  # first threshold (ascending) where FAR has fallen to FRR
+    # Interpolated between thresholds j - 1 and j, the EER is both a FAR and an FRR of that step.
+    assert max(far[j], frr[j - 1]) - 1e-12 <= e <= min(far[j - 1], frr[j]) + 1e-12
+    assert 0.2 < e < 0.3  # two unit normals 1.5 apart cross at Φ(−0.75) ≈ 0.227
+
+
+def test_eer_and_tar_at_far_by_hand():
+    """A genuine pair and an impostor tie at 0.5: the ROC steps diagonally from (FAR 0, FRR 1/2)
+    to (1/2, 0), so the rates cross halfway, at 1/4; at FAR ≤ 1/4 only the 0.9 threshold is allowed."""
+    s = np.array([0.9, 0.5, 0.5, 0.1])
+    y = np.array([True, True, False, False])
+    assert eer(s, y) == pytest.approx(0.25, abs=1e-12)
+    assert tar_at_far(s, y, 0.25) == (0.5, 0.9) and tar_at_far(s, y, 0.5) == (1.0, 0.5)
 
 
 def test_tar_at_far_respects_the_far(data):
