@@ -4,6 +4,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 here = Path(__file__).parent
+SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "prometheus-client>=0.20", "psycopg[binary]>=3.1"]
 
 setup(
     name="pifr",
@@ -15,7 +16,7 @@ setup(
     packages=find_packages(include=["pifr", "pifr.*"]) + ["pifr_weights"],
     # weights/ is installed as the package `pifr_weights` (the registry's last search location).
     package_dir={"pifr_weights": "weights"},
-    package_data={"pifr": ["py.typed", "data/*.json"], "pifr_weights": ["manifest.json", "*.safetensors"]},
+    package_data={"pifr": ["py.typed", "data/*.json", "service/static/*"], "pifr_weights": ["manifest.json", "*.safetensors"]},
     install_requires=[
         # Exact pins: the machines we run on cap torch at 2.14.1, and facenet-pytorch 2.5.3 is the
         # newest release that accepts it (newer ones pin old torch). torchvision is not imported by
@@ -43,7 +44,11 @@ setup(
     # faiss: exact search for galleries above pifr.gallery.FAISS_MIN_TEMPLATES (numpy otherwise).
     # test: the README's test command (scikit-learn: the metrics are checked against it; onnx: the ONNX
     # embedder tests export pifr's own networks with torch.onnx).
-    extras_require={"test": ["pytest>=7", "scikit-learn>=1.3", "onnx>=1.15"], "faiss": ["faiss-cpu>=1.7"]},
+    # serve: `pifr serve` (FastAPI app on uvicorn; python-multipart parses the image uploads;
+    # psycopg for a PostgreSQL gallery). test also brings httpx (FastAPI's TestClient and the service
+    # benchmark) and selenium (the page's browser test; Chromium itself comes from .ci/run).
+    extras_require={"test": ["pytest>=7", "scikit-learn>=1.3", "onnx>=1.15", *SERVE, "httpx>=0.27", "selenium>=4.20"],
+                    "serve": SERVE, "faiss": ["faiss-cpu>=1.7"]},
     entry_points={"console_scripts": ["pifr=pifr.cli:main", "pifr-train=pifr.train.loop:main"]},
     license="MIT",
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Image Recognition"],
