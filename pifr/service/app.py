@@ -152,7 +152,9 @@ def open_store(gallery: str, far: float, embedder: Optional[str] = None, poll_s:
     """A :class:`~pifr.service.store.FileStore` for a path, a
     :class:`~pifr.service.postgres.PostgresStore` for a ``postgresql://`` URL."""
     if gallery.startswith(("postgresql://", "postgres://")):
-        raise E.InvalidArgumentError("a PostgreSQL gallery is not supported by this version")
+        from .postgres import PostgresStore
+
+        return PostgresStore(gallery, far, embedder, poll_s=poll_s)
     return FileStore(gallery, far, embedder)
 
 

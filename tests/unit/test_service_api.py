@@ -294,7 +294,7 @@ def test_openapi_and_page(tmp_path):
     assert "multipart/form-data" in paths["/v1/identify"]["post"]["requestBody"]["content"]
     assert c.get("/docs").status_code == 200
     page = c.get("/")
-    assert page.status_code == 200 and "/v1/identify" in page.text
+    assert page.status_code == 200 and "v1/identify" in page.text and 'id="decision"' in page.text
 
 
 def test_real_models_on_the_shipped_photos(tmp_path):
