@@ -292,7 +292,8 @@ def create_app(config: ServiceConfig, *, recogniser: Any = None, store: Optional
             store.snapshot()
         except E.PifrError as e:
             raise ApiError(503, "GalleryUnavailable", f"{type(e).__name__}: {e}") from e
-        return {"status": "ok", "workers": pool.workers, "queue": pool.limit - pool.workers}
+        return {"status": "ok", "workers": pool.workers, "threads_per_worker": config.n_threads,
+                "queue": pool.limit - pool.workers}
 
     @app.get("/metrics", tags=["ops"], response_class=Response)
     def metrics_text(who: Principal = Depends(need("recognize"))) -> Response:

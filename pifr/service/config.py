@@ -107,7 +107,8 @@ class ServiceConfig:
         max_pixels: images with more pixels are answered 413 (pifr.image's guard).
         workers: recognition threads (default: the cores); ``threads``: torch / onnxruntime
             intra-op threads each (default: cores // workers, at least 1).
-        queue: requests that may wait for a worker beyond those running; more are answered 503.
+        queue: requests that may wait for a worker beyond those running (default max(32, 4 × workers));
+            more are answered 503 with Retry-After.
         audit_log: JSON-lines audit file (``None``: beside the gallery file, or ``pifr-audit.jsonl``).
         audit_max_mb / audit_backups: size-based rotation of the audit log.
         keep_probes: a folder to keep each decision's probe images in (default: none kept).
@@ -158,7 +159,8 @@ class ServiceConfig:
 
     @property
     def n_queue(self) -> int:
-        return self.queue or 4 * self.n_workers
+        # Enough for a few dozen waiting clients (a second or two of work on 2 cores), still bounded.
+        return self.queue or max(32, 4 * self.n_workers)
 
     @property
     def is_postgres(self) -> bool:

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=int, default=None, help="largest image in pixels (default pifr.image.MAX_PIXELS)")
     p.add_argument("--workers", type=int, default=0, help="recognition threads (default: the cores)")
     p.add_argument("--threads", type=int, default=0, help="torch/onnxruntime threads per worker (default cores // workers)")
-    p.add_argument("--queue", type=int, default=0, help="requests that may wait for a worker (default 4 × workers)")
+    p.add_argument("--queue", type=int, default=0, help="requests that may wait for a worker; more get 503 (default max(32, 4 × workers))")
     p.add_argument("--audit-log", default=None, help="JSON-lines audit file (default <gallery>.audit.jsonl)")
     p.add_argument("--audit-max-mb", type=float, default=50.0, help="rotate the audit log at this size (default 50)")
     p.add_argument("--keep-probes", default=None, metavar="DIR", help="keep each decision's probe images in DIR")
