@@ -172,7 +172,7 @@ def two_servers_enrolling(lfw: Path, tmp: Path, n_people: int, clients: int) -> 
 
     gallery = str(tmp / "concurrent.gallery")
     ppl = people(lfw, n_people, skip=1000)  # others than phase 1's
-    servers = [Server(gallery, tmp / f"enrol{i}.log", "--workers", "1") for i in range(2)]
+    servers = [Server(gallery, tmp / f"enrol{i}.log", "--workers", "1", "--threads", "1") for i in range(2)]
     status: Dict[str, int] = {}
     lock = threading.Lock()
     t0 = time.perf_counter()

@@ -30,8 +30,8 @@ def subjects(url):
 def test_two_servers_on_one_file_enrolling_at_once_lose_nothing(lfw, tmp_path):
     people = lfw_people(lfw, 24, photos=2)
     gallery = str(tmp_path / "staff.gallery")
-    with Server(gallery, tmp_path, "--workers", "1", name="a") as a, \
-            Server(gallery, tmp_path, "--workers", "1", name="b") as b:
+    with Server(gallery, tmp_path, "--workers", "1", "--threads", "1", name="a") as a, \
+            Server(gallery, tmp_path, "--workers", "1", "--threads", "1", name="b") as b:
         ok, errors = [], []
 
         def client(k):
