@@ -344,7 +344,7 @@ def create_app(config: ServiceConfig, *, recogniser: Any = None, store: Optional
     @app.delete("/v1/subjects/{name}", tags=["subjects"])
     async def delete(name: str, request: Request, who: Principal = Depends(need("admin"))) -> dict:
         """Remove every template of ``name`` (admin); 404 when unknown."""
-        n = await run_in_threadpool(store.remove_subject, name)
+        n = await run_in_threadpool(store.remove_subject, unicodedata.normalize("NFC", name))
         if n == 0:
             raise ApiError(404, "UnknownSubject", f"no subject {name[:NAME_MAX]!r} is enrolled")
         audit.write("delete", request.state.request_id, who.name, subject=name, removed=n)

@@ -312,3 +312,17 @@ def test_real_models_on_the_shipped_photos(tmp_path):
     r = c.post("/v1/verify", headers=H(RECO), files=[("a", ("a.png", (EXAMPLES / "night_frontal.png").read_bytes())),
                                                      ("b", ("b.png", (EXAMPLES / "night_turned.png").read_bytes()))])
     assert r.json()["same"] is True and set(r.json()) >= {"score", "threshold", "yaw", "faces"}
+
+
+def test_workers_times_threads_never_exceed_the_cores(monkeypatch):
+    from pifr.service import config as C
+
+    for cores in (1, 2, 16):
+        monkeypatch.setattr(C, "default_workers", lambda cores=cores: cores)
+        for workers in (0, 1, 2, 3, cores):
+            cfg = ServiceConfig(gallery="g", api_keys=KEYS, workers=workers)
+            assert cfg.n_workers >= 1 and cfg.n_threads >= 1
+            assert cfg.n_workers * cfg.n_threads <= max(cores, cfg.n_workers)
+        assert ServiceConfig(gallery="g", api_keys=KEYS).n_threads == 1  # default: a worker per core
+    assert C.is_loopback("127.0.0.1") and C.is_loopback("::1") and C.is_loopback("localhost")
+    assert not C.is_loopback("0.0.0.0") and not C.is_loopback("10.0.0.1") and not C.is_loopback("example.org")
