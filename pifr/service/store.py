@@ -13,6 +13,7 @@ re-embedding them.
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import os
 import threading
@@ -144,7 +145,22 @@ class FileStore(Store):
         self._lock = threading.Lock()
         self._version: Hashable = None
         self._snap: Optional[Gallery] = None
+        self._sweep()
         self.snapshot()  # a bad file fails at start, not at the first request
+
+    def _sweep(self) -> None:
+        """Remove temporary files that a writer killed mid-save left (``Gallery.save`` names them
+        ``.<name>.<pid>.<thread>.tmp``; only those of processes no longer running here)."""
+        for tmp in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            try:
+                pid = int(tmp.name[len(self.path.name) + 2:].split(".")[0])
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                    log.info("removed %s, left by a writer that died mid-save", tmp)
+            except (ValueError, PermissionError):
+                continue
 
     def version(self) -> Hashable:
         try:

@@ -78,3 +78,19 @@ def test_empty_like_keeps_policy_and_fixed_threshold():
     assert (e.threshold, e.threshold_source, e.frontalize, e.embedder) == (0.5, "fixed", "never", g.embedder)
     r = append_templates(e, "x", _templates(e.dim, 3, 2) + _templates(e.dim, 3, 1))
     assert (r.added, r.duplicates) == (2, (0,)) and e.templates == 2
+
+
+def test_a_store_removes_temporary_files_of_dead_writers_only(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    left = tmp_path / f".g.gallery.{dead_pid}.123.tmp"
+    mine = tmp_path / f".g.gallery.{os.getpid()}.456.tmp"
+    other = tmp_path / ".other.gallery.1.1.tmp"
+    for p in (left, mine, other):
+        p.write_bytes(b"partial")
+    FileStore(tmp_path / "g.gallery", 0.01)
+    assert not left.exists() and mine.exists() and other.exists()
