@@ -326,3 +326,18 @@ def test_workers_times_threads_never_exceed_the_cores(monkeypatch):
         assert ServiceConfig(gallery="g", api_keys=KEYS).n_threads == 1  # default: a worker per core
     assert C.is_loopback("127.0.0.1") and C.is_loopback("::1") and C.is_loopback("localhost")
     assert not C.is_loopback("0.0.0.0") and not C.is_loopback("10.0.0.1") and not C.is_loopback("example.org")
+
+
+def test_a_gallery_with_a_fixed_threshold_keeps_it_and_says_so(tmp_path):
+    from pifr.gallery import Gallery
+
+    Gallery(threshold=0.5).save(tmp_path / "g.gallery")
+    _, c = make(tmp_path)
+    c.post("/v1/subjects/ann/faces", files=files(png()), headers=H(ADMIN))
+    r = c.post("/v1/identify", files=files(png()), headers=H(RECO)).json()
+    assert (r["threshold"], r["threshold_source"], r["far"], r["decision"]) == (0.5, "fixed", None, "accept")
+    # Changed by another process while the server runs: picked up at the next request.
+    with Gallery.edit(tmp_path / "g.gallery") as g:
+        g.threshold = None
+    r = c.post("/v1/identify", files=files(png()), headers=H(RECO)).json()
+    assert (r["threshold_source"], r["far"]) == ("default", 0.01) and r["threshold"] > 0.5
