@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import threading
+import warnings
 from urllib.parse import quote
 
 import numpy as np
@@ -14,7 +15,9 @@ import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
-from starlette.testclient import TestClient  # noqa: E402
+with warnings.catch_warnings():  # newer Starlette prefers httpx2 for its TestClient; httpx works the same
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pifr.errors import InvalidArgumentError, NoFaceError  # noqa: E402
