@@ -60,10 +60,10 @@ class Recogniser:
 
     def warm(self, like: Gallery) -> None:
         """Load every model once before serving (the first request would otherwise pay for it)."""
-        from ..detection import get_detector
+        from ..detection import DEFAULT_DETECTOR, get_detector
         from ..embedders import get_embedder
 
-        get_detector(like.detector or "retinaface")
+        get_detector(like.detector or DEFAULT_DETECTOR)
         get_embedder(like.embedder)
 
     def templates(self, like: Gallery, name: str, images: Sequence[np.ndarray]
@@ -89,9 +89,9 @@ class Recogniser:
 
     def identify(self, g: Gallery, images: Sequence[np.ndarray]) -> Dict[str, Any]:
         """The decision on one door event: see :func:`choose_probe` and :func:`decision_record`."""
-        from ..detection import detect
+        from ..detection import DEFAULT_DETECTOR, detect
 
-        faces = [detect(arr, detector=g.detector or "retinaface") for arr in images]
+        faces = [detect(arr, detector=g.detector or DEFAULT_DETECTOR) for arr in images]
         chosen = choose_probe(faces)
         if chosen is None:
             raise NoFaceError(f"no face found in {'the image' if len(images) == 1 else f'any of the {len(images)} images'}")

@@ -344,3 +344,16 @@ def test_a_gallery_with_a_fixed_threshold_keeps_it_and_says_so(tmp_path):
         g.threshold = None
     r = c.post("/v1/identify", files=files(png()), headers=H(RECO)).json()
     assert (r["threshold_source"], r["far"]) == ("default", 0.01) and r["threshold"] > 0.5
+
+
+def test_choose_probe_takes_the_best_scored_largest_face_over_all_images():
+    from pifr.service.recognizer import choose_probe
+    from pifr.types import Face
+
+    def face(x2, score):
+        return Face(bbox=np.array([0, 0, x2, x2], np.float32), score=score, landmarks=np.zeros((5, 2), np.float32))
+
+    small_sure, big_sure, big_doubtful = face(20, 0.99), face(60, 0.98), face(70, 0.3)
+    assert choose_probe([]) is None and choose_probe([[], []]) is None
+    i, f = choose_probe([[small_sure], [big_doubtful, big_sure], []])
+    assert i == 1 and f is big_sure
