@@ -312,6 +312,13 @@ def test_real_models_on_the_shipped_photos(tmp_path):
     assert len(r["faces"]) == 1 and abs(r["faces"][0]["yaw"]) > 30
     r = c.post("/v1/identify", headers=H(RECO), files=files((EXAMPLES / "phoebe_frontal.png").read_bytes())).json()
     assert r["decision"] == "reject" and r["subject"] is None
+    # One door event of two photos: every face is listed, the one decided on is marked.
+    r = c.post("/v1/identify", headers=H(RECO), files=files((EXAMPLES / "phoebe_frontal.png").read_bytes(),
+                                                            (EXAMPLES / "mitchell_turned.png").read_bytes())).json()
+    assert sorted(f["image"] for f in r["faces"]) == [0, 1] and sum(f["used"] for f in r["faces"]) == 1
+    assert r["policy"] == POLICY_BEST_FACE and r["decision"] in ("accept", "reject")
+    used = next(f for f in r["faces"] if f["used"])
+    assert (r["decision"] == "accept") == (used["image"] == 1)  # Mitchell's face accepted, Phoebe's not
     r = c.post("/v1/verify", headers=H(RECO), files=[("a", ("a.png", (EXAMPLES / "night_frontal.png").read_bytes())),
                                                      ("b", ("b.png", (EXAMPLES / "night_turned.png").read_bytes()))])
     assert r.json()["same"] is True and set(r.json()) >= {"score", "threshold", "yaw", "faces"}
