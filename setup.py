@@ -5,6 +5,7 @@ from setuptools import find_packages, setup
 
 here = Path(__file__).parent
 EVAL = ["scikit-learn>=1.3", "pandas>=2.0", "tabulate>=0.9"]
+SERVE = ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "prometheus-client>=0.20", "psycopg[binary]>=3.1"]
 
 setup(
     name="pifr",
@@ -16,7 +17,7 @@ setup(
     packages=find_packages(include=["pifr", "pifr.*"]) + ["pifr_weights"],
     # weights/ is installed as the package `pifr_weights` (the registry's last search location).
     package_dir={"pifr_weights": "weights"},
-    package_data={"pifr": ["py.typed", "data/*.json"], "pifr_weights": ["manifest.json", "*.safetensors"]},
+    package_data={"pifr": ["py.typed", "data/*.json", "service/static/*"], "pifr_weights": ["manifest.json", "*.safetensors"]},
     install_requires=[
         # Exact pins: the machines we run on cap torch at 2.14.1, and facenet-pytorch 2.5.3 is the
         # newest release that accepts it (newer ones pin old torch). torchvision is not imported by
@@ -45,8 +46,12 @@ setup(
     # DataFrame.to_markdown).
     # faiss: exact search for galleries above pifr.gallery.FAISS_MIN_TEMPLATES (numpy otherwise).
     # test: the README's test command, the eval extra included (onnx: the ONNX embedder tests export
-    # pifr's own networks with torch.onnx).
-    extras_require={"eval": EVAL, "test": ["pytest>=7", "onnx>=1.15", *EVAL], "faiss": ["faiss-cpu>=1.7"]},
+    # pifr's own networks with torch.onnx), the serve extra, httpx (FastAPI's TestClient and the
+    # service benchmark) and selenium (the page's browser test; Chromium itself comes from .ci/run).
+    # serve: `pifr serve` (FastAPI app on uvicorn; python-multipart parses the image uploads;
+    # psycopg for a PostgreSQL gallery).
+    extras_require={"eval": EVAL, "serve": SERVE, "faiss": ["faiss-cpu>=1.7"],
+                    "test": ["pytest>=7", "onnx>=1.15", *EVAL, *SERVE, "httpx>=0.27", "selenium>=4.20"]},
     entry_points={"console_scripts": ["pifr=pifr.cli:main", "pifr-train=pifr.train.loop:main"]},
     license="MIT",
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Image Recognition"],

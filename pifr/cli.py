@@ -289,6 +289,12 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .service.server import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pifr", description="Pose-invariant face recognition.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -379,6 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
     gr.add_argument("--gallery", required=True)
     gr.add_argument("names", nargs="+")
     gr.set_defaults(func=_cmd_gallery)
+
+    from .service.server import add_arguments as _serve_arguments  # stdlib only: FastAPI loads in _cmd_serve
+
+    sv = sub.add_parser("serve", help="HTTP access-control service on a gallery (docs/service.md; needs pifr[serve])")
+    _serve_arguments(sv)
+    sv.set_defaults(func=_cmd_serve)
 
     m = sub.add_parser("models", help="registered embedders and detectors, and whether their weights are here")
     m.set_defaults(func=_cmd_models)
