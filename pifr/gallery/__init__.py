@@ -333,9 +333,10 @@ class Gallery:
             index = self._search.index(self._emb, use_faiss=len(labels) >= FAISS_MIN_TEMPLATES)
         return [Match(n, s, None if thr is None else s >= thr) for n, s in nearest_identities(index, labels, qv.reshape(-1), k)]
 
-    def _probe(self, img: Union[ImageLike, Sequence[Any]]) -> Tuple[np.ndarray, float]:
-        """``(unit embedding, threshold shift)`` of a probe: one image, or a list of one person's
-        frames (images or ``(image, Face)`` pairs) pooled as one event."""
+    def probe_embedding(self, img: Union[ImageLike, Sequence[Any]]) -> Tuple[np.ndarray, float]:
+        """``(unit (dim,) embedding, threshold shift)`` of a probe as :meth:`identify` makes it: one
+        image, or a list of one person's frames (images or ``(image, Face)`` pairs) pooled as one
+        event; pass both to :meth:`search_embedding`."""
         if isinstance(img, (list, tuple)):
             v, shift, _ = embed_event(img, self.frontalize, self._view_policy(), self.detector, self._device)
             return v, shift
@@ -356,7 +357,7 @@ class Gallery:
         _check_k(k)
         if not self._labels:
             raise GalleryError("the gallery is empty: enroll someone first")
-        v, shift = self._probe(img)
+        v, shift = self.probe_embedding(img)
         return self.search_embedding(v, k, threshold_shift=shift)
 
     def identify_face(self, img: ImageLike, face: Face, k: int = 1) -> List[Match]:
@@ -382,7 +383,7 @@ class Gallery:
             if not sel:
                 raise GalleryError(f"identity {identity!r} is not enrolled")
             emb = self._emb[sel]
-        v, shift = self._probe(img)
+        v, shift = self.probe_embedding(img)
         s = float((emb @ v).max())
         try:
             return Match(identity, s, s >= self.threshold + shift)

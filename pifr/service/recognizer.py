@@ -17,24 +17,20 @@ from .store import Template, empty_like
 
 log = logging.getLogger("pifr.service")
 
-#: How a door event of several images is decided until pooled multi-image identification lands in
-#: Gallery (then: one call with every image). Reported in each identify response.
-POLICY_BEST_FACE = ("best-face: the one face with the highest detection score x box area over all images "
-                    "is identified (pooled multi-image decisions are not used yet)")
+#: How a door event is decided. Reported in each identify response.
+POLICY_POOLED = ("pooled: in each image the face with the highest detection score x box area; their embeddings "
+                 "pooled (weighted by how frontal each is) into one probe, decided once at the threshold plus "
+                 "the shift measured for pooled probes when two or more are pooled")
 
 
-def choose_probe(faces: Sequence[Sequence[Face]]) -> Optional[Tuple[int, Face]]:
-    """The face a door event is decided on: over every image's faces, the highest detection
-    score × box area (a sharp, near face beats a small or doubtful one). ``None`` without faces.
-
-    Kept alone so that pooled multi-image identification can replace it in one place."""
-    best, key = None, -1.0
+def choose_faces(faces: Sequence[Sequence[Face]]) -> List[Tuple[int, Face]]:
+    """The face of each image a door event is decided on: its highest detection score × box area
+    (a sharp, near face beats a small or doubtful one); images without a face give none."""
+    out = []
     for i, fs in enumerate(faces):
-        for f in fs:
-            k = float(f.score) * float(f.width) * float(f.height)
-            if k > key:
-                best, key = (i, f), k
-    return best
+        if fs:
+            out.append((i, max(fs, key=lambda f: float(f.score) * float(f.width) * float(f.height))))
+    return out
 
 
 def face_record(f: Face, image: int, used: bool) -> Dict[str, Any]:
@@ -88,22 +84,22 @@ class Recogniser:
         return out, rejected
 
     def identify(self, g: Gallery, images: Sequence[np.ndarray]) -> Dict[str, Any]:
-        """The decision on one door event: see :func:`choose_probe` and :func:`decision_record`."""
+        """The decision on one door event: see :func:`choose_faces` and :func:`decision_record`."""
         from ..detection import DEFAULT_DETECTOR, detect
 
         faces = [detect(arr, detector=g.detector or DEFAULT_DETECTOR) for arr in images]
-        chosen = choose_probe(faces)
-        if chosen is None:
+        chosen = choose_faces(faces)
+        if not chosen:
             raise NoFaceError(f"no face found in {'the image' if len(images) == 1 else f'any of the {len(images)} images'}")
-        i, face = chosen
         score, subject, shift = None, None, 0.0
         if g.templates:
-            vs, shift, _ = g._embed_face(images[i], face)
-            m = g.search_embedding(vs[0], 1, threshold_shift=shift)[0]
+            v, shift = g.probe_embedding([(images[i], f) for i, f in chosen])
+            m = g.search_embedding(v, 1, threshold_shift=shift)[0]
             score, subject = m.score, str(m.identity)
         out = decision_record(g, score, subject, shift)
-        out["faces"] = [face_record(f, j, j == i and f is face) for j, fs in enumerate(faces) for f in fs]
-        out["policy"] = POLICY_BEST_FACE
+        used = {(i, id(f)) for i, f in chosen}
+        out["faces"] = [face_record(f, j, (j, id(f)) in used) for j, fs in enumerate(faces) for f in fs]
+        out["policy"] = POLICY_POOLED
         return out
 
     def verify(self, a: np.ndarray, b: np.ndarray, like: Gallery) -> Dict[str, Any]:
