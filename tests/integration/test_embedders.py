@@ -108,4 +108,4 @@ def test_sface_matches_opencvs_reference(shared, lfw):
     x = torch.from_numpy(crops.astype(np.float32)).permute(0, 3, 1, 2)
     wrong = emb.module((x - 127.5) / 127.5).detach().numpy()  # insightface's (x − 127.5) / 127.5 before the network
     wrong /= np.linalg.norm(wrong, axis=1, keepdims=True)
-    assert (wrong * ref).sum(1).mean() < 0.9
+    assert np.abs((wrong * ref).sum(1)).max() < 0.3  # measured −0.05…0.09: unrelated vectors
