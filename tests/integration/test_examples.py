@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -9,6 +10,9 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
+
+# The scripts import this tree's pifr (the test's), not whichever one is installed.
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 @pytest.mark.parametrize("policy", [None, "never"])
@@ -35,7 +39,7 @@ def test_access_control_on_a_video(lfw, tmp_path, policy):
     switch = [] if policy is None else ["--frontalize", policy]
     r = subprocess.run([sys.executable, str(ROOT / "examples" / "access_control.py"), "--enroll", str(people),
                         "--gallery", str(tmp_path / "g.gallery"), "--frames", str(video), "--every", "1", "--log", str(log),
-                        *switch], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                        *switch], capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
     assert r.returncode == 0, r.stderr[-2000:]
     used = policy or DEFAULT_FRONTALIZE  # no switch: the Gallery default
     assert f"frontalize={used!r}" in r.stdout, r.stdout[:2000]
@@ -60,7 +64,7 @@ def test_frontalize_demo_runs_out_of_the_box(tmp_path):
 
     out = tmp_path / "demo.png"
     r = subprocess.run([sys.executable, str(ROOT / "examples" / "frontalize_demo.py"), "-o", str(out)],
-                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+                       capture_output=True, text=True, timeout=600, cwd=ROOT, env=ENV)
     assert r.returncode == 0, r.stderr[-2000:]
     from pifr.refinement import refiner_available
 
