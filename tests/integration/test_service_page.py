@@ -2,7 +2,6 @@
 person from two LFW photos, identifies a third and shows the decision, the face box and its yaw."""
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
@@ -22,12 +21,12 @@ def _browser_paths():
 
 
 @pytest.fixture()
-def browser(tmp_path):
+def browser(tmp_path, monkeypatch):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     chrome, driver = _browser_paths()
-    os.environ["SE_OFFLINE"] = "true"  # never let Selenium Manager look for a driver online
+    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager look for a driver online
     opts = webdriver.ChromeOptions()
     opts.binary_location = chrome
     for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
