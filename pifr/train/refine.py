@@ -656,13 +656,37 @@ class RefineTrainer:
         return val
 
 
+def export_refiner(checkpoint: Path, out: Path) -> Dict[str, object]:
+    """Write the generator of a :meth:`RefineTrainer.save_checkpoint` file as a refiner weights
+    file (:func:`pifr.models.refiner.save_refiner`, fp16, what ``pifr.frontalize(method="refined",
+    weights=...)`` loads); returns its meta (step, config, data)."""
+    from safetensors import safe_open
+
+    from ..errors import TrainingError
+
+    if not is_checkpoint(Path(checkpoint)):
+        raise TrainingError(f"{checkpoint}: not a refiner training checkpoint ({CHECKPOINT_FORMAT})")
+    with safe_open(str(checkpoint), framework="pt") as f:
+        md = f.metadata()
+        g = {k[2:]: f.get_tensor(k) for k in f.keys() if k.startswith("G.")}
+    cfg = json.loads(md["config"])
+    net = Refiner(RefinerConfig(arch=cfg["arch"], width=cfg["width"], heatmaps=cfg["heatmaps"]))
+    own = net.state_dict()
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in g.items()})
+    meta = json.loads(md.get("meta", "{}"))
+    save_refiner(net, Path(out), meta)
+    return meta
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pifr.train.refine", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default=None, help="a JSON object of RefineConfig fields (e.g. research/device_tpgan_refiner.json); "
                                                  "flags given on the command line override it")
     ap.add_argument("--packs", nargs="+", default=None, help="rotate-and-render packs (python -m pifr.train.pack --rotate-and-render)")
-    ap.add_argument("--run", required=True, help="run folder: state, log, weights (an existing one is resumed)")
+    ap.add_argument("--run", default=None, help="run folder: state, log, weights (an existing one is resumed)")
+    ap.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "REFINER"), default=None,
+                    help="only write a checkpoint.safetensors's generator as refiner weights, then stop")
     ap.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0 = no limit)")
     ap.add_argument("--steps", type=int, default=0, help="stop at this total step count (0 = no limit)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
@@ -687,6 +711,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise TrainingError(f"{pre.config}: unknown RefineConfig fields {sorted(unknown)}")
         ap.set_defaults(**{k: v for k, v in file_cfg.items()})
     args = ap.parse_args(argv)
+    if args.export:
+        meta = export_refiner(Path(args.export[0]), Path(args.export[1]))
+        print(json.dumps({"refiner": args.export[1], "step": meta.get("step")}))
+        return 0
+    if not args.run:
+        ap.error("--run is required")
     if not args.packs:
         ap.error("no packs: give --packs or a config with \"packs\"")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")

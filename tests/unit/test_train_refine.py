@@ -262,3 +262,17 @@ def test_cli_takes_a_json_config_and_flags_override_it(pack, tmp_path):
     with safe_open(str(tmp_path / "run" / "checkpoint.safetensors"), framework="pt") as f:
         cfg = json.loads(f.metadata()["config"])
     assert cfg["batch"] == 1 and cfg["arch"] == "tpgan" and cfg["cache"] is True
+
+
+def test_export_writes_the_checkpoints_generator_as_refiner_weights(pack, tmp_path):
+    """``--export CHECKPOINT REFINER``: the library's refiner loader reads the generator back."""
+    from pifr.models.refiner import read_refiner
+    from pifr.train.refine import RefineTrainer, main
+
+    tr = RefineTrainer(_cfg(), tmp_path / "run", packs=[pack])
+    tr.run(steps=1)
+    assert main(["--export", str(tmp_path / "run" / "checkpoint.safetensors"), str(tmp_path / "r.safetensors")]) == 0
+    net, meta = read_refiner(tmp_path / "r.safetensors")
+    assert meta["step"] == 1 and net.config == tr.G.config
+    for (k, va), vb in zip(tr.G.state_dict().items(), net.state_dict().values()):
+        assert torch.equal((va.half() if va.is_floating_point() else va).to(vb.dtype), vb), k
