@@ -45,6 +45,7 @@ mkdir -p "$run" "$out"
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
   "$py" -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__, "cuda", torch.cuda.is_available())'
   echo "config $config, $minutes min, device $device, extra flags: $*"
+  echo "tree here: $(du -sb "$here" | cut -f1) bytes (a lease takes 64 MiB = 67108864)"
 } > "$out/device.txt"
 init=()
 if ls "$init_dir"/checkpoint.safetensors.part* > /dev/null 2>&1; then
