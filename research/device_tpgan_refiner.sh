@@ -64,8 +64,21 @@ threads=$(( $(nproc) > 8 ? 8 : $(nproc) ))
 # The trainer stops itself after MINUTES of training; the timeout is a backstop whose SIGTERM it
 # also takes as "save and stop".
 status=0
+t0=$(date +%s)
 timeout -s TERM $(( ${minutes%.*} * 60 + 90 )) "$py" -m pifr.train.refine --config "$config" --run "$run" --device "$device" \
   --minutes "$minutes" --threads "$threads" "${init[@]}" "$@" > "$out/train.log" 2>&1 || status=$?
+# bf16 autocast is the one part never run on this GPU before: a run that failed before its first
+# save is run again without it, on what is left of the budget, instead of losing the lease.
+if [ "$status" != 0 ] && [ ! -f "$run/checkpoint.safetensors" ]; then
+  left=$(( ${minutes%.*} * 60 - ($(date +%s) - t0) ))
+  if [ "$left" -gt 120 ]; then
+    echo "--- failed (status $status) before its first save; again with --amp off for $left s" >> "$out/train.log"
+    echo "retried with --amp off ($left s left)" >> "$out/device.txt"
+    status=0
+    timeout -s TERM $(( left + 90 )) "$py" -m pifr.train.refine --config "$config" --run "$run" --device "$device" \
+      --minutes "$(( left / 60 ))" --threads "$threads" "${init[@]}" "$@" --amp off >> "$out/train.log" 2>&1 || status=$?
+  fi
+fi
 [ -n "$smi" ] && kill "$smi" 2> /dev/null
 tail -n 4 "$out/train.log"
 cp "$run/log.jsonl" "$out/" 2> /dev/null
