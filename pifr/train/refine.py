@@ -402,7 +402,9 @@ class RefineTrainer:
         """bf16 autocast of the forward passes when ``amp="bf16"`` (losses are taken in float32)."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16")
 
-    def train_step(self) -> Dict[str, float]:
+    def train_step(self, log: bool = True) -> Dict[str, float]:
+        """One step of D then G; returns the losses as floats, or ``{}`` with ``log=False`` (each
+        float() of a GPU tensor waits for the GPU, so the loop asks only on logging steps)."""
         cfg = self.cfg
         items, flips = self._draw(cfg.batch, len(self.train))
         if self.cache is not None:
@@ -424,7 +426,7 @@ class RefineTrainer:
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
-            logs["d"] = float(d_loss.detach())
+            d_value = d_loss.detach()
         terms: Dict[str, torch.Tensor] = {"pixel": pixel_terms(out, b, cfg.outside)}
         if self.identity is not None and (cfg.feat or cfg.id_cos):
             with self._autocast():
@@ -446,6 +448,10 @@ class RefineTrainer:
         total.backward()
         self.opt_g.step()
         self.step += 1
+        if not log:
+            return {}
+        if self.D is not None:
+            logs["d"] = float(d_value)
         logs.update({k: float(v.detach()) for k, v in terms.items()}, total=float(total.detach()))
         return logs
 
@@ -623,10 +629,10 @@ class RefineTrainer:
         try:
             while (not steps or self.step < steps) and (not minutes or time.time() - t_start < 60 * minutes):
                 t0 = time.time()
-                logs = self.train_step()
+                logs = self.train_step(log=(self.step + 1) % self.cfg.log_every == 0)
                 self.seconds += time.time() - t0
                 bar.update(1)
-                if self.step % self.cfg.log_every == 0:
+                if logs:
                     logf.write(json.dumps({"step": self.step, "s": round(self.seconds, 1), **{k: round(v, 5) for k, v in logs.items()}}) + "\n")
                     logf.flush()
                     bar.set_postfix(pixel=f"{logs['pixel']:.3f}", id=f"{logs.get('id_cos', 0):.3f}")

@@ -205,6 +205,7 @@ def test_bf16_step_with_every_tpgan_term_is_finite(pack, tmp_path):
     assert all(np.isfinite(v) for v in logs.values()), logs
     assert all(p.dtype == torch.float32 for p in tr.G.parameters())
     assert any(not torch.equal(a, p) for a, p in zip(before, tr.G.parameters()))
+    assert tr.train_step(log=False) == {} and tr.step == 2  # a step that is not logged reads nothing back
 
 
 @pytest.mark.parametrize("with_opt", [False, True])
