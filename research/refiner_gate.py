@@ -48,6 +48,17 @@ from pifr.eval.metrics import kernel_inception_distance, mcnemar  # noqa: E402
 from pifr.frontalization import AUTO_RULES, pool_views, to_template  # noqa: E402
 
 
+_FITS = {}
+
+
+def fits(paths, detector):
+    """:func:`rotation.fits_of`, each photo fitted once per run (the renders and the plain views share them)."""
+    todo = [p for p in paths if p not in _FITS]
+    if todo:
+        _FITS.update(fits_of(todo, detector))
+    return {p: _FITS[p] for p in paths}
+
+
 def spread(items, n):
     """``n`` items spread evenly over ``items`` (all of them when ``n`` is 0 or larger)."""
     if not n or n >= len(items):
@@ -55,22 +66,55 @@ def spread(items, n):
     return [items[i] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
 
 
-def views_of(fits, yaws, refiner, rules):
-    """Per profile: its frontal render (TP-GAN crop) and, for each rule, its views at the rule's
-    yaws on the face's side — all rendered in the TP-GAN crop and refined in one batch.
-    Returns ``{path: {"render": [(crop, ...)], "refined": [...]}}`` keyed by view yaw."""
+def renders_of(paths, yaws, rules, detector):
+    """Per profile (in ``paths``): its renders in the TP-GAN crop at 0° and at each rule's view
+    yaws on the face's side, and the profile itself aligned into that crop — ``{path: {"yaws",
+    "image" (V, 128, 128, 3), "mask" (V, 128, 128), "landmarks" (V, 68, 2), "photo" (128, 128, 3)}}``,
+    None-free (a profile without a fit is left out). Cached on disk: nothing here is trained."""
+    from pifr.alignment import align
     from pifr.rotation import render_poses
 
-    out = {}
     wanted = sorted({0.0} | {a for r in rules for a in r.view_yaws})
-    for p, v in fits.items():
+    key = hashlib.sha256(("\n".join(paths) + f"|{wanted}|{detector}").encode()).hexdigest()[:16]
+    f = cache_dir() / f"refiner_gate_renders_{key}.npz"
+    if f.is_file():
+        with np.load(f, allow_pickle=False) as z:
+            keep = [str(k) for k in z["paths"]]
+            return {p: {"yaws": wanted, "image": z["image"][i], "mask": z["mask"][i], "landmarks": z["landmarks"][i],
+                        "photo": z["photo"][i]} for i, p in enumerate(keep)}
+    out = {}
+    for p, v in fits(paths, detector).items():
         if v is None:
             continue
-        img, _, fit = v
+        img, face, fit = v
         side = math.copysign(1.0, yaws.get(p, 0.0) or 1.0)
         rs = render_poses(fit, img, [side * a for a in wanted], template=TPGAN_128)
-        refined = refiner.refine_rotated(rs)
-        out[p] = {"render": dict(zip(wanted, [r.image for r in rs])), "refined": dict(zip(wanted, refined))}
+        out[p] = {"yaws": wanted, "image": np.stack([r.image for r in rs]), "mask": np.stack([r.mask for r in rs]),
+                  "landmarks": np.stack([r.landmarks for r in rs]), "photo": align(img, face, TPGAN_128)}
+    keep = list(out)
+    np.savez(f, paths=np.array(keep), **{k: np.stack([out[p][k] for p in keep]) for k in ("image", "mask", "landmarks", "photo")})
+    return out
+
+
+def plain_auto(keys, emb, rule, yaws, detector):
+    """``{path: pooled embedding of the plain renders at ±rule.view_yaws}``, rendered straight into
+    the embedder's template as the library does (cached on disk: nothing here is trained)."""
+    key = hashlib.sha256(("\n".join(keys) + f"|{emb.name}|{rule.view_yaws}|{detector}").encode()).hexdigest()[:16]
+    f = cache_dir() / f"refiner_gate_plain_{key}.npz"
+    if f.is_file():
+        with np.load(f, allow_pickle=False) as z:
+            return dict(zip([str(k) for k in z["paths"]], z["emb"]))
+    out = {p: e for p, e in embed_renders(fits(keys, detector), emb, rule.view_yaws, yaws).items() if e is not None}
+    np.savez(f, paths=np.array(list(out)), emb=np.stack(list(out.values())))
+    return out
+
+
+def views_of(renders, refiner):
+    """``{path: {"render": {yaw: crop}, "refined": {yaw: crop}}}``: each render and its refined image."""
+    out = {}
+    for p, r in renders.items():
+        refined = refiner.refine(r["image"], r["mask"], r["landmarks"])
+        out[p] = {"render": dict(zip(r["yaws"], r["image"])), "refined": dict(zip(r["yaws"], refined))}
     return out
 
 
@@ -122,16 +166,13 @@ def sign_test(render_cos, refined_cos):
     return float(np.mean(b > a)), m
 
 
-def save_grid(path, probes, fits, views, gallery_crops, n=8):
+def save_grid(path, probes, renders, views, gallery_crops, n=8):
     from PIL import Image
-
-    from pifr.alignment import align
 
     rows = []
     for p in spread([p for p in probes if p in views], n):
-        img, face, _ = fits[p]
         pid = Path(p).parts[-3]
-        rows.append(np.concatenate([align(img, face, TPGAN_128), views[p]["render"][0.0], views[p]["refined"][0.0],
+        rows.append(np.concatenate([renders[p]["photo"], views[p]["render"][0.0], views[p]["refined"][0.0],
                                     gallery_crops.get(pid, np.zeros((128, 128, 3), np.uint8))], 1))
     if rows:
         Image.fromarray(np.concatenate(rows, 0)).save(path, quality=90)
@@ -161,10 +202,10 @@ def main():
     _, _, frontals, gallery, probes_all, _, _, _ = tuning_protocol(root)
     probes = spread(probes_all, args.profiles)
     paths = [str(im.path) for im in probes]
-    fits = fits_of(paths, args.detector)
     _, yaws = embed_paths([im.path for im in probes], args.embedders[0], args.detector, with_yaw=True)
     rules = [AUTO_RULES[e] for e in args.embedders if e in AUTO_RULES]
-    views = views_of(fits, yaws, refiner, rules)
+    renders = renders_of(paths, yaws, rules, args.detector)
+    views = views_of(renders, refiner)
     print(f"{len(views)} of {len(paths)} profiles fitted and rendered ({time.time() - t0:.0f} s)")
 
     res = {"profiles": len(paths), "rendered": len(views), "a_identity": {}, "c_auto": {}}
@@ -191,7 +232,7 @@ def main():
         rule = AUTO_RULES.get(name)
         if rule is None:
             continue
-        plain = embed_renders({p: fits[p] for p in keys}, emb, rule.view_yaws, eyaws)
+        plain = plain_auto(keys, emb, rule, eyaws, args.detector)
         per_view = {a: embed("refined", a) for a in rule.view_yaws}
         refined_pool = {p: pool_views(np.stack([per_view[a][p] for a in rule.view_yaws])) for p in keys}
         sub = [im for im in probes if str(im.path) in keys]
@@ -236,7 +277,7 @@ def main():
                 gcrops[Path(im.path).parts[-3]] = align(img, face, TPGAN_128)
             except pifr.PifrError:
                 pass
-        save_grid(args.grid, paths, fits, views, gcrops)
+        save_grid(args.grid, paths, renders, views, gcrops)
     rec.update(results=res, refiner_file=str(refiner.path), refiner_meta_step=refiner.meta.get("step") if refiner.meta else None,
                seconds=round(time.time() - t0, 1))
     Path(args.out).mkdir(parents=True, exist_ok=True)
