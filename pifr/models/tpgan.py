@@ -220,10 +220,12 @@ def paste_at(maps: Dict[str, torch.Tensor], origins: Dict[str, torch.Tensor], si
     for name, (ph, pw), _ in PATCHES:
         m = maps[name]
         b, c = m.shape[:2]
-        o = origins[name].long()
+        # One copy to the host per patch, not one per sample: on a GPU each int() of a device
+        # tensor would stall the queue.
+        o = origins[name].long().cpu().tolist()
         full = m.new_full((b, c, size + 2 * ph, size + 2 * pw), float("-inf"))
         for i in range(b):  # whole-pixel placement, padded by a patch each side so none falls off
-            x, y = int(o[i, 0].clamp(-pw, size)) + pw, int(o[i, 1].clamp(-ph, size)) + ph
+            x, y = min(max(o[i][0], -pw), size) + pw, min(max(o[i][1], -ph), size) + ph
             full[i, :, y:y + ph, x:x + pw] = m[i]
         full = full[:, :, ph:ph + size, pw:pw + size]
         canvas = full if canvas is None else torch.maximum(canvas, full)

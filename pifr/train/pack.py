@@ -6,6 +6,7 @@
     python -m pifr.train.pack --render-lfw ../shared/data/lfw --lfw-people 2000 --exclude-cfp ../shared/data/cfp --render-target photo --render-background fill --model3d model3Ddlib.mat --out packs/render_lfw.npz
     python -m pifr.train.pack --rotate-and-render ../shared/data/lfw ../shared/data/cfp --identities 1-350 --rotations 2 --out packs/rr.npz
     python -m pifr.train.pack --merge packs/render_lfw.npz packs/render_fill.npz --quality 80 --out carry/renders.npz
+    python -m pifr.train.pack --rr-subset packs/rr.npz --max-photos 1800 --rotations 1 --out carry/rr_small.npz
 
 Needs the inference stack (detector and yaw weights); the resulting file is all training needs.
 ``--merge`` joins packs into one (``Pack.concat``), optionally re-encoded at a lower JPEG quality
@@ -62,6 +63,8 @@ def main(argv=None) -> int:
     src.add_argument("--rotate-and-render", nargs="+", metavar="ROOT",
                      help="CFP and/or LFW roots: rotate-and-render pairs from every photo (pifr.train.render_pairs); "
                           "CFP people outside --identities and their LFW folders are left out")
+    src.add_argument("--rr-subset", metavar="PACK", help="a rotate-and-render pack cut to --max-photos photos and at most "
+                                                      "--rotations of each one's rotations, to carry (no re-encoding)")
     src.add_argument("--render-cfp", help="CFP root: render its frontals at --yaws with the 3D head (pixel-exact pairs)")
     src.add_argument("--render-lfw", help="LFW root: render each person's first photo at --yaws (pixel-exact pairs); "
                                           f"identities are {LFW_IDENTITY_BASE} + the person's index in name order")
@@ -109,6 +112,13 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO)
     if args.merge:
         return merge(args)
+    if args.rr_subset:
+        from .render_pairs import RenderPairPack
+
+        pack = RenderPairPack.load(Path(args.rr_subset)).subset(args.max_photos, args.rotations, args.seed)
+        pack.save(Path(args.out))
+        print(json.dumps({"photos": int(len(pack.yaw)), "pairs": len(pack), "mib": round(Path(args.out).stat().st_size / 2**20, 2)}))
+        return 0
     ids = identity_range(args.identities)
     if ids is None:
         ap.error("--identities must be a range such as 1-350")

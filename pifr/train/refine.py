@@ -60,8 +60,11 @@ class RefineConfig:
     """Everything a run depends on; written into the state and the weights' metadata."""
 
     packs: Tuple[str, ...] = ()
-    arch: str = "tpgan"
-    width: float = 0.125
+    # The defaults are the shipped refiner's recipe (weights/refiner.safetensors: SPADE, width 0.25,
+    # no adversarial term, MobileFaceNet teacher); the TP-GAN recipe for a GPU is
+    # research/device_tpgan_refiner.json.
+    arch: str = "spade"
+    width: float = 0.25
     heatmaps: str = "parts"
     batch: int = 8
     lr_g: float = 2e-4
@@ -71,9 +74,19 @@ class RefineConfig:
     outside: float = 0.2
     feat: float = 1.0
     id_cos: float = 1.0
-    adv: float = 0.1
-    fm: float = 1.0
+    adv: float = 0.0
+    fm: float = 0.0
+    #: TP-GAN's symmetry term: L1 between the output's Laplacian and its mirror's on the face, for
+    #: pairs whose photo is within ``sym_max_yaw`` degrees of frontal (a turned photo is not
+    #: symmetric about the crop's centre line; the refiner's frontal renders at inference are)
+    sym: float = 0.0
+    sym_max_yaw: float = 10.0
+    #: TP-GAN's total-variation term on the output
+    tv: float = 0.0
     identity_net: str = "mobilefacenet"
+    #: the identity network's weights: a registered name (e.g. ``dlib_resnet_fp16``, the copy that
+    #: needs no dlib), a file, or empty for its own registered weights
+    identity_weights: str = ""
     #: embedders whose cosine to the photo validation reports, each on its own ('+'-joined);
     #: one the refiner never trained against says whether its gains are the face or the teacher's marks
     val_nets: str = "dlib_resnet"
@@ -82,6 +95,13 @@ class RefineConfig:
     #: refiner weights to start from when the run has no state yet (same arch, width, heatmaps)
     init: str = ""
     flip: bool = True
+    #: ``"bf16"``: bfloat16 autocast of the forward passes (on CUDA; on a CPU too, slowly — for tests)
+    amp: str = "off"
+    #: decode every pair once into tensors on the training device (no JPEG decoding per step)
+    cache: bool = False
+    #: keep Adam's moments (bf16) in ``checkpoint.safetensors`` too, so that a resumed run's
+    #: optimiser continues instead of restarting (about 2× the generator's fp16 size more)
+    ckpt_optimizer: bool = False
     seed: int = 0
     val_pairs: int = 96
     val_every: int = 200
@@ -129,10 +149,11 @@ class RefinePairs:
         mirror those samples."""
         import cv2
 
-        rs, ms, ts, ls, fs = [], [], [], [], []
+        rs, ms, ts, ls, fs, ys = [], [], [], [], [], []
         for j, k in enumerate(items):
             pk, i = self.index[k]
             inp, mask, tgt, lm = self.packs[pk].pair(i)
+            ys.append(float(self.packs[pk].yaw[self.packs[pk].photo[i]]) * (-1 if flips is not None and flips[j] else 1))
             lm = lm.astype(np.float32)
             if flips is not None and flips[j]:
                 inp, mask, tgt = inp[:, ::-1], mask[:, ::-1], tgt[:, ::-1]
@@ -151,7 +172,68 @@ class RefinePairs:
         def bits(a: List[np.ndarray]) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(np.stack(a)[:, None]).astype(np.float32))
 
-        return {"render": img(rs), "target": img(ts), "mask": bits(ms), "face": bits(fs), "landmarks": torch.from_numpy(np.stack(ls))}
+        return {"render": img(rs), "target": img(ts), "mask": bits(ms), "face": bits(fs), "landmarks": torch.from_numpy(np.stack(ls)),
+                "yaw": torch.tensor(ys, dtype=torch.float32)}
+
+
+class PairCache:
+    """Every pair of a :class:`RefinePairs` decoded once into uint8/bool tensors on ``device``, so a
+    step only indexes (on a GPU the JPEG decoding of each batch would otherwise be the bottleneck).
+    :meth:`batch` returns exactly what ``RefinePairs.batch`` does for the same items and flips.
+
+    Memory: ~81 KB per pair (render, mask, both faces) + 49 KB per photo — 0.6 GB for 4,800 pairs of 2,400 photos."""
+
+    def __init__(self, pairs: RefinePairs, device: torch.device) -> None:
+        import cv2
+
+        photos: Dict[Tuple[int, int], int] = {}
+        renders, masks, faces, faces_f, targets, lms, yaws, which = [], [], [], [], [], [], [], []
+        for pk, i in pairs.index:
+            pack = pairs.packs[pk]
+            inp, mask, tgt, lm = pack.pair(i)
+            key = (pk, int(pack.photo[i]))
+            if key not in photos:
+                photos[key] = len(targets)
+                targets.append(tgt)
+                lms.append(lm.astype(np.float32))
+                yaws.append(float(pack.yaw[key[1]]))
+            which.append(photos[key])
+            renders.append(inp)
+            masks.append(mask)
+            lm = lm.astype(np.float32)
+            for flip, out in ((False, faces), (True, faces_f)):
+                pts = lm[FLIP_68] * np.array([-1, 1], np.float32) + np.array([128, 0], np.float32) if flip else lm
+                hull = np.zeros((128, 128), np.uint8)
+                cv2.fillConvexPoly(hull, cv2.convexHull(np.round(pts[:27]).astype(np.int32)), 1)
+                out.append((mask[:, ::-1] if flip else mask) | (hull > 0))
+        to = lambda a: torch.from_numpy(np.ascontiguousarray(np.stack(a))).to(device)  # noqa: E731
+        self.render, self.target = to(renders).permute(0, 3, 1, 2), to(targets).permute(0, 3, 1, 2)
+        self.mask, self.face, self.face_flipped = to(masks), to(faces), to(faces_f)
+        self.landmarks, self.yaw = to(lms), to(yaws).float()
+        self.photo = torch.tensor(which, dtype=torch.long, device=device)
+        self.flip_68 = torch.from_numpy(FLIP_68).to(device)
+
+    def __len__(self) -> int:
+        return len(self.photo)
+
+    def batch(self, items: Sequence[int], flips: Optional[Sequence[bool]] = None) -> Dict[str, torch.Tensor]:
+        dev = self.render.device
+        idx = torch.as_tensor(list(items), dtype=torch.long, device=dev)
+        f = torch.as_tensor(list(flips) if flips is not None else [False] * len(idx), dtype=torch.bool, device=dev)
+        ph = self.photo[idx]
+        fi = f[:, None, None, None]
+
+        def img(x: torch.Tensor) -> torch.Tensor:
+            x = torch.where(fi, x.flip(3), x)
+            return x.float() / 127.5 - 1
+
+        mask = self.mask[idx][:, None]
+        face = torch.where(f[:, None, None], self.face_flipped[idx], self.face[idx])[:, None]
+        lm = self.landmarks[ph]
+        lm_f = lm[:, self.flip_68] * lm.new_tensor([-1.0, 1.0]) + lm.new_tensor([128.0, 0.0])
+        return {"render": img(self.render[idx]), "target": img(self.target[ph]), "mask": torch.where(fi, mask.flip(3), mask).float(),
+                "face": face.float(), "landmarks": torch.where(f[:, None, None], lm_f, lm),
+                "yaw": torch.where(f, -self.yaw[ph], self.yaw[ph])}
 
 
 def _sn_conv(cin: int, cout: int, k: int, s: int) -> nn.Module:
@@ -200,6 +282,17 @@ def masked_l1(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, outsi
     return ((out - target).abs().mean(1, keepdim=True) * w).sum() / w.sum().clamp_min(1e-6)
 
 
+def symmetry_term(img: torch.Tensor, face: torch.Tensor, yaw: torch.Tensor, max_yaw: float) -> torch.Tensor:
+    """TP-GAN's symmetry loss on the pairs whose photo is within ``max_yaw`` degrees of frontal:
+    mean |Laplacian(img) − its mirror| over the face and its mirror image (0 when no pair qualifies).
+
+    Args: img ``(B, 3, 128, 128)``; face ``(B, 1, 128, 128)`` in {0, 1}; yaw ``(B,)`` degrees."""
+    keep = (yaw.abs() <= max_yaw).to(img.dtype)[:, None, None, None]
+    lap = L.laplacian(img)
+    w = face * face.flip(3) * keep
+    return ((lap - lap.flip(3)).abs().mean(1, keepdim=True) * w).sum() / w.sum().clamp_min(1.0)
+
+
 def pixel_terms(out: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], outside: float) -> torch.Tensor:
     """L1 weighted 1 on the face (rendered or a hole the render left) and ``outside`` beyond, at
     128 px; for a TP-GAN refiner the mean of that and of the same at 64 and 32 px and on its local
@@ -219,11 +312,52 @@ def pixel_terms(out: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], outsid
     return 0.5 * (main + torch.stack(terms).mean()) if terms else main
 
 
+#: ``format`` metadata of a travelling checkpoint (:meth:`RefineTrainer.save_checkpoint`).
+CHECKPOINT_FORMAT = "pifr-refine-checkpoint"
+
+
+def is_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a :meth:`RefineTrainer.save_checkpoint` file (not a bare refiner)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == CHECKPOINT_FORMAT
+    except Exception:  # noqa: BLE001 - any unreadable file is "not a checkpoint"; start_from says why
+        return False
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> Dict[str, torch.Tensor]:
+    """Adam's moments as bf16 (fp16 would flush the squared-gradient averages to zero) and steps."""
+    out = {}
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            out[f"{prefix}.{i}.{k}"] = (v.to(torch.bfloat16) if v.is_floating_point() and v.ndim else v.float().reshape(1)).contiguous().cpu()
+    return out
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: Dict[str, torch.Tensor], prefix: str) -> bool:
+    sd = opt.state_dict()
+    state: Dict[int, Dict[str, torch.Tensor]] = {}
+    for key, v in tensors.items():
+        if key.startswith(prefix + "."):
+            i, k = key[len(prefix) + 1:].split(".", 1)
+            state.setdefault(int(i), {})[k] = v.float().reshape(()) if k == "step" else v.float()
+    if not state:
+        return False
+    opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
+    return True
+
+
 class RefineTrainer:
     def __init__(self, cfg: RefineConfig, run: Path, packs: Optional[Sequence[RenderPairPack]] = None,
                  identity: Optional[nn.Module] = None, device: str = "cpu") -> None:
         self.cfg, self.run_dir, self.device = cfg, Path(run), torch.device(device)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.amp not in ("off", "bf16"):
+            from ..errors import TrainingError
+
+            raise TrainingError(f"amp must be 'off' or 'bf16', got {cfg.amp!r}")
         packs = list(packs) if packs is not None else [RenderPairPack.load(Path(p)) for p in cfg.packs]
         self.train = RefinePairs(packs, "train")
         self.val = RefinePairs(packs, "val")
@@ -231,6 +365,10 @@ class RefineTrainer:
             from ..errors import TrainingError
 
             raise TrainingError("no training pairs in the packs")
+        t0 = time.time()
+        self.cache = PairCache(self.train, self.device) if cfg.cache else None
+        if self.cache is not None:
+            log.info("%d training pairs decoded onto %s in %.1f s", len(self.cache), self.device, time.time() - t0)
         torch.manual_seed(cfg.seed)
         self.G = Refiner(cfg.refiner_config()).to(self.device)
         self.D = TwoScaleDiscriminator().to(self.device) if cfg.adv > 0 else None
@@ -239,7 +377,7 @@ class RefineTrainer:
         if identity is None and (cfg.feat or cfg.id_cos):
             from .validation import identity_network
 
-            identity = identity_network(cfg.identity_net, device=self.device)
+            identity = identity_network(cfg.identity_net, cfg.identity_weights, device=self.device)
         self.identity = identity
         self.step = 0
         self.best = -math.inf
@@ -248,6 +386,8 @@ class RefineTrainer:
         self._val_ref: Optional[List[Dict[str, torch.Tensor]]] = None
         if (self.run_dir / "state.pt").is_file():
             self.load(self.run_dir / "state.pt")
+        elif cfg.init and is_checkpoint(Path(cfg.init)):
+            self.load_checkpoint(Path(cfg.init))
         elif cfg.init:
             self.start_from(Path(cfg.init))
 
@@ -258,38 +398,60 @@ class RefineTrainer:
         flips = (g.random(n) < 0.5).tolist() if self.cfg.flip else [False] * n
         return items, flips
 
-    def train_step(self) -> Dict[str, float]:
+    def _autocast(self):
+        """bf16 autocast of the forward passes when ``amp="bf16"`` (losses are taken in float32)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.amp == "bf16")
+
+    def train_step(self, log: bool = True) -> Dict[str, float]:
+        """One step of D then G; returns the losses as floats, or ``{}`` with ``log=False`` (each
+        float() of a GPU tensor waits for the GPU, so the loop asks only on logging steps)."""
         cfg = self.cfg
         items, flips = self._draw(cfg.batch, len(self.train))
-        b = {k: v.to(self.device) for k, v in self.train.batch(items, flips).items()}
+        if self.cache is not None:
+            b = self.cache.batch(items, flips)
+        else:
+            b = {k: v.to(self.device) for k, v in self.train.batch(items, flips).items()}
         self.G.train()
-        out = self.G(b["render"], b["mask"], b["landmarks"])
+        with self._autocast():
+            out = self.G(b["render"], b["mask"], b["landmarks"])
+        out = {k: ({n: t.float() for n, t in v.items()} if isinstance(v, dict) else v.float()) for k, v in out.items()}
         fake = out["img128"]
         logs: Dict[str, float] = {}
         if self.D is not None:
             self.D.train()
-            d_fake = self.D(fake.detach(), b["render"], b["mask"])
-            d_real = self.D(b["target"], b["render"], b["mask"])
-            d_loss = sum(F.relu(1 - r[-1]).mean() + F.relu(1 + f[-1]).mean() for r, f in zip(d_real, d_fake))
+            with self._autocast():
+                d_fake = self.D(fake.detach(), b["render"], b["mask"])
+                d_real = self.D(b["target"], b["render"], b["mask"])
+            d_loss = sum(F.relu(1 - r[-1].float()).mean() + F.relu(1 + f[-1].float()).mean() for r, f in zip(d_real, d_fake))
             self.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             self.opt_d.step()
-            logs["d"] = float(d_loss.detach())
+            d_value = d_loss.detach()
         terms: Dict[str, torch.Tensor] = {"pixel": pixel_terms(out, b, cfg.outside)}
-        if self.identity is not None:
-            terms["feat"], terms["id_cos"] = L.identity_terms(self.identity, fake, b["target"])
+        if self.identity is not None and (cfg.feat or cfg.id_cos):
+            with self._autocast():
+                terms["feat"], terms["id_cos"] = L.identity_terms(self.identity, fake, b["target"])
         if self.D is not None:
-            g_fake = self.D(fake, b["render"], b["mask"])
-            with torch.no_grad():
-                g_real = self.D(b["target"], b["render"], b["mask"])
-            terms["adv"] = -sum(f[-1].mean() for f in g_fake)
-            terms["fm"] = sum(F.l1_loss(a, r.detach()) for f, rr in zip(g_fake, g_real) for a, r in zip(f[:-1], rr[:-1])) / 8
-        weights = {"pixel": cfg.pixel, "feat": cfg.feat, "id_cos": cfg.id_cos, "adv": cfg.adv, "fm": cfg.fm}
+            with self._autocast():
+                g_fake = self.D(fake, b["render"], b["mask"])
+                with torch.no_grad():
+                    g_real = self.D(b["target"], b["render"], b["mask"])
+            terms["adv"] = -sum(f[-1].float().mean() for f in g_fake)
+            terms["fm"] = sum(F.l1_loss(a.float(), r.detach().float()) for f, rr in zip(g_fake, g_real) for a, r in zip(f[:-1], rr[:-1])) / 8
+        if cfg.sym:
+            terms["sym"] = symmetry_term(fake, b["face"], b["yaw"], cfg.sym_max_yaw)
+        if cfg.tv:
+            terms["tv"] = L.tv_loss(fake)
+        weights = {"pixel": cfg.pixel, "feat": cfg.feat, "id_cos": cfg.id_cos, "adv": cfg.adv, "fm": cfg.fm, "sym": cfg.sym, "tv": cfg.tv}
         total = sum(weights[k] * v for k, v in terms.items())
         self.opt_g.zero_grad(set_to_none=True)
         total.backward()
         self.opt_g.step()
         self.step += 1
+        if not log:
+            return {}
+        if self.D is not None:
+            logs["d"] = float(d_value)
         logs.update({k: float(v.detach()) for k, v in terms.items()}, total=float(total.detach()))
         return logs
 
@@ -363,6 +525,59 @@ class RefineTrainer:
         torch.save(s, tmp)
         tmp.replace(self.run_dir / "state.pt")
         save_refiner(self.G, self.run_dir / "refiner.safetensors", self.meta())
+        self.save_checkpoint(self.run_dir / "checkpoint.safetensors")
+
+    def save_checkpoint(self, path: Path) -> None:
+        """The run in a file small enough to travel (e.g. to and from a lent GPU machine): the
+        generator and discriminator in fp16, Adam's moments in bf16 when ``ckpt_optimizer``, the
+        step, training seconds and best score. ``init=`` that file continues the run from there
+        (``state.pt``, float32 and every optimiser, stays the exact resume on the same machine)."""
+        from safetensors.torch import save_file
+
+        half = lambda sd, pre: {f"{pre}.{k}": (v.half() if v.is_floating_point() else v).contiguous().cpu() for k, v in sd.items()}  # noqa: E731
+        t = half(self.G.state_dict(), "G")
+        if self.D is not None:
+            t.update(half(self.D.state_dict(), "D"))
+        if self.cfg.ckpt_optimizer:
+            t.update(_optimizer_tensors(self.opt_g, "opt_g"))
+            if self.opt_d is not None:
+                t.update(_optimizer_tensors(self.opt_d, "opt_d"))
+        md = {"format": CHECKPOINT_FORMAT, "config": json.dumps(asdict(self.cfg)), "step": str(self.step),
+              "seconds": str(round(self.seconds, 1)), "best": repr(self.best), "meta": json.dumps(self.meta())}
+        tmp = Path(path).with_name(Path(path).name + ".tmp")
+        save_file(t, str(tmp), metadata=md)
+        tmp.replace(path)
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Continue from a :meth:`save_checkpoint` file: weights (fp16 → float32), step, seconds,
+        best; the discriminator and optimisers where the file has them (else they start afresh)."""
+        from safetensors import safe_open
+
+        from ..errors import TrainingError
+
+        with safe_open(str(path), framework="pt") as f:
+            md = f.metadata() or {}
+            t = {k: f.get_tensor(k) for k in f.keys()}
+        saved, mine = json.loads(md["config"]), asdict(self.cfg)
+        for k in ("arch", "width", "heatmaps"):
+            if saved[k] != mine[k]:
+                raise TrainingError(f"{path}: a checkpoint of {k}={saved[k]!r}, not the run's {mine[k]!r}")
+
+        def part(pre: str, module: nn.Module) -> Dict[str, torch.Tensor]:
+            own = module.state_dict()
+            return {k: t[f"{pre}.{k}"].to(own[k].dtype) for k in own}
+
+        try:
+            self.G.load_state_dict(part("G", self.G))
+            if self.D is not None and any(k.startswith("D.") for k in t):
+                self.D.load_state_dict(part("D", self.D))
+        except (KeyError, RuntimeError) as e:
+            raise TrainingError(f"{path}: its tensors do not fit the run's networks ({e})") from e
+        restored = _load_optimizer(self.opt_g, t, "opt_g")
+        if self.opt_d is not None:
+            restored = _load_optimizer(self.opt_d, t, "opt_d") and restored
+        self.step, self.seconds, self.best = int(md["step"]), float(md["seconds"]), float(md["best"])
+        log.info("continuing %s at step %d (optimiser state %s)", path, self.step, "restored" if restored else "fresh")
 
     def start_from(self, path: Path) -> None:
         """Initialise the refiner from a weights file (e.g. the shipped refiner) for a fine-tune."""
@@ -414,10 +629,10 @@ class RefineTrainer:
         try:
             while (not steps or self.step < steps) and (not minutes or time.time() - t_start < 60 * minutes):
                 t0 = time.time()
-                logs = self.train_step()
+                logs = self.train_step(log=(self.step + 1) % self.cfg.log_every == 0)
                 self.seconds += time.time() - t0
                 bar.update(1)
-                if self.step % self.cfg.log_every == 0:
+                if logs:
                     logf.write(json.dumps({"step": self.step, "s": round(self.seconds, 1), **{k: round(v, 5) for k, v in logs.items()}}) + "\n")
                     logf.flush()
                     bar.set_postfix(pixel=f"{logs['pixel']:.3f}", id=f"{logs.get('id_cos', 0):.3f}")
@@ -447,11 +662,37 @@ class RefineTrainer:
         return val
 
 
+def export_refiner(checkpoint: Path, out: Path) -> Dict[str, object]:
+    """Write the generator of a :meth:`RefineTrainer.save_checkpoint` file as a refiner weights
+    file (:func:`pifr.models.refiner.save_refiner`, fp16, what ``pifr.frontalize(method="refined",
+    weights=...)`` loads); returns its meta (step, config, data)."""
+    from safetensors import safe_open
+
+    from ..errors import TrainingError
+
+    if not is_checkpoint(Path(checkpoint)):
+        raise TrainingError(f"{checkpoint}: not a refiner training checkpoint ({CHECKPOINT_FORMAT})")
+    with safe_open(str(checkpoint), framework="pt") as f:
+        md = f.metadata()
+        g = {k[2:]: f.get_tensor(k) for k in f.keys() if k.startswith("G.")}
+    cfg = json.loads(md["config"])
+    net = Refiner(RefinerConfig(arch=cfg["arch"], width=cfg["width"], heatmaps=cfg["heatmaps"]))
+    own = net.state_dict()
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in g.items()})
+    meta = json.loads(md.get("meta", "{}"))
+    save_refiner(net, Path(out), meta)
+    return meta
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pifr.train.refine", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--packs", nargs="+", required=True, help="rotate-and-render packs (python -m pifr.train.pack --rotate-and-render)")
-    ap.add_argument("--run", required=True, help="run folder: state, log, weights (an existing one is resumed)")
+    ap.add_argument("--config", default=None, help="a JSON object of RefineConfig fields (e.g. research/device_tpgan_refiner.json); "
+                                                 "flags given on the command line override it")
+    ap.add_argument("--packs", nargs="+", default=None, help="rotate-and-render packs (python -m pifr.train.pack --rotate-and-render)")
+    ap.add_argument("--run", default=None, help="run folder: state, log, weights (an existing one is resumed)")
+    ap.add_argument("--export", nargs=2, metavar=("CHECKPOINT", "REFINER"), default=None,
+                    help="only write a checkpoint.safetensors's generator as refiner weights, then stop")
     ap.add_argument("--minutes", type=float, default=0.0, help="stop after this many minutes (0 = no limit)")
     ap.add_argument("--steps", type=int, default=0, help="stop at this total step count (0 = no limit)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
@@ -466,7 +707,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ap.add_argument(f"--{f.name.replace('_', '-')}", type=float, nargs=2, default=f.default)
         else:
             ap.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
+    pre, _ = ap.parse_known_args(argv)
+    if pre.config:
+        from ..errors import TrainingError
+
+        file_cfg = json.loads(Path(pre.config).read_text())
+        unknown = set(file_cfg) - set(RefineConfig.__dataclass_fields__)
+        if unknown:
+            raise TrainingError(f"{pre.config}: unknown RefineConfig fields {sorted(unknown)}")
+        ap.set_defaults(**{k: v for k, v in file_cfg.items()})
     args = ap.parse_args(argv)
+    if args.export:
+        meta = export_refiner(Path(args.export[0]), Path(args.export[1]))
+        print(json.dumps({"refiner": args.export[1], "step": meta.get("step")}))
+        return 0
+    if not args.run:
+        ap.error("--run is required")
+    if not args.packs:
+        ap.error("no packs: give --packs or a config with \"packs\"")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import signal
 

@@ -123,6 +123,31 @@ class RenderPairPack:
         mask = np.unpackbits(self.masks[i])[: 128 * 128].reshape(128, 128).astype(bool)
         return inp, mask, tgt, self.landmarks[p]
 
+    def subset(self, photos: int = 0, per_photo: int = 0, seed: int = 0) -> "RenderPairPack":
+        """A smaller pack to carry: ``photos`` photos drawn at random (seeded; 0 = all) and at most
+        ``per_photo`` of each one's rotations (its first ones; 0 = all). Bytes are copied, not
+        re-encoded; the manifest records the cut."""
+        keep_photo = np.arange(len(self.yaw))
+        if photos and photos < len(keep_photo):
+            keep_photo = np.sort(np.random.default_rng(seed).choice(len(keep_photo), photos, replace=False))
+        new_index = np.full(len(self.yaw), -1, np.int64)
+        new_index[keep_photo] = np.arange(len(keep_photo))
+        rots, seen = [], np.zeros(len(self.yaw), np.int64)
+        for i, ph in enumerate(self.photo):
+            if new_index[ph] >= 0 and (not per_photo or seen[ph] < per_photo):
+                rots.append(i)
+                seen[ph] += 1
+        blob = lambda data, off, idx: _join([data[off[i]:off[i + 1]].tobytes() for i in idx])  # noqa: E731
+        t, to = blob(self.targets, self.target_offsets, keep_photo)
+        i, io_ = blob(self.inputs, self.input_offsets, rots)
+        man = dict(self.manifest)
+        man.update(photos=len(keep_photo), rotations=len(rots),
+                   subset={"of_photos": int(len(self.yaw)), "of_rotations": int(len(self.photo)), "photos": photos,
+                           "per_photo": per_photo, "seed": seed})
+        return RenderPairPack(t, to, self.landmarks[keep_photo], self.yaw[keep_photo], i, io_, self.masks[rots],
+                              new_index[self.photo[rots]].astype(np.int32), self.yaw_away[rots], self.pitch_away[rots],
+                              self.sources[keep_photo], man)
+
     def save(self, path: Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -163,3 +163,96 @@ def test_device_recipe_is_a_valid_config_whose_identity_network_travels():
     spec = get_spec(cfg.identity_weights)
     assert spec.location == "shipped" and (repo / "weights" / spec.file).is_file() and resolve(spec)
     assert cfg.pack.startswith("carry/") and cfg.val_identities == "351-400" and cfg.train_identities == ""
+
+
+# --------------------------------------------------------------------------- TP-GAN refiner (issue 44)
+TPGAN_CONFIG = ROOT / "research" / "device_tpgan_refiner.json"
+
+
+@pytest.fixture(scope="module")
+def rr_pack(tmp_path_factory) -> Path:
+    """Rotate-and-render pairs of the three example photos (6 pairs)."""
+    from pifr.train.render_pairs import build
+
+    ex = ROOT / "examples" / "images"
+    p = tmp_path_factory.mktemp("rr") / "rr.npz"
+    build([(ex / n, n) for n in ("mitchell_frontal.png", "night_turned.png", "night_frontal.png")], rotations=2, seed=3).save(p)
+    return p
+
+
+def test_tpgan_refiner_config_is_a_refine_config_and_its_pack_travels():
+    """Every key is a RefineConfig field; the recipe is TP-GAN's (adversarial, symmetry, identity,
+    TV terms; bf16; pairs on the GPU); its pack is in the tree and within the 20 MiB aimed at."""
+    from pifr.train.refine import RefineConfig
+    from pifr.train.render_pairs import RenderPairPack
+
+    conf = json.loads(TPGAN_CONFIG.read_text())
+    conf["packs"], conf["betas"] = tuple(conf["packs"]), tuple(conf["betas"])
+    cfg = RefineConfig(**conf)
+    assert cfg.arch == "tpgan" and cfg.adv > 0 and cfg.sym > 0 and cfg.tv > 0 and (cfg.id_cos > 0 or cfg.feat > 0)
+    assert cfg.amp == "bf16" and cfg.cache and cfg.identity_weights == "dlib_resnet_fp16" and cfg.val_nets == ""
+    for p in cfg.packs:
+        assert (ROOT / p).stat().st_size <= 20 * 2**20
+        assert len(RenderPairPack.load(ROOT / p)) > 1000
+
+
+def test_tpgan_refiner_checkpoint_fits_the_tree_that_travels():
+    """The tracked tree (pack included) plus a width-0.25 checkpoint coming back in (G + D fp16)
+    stays within the 64 MiB a lease takes. Fails when the tree has grown past it: then carry
+    a narrower run (width 0.125: 10 MiB) or a smaller pack."""
+    import subprocess
+
+    from pifr.models.refiner import Refiner, RefinerConfig
+    from pifr.train.refine import TwoScaleDiscriminator
+
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    tree = sum((ROOT / f.decode()).stat().st_size for f in files if f and (ROOT / f.decode()).is_file())
+    n = sum(p.numel() for p in Refiner(RefinerConfig(arch="tpgan", width=0.25)).parameters())
+    n += sum(p.numel() for p in TwoScaleDiscriminator().parameters())
+    assert tree + 2 * n < 64 * 2**20, f"tree {tree / 2**20:.1f} MiB + checkpoint {2 * n / 2**20:.1f} MiB"
+
+
+def test_tpgan_refiner_device_job_trains_continues_and_returns_at_most_8_files(rr_pack, tmp_path):
+    """research/device_tpgan_refiner.sh as a GPU machine runs it (no dlib, no facenet-pytorch, no
+    installed pifr), here on the CPU: a fresh lease leaves ≤ 8 files of ≤ 16 MiB in $OUT, among
+    them the checkpoint in parts; those parts, carried into a second lease, continue the run from
+    its step; the last step's refiner exports and loads."""
+    import subprocess
+
+    from pifr.models.refiner import read_refiner
+
+    conf = json.loads(TPGAN_CONFIG.read_text())
+    conf.update(packs=[str(rr_pack)], width=0.0625, batch=2, val_pairs=2, val_every=2, log_every=1)
+    (tmp_path / "c.json").write_text(json.dumps(conf))
+    init = tmp_path / "init"
+    init.mkdir()
+
+    def lease(n, steps):
+        out = tmp_path / f"out{n}"
+        out.mkdir()
+        env = dict(_device_env(tmp_path, out), DEVICE="cpu", MINUTES="1", CONFIG=str(tmp_path / "c.json"),
+                   RUN_DIR=str(tmp_path / f"run{n}"), INIT_DIR=str(init), OMP_NUM_THREADS="1")
+        r = subprocess.run(["bash", "research/device_tpgan_refiner.sh", "--steps", str(steps)], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stdout + r.stderr
+        files = sorted(out.iterdir())
+        assert len(files) <= 8 and all(f.stat().st_size <= 16 * 2**20 for f in files), files
+        return out, {f.name for f in files}
+
+    out1, names1 = lease(1, 3)
+    # (no samples.jpg: the example people are all training people, so there is no validation pair to show)
+    assert {"device.txt", "train.log", "log.jsonl", "checkpoint.safetensors.part00"} <= names1
+    assert "fresh run" in (out1 / "device.txt").read_text()
+    for f in out1.glob("checkpoint.safetensors.part*"):
+        (init / f.name).write_bytes(f.read_bytes())
+    out2, _ = lease(2, 5)
+    assert "continuing" in (out2 / "train.log").read_text() and "at step 3" in (out2 / "train.log").read_text()
+    steps = [json.loads(line)["step"] for line in (out2 / "log.jsonl").read_text().splitlines() if "pixel" in line]
+    assert steps == [4, 5]
+    ck = tmp_path / "ck.safetensors"
+    ck.write_bytes(b"".join(f.read_bytes() for f in sorted(out2.glob("checkpoint.safetensors.part*"))))
+    from pifr.train.refine import main
+
+    assert main(["--export", str(ck), str(tmp_path / "r.safetensors")]) == 0
+    net, meta = read_refiner(tmp_path / "r.safetensors")
+    assert meta["step"] == 5 and net.config.arch == "tpgan"

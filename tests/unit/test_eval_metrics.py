@@ -151,3 +151,22 @@ def test_rank1_hits_per_probe():
     p = np.array([[1, 0, 0], [0, 0.2, 0.9], [0, 0, 1.0]])
     assert rank1_hits(p, [0, 1, 2], g, [0, 1, 2]).tolist() == [True, False, True]
     assert rank1(p, [0, 1, 2], g, [0, 1, 2]) == pytest.approx(2 / 3)
+
+
+def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
+    from pifr.eval.metrics import kernel_inception_distance as kid
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 16)), rng.normal(size=(300, 16))
+    same, _ = kid(a, b, subsets=50, subset_size=100)
+    near, _ = kid(a, b + 0.3, subsets=50, subset_size=100)
+    far, _ = kid(a, b + 1.0, subsets=50, subset_size=100)
+    assert abs(same) < 0.02 < near < far
+    # The unbiased estimate on one subset equals the formula written out by hand.
+    x, y = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    k = lambda p, q: (p @ q.T / 3 + 1) ** 3  # noqa: E731
+    off = ~np.eye(5, dtype=bool)
+    want = k(x, x)[off].mean() + k(y, y)[off].mean() - 2 * k(x, y).mean()
+    assert kid(x, y, subsets=1, subset_size=5)[0] == pytest.approx(want)
+    with pytest.raises(ValueError):
+        kid(a[:, :3], b)
