@@ -14,7 +14,7 @@ per person, not the enrolled ones) it is calibrated to ``--far`` per probe on th
 templates (``auto`` fuses in the frontal view of turned faces and raises the threshold by the
 rule's measured shift, ``always`` keeps the frontal view's embedding alone). A loaded
 gallery keeps the policy it was saved with. ``--frontalizer`` picks where the frontal view comes
-from (as :func:`pifr.frontalization.frontal_view`): ``3d`` (the 3D render), ``refined`` (that
+from (as :func:`pifr.views.parse_view`): ``3d`` (the 3D render), ``refined`` (that
 render through the registered refiner), ``refined:<refiner.safetensors>``, or a TP-GAN
 ``generator.safetensors`` path; default: the 3D render (or a registered generator). The run
 prints the policy and frontal view it used. Every face in a frame is checked, not only the largest.
@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 import pifr
-from pifr.frontalization import DEFAULT_FRONTALIZE, FRONTALIZE_MODES, frontal_view
+from pifr.policy import DEFAULT_FRONTALIZE, FRONTALIZE_MODES
+from pifr.views import get_view_source
 
 EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".pgm"}
 
@@ -153,7 +154,7 @@ def main() -> None:
         view = "unused"
     else:
         try:  # resolved now: a bad --frontalizer would otherwise fail every enrollment, one by one
-            view = frontal_view(g.frontalizer).name
+            view = get_view_source(g.frontalizer).name
         except pifr.PifrError as e:
             raise SystemExit(f"--frontalizer {args.frontalizer}: {e}")
     print(f"gallery: embedder {g.embedder}, frontalize={g.frontalize!r}, frontal view {view}")
@@ -167,7 +168,7 @@ def main() -> None:
             for f in sorted(f for f in person.iterdir() if f.suffix.lower() in EXTS):
                 paths.append(f)
                 labels.append(person.name)
-        res = pifr.embed_many(paths, embedder=g.embedder)
+        res = pifr.embed_many(paths, embedder=g.embedder, frontalize=g.frontalize, frontalizer=g.frontalizer)  # as probes are made
         ok = [r for r in res if r.ok]
         thr = g.calibrate(args.far, embeddings=np.stack([r.embedding for r in ok]), labels=[labels[r.index] for r in ok])
         print(f"threshold {thr:.4f} for FAR {args.far:g} per probe against {len(g)} identities")

@@ -12,7 +12,8 @@ from typing import List, Optional
 import numpy as np
 
 from .errors import PifrError
-from .frontalization import DEFAULT_FRONTALIZE, FRONTALIZE_METHODS, FRONTALIZE_MODES
+from .frontalization import FRONTALIZE_METHODS
+from .policy import DEFAULT_FRONTALIZE, FRONTALIZE_MODES
 from .rotation import ROTATE_METHODS
 
 
@@ -78,12 +79,13 @@ def _writable_target(path: str, what: str) -> None:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from .embedders import embed_many
+    from .pipeline import embed_many
 
     _writable_target(args.output, "output")
     out = args.output if args.output.endswith(".npz") else args.output + ".npz"  # np.savez adds the suffix
     _writable_target(out, "output")
-    res = embed_many(args.images, embedder=args.embedder, detector=args.detector, progress=len(args.images) > 1)
+    res = embed_many(args.images, embedder=args.embedder, detector=args.detector, frontalize=args.frontalize,
+                     progress=len(args.images) > 1)
     ok = [r for r in res if r.ok]
     for r in res:
         if not r.ok:
@@ -333,8 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("embed", help="write embeddings of the largest face of each image to an .npz")
     e.add_argument("images", nargs="+")
     e.add_argument("-o", "--output", required=True)
-    e.add_argument("--embedder", default="dlib_resnet")
+    e.add_argument("--embedder", default=None, help="embedder name (default: the library's default)")
     e.add_argument("--detector", default=None)
+    e.add_argument("--frontalize", default=DEFAULT_FRONTALIZE, choices=FRONTALIZE_MODES,
+                   help=f"pose policy, as pifr.embed (default {DEFAULT_FRONTALIZE})")
     e.set_defaults(func=_cmd_embed)
 
     f = sub.add_parser("frontalize", help="write the frontal view of each face (file or folder)")

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ._device import resolve_device
-from .errors import DependencyError, UnknownModelError
+from .errors import DependencyError, NoFaceError, UnknownModelError
 from .image import ImageLike, load_image
 from .pose import estimate_yaw_faces
 from .types import Face
@@ -58,21 +58,42 @@ class RetinaFaceDetector:
         self._torch = torch
 
     def __call__(self, img: np.ndarray, min_score: float = 0.8) -> List[Face]:
+        return self.detect_many([img], min_score)[0]
+
+    def detect_many(self, imgs: Sequence[np.ndarray], min_score: float = 0.8, batch_size: int = 16) -> List[List[Face]]:
+        """Faces of each ``(H, W, 3)`` uint8 RGB image (unsorted); images of one size after the
+        downscale to :data:`RETINAFACE_MAX_SIDE` share a network pass, ``batch_size`` at a time."""
         import cv2
 
-        from .models.retinaface import BGR_MEAN, decode, priors
+        from .models.retinaface import BGR_MEAN, priors
 
         torch = self._torch
-        h0, w0 = img.shape[:2]
-        scale = min(1.0, RETINAFACE_MAX_SIDE / max(h0, w0))
-        x = cv2.resize(img, (round(w0 * scale), round(h0 * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else img
-        h, w = x.shape[:2]
-        t = torch.from_numpy(np.ascontiguousarray(x[..., ::-1])).to(self.device).float()
-        t = (t - torch.tensor(BGR_MEAN, device=self.device)).permute(2, 0, 1)[None]
-        with torch.inference_mode():
-            loc, conf, ldm = self.net(t)
-            boxes, lms = decode(loc[0], ldm[0], priors(h, w, self.device))
-        conf = conf[0].cpu().numpy()
+        scaled, groups = [], {}
+        for i, img in enumerate(imgs):
+            h0, w0 = img.shape[:2]
+            scale = min(1.0, RETINAFACE_MAX_SIDE / max(h0, w0))
+            x = cv2.resize(img, (round(w0 * scale), round(h0 * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else img
+            scaled.append((x, scale))
+            groups.setdefault(x.shape[:2], []).append(i)
+        out: List[List[Face]] = [[] for _ in imgs]
+        mean = torch.tensor(BGR_MEAN, device=self.device)
+        for (h, w), idx in groups.items():
+            pri = priors(h, w, self.device)
+            for k in range(0, len(idx), max(1, batch_size)):
+                chunk = idx[k:k + batch_size]
+                t = torch.from_numpy(np.stack([np.ascontiguousarray(scaled[i][0][..., ::-1]) for i in chunk])).to(self.device)
+                with torch.inference_mode():
+                    loc, conf, ldm = self.net((t.float() - mean).permute(0, 3, 1, 2))
+                for j, i in enumerate(chunk):
+                    out[i] = self._faces(loc[j], conf[j], ldm[j], pri, w, h, scaled[i][1], min_score)
+        return out
+
+    def _faces(self, loc: Any, conf: Any, ldm: Any, pri: Any, w: int, h: int, scale: float, min_score: float) -> List[Face]:
+        from .models.retinaface import decode
+
+        with self._torch.inference_mode():
+            boxes, lms = decode(loc, ldm, pri)
+        conf = conf.cpu().numpy()
         keep = conf >= min_score
         if not keep.any():
             return []
@@ -104,6 +125,10 @@ class MTCNNDetector:
             for b, p, pts in zip(boxes, probs, points)
             if p is not None and p >= min_score
         ]
+
+    def detect_many(self, imgs: Sequence[np.ndarray], min_score: float = 0.9, batch_size: int = 16) -> List[List[Face]]:
+        """Faces of each image, one image at a time (MTCNN's cascade does not batch images)."""
+        return [self(img, min_score) for img in imgs]
 
 
 _FACTORIES: Dict[str, Callable[..., Any]] = {"retinaface": RetinaFaceDetector, "mtcnn": MTCNNDetector}
@@ -172,3 +197,33 @@ def estimate_yaw(img: ImageLike, face: Optional[Face] = None, *, method: str = "
     if face is None:
         face = detect_one(arr, detector=detector, yaw=False, device=device, purpose=" to estimate yaw")
     return estimate_yaw_faces(arr, [face], method=method, device=device)[0]
+
+
+def pick_face(faces: Sequence[Face], shape: tuple, select: str = "largest") -> Face:
+    """Choose one face: ``"largest"`` box, or ``"center"`` (closest to the image centre, for
+    datasets such as LFW whose subject is centred).
+
+    Raises:
+        NoFaceError: no faces. ValueError: an unknown ``select``."""
+    if not faces:
+        raise NoFaceError("no face found")
+    if select == "largest":
+        return max(faces, key=lambda f: f.width * f.height)
+    if select == "center":
+        cy, cx = shape[0] / 2, shape[1] / 2
+        return min(faces, key=lambda f: np.hypot((f.bbox[0] + f.bbox[2]) / 2 - cx, (f.bbox[1] + f.bbox[3]) / 2 - cy))
+    raise ValueError(f"select must be 'largest' or 'center', got {select!r}")
+
+
+def locate_face(src: ImageLike, *, detector: Optional[str] = None, select: str = "largest",
+                retry_min_score: Optional[float] = 0.5, device: Any = None) -> "Tuple[np.ndarray, Face]":
+    """Load ``src`` and choose its face (see :func:`pick_face`), retrying detection once at
+    ``retry_min_score`` when nothing is found at the detector's default confidence.
+
+    Returns ``(image, face)``. Raises InvalidImageError / NoFaceError."""
+    det = detector or DEFAULT_DETECTOR
+    arr = load_image(src)
+    faces = detect(arr, detector=det, device=device)
+    if not faces and retry_min_score is not None:
+        faces = detect(arr, detector=det, device=device, min_score=retry_min_score)
+    return arr, pick_face(faces, arr.shape, select)

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
 from ._device import resolve_device
 from .alignment import ARCFACE_112, DLIB_150, TPGAN_128, AlignmentTemplate, align, check_crops
-from .errors import NoFaceError, UnknownModelError
-from .frontalization import DEFAULT_FRONTALIZE, embed_face_policy, frontal_view, validate_policy
-from .image import ImageLike, load_image
+from .errors import UnknownModelError
 from . import onnx_embedder
 from .onnx_embedder import register_embedder  # noqa: F401 - re-exported: pifr.register_embedder
 from .types import EmbedderInfo, Face
@@ -222,124 +219,3 @@ def list_embedders() -> List[EmbedderInfo]:
     from .onnx_embedder import infos
 
     return out + infos()
-
-
-def embed_face(img: np.ndarray, face: Face, embedder: Union[str, Embedder] = DEFAULT_EMBEDDER, device: Any = None) -> np.ndarray:
-    """Embedding ``(dim,)`` of one detected ``face`` in ``img`` (``(H, W, 3)`` uint8 RGB)."""
-    emb = get_embedder(embedder, device) if isinstance(embedder, str) else embedder
-    return emb.embed_crops(emb.align(img, face)[None])[0]
-
-
-def embed(img: ImageLike, *, embedder: str = DEFAULT_EMBEDDER, face: Optional[Face] = None,
-          frontalize: str = DEFAULT_FRONTALIZE, frontalizer: Optional[str] = None, yaw_threshold: Optional[float] = None,
-          fusion_weight: Optional[float] = None, detector: Optional[str] = None,
-          device: Any = None, bgr: bool = False) -> np.ndarray:
-    """L2-normalised embedding of the largest face in ``img`` (or of ``face``).
-
-    Args:
-        img: anything :func:`pifr.load_image` accepts.
-        embedder: registry name (see :func:`list_embedders`).
-        face: skip detection and use this face.
-        frontalize: ``"auto"`` (default), ``"never"`` or ``"always"`` (see :func:`pifr.verify`).
-        frontalizer: ``None``/``"3d"`` (the 3D render), ``"refined"`` / ``"refined:<file>"`` (the render
-            through a refiner, :func:`pifr.frontalization.frontal_view`) or a generator weights file.
-        yaw_threshold, fusion_weight: the ``"auto"`` policy's parameters (see :func:`pifr.verify`).
-        detector: detector name (default :data:`pifr.detection.DEFAULT_DETECTOR`).
-
-    Returns:
-        ``(dim,)`` float32 unit vector.
-
-    Raises:
-        NoFaceError: no face detected.
-        InvalidPolicyError: unknown ``frontalize`` mode, or threshold / weight out of range.
-    """
-    frontalize, yaw_threshold, fusion_weight = validate_policy(frontalize, yaw_threshold, fusion_weight)
-    arr = load_image(img, bgr=bgr)
-    if face is None:
-        from .detection import detect_one
-
-        face = detect_one(arr, detector=detector, yaw=frontalize == "auto", device=device)
-    emb = get_embedder(embedder, device)
-    gen = None
-    if frontalize != "never":
-        gen = frontal_view(frontalizer, device)
-    return embed_face_policy(arr, face, emb, frontalize, gen, yaw_threshold, fusion_weight)[0]
-
-
-def pick_face(faces: Sequence[Face], shape: tuple, select: str = "largest") -> Face:
-    """Choose one face: ``"largest"`` box, or ``"center"`` (closest to the image centre, for
-    datasets such as LFW whose subject is centred)."""
-    if not faces:
-        raise NoFaceError("no face found")
-    if select == "largest":
-        return max(faces, key=lambda f: f.width * f.height)
-    if select == "center":
-        cy, cx = shape[0] / 2, shape[1] / 2
-        return min(faces, key=lambda f: np.hypot((f.bbox[0] + f.bbox[2]) / 2 - cx, (f.bbox[1] + f.bbox[3]) / 2 - cy))
-    raise ValueError(f"select must be 'largest' or 'center', got {select!r}")
-
-
-@dataclass(frozen=True)
-class EmbedResult:
-    """One item of :func:`embed_many`: the embedding and face, or the error that input raised."""
-
-    index: int
-    embedding: Optional[np.ndarray]
-    face: Optional[Face]
-    error: Optional[Exception] = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-def embed_many(images: Sequence[ImageLike], *, embedder: str = DEFAULT_EMBEDDER, detector: Optional[str] = None,
-               select: str = "largest", retry_min_score: Optional[float] = 0.5, device: Any = None,
-               progress: bool = False) -> List[EmbedResult]:
-    """Embed the chosen face of each image; a bad or faceless image yields an error item, never stops the batch.
-    Results come in input order.
-
-    Args:
-        retry_min_score: when nothing is found at the detector's default confidence, retry once at
-            this lower cut-off (``None`` disables the retry).
-        progress: show a tqdm progress bar.
-    """
-    from .detection import DEFAULT_DETECTOR
-    from .errors import InvalidArgumentError, PifrError
-
-    # A str is iterable too: embed_many("a.jpg") would otherwise try each character as a path.
-    if isinstance(images, (str, bytes, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim != 4):
-        raise InvalidArgumentError(f"embed_many takes a sequence of images, got a single {type(images).__name__}; "
-                                   "wrap it in a list, or use pifr.embed")
-    emb = get_embedder(embedder, device)
-    det = detector or DEFAULT_DETECTOR
-    it = enumerate(images)
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, total=len(images), desc=f"embed[{embedder}]", unit="img")
-    out: List[EmbedResult] = []
-    for i, src in it:
-        try:
-            arr, face = locate_face(src, detector=det, select=select, retry_min_score=retry_min_score, device=device)
-            out.append(EmbedResult(i, emb.embed_crops(emb.align(arr, face)[None])[0], face))
-        except PifrError as e:
-            log.warning("item %d: %s", i, e)
-            out.append(EmbedResult(i, None, None, e))
-    return out
-
-
-def locate_face(src: ImageLike, *, detector: Optional[str] = None, select: str = "largest",
-                retry_min_score: Optional[float] = 0.5, device: Any = None) -> "tuple[np.ndarray, Face]":
-    """Load ``src`` and choose its face (see :func:`pick_face`), retrying detection once at
-    ``retry_min_score`` when nothing is found at the detector's default confidence.
-
-    Returns ``(image, face)``. Raises InvalidImageError / NoFaceError."""
-    from .detection import DEFAULT_DETECTOR, detect
-
-    det = detector or DEFAULT_DETECTOR
-    arr = load_image(src)
-    faces = detect(arr, detector=det, device=device)
-    if not faces and retry_min_score is not None:
-        faces = detect(arr, detector=det, device=device, min_score=retry_min_score)
-    return arr, pick_face(faces, arr.shape, select)

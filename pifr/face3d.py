@@ -191,37 +191,42 @@ def fit_params(params: np.ndarray, roi: Sequence[float], image_size: Tuple[int, 
     return Fit3D(cam, rot, lm, vertices, yaw, pitch, roll, (int(image_size[0]), int(image_size[1])))
 
 
+def fit_from_params(params: np.ndarray, img_shape: Tuple[int, ...], face: Face, name: str = "the image",
+                    model: Optional[FaceModel] = None) -> Fit3D:
+    """The :class:`Fit3D` of ``face`` from its 3DDFA_V2 parameters ``(62,)``
+    (:func:`pifr.pose.regress_faces`) in an image of shape ``img_shape``; ``name`` labels a refusal.
+
+    Raises:
+        FitError: a face too small to fit, or turned further up/down than the regressor handles.
+    """
+    from .models.tddfa import roi_from_bbox
+
+    roi = roi_from_bbox(face.bbox)
+    if roi[2] - roi[0] < MIN_FACE_PX:
+        raise FitError(f"{name}: face is {face.width:.0f} px wide; the 3D fit needs at least {MIN_FACE_PX} px")
+    fit = fit_params(np.asarray(params, np.float64), roi, img_shape[:2], model)
+    if not np.all(np.isfinite(fit.camera)) or abs(fit.pitch) > MAX_PITCH:
+        raise FitError(f"{name}: 3D fit refused (pitch {fit.pitch:.0f}°, beyond ±{MAX_PITCH:.0f}°)")
+    return fit
+
+
 def fit_faces(img: np.ndarray, faces: Sequence[Face], device: Any = None, names: Optional[Sequence[str]] = None) -> List[Fit3D]:
     """3D fits of ``faces`` in ``img`` (``(H, W, 3)`` uint8 RGB), one batched network pass.
 
     Raises:
         FitError: a face too small to fit, or turned further up/down than the regressor handles.
     """
-    import torch
-
     from .models.tddfa import roi_from_bbox
-    from .pose import pose_network, roi_crop
+    from .pose import regress_faces
 
     if not faces:
         return []
-    model = face_model()
-    rois, crops = [], []
-    for i, f in enumerate(faces):
+    for i, f in enumerate(faces):  # before the network: a refused face costs nothing
         roi = roi_from_bbox(f.bbox)
         if roi[2] - roi[0] < MIN_FACE_PX:
-            who = names[i] if names else "the image"
-            raise FitError(f"{who}: face is {f.width:.0f} px wide; the 3D fit needs at least {MIN_FACE_PX} px")
-        rois.append(roi)
-        crops.append(roi_crop(img[..., ::-1], roi, 120))
-    net = pose_network(device)
-    x = torch.from_numpy(np.stack(crops)).to(next(net.parameters()).device).permute(0, 3, 1, 2).float()
-    with torch.inference_mode():
-        params = net(x).cpu().numpy().astype(np.float64)
-    fits = []
-    for i, (p, roi) in enumerate(zip(params, rois)):
-        fit = fit_params(p, roi, img.shape[:2], model)
-        if not np.all(np.isfinite(fit.camera)) or abs(fit.pitch) > MAX_PITCH:
-            who = names[i] if names else "the image"
-            raise FitError(f"{who}: 3D fit refused (pitch {fit.pitch:.0f}°, beyond ±{MAX_PITCH:.0f}°)")
-        fits.append(fit)
-    return fits
+            raise FitError(f"{names[i] if names else 'the image'}: face is {f.width:.0f} px wide; "
+                           f"the 3D fit needs at least {MIN_FACE_PX} px")
+    model = face_model()
+    params = regress_faces([(img, f) for f in faces], device)
+    return [fit_from_params(p, img.shape, f, names[i] if names else "the image", model)
+            for i, (p, f) in enumerate(zip(params, faces))]

@@ -1,4 +1,5 @@
-"""Several faces of one person (the frames of one door event) → one embedding.
+"""Several embeddings of one face or one person → one: a face's views (pool_views, fuse_embeddings)
+and the frames of one door event (pool_faces).
 
 A door sees a person in several frames; deciding on each frame alone gives a stranger several
 chances and wastes what the better frames show. pifr pools the frames' embeddings (each already
@@ -34,4 +35,23 @@ def pool_faces(embeddings: np.ndarray, yaws: Optional[Sequence[Optional[float]]]
         raise ShapeError(f"{len(e)} embeddings but {len(yaws)} yaws")
     w = np.array([1.0 if y is None else max(math.cos(math.radians(abs(float(y)))), 0.1) for y in yaws], np.float32)
     v = (w[:, None] * e).sum(0)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def pool_views(views: np.ndarray) -> np.ndarray:
+    """The embedding of several rendered views of one face: normalise(mean) of their unit
+    ``(k, dim)`` embeddings, as ``(dim,)`` float32 (one view: itself)."""
+    if len(views) == 1:
+        return views[0]
+    v = np.mean(views, axis=0)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def fuse_embeddings(raw: np.ndarray, view: np.ndarray, weight: float) -> np.ndarray:
+    """normalise((1 − weight)·raw + weight·view) for unit ``(dim,)`` vectors; weight 1 is the
+    view's embedding alone. For a probe against fixed gallery vectors this ranks exactly like the
+    score fusion (1 − w)·cos(raw, g) + w·cos(view, g)."""
+    if weight >= 1.0:
+        return view
+    v = (1.0 - weight) * raw + weight * view
     return (v / np.linalg.norm(v)).astype(np.float32)

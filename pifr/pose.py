@@ -60,22 +60,39 @@ def roi_crop(img: np.ndarray, box: Sequence[float], size: int) -> np.ndarray:
     return cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
+def regress_faces(items: Sequence["tuple[np.ndarray, Face]"], device: Any = None, batch_size: int = 128) -> np.ndarray:
+    """3DDFA_V2's ``(N, 62)`` float32 parameters for each ``(image (H, W, 3) uint8 RGB, face)`` of
+    ``items``, read on 3DDFA's ROI around each face box, ``batch_size`` faces a network pass
+    (faces of many images share a pass). Yaw (:func:`yaw_from_params`) and the 3D fit
+    (:func:`pifr.face3d.fit_from_params`) are both read from these."""
+    if not items:
+        return np.zeros((0, 62), np.float32)
+    import torch
+
+    from .models.tddfa import roi_from_bbox
+
+    net = pose_network(device)
+    dev = next(net.parameters()).device
+    out = []
+    for k in range(0, len(items), max(1, batch_size)):
+        crops = np.stack([roi_crop(img[..., ::-1], roi_from_bbox(f.bbox), 120) for img, f in items[k:k + batch_size]])  # BGR contract
+        with torch.inference_mode():
+            out.append(net(torch.from_numpy(crops).to(dev).permute(0, 3, 1, 2).float()).cpu().numpy())
+    return np.concatenate(out)
+
+
+def yaw_from_params(params: np.ndarray) -> float:
+    """Yaw (degrees, pifr's convention) from 3DDFA_V2's 62 parameters."""
+    from .models.tddfa import pose_from_params
+
+    # 3DDFA's yaw is positive when the face turns to the image's left: flip to pifr's convention.
+    return -pose_from_params(params)[0]
+
+
 def estimate_yaw_faces(img: np.ndarray, faces: Sequence[Face], method: str = "3ddfa", device: Any = None) -> List[float]:
     """Yaw of each face in ``img`` (``(H, W, 3)`` uint8 RGB), batched."""
     if method == "landmarks":
         return [yaw_from_landmarks(f.landmarks) for f in faces]
     if method != "3ddfa":
         raise UnknownModelError(f"unknown yaw method {method!r}; use '3ddfa' or 'landmarks'")
-    if not faces:
-        return []
-    import torch
-
-    from .models.tddfa import pose_from_params, roi_from_bbox
-
-    net = pose_network(device)
-    crops = np.stack([roi_crop(img[..., ::-1], roi_from_bbox(f.bbox), 120) for f in faces])  # BGR contract
-    x = torch.from_numpy(crops).to(next(net.parameters()).device).permute(0, 3, 1, 2).float()
-    with torch.inference_mode():
-        params = net(x).cpu().numpy()
-    # 3DDFA's yaw is positive when the face turns to the image's left: flip to pifr's convention.
-    return [-pose_from_params(p)[0] for p in params]
+    return [yaw_from_params(p) for p in regress_faces([(img, f) for f in faces], device)]

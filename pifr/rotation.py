@@ -346,7 +346,7 @@ def _fit_one(img: ImageLike, face: Optional[Face], detector: Optional[str], devi
 
 def warp_rotated(r: Rotated, template: Union[str, AlignmentTemplate]) -> Rotated:
     """``r`` moved into another template by the similarity between the two templates' 5 points
-    (as :func:`pifr.frontalization.to_template` moves a frontal crop); image, render, mask,
+    (as :func:`pifr.views.to_template` moves a frontal crop); image, render, mask,
     visibility and landmarks move together. ``r`` itself when it is already there."""
     t = get_template(template)
     if t.name == r.template:

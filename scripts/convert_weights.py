@@ -108,7 +108,8 @@ def check_sface_fp16(models: Path, cfp: Path) -> None:
     CFP 351-400 (tuning split; frontal 01 and every profile): embedding cosine per face."""
     import onnxruntime as ort
 
-    from pifr.embedders import get_embedder, locate_face
+    from pifr.detection import locate_face
+    from pifr.embedders import get_embedder
     from pifr.eval.datasets import cfp_images
 
     emb = get_embedder("sface")
@@ -130,7 +131,8 @@ def check_dlib_fp16(cfp: Path) -> None:
     """The fp16 copy against the .dat on CFP 351-400 (tuning split): embedding cosine, and
     profile→frontal-01 rank-1 with the same probes hit."""
     from pifr.eval.datasets import cfp_images
-    from pifr.embedders import Embedder, embedder_spec, get_embedder, locate_face
+    from pifr.detection import locate_face
+    from pifr.embedders import Embedder, embedder_spec, get_embedder
     from pifr.eval.metrics import rank1_hits
     from pifr.weights import load_into
 

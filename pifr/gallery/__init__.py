@@ -37,23 +37,17 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import GalleryError, InvalidArgumentError, InvalidPolicyError, NoThresholdError, PifrError
-from ..frontalization import DEFAULT_FRONTALIZE, validate_policy
 from ..image import ImageLike, load_image
+from ..pipeline import Pipeline
+from ..policy import DEFAULT_FRONTALIZE, resolve_policy
 from ..types import Face
 from .operating_point import (DEFAULT_FAR_PER_PROBE, OperatingPoint, _check_far, calibrated_threshold, check_threshold,
                               default_operating_point, impostor_tables, warn_about)
-from .enrollment import EnrollReport, as_images, embed_event, embed_face, embed_image, embed_new
+from .enrollment import EnrollReport, as_images, embed_new
 from .search import FAISS_MIN_TEMPLATES, Match, TemplateSearch, check_k as _check_k, nearest_identities
-from .staleness import ViewPolicy, saved_frontalizer, warn_stale
+from .staleness import EXTERNAL, saved_frontalizer, stale_counts, warn_stale
 from .storage import (_BUILTIN_VIEWS, SCHEMA_VERSION, UNIT_TOLERANCE, FileStore, GalleryState, GalleryStore, StoreLike,
                       _check_unit, as_store, check_identity, file_lock)
-
-# Names that pifr.gallery offered when it was one module (tests, benchmarks and older code import them).
-from ..frontalization import auto_fuses_above, embed_face_policy, frontal_view, threshold_shift, view_fingerprint  # noqa: E402,F401,E501
-from .enrollment import _pixels_hash  # noqa: E402,F401
-from .operating_point import _TABLES  # noqa: E402,F401
-from .storage import (_HEADER_TYPES, _MAGIC, _MODES, _VIEW_ARRAYS, _check_header, _pack_strings,  # noqa: E402,F401
-                      _read_views, _unpack_strings)
 
 __all__ = ["Gallery", "Match", "EnrollReport", "OperatingPoint", "default_operating_point", "impostor_tables",
            "check_threshold", "check_identity", "file_lock", "GalleryStore", "GalleryState", "FileStore",
@@ -88,10 +82,14 @@ class Gallery:
                  far_per_probe: float = DEFAULT_FAR_PER_PROBE) -> None:
         from ..embedders import DEFAULT_EMBEDDER, get_embedder
 
-        frontalize, yaw_threshold, fusion_weight = validate_policy(frontalize, yaw_threshold, fusion_weight)
+        from ..views import parse_view
+
+        self._emb_name = embedder or DEFAULT_EMBEDDER
+        # Checked now (a bad mode or value is the caller's error, before any model loads).
+        resolve_policy(self._emb_name, frontalize, parse_view(frontalizer)[0], yaw_threshold=yaw_threshold,
+                       fusion_weight=fusion_weight)
         self._fixed: Optional[float] = None if threshold is None else check_threshold(threshold)
         self.far_per_probe = _check_far(far_per_probe, "far_per_probe")
-        self._emb_name = embedder or DEFAULT_EMBEDDER
         self._device = device
         emb = get_embedder(self._emb_name, device)
         self.embedder_sha256 = getattr(getattr(emb, "spec", None), "sha256", "") or ""
@@ -112,7 +110,9 @@ class Gallery:
         self._emb = np.zeros((0, self.dim), np.float32)
         self._labels: List[str] = []
         self._hashes: List[str] = []
-        self._views: List[Optional[str]] = []  # per template: its view record (pifr.gallery.staleness)
+        self._views: List[Optional[str]] = []  # per template: its treatment record (pifr.gallery.staleness)
+        self._yaws: List[float] = []  # per template: its face's yaw in degrees (NaN: unknown)
+        self._pipe: Optional[Pipeline] = None
         self._search = TemplateSearch()
         self._warned_unmeasured = False
 
@@ -185,81 +185,68 @@ class Gallery:
 
     @property
     def stale_templates(self) -> Dict[str, int]:
-        """Templates fused from a view that this pifr, with this gallery's embedder, frontalizer
-        and rule, makes differently now (a re-tuned rule, another 3D fit network, refiner or
-        generator: :func:`pifr.frontalization.view_fingerprint`), counted by identity. Probes are
-        fused the new way, so these no longer match how a probe of the same photo would be made;
-        re-enrolling those photos (:meth:`remove`, then :meth:`enroll`) rebuilds them. Raw
-        templates, :meth:`add_embeddings` ones and those from files of older pifr (provenance
-        unknown) are never counted — except a turned face that ``"auto"`` left raw and would fuse
-        now (a rule with a lower yaw threshold, or one for an embedder that had none)."""
+        """Templates made otherwise than the gallery's policy would make a probe of the same photo
+        now (a re-tuned rule, another 3D fit network, refiner or generator, or a rule that now
+        fuses a face it left raw: :mod:`pifr.gallery.staleness`), counted by identity; re-enrolling
+        those photos (:meth:`remove`, then :meth:`enroll`) rebuilds them. :meth:`add_embeddings`
+        templates and those from files of older pifr (provenance unknown) are never counted."""
+        from ..views import parse_view, view_key
+
         with self._lock:
-            pairs = list(zip(self._labels, self._views))
-        return self._view_policy().stale(pairs)
+            triples = list(zip(self._labels, self._views, self._yaws))
+        policy = resolve_policy(self._emb_name, self.frontalize, parse_view(self.frontalizer)[0],
+                                yaw_threshold=self.yaw_threshold, fusion_weight=self.fusion_weight)
+        return stale_counts(triples, policy, lambda: view_key(self.frontalizer))
 
-    def _view_policy(self) -> ViewPolicy:
-        return ViewPolicy(self._emb_name, self.frontalizer, self.yaw_threshold, self.fusion_weight)
-
-    # ------------------------------------------------------------------ embedding
-    def _embed(self, img: ImageLike, policy: Optional[str] = None
-               ) -> Tuple[List[np.ndarray], str, float, List[Optional[str]], Optional[float]]:
-        """:func:`pifr.gallery.enrollment.embed_image` with this gallery's settings (``policy``
-        default: its probe policy): templates, image hash, threshold shift, fusing modes, yaw."""
-        return embed_image(img, policy or self.frontalize, self._view_policy(), self.detector, self._device)
-
-    def _embed_face(self, arr: np.ndarray, face: Face, policy: Optional[str] = None
-                    ) -> Tuple[List[np.ndarray], float, List[Optional[str]]]:
-        """:func:`pifr.gallery.enrollment.embed_face` with this gallery's settings."""
-        return embed_face(arr, face, policy or self.frontalize, self._view_policy(), self._device)
+    def pipeline(self) -> Pipeline:
+        """The face pipeline that makes this gallery's templates and probes (built once)."""
+        if self._pipe is None:
+            self._pipe = Pipeline(self._emb_name, frontalize=self.frontalize, frontalizer=self.frontalizer,
+                                  yaw_threshold=self.yaw_threshold, fusion_weight=self.fusion_weight,
+                                  detector=self.detector, device=self._device)
+        return self._pipe
 
     # ------------------------------------------------------------------ mutation
     def enroll(self, identity: str, images: Sequence[ImageLike]) -> EnrollReport:
-        """Add templates for each usable image, made under the gallery's ``frontalize`` policy.
-        Bad images and images already enrolled (same decoded pixels, for any identity) are
-        reported by index and skipped; the rest are kept. The duplicate check holds across threads
-        enrolling at once: it is made again when the templates are added, under the gallery's lock.
+        """Add templates for each usable image, made under the gallery's ``frontalize`` policy, the
+        images going through the face pipeline in batches. Bad images and images already enrolled
+        (same decoded pixels, for any identity) are reported by index and skipped; the rest are
+        kept. The duplicate check holds across threads enrolling at once: it is made again when
+        the templates are added, under the gallery's lock.
 
         Raises:
             InvalidArgumentError: a bad identity (empty, control characters). A single path,
             bytes, array or PIL image is taken as a list of one image.
         """
-        return self._enroll(identity, images)
-
-    def _enroll(self, identity: str, images: Sequence[ImageLike], templates: Optional[str] = None) -> EnrollReport:
-        """:meth:`enroll`; ``templates="both"`` (for experiments) stores the raw and the
-        frontalized template of every image (needs a frontalizer), so frontalized and raw probes
-        each meet their kind."""
         check_identity(identity)
         images = as_images(images)
-        if templates not in (None, "both"):
-            raise GalleryError("templates must be None or 'both'")
         with self._lock:
             known = set(self._hashes)
-        done, failures, dups = embed_new(images, templates or self.frontalize, self._view_policy(), self.detector,
-                                         self._device, known, record_yaw=templates is None and self.frontalize == "auto")
+        done, failures, dups = embed_new(self.pipeline(), images, known)
         with self._lock:
             # Another thread may have enrolled the same pixels since `known` was read.
             now = set(self._hashes)
-            vecs, hashes, all_views = [], [], []
-            for i, vs, h, views in done:
-                if h in now:
+            kept = []
+            for i, r in done:
+                if r.image_sha256 in now:
                     dups.append(i)
                     continue
-                now.add(h)
-                vecs += vs
-                hashes += [h] * len(vs)
-                all_views += views
-            if vecs:
-                self._append(np.stack(vecs).astype(np.float32), [identity] * len(vecs), hashes, all_views)
-            added = len(vecs)
-        return EnrollReport(identity, added, tuple(failures), tuple(sorted(dups)))
+                now.add(r.image_sha256)  # type: ignore[arg-type]
+                kept.append(r)
+            if kept:
+                self._append(np.stack([r.embedding for r in kept]).astype(np.float32), [identity] * len(kept),
+                             [r.image_sha256 for r in kept], [r.treatment for r in kept],  # type: ignore[misc]
+                             [float("nan") if r.face.yaw is None else float(r.face.yaw) for r in kept])
+        return EnrollReport(identity, len(kept), tuple(failures), tuple(sorted(dups)))
 
-    def _append(self, e: np.ndarray, labels: List[str], hashes: List[str], views: List[Optional[str]]) -> None:
+    def _append(self, e: np.ndarray, labels: List[str], hashes: List[str], views: List[Optional[str]],
+                yaws: List[float]) -> None:
         """Add checked templates ``e`` ``(n, dim)`` float32 with their records (caller holds the lock)."""
         self._emb = np.concatenate([self._emb, e], 0)
         self._labels += labels
         self._hashes += hashes
         self._views += views
+        self._yaws += yaws
         self._search.invalidate()
 
     def add_embeddings(self, identity: Union[str, Sequence[str]], embeddings: np.ndarray) -> None:
@@ -290,7 +277,7 @@ class Gallery:
             # Not an image hash: it only has to be unique and small (never the identity's name).
             hashes = [f"embedding:{n0 + i}:{hashlib.sha256(v.tobytes()).hexdigest()[:16]}" for i, v in enumerate(e)]
             # How the caller made them is unknown: never counted stale.
-            self._append(e, names, hashes, ["external"] * len(e))
+            self._append(e, names, hashes, [EXTERNAL] * len(e), [float("nan")] * len(e))
 
     def remove(self, identity: str) -> int:
         """Remove every template of ``identity``; returns how many. Raises GalleryError if unknown."""
@@ -303,6 +290,7 @@ class Gallery:
             self._labels = [self._labels[i] for i in keep]
             self._hashes = [self._hashes[i] for i in keep]
             self._views = [self._views[i] for i in keep]
+            self._yaws = [self._yaws[i] for i in keep]
             self._search.invalidate()
             return n
 
@@ -336,12 +324,9 @@ class Gallery:
     def probe_embedding(self, img: Union[ImageLike, Sequence[Any]]) -> Tuple[np.ndarray, float]:
         """``(unit (dim,) embedding, threshold shift)`` of a probe as :meth:`identify` makes it: one
         image, or a list of one person's frames (images or ``(image, Face)`` pairs) pooled as one
-        event; pass both to :meth:`search_embedding`."""
-        if isinstance(img, (list, tuple)):
-            v, shift, _ = embed_event(img, self.frontalize, self._view_policy(), self.detector, self._device)
-            return v, shift
-        vs, _, shift, _, _ = self._embed(img)
-        return vs[0], shift
+        event (:meth:`pifr.pipeline.Pipeline.embed_event`); pass both to :meth:`search_embedding`."""
+        event = self.pipeline().embed_event(img, "the probe")
+        return event.embedding, event.threshold_shift
 
     def identify(self, img: Union[ImageLike, Sequence[Any]], k: int = 1) -> List[Match]:
         """Ranked candidates for the largest face in ``img``; ``accepted`` marks scores at or
@@ -372,8 +357,8 @@ class Gallery:
         _check_k(k)
         if not self._labels:
             raise GalleryError("the gallery is empty: enroll someone first")
-        vs, shift, _ = self._embed_face(load_image(img), face)
-        return self.search_embedding(vs[0], k, threshold_shift=shift)
+        r = self.pipeline().embed_one((load_image(img), face), "the probe")
+        return self.search_embedding(r.embedding, k, threshold_shift=r.threshold_shift)
 
     def verify(self, identity: str, img: Union[ImageLike, Sequence[Any]]) -> Match:
         """1:1 check of ``img`` (or a list of one person's frames, as in :meth:`identify`) against
@@ -421,7 +406,7 @@ class Gallery:
         with self._lock:
             return GalleryState(
                 embedder=self._emb_name, embedder_sha256=self.embedder_sha256, embeddings=self._emb,
-                labels=tuple(self._labels), hashes=tuple(self._hashes), views=tuple(self._views),
+                labels=tuple(self._labels), hashes=tuple(self._hashes), views=tuple(self._views), yaws=tuple(self._yaws),
                 operating_threshold=self.threshold, threshold=self._fixed, far_per_probe=self.far_per_probe,
                 calibrated_far=self.calibrated_far, frontalize=self.frontalize, yaw_threshold=self.yaw_threshold,
                 fusion_weight=self.fusion_weight,
@@ -484,6 +469,9 @@ class Gallery:
             raise GalleryError(f"{where}: inconsistent arrays (embeddings {emb.dtype} {emb.shape}, {len(state.labels)} "
                                f"labels, {len(state.hashes)} hashes)")
         g._emb, g._labels, g._hashes, g._views = emb, list(state.labels), list(state.hashes), list(state.views)
+        g._yaws = [float(y) for y in state.yaws] if state.yaws else [float("nan")] * len(emb)
+        if len(g._yaws) != len(emb):
+            raise GalleryError(f"{where}: {len(g._yaws)} yaws for {len(emb)} templates")
         g.calibrated_far = state.calibrated_far if state.threshold is not None else None
         warn_stale(where, g.stale_templates)
         return g

@@ -1,93 +1,84 @@
-"""Which of a gallery's templates were fused from a view that this pifr makes differently now.
+"""Which of a gallery's templates were made otherwise than a probe of the same photo is made now.
 
-Each template carries a view record (stored with the gallery, see :mod:`pifr.gallery.storage`):
+Each template keeps, besides its vector, the fingerprint of its treatment
+(:meth:`pifr.policy.Policy.treatment`: the photo alone, or its views fused by a given rule from
+a given view source) and its face's yaw (degrees; NaN when unknown). A template is stale when
+the treatment the gallery's policy gives a face of that yaw now has another fingerprint — a
+re-tuned rule, another 3D fit network, refiner or generator, or a rule that now fuses a face it
+left raw. Records:
 
-* ``"raw"`` — the embedding of the photo itself;
-* ``"external"`` — given to :meth:`Gallery.add_embeddings` (how it was made is unknown);
-* ``"<mode>:<fingerprint>"`` — fused from a view under ``mode`` (``"auto"`` or ``"always"``),
-  ``fingerprint`` being :func:`pifr.frontalization.view_fingerprint` when it was enrolled;
-* ``"auto-raw:<|yaw|>"`` — a face that ``"auto"`` left raw, with its |yaw| in degrees (stale once
-  the rule in force would fuse that yaw);
-* ``None`` — unknown: a file from a pifr that did not record it (never counted stale).
+* a 16-hex-digit treatment fingerprint (:data:`pifr.policy.RAW_TREATMENT` for the photo alone);
+* :data:`EXTERNAL` — given to :meth:`Gallery.add_embeddings` (how it was made is unknown);
+* ``None`` — unknown (a file from a pifr that did not record it). Neither is ever judged.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Dict, Iterable, Optional, Tuple
+import math
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 from ..errors import PifrError
-from ..frontalization import auto_fuses_above, view_fingerprint
+from ..policy import RAW_TREATMENT, Policy
 
 log = logging.getLogger("pifr")
 
+#: The record of a template given as a vector.
+EXTERNAL = "external"
 
-@dataclass(frozen=True)
-class ViewPolicy:
-    """How a gallery fuses faces now: its embedder, frontalizer and ``"auto"`` rule parameters
-    (``None``: the rule measured for the embedder)."""
 
-    embedder: str
-    frontalizer: Optional[str]
-    yaw_threshold: Optional[float]
-    fusion_weight: Optional[float]
+def legacy_record(record: Optional[str]) -> Tuple[Optional[str], float]:
+    """``(record, yaw)`` of a view record written by pifr before treatments were fingerprints
+    (``"raw"``, ``"auto-raw:<|yaw|>"``, ``"<mode>:<fingerprint>"``); a current record is returned
+    as it is, with an unknown (NaN) yaw."""
+    if record is None or record == EXTERNAL or ":" not in record and record != "raw":
+        return record, math.nan
+    if record == "raw":
+        return RAW_TREATMENT, math.nan
+    mode, _, rest = record.partition(":")
+    if mode == "auto-raw":
+        try:
+            return RAW_TREATMENT, float(rest)
+        except ValueError:
+            return None, math.nan  # an odd string in a file: unknown, as elsewhere
+    return (rest or None), math.nan
 
-    def fingerprint(self, mode: str) -> Optional[str]:
-        """How a face is fused under ``mode`` now (:func:`pifr.frontalization.view_fingerprint`)."""
-        return view_fingerprint(self.embedder, self.frontalizer, mode, self.yaw_threshold, self.fusion_weight)
 
-    def record(self, mode: Optional[str], auto_yaw: Optional[float] = None) -> Optional[str]:
-        """The view record of a template ``mode`` fused now (``None``: raw; left raw by ``"auto"``
-        when ``auto_yaw``, the face's yaw in degrees, is given)."""
-        if mode is None:
-            return "raw" if auto_yaw is None else f"auto-raw:{abs(auto_yaw):.1f}"
-        fp = self.fingerprint(mode)
-        return None if fp is None else f"{mode}:{fp}"
-
-    def stale(self, templates: Iterable[Tuple[str, Optional[str]]]) -> Dict[str, int]:
-        """Stale templates counted by identity, from ``(identity, view record)`` pairs (see
-        :attr:`pifr.gallery.Gallery.stale_templates`). Never raises for a policy whose views
-        cannot be made here: those templates are not judged."""
-        pairs = list(templates)
-        now: Dict[str, Tuple[bool, Optional[str]]] = {}
-        out: Dict[str, int] = {}
-        above = None  # the |yaw| past which "auto" fuses now, for the templates it left raw
-        if any((v or "").startswith("auto-raw:") for _, v in pairs):
+def stale_counts(templates: Iterable[Tuple[str, Optional[str], float]], policy: Policy,
+                 view_key: Callable[[], Dict[str, Any]]) -> Dict[str, int]:
+    """Stale templates counted by identity, from ``(identity, record, yaw)`` triples, against
+    ``policy`` with views made as ``view_key()`` says (:func:`pifr.views.view_key`, called only
+    when needed). Never raises for a view source that cannot be identified here (a generator
+    file gone): its fused templates are not judged."""
+    out: Dict[str, int] = {}
+    key: Any = None  # False: unknown here
+    for label, record, yaw in templates:
+        if record is None or record == EXTERNAL:
+            continue
+        known_yaw = yaw is not None and not math.isnan(yaw)
+        if record == RAW_TREATMENT and not known_yaw:
+            continue  # a raw template of a face of unknown yaw: nothing to compare
+        fused_now = policy.fuses(yaw) if known_yaw else policy.needs_views
+        if fused_now and key is None:
             try:
-                above = auto_fuses_above(self.embedder, self.frontalizer, self.yaw_threshold, self.fusion_weight)
-            except PifrError as e:
-                log.debug("auto rule for raw templates unknown: %s", e)
-        for label, view in pairs:
-            mode, _, fp = (view or "").partition(":")
-            if mode == "auto-raw":
-                try:
-                    yaw = float(fp)
-                except ValueError:  # an odd string in a file: unknown, as elsewhere
-                    continue
-                if above is not None and yaw > above:
-                    out[label] = out.get(label, 0) + 1
-                continue
-            if mode not in ("auto", "always"):
-                continue
-            if mode not in now:
-                try:
-                    now[mode] = (True, self.fingerprint(mode))
-                except PifrError as e:  # e.g. a generator file that is gone: its probes cannot be made either
-                    log.debug("view fingerprint for %s templates unknown: %s", mode, e)
-                    now[mode] = (False, None)
-            known, current = now[mode]
-            if known and fp != current:  # current None: the policy no longer fuses at all
-                out[label] = out.get(label, 0) + 1
-        return out
+                key = view_key()
+            except PifrError as e:  # e.g. a generator file that is gone: its probes cannot be made either
+                log.debug("view key unknown: %s", e)
+                key = False
+        if fused_now and key is False:
+            continue
+        now = policy.treatment(yaw if known_yaw else None, key or None)
+        if now != record:
+            out[label] = out.get(label, 0) + 1
+    return out
 
 
 def warn_stale(where: str, stale: Dict[str, int]) -> None:
     """Log that the gallery at ``where`` holds ``stale`` templates (by identity) and what to do.
     A warning, not an error: the gallery still works, and frontal photos' templates are raw."""
     if stale:
-        log.warning("%s: %d templates of %d identities were fused from a view that this pifr makes differently now "
-                    "(another frontalization rule, 3D fit, refiner or generator), so they no longer match how probes "
-                    "are made; if the gallery was enrolled with a frontalizer weights file (or with \"refined\" by a pifr "
+        log.warning("%s: %d templates of %d identities were made otherwise than this pifr makes a probe of the same "
+                    "photo now (another frontalization rule, 3D fit, refiner or generator), so they no longer match; "
+                    "if the gallery was enrolled with a frontalizer weights file (or with \"refined\" by a pifr "
                     "that did not record it), load it with the same frontalizer=; "
                     "else re-enrolling those photos (remove(), then enroll(): the same pixels are otherwise "
                     "skipped as duplicates) rebuilds them (Gallery.stale_templates lists them)",

@@ -6,8 +6,10 @@ File format (schema 2; schema 1 files from older pifr are still read): an ``np.s
 read with ``allow_pickle=False`` — ``header`` (a JSON string: magic, schema, embedder and its
 weights' sha256, dim, threshold and its mode, far_per_probe, calibrated_far, the frontalization
 policy), ``embeddings`` (N, dim) float32, and variable-width UTF-8 strings as a byte array plus
-int64 offsets (``labels_*``, ``hashes_*``, and the optional view records ``view_ids`` /
-``views_utf8`` / ``views_offsets``: a pifr without them ignores them, so the schema stays 2).
+int64 offsets (``labels_*``, ``hashes_*``, and the optional per-template treatment records
+``view_ids`` / ``views_utf8`` / ``views_offsets`` and face yaws ``yaws`` (N,) float32, NaN unknown:
+a pifr without them ignores them, so the schema stays 2; records written before treatments were
+fingerprints are read through :func:`pifr.gallery.staleness.legacy_record`).
 """
 from __future__ import annotations
 
@@ -53,7 +55,8 @@ class GalleryState:
         labels: N identities, one per template (non-empty, no control characters: :func:`check_identity`).
         hashes: N template sources: the sha256 of the decoded image (hex), or ``"embedding:…"`` for
             templates given as vectors; an image's templates share its hash (duplicate check).
-        views: N view records (:mod:`pifr.gallery.staleness`; ``None``: unknown).
+        views: N treatment records (:mod:`pifr.gallery.staleness`; ``None``: unknown).
+        yaws: N face yaws in degrees (NaN: unknown), or ``()``: all unknown.
         operating_threshold: the cosine threshold in force when the state was taken, in [0, 1].
         threshold: the fixed (given or calibrated) cosine threshold, or ``None``: the default
             operating point, which follows the gallery's size (then ``operating_threshold`` is
@@ -80,6 +83,7 @@ class GalleryState:
     yaw_threshold: Optional[float] = None
     fusion_weight: Optional[float] = None
     frontalizer: Optional[str] = None
+    yaws: Tuple[float, ...] = ()
 
     @property
     def dim(self) -> int:
@@ -227,7 +231,8 @@ class FileStore:
         buf = io.BytesIO()
         np.savez(buf, header=np.array(json.dumps(header)), embeddings=state.embeddings,
                  labels_utf8=labels, labels_offsets=label_off, hashes_utf8=hashes, hashes_offsets=hash_off,
-                 view_ids=view_ids, views_utf8=views, views_offsets=view_off)
+                 view_ids=view_ids, views_utf8=views, views_offsets=view_off,
+                 yaws=np.array(state.yaws if state.yaws else [np.nan] * len(state.labels), np.float32))
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             with open(tmp, "wb") as f:
@@ -270,7 +275,7 @@ class FileStore:
             else:
                 labels = _unpack_strings(arrays["labels_utf8"], arrays["labels_offsets"], f"{path}: labels")
                 hashes = _unpack_strings(arrays["hashes_utf8"], arrays["hashes_offsets"], f"{path}: hashes")
-            views = _read_views(arrays, len(labels), path)
+            views, yaws = _read_views(arrays, len(labels), path)
         except KeyError as e:
             raise GalleryError(f"{path}: array {e} is missing") from e
         fixed = header["threshold"]
@@ -297,7 +302,7 @@ class FileStore:
                 raise GalleryError(f"{path}: {e}") from e
         return GalleryState(
             embedder=header["embedder"], embedder_sha256=header["embedder_sha256"], embeddings=emb,
-            labels=tuple(labels), hashes=tuple(hashes), views=tuple(views),
+            labels=tuple(labels), hashes=tuple(hashes), views=tuple(views), yaws=tuple(yaws),
             operating_threshold=float(header["threshold"]), threshold=fixed,
             far_per_probe=header.get("far_per_probe", DEFAULT_FAR_PER_PROBE),
             calibrated_far=header.get("calibrated_far") if fixed is not None else None,
@@ -361,18 +366,27 @@ def _unpack_strings(blob: np.ndarray, offsets: np.ndarray, what: str) -> List[st
         raise GalleryError(f"{what}: not UTF-8 ({e})") from e
 
 
-def _read_views(arrays: Dict[str, np.ndarray], n: int, path: Path) -> List[Optional[str]]:
-    """Each template's view record (:mod:`pifr.gallery.staleness`); all ``None`` for a file without them."""
+def _read_views(arrays: Dict[str, np.ndarray], n: int, path: Path) -> Tuple[List[Optional[str]], List[float]]:
+    """Each template's treatment record and face yaw (:mod:`pifr.gallery.staleness`); unknown
+    (``None``, NaN) for a file without them."""
+    from .staleness import legacy_record
+
     have = [k for k in _VIEW_ARRAYS if k in arrays]
     if not have:  # a file from a pifr that did not record provenance
-        return [None] * n
+        return [None] * n, [float("nan")] * n
     if len(have) < len(_VIEW_ARRAYS):  # save() writes all three: some missing is damage, not "unknown"
         raise GalleryError(f"{path}: view provenance arrays {sorted(set(_VIEW_ARRAYS) - set(have))} are missing")
     ids = arrays["view_ids"]
     kinds = _unpack_strings(arrays["views_utf8"], arrays["views_offsets"], f"{path}: views")
     if ids.ndim != 1 or ids.dtype.kind not in "iu" or len(ids) != n or (n and (ids.min() < -1 or ids.max() >= len(kinds))):
         raise GalleryError(f"{path}: inconsistent view_ids ({ids.dtype} {ids.shape} for {n} templates, {len(kinds)} views)")
-    return [None if i < 0 else kinds[i] for i in ids.tolist()]
+    records, yaws = zip(*[legacy_record(None if i < 0 else kinds[i]) for i in ids.tolist()]) if n else ((), ())
+    if "yaws" in arrays:
+        y = arrays["yaws"]
+        if y.ndim != 1 or y.dtype.kind != "f" or len(y) != n:
+            raise GalleryError(f"{path}: inconsistent yaws ({y.dtype} {y.shape} for {n} templates)")
+        yaws = tuple(a if np.isnan(b) else float(b) for a, b in zip(yaws, y.tolist()))
+    return list(records), list(yaws)
 
 
 StoreLike = Union[str, os.PathLike, GalleryStore]

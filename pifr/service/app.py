@@ -5,6 +5,8 @@ pifr's typed errors (:data:`STATUS`); nothing a client sends produces a tracebac
 """
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 import logging
 import re
@@ -321,7 +323,7 @@ def create_app(config: ServiceConfig, *, recogniser: Any = None, store: Optional
                     rejected.append({"index": i, "error": {"type": type(e).__name__, "message": str(e)}})
             templates, bad = recogniser.templates(like, name, arrays)
             rejected += [{"index": index[i], "error": {"type": t, "message": m}} for i, t, m in bad]
-            templates = [type(t)(index[t.image], t.vector, t.hash, t.view) for t in templates]
+            templates = [dataclasses.replace(t, image=index[t.image]) for t in templates]
             res = store.add_templates(name, templates) if templates else AddResult(0, ())
             rejected += [{"index": i, "error": {"type": "DuplicateImage", "message": "these pixels are already enrolled"}}
                          for i in res.duplicates]

@@ -41,8 +41,11 @@ CREATE TABLE IF NOT EXISTS pifr_templates (
     embedding bytea NOT NULL,
     hash text NOT NULL UNIQUE,
     view text,
+    yaw real,
     created timestamptz NOT NULL DEFAULT now()
 );
+-- A database made before faces' yaws were kept: its templates' yaws are unknown (NULL).
+ALTER TABLE pifr_templates ADD COLUMN IF NOT EXISTS yaw real;
 CREATE INDEX IF NOT EXISTS pifr_templates_subject ON pifr_templates (subject);
 """
 #: Any fixed number: schema creation by several servers starting at once takes turns on it.
@@ -191,14 +194,14 @@ class PostgresStore(Store):
         with self._tx(repeatable=True) as cur:  # the counter and the rows of one moment
             cur.execute("SELECT version FROM pifr_gallery WHERE id = 1")
             v = int(cur.fetchone()[0])
-            cur.execute("SELECT subject, embedding, hash, view FROM pifr_templates ORDER BY id")
+            cur.execute("SELECT subject, embedding, hash, view, yaw FROM pifr_templates ORDER BY id")
             rows = cur.fetchall()
         g = Gallery(self._like.embedder, detector=self._like.detector, frontalize=self._like.frontalize,
                     frontalizer=self._like.frontalizer, yaw_threshold=self._like.yaw_threshold,
                     fusion_weight=self._like.fusion_weight, far_per_probe=self.far)
         emb = np.frombuffer(b"".join(bytes(r[1]) for r in rows), np.float32).reshape(-1, g.dim) if rows \
             else np.zeros((0, g.dim), np.float32)
-        fill_gallery(g, emb.copy(), [r[0] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
+        fill_gallery(g, emb.copy(), [r[0] for r in rows], [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows])
         with self._lock:
             if self._version is None or v >= self._version:
                 self._snap, self._version = g, v
@@ -219,8 +222,9 @@ class PostgresStore(Store):
                 vec = np.ascontiguousarray(t.vector, np.float32)
                 if vec.shape != (self._like.dim,):
                     raise GalleryError(f"template of shape {vec.shape}, the gallery's are ({self._like.dim},)")
-                cur.execute("INSERT INTO pifr_templates (subject, embedding, hash, view) VALUES (%s, %s, %s, %s) "
-                            "ON CONFLICT (hash) DO NOTHING RETURNING id", (name, vec.tobytes(), t.hash, t.view))
+                yaw = None if t.yaw != t.yaw else float(t.yaw)  # NaN: unknown
+                cur.execute("INSERT INTO pifr_templates (subject, embedding, hash, view, yaw) VALUES (%s, %s, %s, %s, %s) "
+                            "ON CONFLICT (hash) DO NOTHING RETURNING id", (name, vec.tobytes(), t.hash, t.view, yaw))
                 if cur.fetchone() is None:
                     dups.append(t.image)
                 else:

@@ -79,8 +79,8 @@ class Recogniser:
                 kind, _, msg = rep.failures[0][1].partition(": ")
                 rejected.append((i, kind, msg))
                 continue
-            for v, h, view in zip(scratch._emb, scratch._hashes, scratch._views):
-                out.append(Template(i, v, h, view))
+            for v, h, view, yaw in zip(scratch._emb, scratch._hashes, scratch._views, scratch._yaws):
+                out.append(Template(i, v, h, view, yaw))
         return out, rejected
 
     def identify(self, g: Gallery, images: Sequence[np.ndarray]) -> Dict[str, Any]:

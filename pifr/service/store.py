@@ -6,9 +6,9 @@ newest one, reloading when another process changed the data. Writes never go thr
 each is one atomic step on the backend (file: reload–modify–save under the gallery's
 inter-process lock; PostgreSQL: one transaction), so two servers on one gallery lose nothing.
 
-The helpers here fill a Gallery's template arrays directly (``_emb``, ``_labels``, ``_hashes``,
-``_views``): the service is part of pifr and moves templates between galleries without
-re-embedding them.
+The helpers here fill a Gallery's template arrays directly (``_append``, and ``_emb``,
+``_labels``, ``_hashes``, ``_views``, ``_yaws``): the service is part of pifr and moves templates
+between galleries without re-embedding them.
 """
 from __future__ import annotations
 
@@ -32,12 +32,14 @@ log = logging.getLogger("pifr.service")
 @dataclass(frozen=True)
 class Template:
     """One template to store: from input image ``image`` (its index in the request), the unit
-    vector, the decoded pixels' hash (duplicates are refused by it) and its view provenance."""
+    vector, the decoded pixels' hash (duplicates are refused by it), its treatment record
+    (:mod:`pifr.gallery.staleness`) and its face's yaw in degrees (NaN: unknown)."""
 
     image: int
     vector: np.ndarray
     hash: str
     view: Optional[str]
+    yaw: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -78,20 +80,19 @@ def append_templates(g: Gallery, name: str, templates: Sequence[Template]) -> Ad
             known.add(t.hash)
             keep.append(t)
         if keep:
-            g._emb = np.concatenate([g._emb, np.stack([t.vector for t in keep]).astype(np.float32)], 0)
-            g._labels = g._labels + [name] * len(keep)
-            g._hashes = g._hashes + [t.hash for t in keep]
-            g._views = g._views + [t.view for t in keep]
-            g._index = None
+            g._append(np.stack([t.vector for t in keep]).astype(np.float32), [name] * len(keep),
+                      [t.hash for t in keep], [t.view for t in keep], [float(t.yaw) for t in keep])
     return AddResult(len(keep), tuple(sorted(set(dups))))
 
 
-def fill_gallery(g: Gallery, emb: np.ndarray, labels: List[str], hashes: List[str], views: List[Optional[str]]) -> Gallery:
-    """Replace ``g``'s templates (a snapshot built from another backend's rows)."""
+def fill_gallery(g: Gallery, emb: np.ndarray, labels: List[str], hashes: List[str], views: List[Optional[str]],
+                 yaws: Sequence[Optional[float]]) -> Gallery:
+    """Replace ``g``'s templates (a snapshot built from another backend's rows; a yaw ``None`` is unknown)."""
     with g._lock:
-        g._emb = np.asarray(emb, np.float32).reshape(-1, g.dim)
-        g._labels, g._hashes, g._views = list(labels), list(hashes), list(views)
-        g._index = None
+        g._emb = np.zeros((0, g.dim), np.float32)
+        g._labels, g._hashes, g._views, g._yaws = [], [], [], []
+        g._append(np.asarray(emb, np.float32).reshape(-1, g.dim), list(labels), list(hashes), list(views),
+                  [float("nan") if y is None else float(y) for y in yaws])
     return g
 
 

@@ -132,7 +132,7 @@ def build_pack(items: Iterable[Tuple[str, int, bool, int]], manifest: dict, *, d
                progress: bool = True) -> Pack:
     """Detect, align to TPGAN_128 and JPEG-encode each ``(path, identity, is_frontal, group)``.
     Images without a face are skipped and counted in the manifest."""
-    from ..embedders import locate_face
+    from ..detection import locate_face
 
     items = list(items)
     it = items
@@ -208,7 +208,7 @@ def build_synthetic_pack(items: Iterable[Tuple[str, int]], yaws: Sequence[float]
         raise ValueError(f"background must be one of {SYNTHETIC_BACKGROUNDS}, not {background!r}")
     if landmarks not in SYNTHETIC_LANDMARKS:
         raise ValueError(f"landmarks must be one of {SYNTHETIC_LANDMARKS}, not {landmarks!r}")
-    from ..embedders import locate_face
+    from ..detection import locate_face
     from ..errors import NoFaceError
     from ..geometry import fill_background, landmarks68, load_reference, render_texture, texture_from_photo, turned_view
     from ..pose import estimate_yaw_faces

@@ -204,7 +204,7 @@ def build(sources: Sequence[Tuple[Path, str]], rotations: int = 2, seed: int = 0
     unreadable file) is skipped and counted; it never stops the build."""
     from tqdm import tqdm
 
-    from ..embedders import locate_face
+    from ..detection import locate_face
     from ..errors import PifrError
     from ..face3d import fit_faces
     from ..rotation import rotate_and_render

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import pifr
-from pifr.embedders import get_embedder, locate_face
+from pifr.detection import locate_face
+from pifr.embedders import get_embedder
 from pifr.eval.datasets import lfw_pairs
 
 

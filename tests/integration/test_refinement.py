@@ -32,7 +32,8 @@ def test_frontalize_defaults_to_the_refined_view_and_it_reads_frontal(cfp, refin
 def test_refined_view_is_closer_to_the_photo_than_the_render(cfp, refiner):
     """Rotate-and-render pairs of unseen frontals: the refined image fills the surround the render
     leaves black and, by dlib's ResNet (not a network the refiner trained against), is nearer the photo."""
-    from pifr.embedders import get_embedder, locate_face
+    from pifr.detection import locate_face
+    from pifr.embedders import get_embedder
     from pifr.face3d import fit_faces
     from pifr.frontalization import to_template
     from pifr.rotation import rotate_and_render

@@ -1,6 +1,7 @@
 """Gallery offline: calibration, search (numpy and faiss), atomic saves, accessors."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import pifr
 from pifr.embedders import DEFAULT_EMBEDDER
 from pifr.gallery import Gallery
+from pifr.policy import AutoRule
 
 from tests.conftest import EXAMPLES, ROOT
 
@@ -32,6 +34,7 @@ WRITER = """
 import sys, numpy as np
 sys.path.insert(0, {root!r})
 from pifr.gallery import Gallery
+from pifr.policy import AutoRule
 g = Gallery()
 rng = np.random.default_rng(0)
 e = rng.normal(size=(20000, g.dim)).astype(np.float32)
@@ -133,26 +136,23 @@ def test_bulk_add_and_template_counts_are_public(tmp_path):
     assert Gallery.load(tmp_path / "b.gallery").template_counts() == {"a": 2, "b": 1}
 
 
-def test_gallery_can_store_raw_and_frontalized_templates(gen_file):
-    g = pifr.Gallery(frontalizer=str(gen_file))
-    rep = g._enroll("mitchell", [EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png"], templates="both")
-    assert rep.added == 4 and g.templates == 4 and g.identities == ["mitchell"]
-    assert g._enroll("again", [EXAMPLES / "mitchell_turned.png"], templates="both").duplicates == (0,)
-    with pytest.raises(pifr.GalleryError):
-        g._enroll("x", [EXAMPLES / "night_frontal.png"], templates="sometimes")
-    with pytest.raises(TypeError):  # an experiment's option, not the product's: not in enroll()'s signature
-        g.enroll("x", [EXAMPLES / "night_frontal.png"], templates="both")
+def _with_rule(monkeypatch, embedder, rule):
+    """As if this pifr shipped ``rule`` for ``embedder`` (another rules file)."""
+    from pifr import policy
+
+    rules = policy.shipped_rules().with_rule(embedder, ["3d", "refined"], rule)
+    monkeypatch.setattr(policy, "shipped_rules", lambda: rules)
 
 
 def test_a_probe_fused_under_auto_is_judged_with_the_rules_threshold_shift(monkeypatch):
-    """The default policy fuses a 52°-turned probe with its frontal render; its acceptance uses the
+    """The default policy fuses a 52°-turned probe with its renders; its acceptance uses the
     operating threshold plus the rule's measured shift (here exaggerated to make the effect plain)."""
-    from pifr import frontalization as F
-
     g = pifr.Gallery(threshold=0.5)
     g.enroll("mitchell", [EXAMPLES / "mitchell_frontal.png"])
     assert g.frontalize == "auto" and g.identify(EXAMPLES / "mitchell_turned.png")[0].accepted
-    monkeypatch.setitem(F.AUTO_RULES, DEFAULT_EMBEDDER, F.AutoRule(45.0, 0.25, 0.6))
+    _with_rule(monkeypatch, DEFAULT_EMBEDDER, AutoRule(45.0, 0.25, 0.6))
+    g = pifr.Gallery(threshold=0.5)
+    g.enroll("mitchell", [EXAMPLES / "mitchell_frontal.png"])
     m = g.identify(EXAMPLES / "mitchell_turned.png")[0]
     assert m.identity == "mitchell" and not m.accepted  # 0.5 + 0.6 is out of reach
     assert not g.verify("mitchell", EXAMPLES / "mitchell_turned.png").accepted
@@ -163,15 +163,17 @@ def test_a_probe_fused_under_auto_is_judged_with_the_rules_threshold_shift(monke
 def test_identify_face_applies_the_policy_to_a_face_already_found(monkeypatch):
     """identify_face(img, face) on a face from detect() scores exactly as identify(img) does — the
     same fused template and the same shifted threshold — so a frame with several faces gets the policy."""
-    from pifr import frontalization as F
     from pifr.detection import detect
 
-    g = pifr.Gallery(threshold=0.5)
-    g.enroll("mitchell", [EXAMPLES / "mitchell_frontal.png"])
     arr = pifr.load_image(EXAMPLES / "mitchell_turned.png")
     face = max(detect(arr), key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))
-    assert g.identify_face(arr, face)[0] == g.identify(arr)[0]
-    monkeypatch.setitem(F.AUTO_RULES, DEFAULT_EMBEDDER, F.AutoRule(45.0, 0.25, 0.6))
+    g = pifr.Gallery(threshold=0.5)
+    g.enroll("mitchell", [EXAMPLES / "mitchell_frontal.png"])
+    same, alone = g.identify_face(arr, face)[0], g.identify(arr)[0]
+    assert same.identity == alone.identity and same.accepted == alone.accepted and abs(same.score - alone.score) < 1e-4
+    _with_rule(monkeypatch, DEFAULT_EMBEDDER, AutoRule(45.0, 0.25, 0.6))
+    g = pifr.Gallery(threshold=0.5)
+    g.enroll("mitchell", [EXAMPLES / "mitchell_frontal.png"])
     m = g.identify_face(arr, face)[0]
     assert m.identity == "mitchell" and not m.accepted  # the shift applies
     raw = pifr.Gallery(threshold=0.5, frontalize="never")
@@ -181,23 +183,34 @@ def test_identify_face_applies_the_policy_to_a_face_already_found(monkeypatch):
         pifr.Gallery(threshold=0.5).identify_face(arr, face)
 
 
-def _fake_policy(monkeypatch):
-    """Enrollment without networks: any image is one detected face; its template is a unit vector
-    from its pixels, and ``"auto"`` fuses exactly the images whose first pixel is ≥ 100 (the
-    "turned" ones), as embed_face_policy reports it."""
-    import pifr.detection as D
-    import pifr.gallery.enrollment as G
+def _fake_policy(monkeypatch, yaws=None):
+    """Enrollment without networks: any image is one face whose template is a unit vector from its
+    pixels; its yaw is ``yaws[first pixel]``, else 60° for first pixels ≥ 100 (the "turned" ones)
+    and 0° below. Whether the gallery's policy fuses it, and the treatment recorded, are the
+    policy's own (:meth:`pifr.policy.Policy.fuses`, :meth:`~pifr.policy.Policy.treatment`)."""
+    from pifr.pipeline import FaceEmbedding, Pipeline, pixels_sha256
     from pifr.types import Face
 
-    face = Face(np.array([4, 4, 28, 28], np.float32), 0.99, np.full((5, 2), 16, np.float32), yaw=0.0)
-    monkeypatch.setattr(D, "detect_one", lambda arr, **kw: face)
+    face = Face(np.array([4, 4, 28, 28], np.float32), 0.99, np.full((5, 2), 16, np.float32))
 
-    def policy(arr, face, emb, mode, gen, yaw_threshold=None, fusion_weight=None):
-        v = np.random.default_rng(int(arr[0, 0, 0])).normal(size=emb.dim).astype(np.float32)
-        fused = mode == "always" or (mode == "auto" and arr[0, 0, 0] >= 100)
-        return v / np.linalg.norm(v), fused
+    def embed_images(self, images, *, names=None, hash_pixels=False, **kw):
+        out = []
+        for item in images:
+            try:
+                arr = pifr.load_image(item[0] if isinstance(item, tuple) else item)
+            except pifr.PifrError as e:
+                out.append(e)
+                continue
+            px = int(arr[0, 0, 0])
+            v = np.random.default_rng(px).normal(size=self.embedder.dim).astype(np.float32)
+            yaw = (yaws or {}).get(px, 60.0 if px >= 100 else 0.0)
+            fused = self.policy.fuses(yaw)
+            out.append(FaceEmbedding(v / np.linalg.norm(v), face.with_yaw(yaw), fused,
+                                     self.policy.treatment(yaw, self.view_key()), self.policy.threshold_shift(fused),
+                                     pixels_sha256(arr)))
+        return out
 
-    monkeypatch.setattr(G, "embed_face_policy", policy)
+    monkeypatch.setattr(Pipeline, "embed_images", embed_images)
 
 
 def _photo(value: int) -> np.ndarray:
@@ -206,11 +219,10 @@ def _photo(value: int) -> np.ndarray:
 
 def _retuned(monkeypatch):
     """A later pifr's re-tuned "auto" rule for the default embedder (another fusion weight)."""
-    from pifr import frontalization as F
+    from pifr.policy import rule_for
 
-    old = F.AUTO_RULES[DEFAULT_EMBEDDER]
-    monkeypatch.setitem(F.AUTO_RULES, DEFAULT_EMBEDDER, F.AutoRule(old.yaw_threshold, old.fusion_weight + 0.25,
-                                                                  old.threshold_shift, old.view_yaws))
+    old = rule_for(DEFAULT_EMBEDDER)
+    _with_rule(monkeypatch, DEFAULT_EMBEDDER, dataclasses.replace(old, fusion_weight=old.fusion_weight + 0.25))
 
 
 def _stale_warnings(caplog):
@@ -268,23 +280,18 @@ def test_a_turned_face_auto_left_raw_is_stale_once_a_rule_would_fuse_it(monkeypa
     threshold, or a rule for an embedder that had none), a probe of the photo is fused and the raw
     template no longer matches — it is listed stale, through a save and load; a frontal face, and
     raw templates of a "never" gallery, are not."""
-    import pifr.detection as D
-    from pifr import frontalization as F
-    from pifr.types import Face
+    from pifr.policy import rule_for
 
-    _fake_policy(monkeypatch)  # pixel values < 100: left raw
-    yaw_of = {1: 0.0, 2: -40.0}
-    monkeypatch.setattr(D, "detect_one", lambda arr, **kw: Face(np.array([4, 4, 28, 28], np.float32), 0.99,
-                                                                 np.full((5, 2), 16, np.float32), yaw=yaw_of[int(arr[0, 0, 0])]))
-    old = F.AUTO_RULES[DEFAULT_EMBEDDER]
-    monkeypatch.setitem(F.AUTO_RULES, DEFAULT_EMBEDDER, F.AutoRule(45.0, old.fusion_weight, old.threshold_shift, old.view_yaws))
+    _fake_policy(monkeypatch, yaws={1: 0.0, 2: -40.0})  # pixel values < 100: left raw
+    old = rule_for(DEFAULT_EMBEDDER)
+    _with_rule(monkeypatch, DEFAULT_EMBEDDER, dataclasses.replace(old, yaw_threshold=45.0))
     g, never = Gallery(), Gallery(frontalize="never")
     g.enroll("bob", [_photo(1), _photo(2)])
     never.enroll("bob", [_photo(1), _photo(2)])
     assert g.stale_templates == {} and never.stale_templates == {}
     p = tmp_path / "g.gallery"
     g.save(p)
-    monkeypatch.setitem(F.AUTO_RULES, DEFAULT_EMBEDDER, F.AutoRule(30.0, old.fusion_weight, old.threshold_shift, old.view_yaws))
+    _with_rule(monkeypatch, DEFAULT_EMBEDDER, dataclasses.replace(old, yaw_threshold=30.0))
     assert g.stale_templates == {"bob": 1} and Gallery.load(p).stale_templates == {"bob": 1}
     assert never.stale_templates == {}
     assert Gallery(yaw_threshold=50.0).stale_templates == {}  # nothing enrolled
@@ -430,7 +437,7 @@ def test_a_gallery_saves_to_and_loads_from_any_store(tmp_path):
 def test_a_door_event_pools_its_frames_and_decides_once(monkeypatch, caplog):
     """identify/verify take several frames of one person (images or (image, Face) pairs): one
     pooled probe, one decision, a bad frame left out; the threshold moves by the event shift."""
-    from pifr import frontalization as F
+    from pifr.policy import rule_for
     from pifr.types import Face
 
     _fake_policy(monkeypatch)
@@ -446,10 +453,13 @@ def test_a_door_event_pools_its_frames_and_decides_once(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="pifr"):
         kept = g.identify([b"junk", (_photo(1), face)])[0]
     assert kept.score == pytest.approx(1.0, abs=1e-5) and "left out" in caplog.text
-    with pytest.raises(pifr.NoFaceError, match="none of the event"):
+    with pytest.raises(pifr.NoFaceError, match="none of its 2 frames"):
+        g.identify([b"junk", b"more junk"])
+    with pytest.raises(pifr.InvalidImageError):  # one frame: its own error
         g.identify([b"junk"])
     with pytest.raises(pifr.InvalidArgumentError):
         g.identify([])
-    monkeypatch.setitem(F._EVENT_SHIFTS, DEFAULT_EMBEDDER, 0.6)  # pooled probes judged stricter: 0.5 + 0.6 > 1
+    _with_rule(monkeypatch, DEFAULT_EMBEDDER, dataclasses.replace(rule_for(DEFAULT_EMBEDDER), event_threshold_shift=0.6))
+    # pooled probes judged stricter: 0.5 + 0.6 > 1
     assert g.verify("alice", [_photo(1), _photo(1)]).accepted is False
     assert g.verify("alice", [_photo(1)]).accepted is True  # one frame: no event shift

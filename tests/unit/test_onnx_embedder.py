@@ -15,7 +15,8 @@ import torch.nn as nn
 
 import pifr
 from pifr import onnx_embedder
-from pifr.embedders import get_embedder, list_embedders, locate_face
+from pifr.detection import locate_face
+from pifr.embedders import get_embedder, list_embedders
 from pifr.weights import sha256_file
 from pifr.errors import (
     DependencyError,
@@ -446,14 +447,15 @@ def test_cli_uses_a_registered_model(models, monkeypatch, capsys, tmp_path):
 
 
 def test_auto_uses_a_registered_rule_and_warns_once_without_one(models, caplog):
-    from pifr import frontalization as F
+    from pifr import policy as P
 
     pifr.register_embedder("ruled", models["ires_dyn"], normalization="insightface",
                            auto_rule={"yaw_threshold": 40, "fusion_weight": 0.25, "view_yaws": [30], "threshold_shift": 0.01})
-    assert F.rule_for("ruled") == F.AutoRule(40.0, 0.25, 0.01, view_yaws=(30.0,))
-    assert F.auto_rule("ruled") == (40.0, 0.25) and F.threshold_shift("ruled") == 0.01
+    assert P.rule_for("ruled") == P.AutoRule(40.0, 0.25, 0.01, view_yaws=(30.0,))
+    ruled = P.resolve_policy("ruled")
+    assert ruled.fuses_above == 40.0 and ruled.fusion_weight == 0.25 and ruled.threshold_shift(True) == 0.01
     pifr.register_embedder("unruled", models["ires_dyn"], normalization="insightface")
-    F._warn_no_rule.cache_clear()
+    P._warn_no_rule.cache_clear()
     with caplog.at_level("WARNING", logger="pifr"):
-        assert F.auto_rule("unruled") is None and F.auto_rule("unruled") is None
+        assert P.resolve_policy("unruled").rule is None and P.resolve_policy("unruled").rule is None
     assert sum("no measured rule for embedder 'unruled'" in r.getMessage() for r in caplog.records) == 1

@@ -194,7 +194,7 @@ def test_frontalize_refined(ref_file):
 
 
 def test_refined_frontal_view_for_the_policy(ref_file):
-    from pifr.frontalization import RefinedRender3D, Render3D, frontal_view
+    from pifr.views import RefinedRender3D, Render3D, get_view_source as frontal_view
 
     emb = pifr.get_embedder("dlib_resnet")
     img = pifr.load_image(EXAMPLES / "mitchell_turned.png")

@@ -16,6 +16,7 @@ from PIL import Image
 
 import pifr
 import pifr.gallery as G
+import pifr.gallery.storage as S
 from pifr.embedders import DEFAULT_EMBEDDER
 from pifr.errors import GalleryError, InvalidArgumentError, InvalidImageError, PifrError
 from pifr.gallery import Gallery
@@ -177,7 +178,7 @@ def test_load_rejects_tampered_templates_and_headers(g0, tmp_path):
     cases["frontalizer number"] = dict(header=lambda h: {**h, "frontalizer": 3})
     cases["far 2"] = dict(header=lambda h: {**h, "calibrated_far": 2})
     cases["no labels"] = dict(drop=("labels_utf8",))
-    lab, off = G._pack_strings(["alice", "alice", "bo\tb", "bo\tb"])
+    lab, off = S._pack_strings(["alice", "alice", "bo\tb", "bo\tb"])
     cases["tab in name"] = dict(labels_utf8=lab, labels_offsets=off)
     cases["bad offsets"] = dict(labels_offsets=np.array([0, 3, 2, 9, 10]))
     for name, kw in cases.items():
@@ -321,13 +322,13 @@ def test_cli_enroll_into_missing_folder_is_a_clean_error(tmp_path, capsys):
 
 
 def test_cli_embed_checks_the_output_before_the_work(tmp_path, monkeypatch, capsys):
-    import pifr.embedders
+    import pifr.pipeline
     from pifr.cli import main
 
     def no_work(*a, **kw):
         raise AssertionError("embedded before checking the output")
 
-    monkeypatch.setattr(pifr.embedders, "embed_many", no_work)
+    monkeypatch.setattr(pifr.pipeline, "embed_many", no_work)
     for out in (tmp_path / "missing" / "e.npz", tmp_path):
         assert main(["embed", str(EXAMPLES / "mitchell_frontal.png"), "-o", str(out)]) == 2
         assert "InvalidArgumentError" in capsys.readouterr().err

@@ -54,6 +54,6 @@ def test_trainer_steps_saves_and_resumes_exactly_on_the_example_photos(examples_
     lb = {k: float(v) for k, v in b.train_step().items()}
     assert la == lb
     g = a.save_generator(tmp_path / "g.safetensors")
-    from pifr.frontalization import Frontalizer
+    from pifr.generator import Frontalizer
 
     assert Frontalizer(g).net.config == a.g.config

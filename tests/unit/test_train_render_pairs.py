@@ -33,7 +33,7 @@ def test_mirror_back_render_carries_mirror_fill_and_stays_aligned():
     """back="mirror": the render back treats the rotated view as a photo (visibility + mirror fill),
     so what the away view did not see is filled from the other half instead of an occluder —
     a different input from R&R's, still pixel-aligned with the photo where it saw the face."""
-    from pifr.embedders import locate_face
+    from pifr.detection import locate_face
     from pifr.face3d import fit_faces
     from pifr.rotation import rotate_and_render
 

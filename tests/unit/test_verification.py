@@ -61,23 +61,23 @@ def test_frontalize_modes_are_checked(tmp_path, monkeypatch):
 def test_auto_is_the_default_and_frontalizes_only_turned_faces():
     """The default policy renders the 52°-turned face and fuses it (the default embedder's rule:
     |yaw| > 30°, several renders pooled), leaves the frontal one raw, and still says SAME for this pair."""
-    from pifr.frontalization import AUTO_RULES
+    from pifr.policy import rule_for
 
     r = pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png")
     assert r.frontalized == (False, True) and r.same
     raw = pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png", frontalize="never")
     assert raw.frontalized == (False, False) and raw.score != r.score
     # A fused face is judged against the threshold shifted by the rule's measured amount.
-    assert r.threshold == pytest.approx(raw.threshold + AUTO_RULES[DEFAULT_EMBEDDER].threshold_shift)
+    assert r.threshold == pytest.approx(raw.threshold + rule_for(DEFAULT_EMBEDDER).threshold_shift)
     # An explicit yaw threshold above the face's yaw turns the rule off for it.
     assert pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png", yaw_threshold=80).frontalized == (False, False)
-    assert AUTO_RULES[DEFAULT_EMBEDDER].yaw_threshold < 52 < 80
+    assert rule_for(DEFAULT_EMBEDDER).yaw_threshold < 52 < 80
 
 
 def test_auto_embeds_raw_for_an_embedder_without_a_measured_rule(monkeypatch):
-    from pifr import frontalization
+    from pifr import policy
 
-    monkeypatch.setattr(frontalization, "AUTO_RULES", {})
+    monkeypatch.setattr(policy, "shipped_rules", lambda: policy.RuleSet(()))  # a pifr that ships no rules
     r = pifr.verify(EXAMPLES / "mitchell_frontal.png", EXAMPLES / "mitchell_turned.png")
     assert r.frontalized == (False, False)
 
