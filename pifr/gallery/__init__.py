@@ -9,23 +9,17 @@ false-accept rate, persist atomically in a pickle-free file.
     with pifr.Gallery.edit("staff.gallery", create=True) as g:   # load–modify–save under a file lock
         g.enroll("bob", ["b1.jpg"])
 
-Default operating point: unless a threshold is given or calibrated, the threshold follows the
-gallery's size so that a stranger is accepted as *anyone* with probability at most
-:data:`DEFAULT_FAR_PER_PROBE` (1 %). It is read from impostor-score tables measured per embedder on
-named tuning data (``pifr/data/impostor_tables.json``, written by ``benchmarks/impostor_tables.py``):
-with ``T`` templates, each 1:1 comparison may falsely match with rate ``p = 1 − (1 − FAR)^(1/T)``,
-and the threshold is the table's score for ``p``. Counting every template as an independent trial
-is conservative: two photos of one enrolled person give correlated scores.
+Unless a threshold is given or calibrated, the threshold follows the gallery's size so that a
+stranger is accepted as *anyone* with probability at most :data:`DEFAULT_FAR_PER_PROBE` (1 %),
+from impostor tables measured per embedder on named tuning data (:mod:`~pifr.gallery.operating_point`).
+Searches are exact, with numpy or faiss (:mod:`~pifr.gallery.search`).
 
-Scores are cosine similarities; an identity's score is the best over its templates. Searches
-are exact: numpy, or from :data:`FAISS_MIN_TEMPLATES` templates a faiss flat inner-product index
-where faiss is installed (`pip install pifr[faiss]`; the same results, and on 2 CPU cores no faster
-up to 1M templates: benchmarks/gallery.py).
+Templates and probes are made by the face pipeline (:mod:`pifr.pipeline`) under the gallery's
+policy (:mod:`pifr.policy`).
 
-The package: :mod:`~pifr.gallery.storage` (the :class:`GalleryStore` interface, the file format,
-locking), :mod:`~pifr.gallery.search` (numpy / faiss search), :mod:`~pifr.gallery.operating_point`
-(default threshold, impostor tables, calibration), :mod:`~pifr.gallery.staleness` (templates fused
-from a view made otherwise now); :class:`Gallery` here ties them together.
+The package: :mod:`~pifr.gallery.storage` (the :class:`GalleryStore` interface, the file, locking),
+:mod:`~pifr.gallery.search`, :mod:`~pifr.gallery.operating_point`, :mod:`~pifr.gallery.staleness`,
+:mod:`~pifr.gallery.enrollment`; :class:`Gallery` here ties them together.
 """
 from __future__ import annotations
 
@@ -47,7 +41,7 @@ from .enrollment import EnrollReport, as_images, embed_new
 from .search import FAISS_MIN_TEMPLATES, Match, TemplateSearch, check_k as _check_k, nearest_identities
 from .staleness import EXTERNAL, saved_frontalizer, stale_counts, warn_stale
 from .storage import (_BUILTIN_VIEWS, SCHEMA_VERSION, UNIT_TOLERANCE, FileStore, GalleryState, GalleryStore, StoreLike,
-                      _check_unit, as_store, check_identity, file_lock)
+                      _check_unit, check_identity, file_lock, store_at as _store)
 
 __all__ = ["Gallery", "Match", "EnrollReport", "OperatingPoint", "default_operating_point", "impostor_tables",
            "check_threshold", "check_identity", "file_lock", "GalleryStore", "GalleryState", "FileStore",
@@ -502,14 +496,3 @@ class Gallery:
                 raise GalleryError(f"{store}: no such gallery file")
             yield g
             g.save(store)
-
-
-
-def _store(path: StoreLike, device: Any = None) -> GalleryStore:
-    """``path`` as a store; a file's schema 1 content is read with the embedder's 1:1 threshold on ``device``."""
-    def pair_threshold(name: str) -> float:
-        from ..embedders import get_embedder
-
-        return float(get_embedder(name, device).threshold)
-
-    return as_store(path, pair_threshold)

@@ -397,3 +397,13 @@ def as_store(where: StoreLike, pair_threshold: Optional[Callable[[str], float]] 
     if isinstance(where, (str, os.PathLike)):
         return FileStore(where, pair_threshold=pair_threshold)
     return where
+
+
+def store_at(path: StoreLike, device: Any = None) -> GalleryStore:
+    """``path`` as a store; a file's schema 1 content is read with the embedder's 1:1 threshold on ``device``."""
+    def pair_threshold(name: str) -> float:
+        from ..embedders import get_embedder
+
+        return float(get_embedder(name, device).threshold)
+
+    return as_store(path, pair_threshold)
