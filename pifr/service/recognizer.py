@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import NoFaceError, PifrError
 from ..gallery import Gallery
 from ..types import Face
-from .store import Template, empty_like
+from .store import Template
 
 log = logging.getLogger("pifr.service")
 
@@ -57,10 +57,9 @@ class Recogniser:
     def warm(self, like: Gallery) -> None:
         """Load every model once before serving (the first request would otherwise pay for it)."""
         from ..detection import DEFAULT_DETECTOR, get_detector
-        from ..embedders import get_embedder
 
         get_detector(like.detector or DEFAULT_DETECTOR)
-        get_embedder(like.embedder)
+        like.pipeline()  # the embedder, and the view source when the policy fuses
 
     def templates(self, like: Gallery, name: str, images: Sequence[np.ndarray]
                   ) -> Tuple[List[Template], List[Tuple[int, str, str]]]:
@@ -68,19 +67,12 @@ class Recogniser:
         ``(index, error type, message)``."""
         out: List[Template] = []
         rejected: List[Tuple[int, str, str]] = []
-        for i, arr in enumerate(images):
-            scratch = empty_like(like)
-            try:
-                rep = scratch.enroll(name, [arr])
-            except PifrError as e:
-                rejected.append((i, type(e).__name__, str(e)))
-                continue
-            if rep.failures:  # Gallery.enroll reports "<ErrorType>: <message>"
-                kind, _, msg = rep.failures[0][1].partition(": ")
-                rejected.append((i, kind, msg))
-                continue
-            for v, h, view, yaw in zip(scratch._emb, scratch._hashes, scratch._views, scratch._yaws):
-                out.append(Template(i, v, h, view, yaw))
+        for i, r in enumerate(like.pipeline().embed_images(list(images), hash_pixels=True)):  # one batch
+            if isinstance(r, PifrError):
+                rejected.append((i, type(r).__name__, str(r)))
+            else:
+                out.append(Template(i, r.embedding, r.image_sha256, r.treatment,  # type: ignore[arg-type]
+                                    float("nan") if r.face.yaw is None else float(r.face.yaw)))
         return out, rejected
 
     def identify(self, g: Gallery, images: Sequence[np.ndarray]) -> Dict[str, Any]:

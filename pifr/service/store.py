@@ -56,16 +56,6 @@ def gallery_config(g: Gallery) -> dict:
             "yaw_threshold": g.yaw_threshold, "fusion_weight": g.fusion_weight}
 
 
-def empty_like(g: Gallery, far: Optional[float] = None) -> Gallery:
-    """An empty gallery with ``g``'s embedder, policy and threshold mode."""
-    out = Gallery(g.embedder, detector=g.detector, frontalize=g.frontalize, frontalizer=g.frontalizer,
-                  yaw_threshold=g.yaw_threshold, fusion_weight=g.fusion_weight,
-                  far_per_probe=far if far is not None else g.far_per_probe)
-    if g.threshold_source in ("fixed", "calibrated"):
-        out._fixed, out.calibrated_far = g._fixed, g.calibrated_far
-    return out
-
-
 def append_templates(g: Gallery, name: str, templates: Sequence[Template]) -> AddResult:
     """Add ``templates`` of ``name`` to ``g``, skipping any whose hash ``g`` already holds (any
     subject) or that repeats one earlier in the list."""

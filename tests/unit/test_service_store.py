@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pifr.gallery import Gallery
-from pifr.service.store import FileStore, Template, append_templates, empty_like
+from pifr.service.store import FileStore, Template, append_templates
 
 
 def _templates(dim, seed, n=1, image0=0):
@@ -72,12 +72,20 @@ def test_a_store_refuses_a_missing_folder_and_a_corrupt_file(tmp_path):
         FileStore(bad, 0.01)
 
 
-def test_empty_like_keeps_policy_and_fixed_threshold():
-    g = Gallery(threshold=0.5, frontalize="never")
-    e = empty_like(g)
-    assert (e.threshold, e.threshold_source, e.frontalize, e.embedder) == (0.5, "fixed", "never", g.embedder)
-    r = append_templates(e, "x", _templates(e.dim, 3, 2) + _templates(e.dim, 3, 1))
-    assert (r.added, r.duplicates) == (2, (0,)) and e.templates == 2
+def test_appended_templates_are_searched_at_once_and_duplicates_skipped(monkeypatch):
+    """append_templates goes through the gallery's own append: a search index built before it is
+    rebuilt (with faiss from the first template), and a repeated hash is skipped."""
+    import pifr.gallery as G
+
+    monkeypatch.setattr(G, "FAISS_MIN_TEMPLATES", 1)
+    e = Gallery(threshold=0.5, frontalize="never")
+    first = _templates(e.dim, 3, 1)
+    append_templates(e, "x", first)
+    assert e.search_embedding(first[0].vector)[0].identity == "x"
+    later = _templates(e.dim, 4, 2)
+    r = append_templates(e, "y", later[1:] + _templates(e.dim, 3, 1))
+    assert (r.added, r.duplicates) == (1, (0,)) and e.templates == 2
+    assert e.search_embedding(later[1].vector)[0].identity == "y"  # not the index built before
 
 
 def test_a_store_removes_temporary_files_of_dead_writers_only(tmp_path):
