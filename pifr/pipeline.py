@@ -10,7 +10,7 @@ which applies one :class:`pifr.policy.Policy`:
    for the faces the policy fuses, the 3D fit (the same regression serves both);
 3. **views** — the fused faces' views are made by the view source (:mod:`pifr.views`);
 4. **embedding** — every aligned face and every view go through the embedder together,
-   ``batch_size`` crops a pass;
+   in passes of a size the device runs fastest (:data:`CPU_NET_BATCH` on a CPU);
 5. a fused face's embedding is normalise((1 − w)·raw + w·mean of its views' embeddings).
 
 One bad image never stops a batch: its item is the typed error it raised.
@@ -32,6 +32,11 @@ from .pooling import fuse_embeddings, pool_faces, pool_views
 from .types import Face
 
 log = logging.getLogger("pifr")
+
+#: Network passes on a CPU take at most this many crops: past it, one thread gets slower per crop
+#: (SFace at one thread: 16 ms a crop at 1–8, 27 at 64, 40 at 256; 3DDFA fastest at 8 —
+#: ``benchmarks/pipeline.py``), while a GPU takes the whole batch.
+CPU_NET_BATCH = 8
 
 #: One person's photos: an image, or a list or tuple of images (the frames of one door event),
 #: each possibly with its face already found (an ``(image, Face)`` pair).
@@ -103,7 +108,8 @@ class Pipeline:
         frontalizer: the view source's name (:func:`pifr.views.parse_view`); built here when the
             policy can fuse, so a missing refiner or generator fails before any image.
         detector: detector name (default :data:`pifr.detection.DEFAULT_DETECTOR`).
-        batch_size: faces per network pass (detection batches a sixteenth of it, at least 1).
+        batch_size: images a stage takes at once; on a GPU also the crops a network pass takes (on
+            a CPU at most :data:`CPU_NET_BATCH`).
         policy: a :class:`pifr.policy.Policy` to apply instead of the one ``frontalize``,
             ``yaw_threshold`` and ``fusion_weight`` resolve to (e.g. a rule being measured).
 
@@ -134,6 +140,10 @@ class Pipeline:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
         self.batch_size = batch_size
+        from ._device import resolve_device
+
+        on_gpu = resolve_device(device).type != "cpu"
+        self.net_batch = batch_size if on_gpu else min(batch_size, CPU_NET_BATCH)
         self.views = None
         if self.policy.needs_views:
             from .views import get_view_source
@@ -165,7 +175,7 @@ class Pipeline:
             except PifrError as e:
                 out[i] = e
         det = get_detector(self.detector, self.device)
-        found = det.detect_many([a for _, a in todo], batch_size=max(1, self.batch_size // 16)) if todo else []
+        found = det.detect_many([a for _, a in todo], batch_size=self.net_batch) if todo else []
         for (i, arr), faces in zip(todo, found):
             if not faces and retry_min_score is not None:
                 faces = det(arr, min_score=retry_min_score)
@@ -199,7 +209,7 @@ class Pipeline:
         need_fit = [i for i, f in enumerate(faces) if f.yaw is not None and pol.fuses(f.yaw)]
         wants_fit = self.views is not None and getattr(self.views, "needs_fit", False)
         todo = need_yaw + (need_fit if wants_fit else [])
-        params = dict(zip(todo, regress_faces([items[i] for i in todo], self.device, self.batch_size)))
+        params = dict(zip(todo, regress_faces([items[i] for i in todo], self.device, self.net_batch)))
         for i in need_yaw:
             faces[i] = faces[i].with_yaw(yaw_from_params(params[i]))
         out: List[Any] = [None] * len(items)
@@ -223,7 +233,7 @@ class Pipeline:
             crops.append(raw)
             if views is not None:
                 crops.extend(views)
-        vecs = emb.embed_crops(np.stack(crops), self.batch_size) if crops else None
+        vecs = emb.embed_crops(np.stack(crops), self.net_batch) if crops else None
         key = self.view_key() if any(n for _, _, n in spans) else None
         for i, start, n in spans:
             f = faces[i]
