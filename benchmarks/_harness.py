@@ -148,11 +148,12 @@ def embed_paths(paths: Sequence[Path], embedder: str, detector: str, select: str
 
 
 def _embed_chunk(paths, embedder, detector, select):
-    """Locate and align each image's face (:func:`pifr.embedders.locate_face`), then embed the
+    """Locate and align each image's face (:func:`pifr.detection.locate_face`), then embed the
     chunk's crops in one batch."""
     import logging
 
-    from pifr.embedders import get_embedder, locate_face
+    from pifr.detection import locate_face
+    from pifr.embedders import get_embedder
 
     emb = get_embedder(embedder)
     crops, idx = [], []

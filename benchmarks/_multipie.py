@@ -94,7 +94,7 @@ def run(setting: int, argv: Optional[List[str]] = None) -> Path:
         else:
             from frontalization import frontal_embeddings
             from pifr.embedders import get_embedder
-            from pifr.frontalization import get_frontalizer
+            from pifr.generator import get_frontalizer
 
             gen = get_frontalizer(args.generator) if "TP-GAN" in kind else None
             raw = embed_paths([im.path for im in gallery], name, args.detector)  # gallery stays raw (frontal)

@@ -1,7 +1,7 @@
 """Which embedder should be pifr's default? Every shipped embedder and score-level ensembles of them,
 each with its own "auto" rule, on the tuning split.
 
-Candidates: each single embedder under its library "auto" rule (``pifr.frontalization.rule_for``:
+Candidates: each single embedder under its library "auto" rule (``pifr.policy.rule_for``:
 turned faces fused with their 3D renders) and raw; each ensemble of two or three of them, scored as
 the mean over its members of (member cosine − member 1:1 threshold), each member with its own
 views. (For unit vectors that is the cosine of the members' vectors concatenated and scaled by
@@ -45,7 +45,7 @@ from rotation import embed_renders, fits_of
 import pifr
 from pifr.eval.datasets import cfp_identity, cfp_images, cfp_names, cfp_protocol
 from pifr.eval.metrics import kfold_accuracy, mcnemar, rank1_hits, verification_summary
-from pifr.frontalization import rule_for
+from pifr.policy import rule_for
 
 TUNE = range(351, 401)
 STRANGERS = range(301, 351)
@@ -115,7 +115,7 @@ def timing(name, paths, n=12):
 
 def shared_cost(paths, detector, n=12):
     """Median ms of what members of an ensemble share for a turned face: detection and the 3D fit."""
-    from pifr.embedders import locate_face
+    from pifr.detection import locate_face
     from pifr.face3d import fit_faces
 
     ts = []

@@ -28,10 +28,12 @@ from tqdm import tqdm
 
 import pifr
 from pifr.eval.datasets import cfp_identity, cfp_images, cfp_protocol, cmu_faces
-from pifr.embedders import get_embedder, locate_face
-from pifr.frontalization import get_frontalizer, to_template
+from pifr.detection import locate_face
+from pifr.embedders import get_embedder
+from pifr.generator import get_frontalizer
+from pifr.views import to_template
 from pifr.eval.metrics import mcnemar, rank1_hits, verification_summary
-from pifr.frontalization import fuse_embeddings
+from pifr.pooling import fuse_embeddings
 from pifr.weights import sha256_file
 from pifr.alignment import TPGAN_128, align_with_landmarks
 

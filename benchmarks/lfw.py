@@ -37,7 +37,8 @@ def dlib_chip_embeddings(paths, detector):
     from tqdm import tqdm
 
     import pifr
-    from pifr.embedders import get_embedder, pick_face
+    from pifr.detection import pick_face
+    from pifr.embedders import get_embedder
 
     sp = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
     emb = get_embedder("dlib_resnet")

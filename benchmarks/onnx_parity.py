@@ -19,7 +19,8 @@ from _harness import ROOT, run_header, save_record, shared_root, weights_sha
 
 import pifr
 from pifr.eval.datasets import lfw_pairs
-from pifr.embedders import get_embedder, locate_face
+from pifr.detection import locate_face
+from pifr.embedders import get_embedder
 
 
 def per_crop_ms(emb, crops: np.ndarray, batch: bool, repeats: int = 3) -> float:

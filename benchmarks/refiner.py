@@ -43,7 +43,9 @@ from pifr.alignment import TPGAN_128
 from pifr.embedders import get_embedder
 from pifr.eval.datasets import cfp_images
 from pifr.eval.metrics import mcnemar
-from pifr.frontalization import AUTO_RULES, to_template
+from pifr.policy import shipped_rules
+from pifr.views import to_template
+AUTO_RULES = shipped_rules().by_embedder()  # the shipped rules, read only
 from pifr.gallery import default_operating_point
 from pifr.rotation import render_pose
 
@@ -153,7 +155,7 @@ def speed(refiner, paths, detector, n=20):
     a batch of 32 renders; fit + render + network for a found face; the whole pifr.frontalize call."""
     import torch
 
-    from pifr.embedders import locate_face
+    from pifr.detection import locate_face
 
     found = []
     for p in paths:

@@ -34,9 +34,12 @@ from tqdm import tqdm
 
 import pifr
 from pifr.eval.datasets import cfp_fiducials, cfp_images, cfp_landmarks68, cmu_faces
-from pifr.embedders import get_embedder, locate_face
+from pifr.detection import locate_face
+from pifr.embedders import get_embedder
 from pifr.face3d import fit_faces
-from pifr.frontalization import AUTO_RULES, pool_views
+from pifr.policy import shipped_rules
+from pifr.pooling import pool_views
+AUTO_RULES = shipped_rules().by_embedder()  # the shipped rules, read only
 from pifr.eval.metrics import mcnemar
 from pifr.rotation import render_pose, render_poses
 
@@ -46,7 +49,7 @@ FIT_BINS = ((0, 30), (30, 60), (60, 75), (75, 91))
 
 def fits_of(paths, detector, select="largest"):
     """``{path: (photo, face, fit) or None}`` for every path (None where no face or no fit);
-    ``select``: which face, as :func:`pifr.embedders.locate_face` picks it (LFW labels the centre one)."""
+    ``select``: which face, as :func:`pifr.detection.locate_face` picks it (LFW labels the centre one)."""
     out = {}
     for p in tqdm(paths, desc="3d fit"):
         try:
@@ -60,8 +63,8 @@ def fits_of(paths, detector, select="largest"):
 def embed_renders(fits, emb, yaw=0.0, yaws=None):
     """Embedding of each face's render at ``yaw`` degrees, placed in the embedder's own template;
     with ``yaws`` ({path: the face's yaw}), at ``yaw`` on each face's own side. ``yaw`` may be a
-    sequence of angles (an :class:`pifr.frontalization.AutoRule`'s ``view_yaws``): the renders at
-    each, pooled as "auto" pools them (:func:`pifr.frontalization.pool_views`)."""
+    sequence of angles (an :class:`pifr.policy.AutoRule`'s ``view_yaws``): the renders at
+    each, pooled as "auto" pools them (:func:`pifr.pooling.pool_views`)."""
     angles = tuple(yaw) if isinstance(yaw, (tuple, list)) else (yaw,)
     out = {}
     for p, v in tqdm(fits.items(), desc=f"render[{emb.name}]"):

@@ -41,7 +41,7 @@ def end_to_end(weights, dev, reps: int) -> dict:
     import numpy as np
 
     import pifr
-    from pifr.frontalization import get_frontalizer
+    from pifr.generator import get_frontalizer
 
     photos = sorted((Path(__file__).resolve().parents[1] / "examples" / "images").glob("*.png"))
     pifr.frontalize(photos[0], weights=weights, device=dev)  # loads the detector, pose net and generator once

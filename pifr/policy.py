@@ -127,6 +127,10 @@ class RuleSet:
                     return e.rule
         return None
 
+    def by_embedder(self, view: str = "3d") -> Dict[str, AutoRule]:
+        """``{embedder: rule}`` of the rows for named embedders with view source ``view`` (a copy)."""
+        return {e.embedder: e.rule for e in self.entries if e.embedder != "*" and view in e.views}
+
     def with_rule(self, embedder: str, views: Sequence[str], rule: AutoRule, **provenance: Any) -> "RuleSet":
         """A new set with ``embedder``'s row for ``views`` replaced by (or added as) ``rule``;
         ``provenance`` should name the split, the command, the commit and the figures."""

@@ -20,7 +20,9 @@ from rotation import IDS, embed_renders, fits_of  # noqa: E402
 
 from pifr.embedders import get_embedder  # noqa: E402
 from pifr.eval.datasets import cfp_images  # noqa: E402
-from pifr.frontalization import AUTO_RULES, fuse_embeddings  # noqa: E402
+from pifr.policy import shipped_rules  # noqa: E402
+from pifr.pooling import fuse_embeddings  # noqa: E402
+AUTO_RULES = shipped_rules().by_embedder()  # the shipped rules, read only
 
 
 def main():

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pifr.frontalization import Frontalizer
+from pifr.generator import Frontalizer
 from pifr.train import validation as V
 from pifr.train.data import Pack, PairDataset, identity_range
 from terms import identity_contrast  # research/terms.py: the term left training

@@ -37,7 +37,7 @@ from rotation import embed_renders, fits_of  # noqa: E402
 
 import pifr  # noqa: E402
 from pifr.eval.datasets import cfp_images  # noqa: E402
-from pifr.frontalization import rule_for  # noqa: E402
+from pifr.policy import rule_for  # noqa: E402
 from pifr.gallery import default_operating_point  # noqa: E402
 
 TUNE, STRANGERS = range(351, 401), range(301, 351)

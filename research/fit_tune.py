@@ -105,7 +105,7 @@ class FiducialSet:
         a photo without a face is skipped and counted in the log."""
         from tqdm import tqdm
 
-        from pifr.embedders import locate_face
+        from pifr.detection import locate_face
         from pifr.errors import PifrError
         from pifr.eval.datasets import cfp_fiducials, cfp_images, cfp_landmarks68
         from pifr.models.tddfa import roi_from_bbox

@@ -25,10 +25,13 @@ from frontalization import cfp_hits, cmu_hits, tuning_protocol  # noqa: E402
 from lfw_turned import devtrain_people, hits, protocol  # noqa: E402
 
 import pifr  # noqa: E402
-from pifr.embedders import get_embedder, locate_face  # noqa: E402
+from pifr.detection import locate_face  # noqa: E402
+from pifr.embedders import get_embedder  # noqa: E402
 from pifr.eval.metrics import mcnemar  # noqa: E402
 from pifr.face3d import fit_faces  # noqa: E402
-from pifr.frontalization import AUTO_RULES, fuse_embeddings, pool_views  # noqa: E402
+from pifr.policy import shipped_rules  # noqa: E402
+from pifr.pooling import fuse_embeddings, pool_views  # noqa: E402
+AUTO_RULES = shipped_rules().by_embedder()  # the shipped rules, read only
 from pifr.rotation import render_pose  # noqa: E402
 
 

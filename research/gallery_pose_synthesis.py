@@ -93,7 +93,7 @@ class Renders:
         """``need``: path → the yaws to render it at."""
         for path, yaws in tqdm(sorted(need.items()), desc="render", unit="photo"):
             try:
-                img, face = pifr.embedders.locate_face(path, detector=self.detector)
+                img, face = pifr.detection.locate_face(path, detector=self.detector)
                 tex, _, _ = texture_from_photo(img, landmarks68(img, face), self.ref)
             except pifr.PifrError:
                 self.failed_texture += 1

@@ -22,7 +22,8 @@ from rotation import embed_renders, fits_of  # noqa: E402
 
 from pifr.embedders import get_embedder  # noqa: E402
 from pifr.eval.metrics import mcnemar  # noqa: E402
-from pifr.frontalization import AUTO_RULES  # noqa: E402
+from pifr.policy import shipped_rules  # noqa: E402
+AUTO_RULES = shipped_rules().by_embedder()  # the shipped rules, read only
 
 TURN_TO = (0.0, 15.0, 30.0, 45.0)
 
@@ -32,7 +33,7 @@ def refined_views(fits, emb, to, yaws):
     import math
 
     from pifr.alignment import TPGAN_128
-    from pifr.frontalization import to_template
+    from pifr.views import to_template
     from pifr.refinement import get_refiner
     from pifr.rotation import render_pose
 

@@ -38,7 +38,10 @@ from tqdm import tqdm  # noqa: E402
 
 from pifr.embedders import get_embedder  # noqa: E402
 from pifr.eval.metrics import mcnemar  # noqa: E402
-from pifr.frontalization import AUTO_RULES, RefinedRender3D, pool_views  # noqa: E402
+from pifr.policy import shipped_rules  # noqa: E402
+from pifr.pooling import pool_views  # noqa: E402
+from pifr.views import RefinedRender3D  # noqa: E402
+AUTO_RULES = shipped_rules().by_embedder()  # the shipped rules, read only
 
 
 def refined_pool(fits, emb, rule, yaws):

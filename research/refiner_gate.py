@@ -45,7 +45,10 @@ from rotation import embed_renders, fits_of  # noqa: E402
 
 from pifr.alignment import TPGAN_128  # noqa: E402
 from pifr.eval.metrics import kernel_inception_distance, mcnemar  # noqa: E402
-from pifr.frontalization import AUTO_RULES, pool_views, to_template  # noqa: E402
+from pifr.policy import shipped_rules  # noqa: E402
+from pifr.pooling import pool_views  # noqa: E402
+from pifr.views import to_template  # noqa: E402
+AUTO_RULES = shipped_rules().by_embedder()  # the shipped rules, read only
 
 
 _FITS = {}
@@ -140,7 +143,7 @@ def kid_features(crops, net_name, batch=64):
 def real_frontal_crops(frontals, detector):
     """The real frontal photos aligned into the TP-GAN crop (cached on disk by path list)."""
     from pifr.alignment import align
-    from pifr.embedders import locate_face
+    from pifr.detection import locate_face
     from pifr.errors import PifrError
 
     key = hashlib.sha256("\n".join(str(im.path) for im in frontals).encode()).hexdigest()[:16]
@@ -268,7 +271,7 @@ def main():
                           ("(c)", all(v["holds"] for v in res["c_auto"].values()))) if not good) + " fail")
     if args.grid:
         from pifr.alignment import align
-        from pifr.embedders import locate_face
+        from pifr.detection import locate_face
 
         gcrops = {}
         for im in gallery:

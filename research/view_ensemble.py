@@ -43,7 +43,9 @@ from rotation import embed_renders, fits_of  # noqa: E402
 
 from pifr.embedders import get_embedder  # noqa: E402
 from pifr.eval.metrics import mcnemar  # noqa: E402
-from pifr.frontalization import AUTO_RULES, AutoRule, pool_views  # noqa: E402
+from pifr.policy import AutoRule, shipped_rules  # noqa: E402
+from pifr.pooling import pool_views  # noqa: E402
+AUTO_RULES = shipped_rules().by_embedder()  # the shipped rules, read only
 
 SETS = ((0.0, 15.0, 30.0, 45.0), (15.0, 30.0, 45.0), (30.0, 45.0, 50.0))
 THRESHOLDS = (30.0, 45.0, 60.0)

@@ -20,7 +20,7 @@ def test_access_control_on_a_video(lfw, tmp_path, policy):
     import cv2
 
     import pifr
-    from pifr.frontalization import DEFAULT_FRONTALIZE
+    from pifr.policy import DEFAULT_FRONTALIZE
 
     people = tmp_path / "people"
     for name in ("Tony_Blair", "Colin_Powell"):

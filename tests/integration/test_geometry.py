@@ -124,7 +124,7 @@ def test_round_trip_keeps_identity(model3d, frontal, lfw):
     r = render_at_yaw(frontal, 30, model_path=model3d)
     back = pifr.frontalize(r.image, method="hassner", weights=model3d)
     assert back.image.shape == (128, 128, 3) and back.yaw > 15
-    from pifr.frontalization import to_template
+    from pifr.views import to_template
 
     v = emb.embed_crops(to_template(back.image, emb.template)[None])[0]
     assert float(v @ same_person) > emb.threshold > float(v @ other)

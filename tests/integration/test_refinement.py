@@ -35,7 +35,7 @@ def test_refined_view_is_closer_to_the_photo_than_the_render(cfp, refiner):
     from pifr.detection import locate_face
     from pifr.embedders import get_embedder
     from pifr.face3d import fit_faces
-    from pifr.frontalization import to_template
+    from pifr.views import to_template
     from pifr.rotation import rotate_and_render
 
     emb = get_embedder("dlib_resnet")
