@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from _harness import parser, append_runlog, embed_paths, git_commit, pair_scores, run_header, shared_root, weights_sha
 
-from pifr import onnx_embedder
+from pifr import onnx_registry
 from pifr.eval.datasets import cfp_identity, cfp_protocol, lfw_pairs
 from pifr.eval.metrics import best_threshold
 
@@ -52,7 +52,7 @@ def main() -> None:
     desc = " + ".join(d for _, _, d in sets.values())
     split = "tune (" + " + ".join({"lfw": "LFW pairsDevTrain", "cfp": "CFP identities 351-400, FF"}[k] for k in sets) + ")"
     rec = run_header("calibrate", desc, weights_sha(args.embedders), split)
-    registered = onnx_embedder.registered()
+    registered = onnx_registry.registered()
     out = {}
     print(f"\n| embedder | threshold (cosine) | accuracy % at it ({', '.join(sets)}) | FAR at threshold % | pairs |")
     print("|---|---|---|---|---|")
@@ -75,12 +75,12 @@ def main() -> None:
         if name in registered:
             source = (f"benchmarks/calibrate.py --data {' '.join(sets)}: best-accuracy cosine threshold on {split}, "
                       f"accuracy {100 * acc:.2f} %, {len(allsame)} pairs, commit {git_commit()}, {rec['time']}")
-            written = onnx_embedder.set_threshold(name, thr, source)
+            written = onnx_registry.set_threshold(name, thr, source)
             if written:
                 print(f"#   stored threshold {thr:.4f} for {name} in {written}")
             else:
                 print(f"#   {name} was registered in code; record its threshold there:\n#   "
-                      + onnx_embedder.registration_line(registered[name], thr))
+                      + onnx_registry.registration_line(registered[name], thr))
             out[name]["stored_in"] = str(written) if written else None
     rec["results"] = out
     append_runlog(Path(args.out), rec)

@@ -57,7 +57,7 @@ _LAZY = {
     "embed_many": ("pipeline", "embed_many"),
     "get_embedder": ("embedders", "get_embedder"),
     "list_embedders": ("embedders", "list_embedders"),
-    "register_embedder": ("embedders", "register_embedder"),
+    "register_embedder": ("onnx_registry", "register_embedder"),
     "verify": ("verification", "verify"),
     "frontalize": ("frontalization", "frontalize"),
     "rotate": ("rotation", "rotate"),

@@ -3,7 +3,7 @@
 Every embedder has the same small protocol (:class:`Embedder`): a registry name, the
 alignment template it expects, the output dimension, a differentiable ``module`` (a torch
 network taking ``(B, 3, S, S)`` RGB in [0, 255]) and :meth:`Embedder.embed_crops`. ONNX models
-registered with :func:`pifr.register_embedder` (:mod:`pifr.onnx_embedder`) follow it too, without ``module``.
+registered with :func:`pifr.register_embedder` (:mod:`pifr.onnx_registry`, run by :mod:`pifr.onnx_embedder`) follow it too, without ``module``.
 """
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ import numpy as np
 from ._device import resolve_device
 from .alignment import ARCFACE_112, DLIB_150, TPGAN_128, AlignmentTemplate, align, check_crops
 from .errors import UnknownModelError
-from . import onnx_embedder
-from .onnx_embedder import register_embedder  # noqa: F401 - re-exported: pifr.register_embedder
+from . import onnx_registry
 from .types import EmbedderInfo, Face
 
 log = logging.getLogger("pifr")
@@ -115,8 +114,8 @@ _EMBEDDERS: Dict[str, _Entry] = {
     "lightcnn29_v2": _Entry("lightcnn29_v2", "lightcnn29_v2", TPGAN_128, 256, _build_lightcnn,
                             threshold=0.5, target="net", ignore=("fc2.",)),
 }
-# Registered ONNX models may not take a built-in's name (pifr.onnx_embedder refuses it).
-onnx_embedder.BUILTIN_NAMES.update(_EMBEDDERS)
+# Registered ONNX models may not take a built-in's name (pifr.onnx_registry refuses it).
+onnx_registry.BUILTIN_NAMES.update(_EMBEDDERS)
 _UNCALIBRATED = {"facenet_vggface2", "lightcnn29_v2"}
 
 
@@ -185,8 +184,9 @@ def get_embedder(name: str = DEFAULT_EMBEDDER, device: Any = None, weights_path:
         WeightsNotFoundError / WeightsChecksumError / WeightsFormatError: its weights are missing or wrong.
     """
     if name not in _EMBEDDERS:
-        # Models registered with pifr.register_embedder or $PIFR_EMBEDDERS (pifr/onnx_embedder.py).
-        from .onnx_embedder import get_registered, registered
+        # Models registered with pifr.register_embedder or $PIFR_EMBEDDERS (pifr/onnx_registry.py).
+        from .onnx_embedder import get_registered
+        from .onnx_registry import registered
 
         if name in registered():
             if weights_path is not None:
@@ -216,6 +216,6 @@ def list_embedders() -> List[EmbedderInfo]:
         if e.name in _UNCALIBRATED:
             why = (why + " " if why else "") + "(threshold not calibrated here: call Gallery.calibrate or pass threshold=)"
         out.append(EmbedderInfo(e.name, e.weights, e.template.name, e.dim, e.threshold, ok, e.name not in _UNCALIBRATED, why))
-    from .onnx_embedder import infos
+    from .onnx_registry import infos
 
     return out + infos()

@@ -196,7 +196,7 @@ def rule_for(embedder: str, view: str = "3d") -> Optional[AutoRule]:
         if e.embedder == embedder and view in e.views:
             return e.rule
     if view != "tpgan":  # a registration's rule was measured on the 3D render
-        from .onnx_embedder import registered
+        from .onnx_registry import registered
 
         reg = registered().get(embedder)
         if reg is not None and reg.auto_rule is not None:

@@ -89,7 +89,7 @@ def default_operating_point(embedder: str, comparisons: int, far_per_probe: floa
 def _registered_table(embedder: str) -> Optional[dict]:
     """The impostor table a registered ONNX model's registration carries, in the shipped tables'
     form; ``None`` for anything else."""
-    from ..onnx_embedder import registered
+    from ..onnx_registry import registered
 
     reg = registered().get(embedder)
     if reg is None or not reg.impostor_table:

@@ -388,7 +388,7 @@ class Trainer:
         return int(s["step"])
 
     def _load_generator_file(self, path: Path) -> int:
-        from ..frontalization import Frontalizer
+        from ..generator import Frontalizer
 
         # The inference loader reads and checks the file (typed errors for a corrupt one, defaults
         # for config keys older files lack); only its size has to match this run's.
@@ -449,7 +449,7 @@ class Trainer:
             self.g.train()
 
     def _generate(self, x: torch.Tensor, xl: torch.Tensor, net: Optional[torch.nn.Module] = None) -> torch.Tensor:
-        """Output at 128 px with zero noise, as :class:`pifr.frontalization.Frontalizer` runs it,
+        """Output at 128 px with zero noise, as :class:`pifr.generator.Frontalizer` runs it,
         so validation figures and samples match what users get. ``net``: :attr:`g_eval` by default."""
         net = net if net is not None else self.g_eval
         noise = torch.zeros(len(x), self.g.noise_dim, device=x.device, dtype=x.dtype)

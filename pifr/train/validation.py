@@ -211,7 +211,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ap.error("--view-jitter must be >= 0")
 
     from ..errors import PifrError
-    from ..frontalization import Frontalizer
+    from ..generator import Frontalizer
     from .data import Pack
 
     device = torch.device(args.device)

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 import pifr
-from pifr import onnx_embedder
+from pifr import onnx_embedder, onnx_registry
 from pifr.detection import locate_face
 from pifr.embedders import get_embedder, list_embedders
 from pifr.weights import sha256_file
@@ -294,7 +294,7 @@ def test_normalisation_must_be_named_or_given(models):
         pifr.register_embedder("x", models["ires_dyn"], normalization="arcface")
     reg = pifr.register_embedder("x", models["ires_dyn"], normalization="opencv")
     assert (reg.mean, reg.std, reg.channels) == ((0, 0, 0), (1, 1, 1), "RGB")
-    assert "normalization='opencv'" in onnx_embedder.registration_line(reg, 0.3)
+    assert "normalization='opencv'" in onnx_registry.registration_line(reg, 0.3)
     reg = pifr.register_embedder("x", models["ires_dyn"], normalization="insightface", channels="BGR")
     assert reg.channels == "BGR" and reg.mean == (127.5,) * 3
 
@@ -375,7 +375,7 @@ def test_gallery_saved_with_one_model_refuses_another(models, tmp_path, crops):
     pifr.register_embedder("byo", models["ires_b2"], normalization="insightface")
     with pytest.raises(GalleryError, match="re-enroll"):
         pifr.Gallery.load(tmp_path / "g.gallery", device="cpu")
-    onnx_embedder.unregister_embedder("byo")
+    onnx_registry.unregister_embedder("byo")
     with pytest.raises(GalleryError, match="made with embedder 'byo'"):
         pifr.Gallery.load(tmp_path / "g.gallery", device="cpu")
 
@@ -397,7 +397,7 @@ def test_config_file_registers_by_name_and_stores_a_threshold(models, tmp_path, 
     assert _cos(got, _torch_iresnet(models["iresnet"], crops, "BGR")).min() >= 0.9999
     assert get_embedder("cfg_mfn", device="cpu").threshold == 0.27
     assert not get_embedder("cfg_ires", device="cpu").calibrated
-    written = onnx_embedder.set_threshold("cfg_ires", 0.4321, "test")
+    written = onnx_registry.set_threshold("cfg_ires", 0.4321, "test")
     assert written == cfg
     entry = [e for e in json.loads(cfg.read_text()) if e["name"] == "cfg_ires"][0]
     assert entry["threshold"] == 0.4321 and entry["path"] == "ires_dyn.onnx"
@@ -405,8 +405,8 @@ def test_config_file_registers_by_name_and_stores_a_threshold(models, tmp_path, 
     assert get_embedder("cfg_ires", device="cpu").threshold == 0.4321
     # A registration made in code is not written anywhere: the line to add is printed instead.
     pifr.register_embedder("code", models["ires_dyn"], normalization="insightface")
-    assert onnx_embedder.set_threshold("code", 0.5, "test") is None
-    assert "threshold=0.5000" in onnx_embedder.registration_line(onnx_embedder.registered()["code"], 0.5)
+    assert onnx_registry.set_threshold("code", 0.5, "test") is None
+    assert "threshold=0.5000" in onnx_registry.registration_line(onnx_registry.registered()["code"], 0.5)
 
 
 def test_broken_config_names_the_file(tmp_path, monkeypatch):
