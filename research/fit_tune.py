@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from pifr.train.refine import FLIP_68
+from pifr.train.refine_data import FLIP_68
 
 log = logging.getLogger("pifr")
 

@@ -30,8 +30,7 @@ import json
 import logging
 import math
 import time
-import zlib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -40,20 +39,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models.refiner import Refiner, RefinerConfig, landmarks5, save_refiner
-from ..models.tpgan import crop_patches, patch_origins
+from ..models.refiner import Refiner, RefinerConfig, save_refiner
 from . import losses as L
+from .refine_checkpoint import CHECKPOINT_FORMAT, _load_optimizer, _optimizer_tensors, export_refiner, is_checkpoint
+from .refine_data import VAL_EVERY, PairCache, RefinePairs
+from .refine_losses import TwoScaleDiscriminator, pixel_terms, symmetry_term
 from .render_pairs import RenderPairPack
 
 log = logging.getLogger("pifr")
-
-#: iBUG 68-point index of each point's mirror image (left eye ↔ right eye, jaw reversed, …).
-FLIP_68 = np.array(list(range(16, -1, -1)) + list(range(26, 21, -1)) + list(range(21, 16, -1)) + list(range(27, 31)) + list(range(35, 30, -1))
-                   + [45, 44, 43, 42, 47, 46] + [39, 38, 37, 36, 41, 40] + list(range(54, 47, -1))
-                   + list(range(59, 54, -1)) + list(range(64, 59, -1)) + list(range(67, 64, -1)))
-#: One person in this many (by a hash of the name) is held out for validation.
-VAL_EVERY = 20
-
 
 @dataclass(frozen=True)
 class RefineConfig:
@@ -110,243 +103,6 @@ class RefineConfig:
 
     def refiner_config(self) -> RefinerConfig:
         return RefinerConfig(arch=self.arch, width=self.width, heatmaps=self.heatmaps)
-
-
-def person(source: str) -> str:
-    """The person a pack photo shows: LFW ``Name/Name_0001.jpg`` → ``Name``; CFP
-    ``Data/Images/001/frontal/01.jpg`` → ``cfp:001``."""
-    parts = Path(source).parts
-    if len(parts) >= 3 and parts[0] == "Data" and parts[1] == "Images":
-        return f"cfp:{parts[2]}"
-    return parts[0]
-
-
-def is_validation(name: str) -> bool:
-    return zlib.crc32(name.encode()) % VAL_EVERY == 0
-
-
-class RefinePairs:
-    """Pairs of one or more packs, split by person into ``"train"`` or ``"val"``."""
-
-    def __init__(self, packs: Sequence[RenderPairPack], part: str) -> None:
-        if part not in ("train", "val"):
-            raise ValueError(f"part must be 'train' or 'val', got {part!r}")
-        self.packs = list(packs)
-        self.index: List[Tuple[int, int]] = []
-        for k, p in enumerate(self.packs):
-            val = np.array([is_validation(person(str(s))) for s in p.sources])
-            for i in range(len(p)):
-                if val[p.photo[i]] == (part == "val"):
-                    self.index.append((k, i))
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def batch(self, items: Sequence[int], flips: Optional[Sequence[bool]] = None) -> Dict[str, torch.Tensor]:
-        """``render``/``target`` ``(B, 3, 128, 128)`` in [-1, 1], ``mask`` ``(B, 1, 128, 128)``,
-        ``face`` ``(B, 1, 128, 128)`` (the mask plus the hull of the jaw and brows: where the
-        photo shows face, rendered or not), ``landmarks`` ``(B, 68, 2)`` crop px; ``flips``:
-        mirror those samples."""
-        import cv2
-
-        rs, ms, ts, ls, fs, ys = [], [], [], [], [], []
-        for j, k in enumerate(items):
-            pk, i = self.index[k]
-            inp, mask, tgt, lm = self.packs[pk].pair(i)
-            ys.append(float(self.packs[pk].yaw[self.packs[pk].photo[i]]) * (-1 if flips is not None and flips[j] else 1))
-            lm = lm.astype(np.float32)
-            if flips is not None and flips[j]:
-                inp, mask, tgt = inp[:, ::-1], mask[:, ::-1], tgt[:, ::-1]
-                lm = lm[FLIP_68] * np.array([-1, 1], np.float32) + np.array([128, 0], np.float32)
-            hull = np.zeros((128, 128), np.uint8)
-            cv2.fillConvexPoly(hull, cv2.convexHull(np.round(lm[:27]).astype(np.int32)), 1)
-            fs.append(mask | (hull > 0))
-            rs.append(inp)
-            ms.append(mask)
-            ts.append(tgt)
-            ls.append(lm)
-
-        def img(a: List[np.ndarray]) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(np.stack(a))).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-        def bits(a: List[np.ndarray]) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(np.stack(a)[:, None]).astype(np.float32))
-
-        return {"render": img(rs), "target": img(ts), "mask": bits(ms), "face": bits(fs), "landmarks": torch.from_numpy(np.stack(ls)),
-                "yaw": torch.tensor(ys, dtype=torch.float32)}
-
-
-class PairCache:
-    """Every pair of a :class:`RefinePairs` decoded once into uint8/bool tensors on ``device``, so a
-    step only indexes (on a GPU the JPEG decoding of each batch would otherwise be the bottleneck).
-    :meth:`batch` returns exactly what ``RefinePairs.batch`` does for the same items and flips.
-
-    Memory: ~81 KB per pair (render, mask, both faces) + 49 KB per photo — 0.6 GB for 4,800 pairs of 2,400 photos."""
-
-    def __init__(self, pairs: RefinePairs, device: torch.device) -> None:
-        import cv2
-
-        photos: Dict[Tuple[int, int], int] = {}
-        renders, masks, faces, faces_f, targets, lms, yaws, which = [], [], [], [], [], [], [], []
-        for pk, i in pairs.index:
-            pack = pairs.packs[pk]
-            inp, mask, tgt, lm = pack.pair(i)
-            key = (pk, int(pack.photo[i]))
-            if key not in photos:
-                photos[key] = len(targets)
-                targets.append(tgt)
-                lms.append(lm.astype(np.float32))
-                yaws.append(float(pack.yaw[key[1]]))
-            which.append(photos[key])
-            renders.append(inp)
-            masks.append(mask)
-            lm = lm.astype(np.float32)
-            for flip, out in ((False, faces), (True, faces_f)):
-                pts = lm[FLIP_68] * np.array([-1, 1], np.float32) + np.array([128, 0], np.float32) if flip else lm
-                hull = np.zeros((128, 128), np.uint8)
-                cv2.fillConvexPoly(hull, cv2.convexHull(np.round(pts[:27]).astype(np.int32)), 1)
-                out.append((mask[:, ::-1] if flip else mask) | (hull > 0))
-        to = lambda a: torch.from_numpy(np.ascontiguousarray(np.stack(a))).to(device)  # noqa: E731
-        self.render, self.target = to(renders).permute(0, 3, 1, 2), to(targets).permute(0, 3, 1, 2)
-        self.mask, self.face, self.face_flipped = to(masks), to(faces), to(faces_f)
-        self.landmarks, self.yaw = to(lms), to(yaws).float()
-        self.photo = torch.tensor(which, dtype=torch.long, device=device)
-        self.flip_68 = torch.from_numpy(FLIP_68).to(device)
-
-    def __len__(self) -> int:
-        return len(self.photo)
-
-    def batch(self, items: Sequence[int], flips: Optional[Sequence[bool]] = None) -> Dict[str, torch.Tensor]:
-        dev = self.render.device
-        idx = torch.as_tensor(list(items), dtype=torch.long, device=dev)
-        f = torch.as_tensor(list(flips) if flips is not None else [False] * len(idx), dtype=torch.bool, device=dev)
-        ph = self.photo[idx]
-        fi = f[:, None, None, None]
-
-        def img(x: torch.Tensor) -> torch.Tensor:
-            x = torch.where(fi, x.flip(3), x)
-            return x.float() / 127.5 - 1
-
-        mask = self.mask[idx][:, None]
-        face = torch.where(f[:, None, None], self.face_flipped[idx], self.face[idx])[:, None]
-        lm = self.landmarks[ph]
-        lm_f = lm[:, self.flip_68] * lm.new_tensor([-1.0, 1.0]) + lm.new_tensor([128.0, 0.0])
-        return {"render": img(self.render[idx]), "target": img(self.target[ph]), "mask": torch.where(fi, mask.flip(3), mask).float(),
-                "face": face.float(), "landmarks": torch.where(f[:, None, None], lm_f, lm),
-                "yaw": torch.where(f, -self.yaw[ph], self.yaw[ph])}
-
-
-def _sn_conv(cin: int, cout: int, k: int, s: int) -> nn.Module:
-    return nn.utils.spectral_norm(nn.Conv2d(cin, cout, k, s, 1))
-
-
-class PatchDiscriminator(nn.Module):
-    """Conditional PatchGAN on ``(image, render, mask)``: 4 stride-2/1 convs with spectral norm;
-    ``forward`` returns the list of intermediate maps, logits last."""
-
-    def __init__(self, base: int = 32, cin: int = 7) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList([
-            nn.Sequential(_sn_conv(cin, base, 4, 2), nn.LeakyReLU(0.2, True)),
-            nn.Sequential(_sn_conv(base, 2 * base, 4, 2), nn.LeakyReLU(0.2, True)),
-            nn.Sequential(_sn_conv(2 * base, 4 * base, 4, 2), nn.LeakyReLU(0.2, True)),
-            nn.Sequential(_sn_conv(4 * base, 4 * base, 4, 1), nn.LeakyReLU(0.2, True)),
-            _sn_conv(4 * base, 1, 4, 1),
-        ])
-
-    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
-        out = []
-        for layer in self.layers:
-            x = layer(x)
-            out.append(x)
-        return out
-
-
-class TwoScaleDiscriminator(nn.Module):
-    """Two :class:`PatchDiscriminator` s, at 128 and at 64 px (R&R's multi-scale discriminator)."""
-
-    def __init__(self, base: int = 32) -> None:
-        super().__init__()
-        self.d = nn.ModuleList([PatchDiscriminator(base), PatchDiscriminator(base)])
-
-    def forward(self, img: torch.Tensor, render: torch.Tensor, mask: torch.Tensor) -> List[List[torch.Tensor]]:
-        x = torch.cat([img, render, mask * 2 - 1], 1)
-        return [self.d[0](x), self.d[1](F.avg_pool2d(x, 2))]
-
-
-def masked_l1(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, outside: float) -> torch.Tensor:
-    """Mean absolute error weighted 1 on ``mask`` and ``outside`` beyond it (``mask`` resized to the image)."""
-    if mask.shape[-1] != out.shape[-1]:
-        mask = F.interpolate(mask, size=out.shape[-2:], mode="area")
-    w = mask + outside * (1 - mask)
-    return ((out - target).abs().mean(1, keepdim=True) * w).sum() / w.sum().clamp_min(1e-6)
-
-
-def symmetry_term(img: torch.Tensor, face: torch.Tensor, yaw: torch.Tensor, max_yaw: float) -> torch.Tensor:
-    """TP-GAN's symmetry loss on the pairs whose photo is within ``max_yaw`` degrees of frontal:
-    mean |Laplacian(img) − its mirror| over the face and its mirror image (0 when no pair qualifies).
-
-    Args: img ``(B, 3, 128, 128)``; face ``(B, 1, 128, 128)`` in {0, 1}; yaw ``(B,)`` degrees."""
-    keep = (yaw.abs() <= max_yaw).to(img.dtype)[:, None, None, None]
-    lap = L.laplacian(img)
-    w = face * face.flip(3) * keep
-    return ((lap - lap.flip(3)).abs().mean(1, keepdim=True) * w).sum() / w.sum().clamp_min(1.0)
-
-
-def pixel_terms(out: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], outside: float) -> torch.Tensor:
-    """L1 weighted 1 on the face (rendered or a hole the render left) and ``outside`` beyond, at
-    128 px; for a TP-GAN refiner the mean of that and of the same at 64 and 32 px and on its local
-    patches (TP-GAN's deep supervision; the 128 px output keeps half the weight, as it alone is used)."""
-    t, m = b["target"], b["face"]
-    main = masked_l1(out["img128"], t, m, outside)
-    terms = []
-    for size in (64, 32):
-        if f"img{size}" in out:
-            terms.append(masked_l1(out[f"img{size}"], F.interpolate(t, size=size, mode="area"), m, outside))
-    if "patches" in out:
-        lm5 = landmarks5(b["landmarks"])
-        tp = crop_patches(t, lm5, on_grid=True)
-        mp = crop_patches(m * 2 - 1, lm5, on_grid=True)
-        for name, p in out["patches"].items():  # type: ignore[union-attr]
-            terms.append(masked_l1(p, tp[name], (mp[name] + 1) / 2, outside))
-    return 0.5 * (main + torch.stack(terms).mean()) if terms else main
-
-
-#: ``format`` metadata of a travelling checkpoint (:meth:`RefineTrainer.save_checkpoint`).
-CHECKPOINT_FORMAT = "pifr-refine-checkpoint"
-
-
-def is_checkpoint(path: Path) -> bool:
-    """Whether ``path`` is a :meth:`RefineTrainer.save_checkpoint` file (not a bare refiner)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return (f.metadata() or {}).get("format") == CHECKPOINT_FORMAT
-    except Exception:  # noqa: BLE001 - any unreadable file is "not a checkpoint"; start_from says why
-        return False
-
-
-def _optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> Dict[str, torch.Tensor]:
-    """Adam's moments as bf16 (fp16 would flush the squared-gradient averages to zero) and steps."""
-    out = {}
-    for i, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            out[f"{prefix}.{i}.{k}"] = (v.to(torch.bfloat16) if v.is_floating_point() and v.ndim else v.float().reshape(1)).contiguous().cpu()
-    return out
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: Dict[str, torch.Tensor], prefix: str) -> bool:
-    sd = opt.state_dict()
-    state: Dict[int, Dict[str, torch.Tensor]] = {}
-    for key, v in tensors.items():
-        if key.startswith(prefix + "."):
-            i, k = key[len(prefix) + 1:].split(".", 1)
-            state.setdefault(int(i), {})[k] = v.float().reshape(()) if k == "step" else v.float()
-    if not state:
-        return False
-    opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
-    return True
 
 
 class RefineTrainer:
@@ -660,28 +416,6 @@ class RefineTrainer:
         self.sample_grid(self.run_dir / "samples.jpg")
         log.info("step %d val %s", self.step, val)
         return val
-
-
-def export_refiner(checkpoint: Path, out: Path) -> Dict[str, object]:
-    """Write the generator of a :meth:`RefineTrainer.save_checkpoint` file as a refiner weights
-    file (:func:`pifr.models.refiner.save_refiner`, fp16, what ``pifr.frontalize(method="refined",
-    weights=...)`` loads); returns its meta (step, config, data)."""
-    from safetensors import safe_open
-
-    from ..errors import TrainingError
-
-    if not is_checkpoint(Path(checkpoint)):
-        raise TrainingError(f"{checkpoint}: not a refiner training checkpoint ({CHECKPOINT_FORMAT})")
-    with safe_open(str(checkpoint), framework="pt") as f:
-        md = f.metadata()
-        g = {k[2:]: f.get_tensor(k) for k in f.keys() if k.startswith("G.")}
-    cfg = json.loads(md["config"])
-    net = Refiner(RefinerConfig(arch=cfg["arch"], width=cfg["width"], heatmaps=cfg["heatmaps"]))
-    own = net.state_dict()
-    net.load_state_dict({k: v.to(own[k].dtype) for k, v in g.items()})
-    meta = json.loads(md.get("meta", "{}"))
-    save_refiner(net, Path(out), meta)
-    return meta
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -12,7 +12,7 @@ import torch
 
 from conftest import ROOT
 
-from pifr.train.loop import TrainConfig
+from pifr.train.config import TrainConfig
 
 
 def _device_env(tmp_path, out: Path) -> dict:
@@ -203,7 +203,7 @@ def test_tpgan_refiner_checkpoint_fits_the_tree_that_travels():
     import subprocess
 
     from pifr.models.refiner import Refiner, RefinerConfig
-    from pifr.train.refine import TwoScaleDiscriminator
+    from pifr.train.refine_losses import TwoScaleDiscriminator
 
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
     tree = sum((ROOT / f.decode()).stat().st_size for f in files if f and (ROOT / f.decode()).is_file())

@@ -11,7 +11,8 @@ import torch
 from pifr.errors import TrainingError
 from pifr.train import losses as L
 from pifr.train.data import Pack, PairDataset
-from pifr.train.loop import Trainer, TrainConfig, as_floats
+from pifr.train.config import TrainConfig, as_floats
+from pifr.train.loop import Trainer
 
 
 def _cfg(pack: Path, out: Path, **kw) -> TrainConfig:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pifr.train.loop import Trainer, TrainConfig
+from pifr.train.config import TrainConfig
+from pifr.train.loop import Trainer
 
 
 def test_validation_rank1_of_a_passthrough_generator_equals_the_raw_input(small_pack, tmp_path):

@@ -8,7 +8,8 @@ import torch
 
 from pifr.errors import TrainingError
 from pifr.train import losses as L
-from pifr.train.loop import Trainer, TrainConfig
+from pifr.train.config import TrainConfig
+from pifr.train.loop import Trainer
 
 
 def test_step_random_streams_are_distinct_across_streams_steps_and_ranks_and_repeat_for_the_same_key():

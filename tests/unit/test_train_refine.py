@@ -29,14 +29,14 @@ def _cfg(**kw):
 
 
 def test_flip_table_is_a_mirror_of_the_68_points():
-    from pifr.train.refine import FLIP_68
+    from pifr.train.refine_data import FLIP_68
 
     assert sorted(FLIP_68) == list(range(68)) and (FLIP_68[FLIP_68] == np.arange(68)).all()
     assert FLIP_68[36] == 45 and FLIP_68[48] == 54 and FLIP_68[30] == 30 and FLIP_68[0] == 16
 
 
 def test_flipped_pair_is_the_mirror_image(pack):
-    from pifr.train.refine import RefinePairs
+    from pifr.train.refine_data import RefinePairs
 
     pairs = RefinePairs([pack], "train") if len(RefinePairs([pack], "train")) else RefinePairs([pack], "val")
     a, b = pairs.batch([0], [False]), pairs.batch([0], [True])
@@ -47,7 +47,7 @@ def test_flipped_pair_is_the_mirror_image(pack):
 
 
 def test_split_holds_out_whole_people():
-    from pifr.train.refine import is_validation, person
+    from pifr.train.refine_data import is_validation, person
 
     assert person("Data/Images/007/profile/02.jpg") == "cfp:007" == person("Data/Images/007/frontal/01.jpg")
     assert person("George_W_Bush/George_W_Bush_0001.jpg") == "George_W_Bush"
@@ -163,7 +163,7 @@ def test_defaults_are_the_shipped_refiners_recipe():
 def test_pair_cache_gives_the_batches_the_pack_gives(pack):
     """Pairs decoded once into tensors: the same render, target, mask, face, landmarks and yaw,
     flipped or not, as decoding each batch from the pack."""
-    from pifr.train.refine import PairCache, RefinePairs
+    from pifr.train.refine_data import PairCache, RefinePairs
 
     pairs = RefinePairs([pack], "train")
     pairs.index = pairs.index + RefinePairs([pack], "val").index
@@ -178,7 +178,7 @@ def test_pair_cache_gives_the_batches_the_pack_gives(pack):
 
 
 def test_symmetry_term_is_zero_on_a_mirror_symmetric_face_and_only_near_frontal():
-    from pifr.train.refine import symmetry_term
+    from pifr.train.refine_losses import symmetry_term
 
     torch.manual_seed(0)
     half = torch.rand(2, 3, 128, 64) * 2 - 1
@@ -215,7 +215,8 @@ def test_checkpoint_travels_and_continues_the_run(pack, tmp_path, with_opt):
     from safetensors import safe_open
 
     from pifr.errors import TrainingError
-    from pifr.train.refine import RefineTrainer, is_checkpoint
+    from pifr.train.refine import RefineTrainer
+    from pifr.train.refine_checkpoint import is_checkpoint
 
     torch.set_num_threads(1)
     cfg = _cfg(ckpt_optimizer=with_opt)
@@ -255,7 +256,7 @@ def test_cli_takes_a_json_config_and_flags_override_it(pack, tmp_path):
                  "--threads", "1"]) == 0
     saved = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
     assert "sym" in saved and "tv" in saved
-    from pifr.train.refine import is_checkpoint
+    from pifr.train.refine_checkpoint import is_checkpoint
 
     assert is_checkpoint(tmp_path / "run" / "checkpoint.safetensors")
     from safetensors import safe_open
