@@ -5,7 +5,6 @@ import hashlib
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence, Union
@@ -13,7 +12,6 @@ from typing import TYPE_CHECKING, Dict, Mapping, Optional, Sequence, Union
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import pifr  # noqa: E402
 import pifr.embedders  # noqa: E402

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
-from _harness import append_runlog, device_description, embed_paths, parser, plot_roc, run_header, weights_sha
+from benchmarks._harness import append_runlog, device_description, embed_paths, parser, plot_roc, run_header, weights_sha
 
 from pifr.eval.metrics import rank1, roc, tar_at_far
 from pifr.eval.multipie import FRONTAL_CAMERA, multipie_split, scan_multipie
@@ -92,7 +92,7 @@ def run(setting: int, argv: Optional[List[str]] = None) -> Path:
         if kind == "raw":
             embs = embed_paths(paths, name, args.detector)
         else:
-            from frontalization import frontal_embeddings
+            from benchmarks.frontalization import frontal_embeddings
             from pifr.embedders import get_embedder
             from pifr.generator import get_frontalizer
 

@@ -16,11 +16,14 @@ the ``register_embedder`` line to use. Built-in embedders' thresholds live in pi
 """
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/<name>.py`: _root puts the repository root on sys.path
+    import _root  # noqa: F401
+
 import json
 from pathlib import Path
 
 import numpy as np
-from _harness import parser, append_runlog, embed_paths, git_commit, pair_scores, run_header, shared_root, weights_sha
+from benchmarks._harness import parser, append_runlog, embed_paths, git_commit, pair_scores, run_header, shared_root, weights_sha
 
 from pifr import onnx_registry
 from pifr.eval.datasets import cfp_identity, cfp_protocol, lfw_pairs

@@ -10,13 +10,16 @@ tables as CSV and Markdown (cfp, yaw_buckets) and a JSON run record to --out.
 """
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/<name>.py`: _root puts the repository root on sys.path
+    import _root  # noqa: F401
+
 import csv
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from _harness import parser, save_record, embed_paths, pair_scores, plot_roc, run_header, shared_root, weights_sha, write_table
+from benchmarks._harness import parser, save_record, embed_paths, pair_scores, plot_roc, run_header, shared_root, weights_sha, write_table
 
 from pifr.eval.datasets import cfp_identity, cfp_images, cfp_protocol
 from pifr.eval.metrics import rank1, roc, verification_summary

@@ -4,11 +4,14 @@
 """
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/<name>.py`: _root puts the repository root on sys.path
+    import _root  # noqa: F401
+
 import argparse
 import time
 from pathlib import Path
 
-from _harness import save_record, run_header, shared_root
+from benchmarks._harness import save_record, run_header, shared_root
 from tqdm import tqdm
 
 import pifr

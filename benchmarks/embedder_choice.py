@@ -30,6 +30,9 @@ is at most 2× the previous default's; this script prints the table, it decides 
 """
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/<name>.py`: _root puts the repository root on sys.path
+    import _root  # noqa: F401
+
 import itertools
 import math
 import time
@@ -37,10 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
-from _harness import append_runlog, embed_paths, parser, run_header, shared_root, weights_sha
-from frontalization import policy
-from impostor_tables import cfp_namesakes, impostor_scores, tail_table
-from rotation import embed_renders, fits_of
+from benchmarks._harness import append_runlog, embed_paths, parser, run_header, shared_root, weights_sha
+from benchmarks.frontalization import policy
+from benchmarks.impostor_tables import cfp_namesakes, impostor_scores, tail_table
+from benchmarks.rotation import embed_renders, fits_of
 
 import pifr
 from pifr.eval.datasets import cfp_identity, cfp_images, cfp_names, cfp_protocol

@@ -16,6 +16,9 @@ set nothing is tuned on. Also the 3D renderer's round trip (--round-trip-faces).
 """
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/<name>.py`: _root puts the repository root on sys.path
+    import _root  # noqa: F401
+
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -23,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import json
 
-from _harness import cache_dir, embed_paths, parser, run_header, save_record, shared_root, weights_sha
+from benchmarks._harness import cache_dir, embed_paths, parser, run_header, save_record, shared_root, weights_sha
 from tqdm import tqdm
 
 import pifr

@@ -25,11 +25,14 @@
 """
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/<name>.py`: _root puts the repository root on sys.path
+    import _root  # noqa: F401
+
 import time
 from pathlib import Path
 
 import numpy as np
-from _harness import parser, save_record, device_description, embed_paths, run_header, shared_root, weights_sha
+from benchmarks._harness import parser, save_record, device_description, embed_paths, run_header, shared_root, weights_sha
 
 import pifr.gallery as G
 from pifr.eval.datasets import cfp_images, cfp_names
@@ -97,7 +100,7 @@ def _upper95(k: int, n: int) -> float:
 def default_point(shared: Path, name: str, detector: str) -> dict:
     """The default operating point's stranger test and DIR on held-out data (module doc, 3)."""
     cfp_dir, lfw = shared / "data" / "cfp", shared / "data" / "lfw"
-    from impostor_tables import cfp_namesakes
+    from benchmarks.impostor_tables import cfp_namesakes
 
     dev = [l.split("\t") for l in (lfw / "peopleDevTest.txt").read_text().splitlines()[1:] if l.strip()]
     namesakes = cfp_namesakes([p for p, _ in dev], cfp_names(cfp_dir).values())

@@ -12,13 +12,16 @@ per decade. ``pifr.gallery.default_threshold`` reads it.
 """
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/<name>.py`: _root puts the repository root on sys.path
+    import _root  # noqa: F401
+
 import json
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
-from _harness import ROOT, append_runlog, embed_paths, git_commit, parser, run_header, shared_root, weights_sha
+from benchmarks._harness import ROOT, append_runlog, embed_paths, git_commit, parser, run_header, shared_root, weights_sha
 
 from pifr.eval.datasets import cfp_images, cfp_names
 

@@ -9,12 +9,15 @@ The pipelines take turns on each pair (fair on a shared machine).
 """
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/<name>.py`: _root puts the repository root on sys.path
+    import _root  # noqa: F401
+
 import argparse
 import time
 from pathlib import Path
 
 import numpy as np
-from _harness import save_record, device_description, run_header, shared_root, weights_sha
+from benchmarks._harness import save_record, device_description, run_header, shared_root, weights_sha
 
 import pifr
 from pifr.eval.datasets import lfw_pairs

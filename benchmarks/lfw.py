@@ -9,7 +9,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from _harness import parser, save_record, embed_paths, pair_scores, run_header, shared_root, weights_sha, write_table
+if not __package__:  # run as `python benchmarks/<name>.py`: _root puts the repository root on sys.path
+    import _root  # noqa: F401
+from benchmarks._harness import parser, save_record, embed_paths, pair_scores, run_header, shared_root, weights_sha, write_table
 
 from pifr.eval.datasets import lfw_pairs
 from pifr.embedders import list_embedders

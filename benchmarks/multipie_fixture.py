@@ -12,11 +12,14 @@ numbering puts the test subjects where the protocol expects them.
 """
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/<name>.py`: _root puts the repository root on sys.path
+    import _root  # noqa: F401
+
 import csv
 from pathlib import Path
 
 import numpy as np
-from _harness import parser, shared_root
+from benchmarks._harness import parser, shared_root
 from PIL import Image
 
 import pifr

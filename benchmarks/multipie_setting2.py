@@ -5,7 +5,9 @@
 Protocol and outputs: see benchmarks/_multipie.py. Without the licensed data, build a
 Multi-PIE-shaped tree from real faces first: python benchmarks/multipie_fixture.py --setting 2 --out /tmp/mpie
 """
-from _multipie import run
+if not __package__:  # run as `python benchmarks/<name>.py`: _root puts the repository root on sys.path
+    import _root  # noqa: F401
+from benchmarks._multipie import run
 
 if __name__ == "__main__":
     run(2)

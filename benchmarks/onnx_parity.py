@@ -10,12 +10,15 @@ split), detected with RetinaFace and aligned to the embedder's template.
 """
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/<name>.py`: _root puts the repository root on sys.path
+    import _root  # noqa: F401
+
 import argparse
 import time
 from pathlib import Path
 
 import numpy as np
-from _harness import ROOT, run_header, save_record, shared_root, weights_sha
+from benchmarks._harness import ROOT, run_header, save_record, shared_root, weights_sha
 
 import pifr
 from pifr.eval.datasets import lfw_pairs

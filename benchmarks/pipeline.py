@@ -15,7 +15,9 @@ import pstats
 import time
 from pathlib import Path
 
-from _harness import parser, run_header, save_record, shared_root, weights_sha, write_table
+if not __package__:  # run as `python benchmarks/<name>.py`: _root puts the repository root on sys.path
+    import _root  # noqa: F401
+from benchmarks._harness import parser, run_header, save_record, shared_root, weights_sha, write_table
 
 import pifr
 from pifr.eval.datasets import cfp_images

@@ -26,15 +26,18 @@ embedder:
 """
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/<name>.py`: _root puts the repository root on sys.path
+    import _root  # noqa: F401
+
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from _harness import cache_dir, embed_paths, parser, run_header, save_record, shared_root, weights_sha
-from frontalization import cfp_hits, cmu_hits, cmu_protocol, cmu_summary, evaluate, fp_figures, policy, tuning_protocol
-from rotation import by_yaw, embed_renders, fits_of
+from benchmarks._harness import cache_dir, embed_paths, parser, run_header, save_record, shared_root, weights_sha
+from benchmarks.frontalization import cfp_hits, cmu_hits, cmu_protocol, cmu_summary, evaluate, fp_figures, policy, tuning_protocol
+from benchmarks.rotation import by_yaw, embed_renders, fits_of
 from tqdm import tqdm
 
 import pifr

@@ -20,6 +20,9 @@ Each result table is printed and written to --out as rotation_*.csv (every digit
 """
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/<name>.py`: _root puts the repository root on sys.path
+    import _root  # noqa: F401
+
 import math
 
 import time
@@ -28,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from _harness import cache_dir, embed_paths, parser, run_header, save_record, shared_root, weights_sha, write_table
-from frontalization import IDS, cfp_hits, cmu_hits, cmu_summary, evaluate, policy, tuning_protocol
+from benchmarks._harness import cache_dir, embed_paths, parser, run_header, save_record, shared_root, weights_sha, write_table
+from benchmarks.frontalization import IDS, cfp_hits, cmu_hits, cmu_summary, evaluate, policy, tuning_protocol
 from tqdm import tqdm
 
 import pifr

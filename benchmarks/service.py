@@ -17,6 +17,9 @@ Prints how it was run (data, commit, hardware) and writes ``<out>/service.json``
 """
 from __future__ import annotations
 
+if not __package__:  # run as `python benchmarks/<name>.py`: _root puts the repository root on sys.path
+    import _root  # noqa: F401
+
 import argparse
 import json
 import os
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
-from _harness import run_header, save_record, shared_root
+from benchmarks._harness import run_header, save_record, shared_root
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN, RECO = "bench-admin-key-000000001", "bench-recognize-key-000001"

@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 import torch
-from _harness import save_record, device_description, run_header
+if not __package__:  # run as `python benchmarks/<name>.py`: _root puts the repository root on sys.path
+    import _root  # noqa: F401
+from benchmarks._harness import save_record, device_description, run_header
 
 from pifr.models.tpgan import Discriminator, Generator, count_parameters, crop_patches
 from pifr.train import losses as L

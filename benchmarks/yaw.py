@@ -12,7 +12,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from _harness import cache_dir, run_header, save_record, shared_root
+if not __package__:  # run as `python benchmarks/<name>.py`: _root puts the repository root on sys.path
+    import _root  # noqa: F401
+from benchmarks._harness import cache_dir, run_header, save_record, shared_root
 from tqdm import tqdm
 
 import pifr

@@ -3,7 +3,7 @@ cross-identity frontal x profile pair (500 x 200), raw against the rule (profile
 frontal 3D render): FAR at the embedder's threshold, and the threshold shift that restores raw's
 FAR there (quantile matching), with TAR before and after.
 
-    python research/auto_threshold.py [EMBEDDER ...]
+    python -m research.auto_threshold [EMBEDDER ...]
 """
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _harness import embed_paths, shared_root  # noqa: E402
-from rotation import IDS, embed_renders, fits_of  # noqa: E402
+from benchmarks._harness import embed_paths, shared_root  # noqa: E402
+from benchmarks.rotation import IDS, embed_renders, fits_of  # noqa: E402
 
 from pifr.embedders import get_embedder  # noqa: E402
 from pifr.eval.datasets import cfp_images  # noqa: E402

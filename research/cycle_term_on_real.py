@@ -11,7 +11,7 @@ generator to the person's frontal must at least score the person's frontal below
 No frontal here is pixel-aligned with its profile (CFP: other photos), so all scores carry that
 misfit alike.
 
-    python research/cycle_term_on_real.py packs/cfp_val.npz --identities 351-400 [--model3d model3Ddlib.mat]
+    python -m research.cycle_term_on_real packs/cfp_val.npz --identities 351-400 [--model3d model3Ddlib.mat]
 
 Prints each candidate's mean term by yaw band and how often the own frontal scores below another
 person's (paired, per profile).
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pifr.train.data import Pack, PairDataset, identity_range
-from terms import cycle_loss  # research/terms.py: the term left training
+from research.terms import cycle_loss  # research/terms.py: the term left training
 
 
 def main() -> None:

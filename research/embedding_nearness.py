@@ -7,7 +7,7 @@ mean ``relu(cos(candidate, profile) − cos(candidate, frontal))`` (``terms.iden
 Candidates: the person's second frontal photo (what a true frontalization could look like) and
 each generator's output. A copy of the profile is never nearer the frontal.
 
-    python research/embedding_nearness.py packs/cfp_val.npz --identities 351-400 [--generator G ...] [--identity-net dlib_resnet]
+    python -m research.embedding_nearness packs/cfp_val.npz --identities 351-400 [--generator G ...] [--identity-net dlib_resnet]
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from pifr.generator import Frontalizer
 from pifr.train import validation as V
 from pifr.train.data import Pack, PairDataset, identity_range
-from terms import identity_contrast  # research/terms.py: the term left training
+from research.terms import identity_contrast  # research/terms.py: the term left training
 
 
 @torch.no_grad()

@@ -10,10 +10,10 @@ on CMU Face Images (never tuned on). It bounds what the 350 training people can 
 turning a profile's embedding into its frontal one: if a map of the embedding learnt from them
 does not beat raw on 351–400, a generator trained on the same people should not be expected to.
 
-    python research/embedding_residual.py [--embedders dlib_resnet mobilefacenet] [--epochs 60] [--seeds 3]
-    python research/embedding_residual.py --lfw       # CFP 001-350 and LFW's people
-    python research/embedding_residual.py --packs packs/cfp_train.npz[,packs/render_lfw.npz] --val-pack packs/cfp_val.npz
-    python research/embedding_residual.py --packs packs/cfp_train.npz --val-pack packs/cfp_val.npz \\
+    python -m research.embedding_residual [--embedders dlib_resnet mobilefacenet] [--epochs 60] [--seeds 3]
+    python -m research.embedding_residual --lfw       # CFP 001-350 and LFW's people
+    python -m research.embedding_residual --packs packs/cfp_train.npz[,packs/render_lfw.npz] --val-pack packs/cfp_val.npz
+    python -m research.embedding_residual --packs packs/cfp_train.npz --val-pack packs/cfp_val.npz \\
         --people 44 88 175 263 350 --plot people.png     # the gain against the number of training people
 
 With ``--lfw`` LFW's real photos join the training people (every CFP person left out; an LFW photo
@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -44,10 +43,9 @@ from torch import nn
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _harness import cache_dir, embed_paths, run_header, save_record, weights_sha  # noqa: E402
-from frontalization import IDS, cfp_hits, cmu_hits, evaluate  # noqa: E402
+from benchmarks._harness import cache_dir, embed_paths, run_header, save_record, weights_sha  # noqa: E402
+from benchmarks.frontalization import IDS, cfp_hits, cmu_hits, evaluate  # noqa: E402
 
 from pifr.eval.datasets import cfp_identity, cfp_images, cfp_names, cfp_protocol, cmu_faces, lfw_people, shared_root  # noqa: E402
 from pifr.eval.metrics import mcnemar, rank1_hits  # noqa: E402

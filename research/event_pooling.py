@@ -17,23 +17,21 @@ shift that restores single-profile probes' FAR over the same impostor pairs (qua
 FAR 1e-2 and 1e-3, and at the per-comparison rate the gallery threshold is set for). The same events
 built from CFP 301–350 are strangers to the gallery: accepted-as-anyone rate (report only).
 
-    python research/event_pooling.py [--embedder sface]
+    python -m research.event_pooling [--embedder sface]
 """
 from __future__ import annotations
 
 import itertools
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _harness import embed_paths, run_header, shared_root  # noqa: E402
-from frontalization import policy  # noqa: E402
-from rotation import embed_renders, fits_of  # noqa: E402
+from benchmarks._harness import embed_paths, run_header, shared_root  # noqa: E402
+from benchmarks.frontalization import policy  # noqa: E402
+from benchmarks.rotation import embed_renders, fits_of  # noqa: E402
 
 import pifr  # noqa: E402
 from pifr.eval.datasets import cfp_images  # noqa: E402

@@ -4,7 +4,7 @@ surface, everything else replaced by the blurred fill the rendered training inpu
 it (``python -m pifr.train.validation --pack OUT ...``) tells how much of the gap between renders
 and real profiles their backgrounds make.
 
-    python research/fill_profile_backgrounds.py packs/cfp_val.npz packs/cfp_val_filled.npz [--model3d model3Ddlib.mat]
+    python -m research.fill_profile_backgrounds packs/cfp_val.npz packs/cfp_val_filled.npz [--model3d model3Ddlib.mat]
 
 Writes OUT and OUT.png (six filled profiles turned more than 55°).
 """

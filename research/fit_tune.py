@@ -17,8 +17,8 @@ picks the best step. Runs resume: ``RUN/state.pt`` (tensors only, read with
 by ``(seed, step)``, so a resumed run sees what an unbroken one would. ``RUN/log.jsonl`` has the
 losses and validation figures, ``RUN/best.safetensors`` the weights (the ``tddfa_mb05`` layout).
 
-    python research/fit_tune.py --cfp ../shared/data/cfp --run runs/fit --steps 2000 [--shape-anchor 1]
-    python research/with_fit.py runs/fit/best.safetensors research/partial_turn.py --turn-to 45 50
+    python -m research.fit_tune --cfp ../shared/data/cfp --run runs/fit --steps 2000 [--shape-anchor 1]
+    python -m research.with_fit runs/fit/best.safetensors research/partial_turn.py --turn-to 45 50
 """
 from __future__ import annotations
 

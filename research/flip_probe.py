@@ -6,23 +6,21 @@ Two variants fixed before the run, for each embedder's "auto" rule (its yaw thre
 CFP 351–400 (200 profiles, gallery frontal 01), LFW DevTrain turned faces (research/lfw_turned.py's
 protocol) and CMU; exact McNemar against raw and against the rule in force.
 
-    python research/flip_probe.py [--embedders dlib_resnet mobilefacenet]
+    python -m research.flip_probe [--embedders dlib_resnet mobilefacenet]
 """
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "research")]
 
-from _harness import embed_paths, parser, run_header, shared_root  # noqa: E402
-from frontalization import cfp_hits, cmu_hits, tuning_protocol  # noqa: E402
-from lfw_turned import devtrain_people, hits, protocol  # noqa: E402
+from benchmarks._harness import embed_paths, parser, run_header, shared_root  # noqa: E402
+from benchmarks.frontalization import cfp_hits, cmu_hits, tuning_protocol  # noqa: E402
+from research.lfw_turned import devtrain_people, hits, protocol  # noqa: E402
 
 import pifr  # noqa: E402
 from pifr.detection import locate_face  # noqa: E402

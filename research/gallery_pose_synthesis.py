@@ -19,12 +19,11 @@ Chosen on CFP 351–400 (the tuning split; the frontalization benchmark's protoc
 then reported on CMU Face Images (left/right → one straight photo per person), which nothing is
 tuned on, with McNemar's paired test against raw on both.
 
-    python research/gallery_pose_synthesis.py [--embedders dlib_resnet mobilefacenet] [--control-zero]
+    python -m research.gallery_pose_synthesis [--embedders dlib_resnet mobilefacenet] [--control-zero]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -34,10 +33,9 @@ import numpy as np
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _harness import cache_dir, embed_paths, run_header, save_record, weights_sha  # noqa: E402
-from frontalization import IDS, cmu_protocol, fp_figures  # noqa: E402
+from benchmarks._harness import cache_dir, embed_paths, run_header, save_record, weights_sha  # noqa: E402
+from benchmarks.frontalization import IDS, cmu_protocol, fp_figures  # noqa: E402
 
 import pifr  # noqa: E402
 from pifr.eval.datasets import cfp_identity, cfp_images, cfp_protocol, cmu_faces, shared_root  # noqa: E402

@@ -21,21 +21,19 @@ Added after that run (reported, nothing decided here): the pooled-view rules tha
 mobilefacenet_casia's (±30/45/50°, 30°, 0.5; its first row is raw, as it had no rule) — with
 their figures by |yaw| bin.
 
-    python research/lfw_turned.py [--embedders dlib_resnet mobilefacenet mobilefacenet_casia] [--min-yaw 30]
+    python -m research.lfw_turned [--embedders dlib_resnet mobilefacenet mobilefacenet_casia] [--min-yaw 30]
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _harness import embed_paths, parser, run_header, shared_root  # noqa: E402
-from frontalization import policy  # noqa: E402
-from rotation import embed_renders, fits_of  # noqa: E402
+from benchmarks._harness import embed_paths, parser, run_header, shared_root  # noqa: E402
+from benchmarks.frontalization import policy  # noqa: E402
+from benchmarks.rotation import embed_renders, fits_of  # noqa: E402
 
 from pifr.embedders import get_embedder  # noqa: E402
 from pifr.eval.metrics import mcnemar  # noqa: E402

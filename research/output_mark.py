@@ -7,7 +7,7 @@ mirror image's pixels (the other side of the face). For each identity network: r
 outputs against one frontal per person, and the mean cosine to the person's own frontal and to the
 others', with and without the mark.
 
-    python research/output_mark.py carry/cfp_val.npz --generator G [G ...] [--identities 351-400] \\
+    python -m research.output_mark carry/cfp_val.npz --generator G [G ...] [--identities 351-400] \\
         [--net dlib_resnet=dlib_resnet_fp16 mobilefacenet= mobilefacenet_casia=path/to/068.ckpt]
 """
 from __future__ import annotations

@@ -4,21 +4,19 @@ raw, a better probe than the frontal render's (the "auto" floor)? ``--refined`` 
 registered refiner too. CFP 351–400 (tuning split),
 gallery frontal 01, 200 profile probes; CMU Face Images reported for the best rule only.
 
-    python research/partial_turn.py [--embedders dlib_resnet mobilefacenet]
+    python -m research.partial_turn [--embedders dlib_resnet mobilefacenet]
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _harness import embed_paths, parser, run_header, shared_root  # noqa: E402
-from frontalization import cfp_hits, cmu_hits, policy, tuning_protocol  # noqa: E402
-from rotation import embed_renders, fits_of  # noqa: E402
+from benchmarks._harness import embed_paths, parser, run_header, shared_root  # noqa: E402
+from benchmarks.frontalization import cfp_hits, cmu_hits, policy, tuning_protocol  # noqa: E402
+from benchmarks.rotation import embed_renders, fits_of  # noqa: E402
 
 from pifr.embedders import get_embedder  # noqa: E402
 from pifr.eval.metrics import mcnemar  # noqa: E402

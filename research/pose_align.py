@@ -8,22 +8,20 @@ frontal — so a turned head keeps a frontal head's scale and centre — and the
 them. Raw embeddings only; CFP 351–400 profiles against frontal 01 (standard alignment), rank-1,
 exact McNemar against the standard alignment; CMU report only.
 
-    python research/pose_align.py [--embedders dlib_resnet mobilefacenet]
+    python -m research.pose_align [--embedders dlib_resnet mobilefacenet]
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _harness import embed_paths, parser, run_header, shared_root  # noqa: E402
-from frontalization import cfp_hits, cmu_hits, tuning_protocol  # noqa: E402
-from rotation import fits_of  # noqa: E402
+from benchmarks._harness import embed_paths, parser, run_header, shared_root  # noqa: E402
+from benchmarks.frontalization import cfp_hits, cmu_hits, tuning_protocol  # noqa: E402
+from benchmarks.rotation import fits_of  # noqa: E402
 
 from pifr.alignment import estimate_transform, similarity_transform, transform_points  # noqa: E402
 from pifr.embedders import get_embedder  # noqa: E402

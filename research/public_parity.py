@@ -13,7 +13,7 @@ CFP 351–400 figures (tuning split) and every probe's embedding, written to an 
 Uses nothing but ``pifr.Gallery``, ``pifr.embed`` and ``pifr.verify``: the script itself must not
 change between the versions it compares.
 
-    python research/public_parity.py --out runs/parity_after.npz [--against runs/parity_before.npz]
+    python -m research.public_parity --out runs/parity_after.npz [--against runs/parity_before.npz]
 """
 from __future__ import annotations
 

@@ -17,23 +17,20 @@ Protocol and decision, fixed before the first run:
 * It would replace the plain views only if it gains on LFW, the two sets' discordant probes
   together give p < 0.05, and CMU does not lose.
 
-    python research/refined_pool.py [--embedders dlib_resnet]
+    python -m research.refined_pool [--embedders dlib_resnet]
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "research"))
 
-from _harness import embed_paths, parser, run_header, shared_root  # noqa: E402
-from frontalization import cfp_hits, cmu_hits, policy, tuning_protocol  # noqa: E402
-from lfw_turned import devtrain_people, hits as lfw_hits, protocol as lfw_protocol  # noqa: E402
-from rotation import embed_renders, fits_of  # noqa: E402
+from benchmarks._harness import embed_paths, parser, run_header, shared_root  # noqa: E402
+from benchmarks.frontalization import cfp_hits, cmu_hits, policy, tuning_protocol  # noqa: E402
+from research.lfw_turned import devtrain_people, hits as lfw_hits, protocol as lfw_protocol  # noqa: E402
+from benchmarks.rotation import embed_renders, fits_of  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from pifr.embedders import get_embedder  # noqa: E402

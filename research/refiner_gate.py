@@ -23,25 +23,23 @@ Protocol and decision, fixed before any trained TP-GAN refiner was scored (issue
 
 Ship only if (a), (b) and (c) all hold. Also writes a grid: profile | render | refined | frontal.
 
-    PIFR_WEIGHTS_DIR=../shared/models/mobilefacenet python research/refiner_gate.py \\
+    PIFR_WEIGHTS_DIR=../shared/models/mobilefacenet python -m research.refiner_gate \\
         --refiner results/run/refiner.safetensors --profiles 100 --grid results/gate_grid.jpg
 """
 from __future__ import annotations
 
 import hashlib
 import math
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _harness import cache_dir, embed_paths, parser, run_header, save_record, shared_root  # noqa: E402
-from frontalization import cfp_hits, policy, tuning_protocol  # noqa: E402
-from rotation import embed_renders, fits_of  # noqa: E402
+from benchmarks._harness import cache_dir, embed_paths, parser, run_header, save_record, shared_root  # noqa: E402
+from benchmarks.frontalization import cfp_hits, policy, tuning_protocol  # noqa: E402
+from benchmarks.rotation import embed_renders, fits_of  # noqa: E402
 
 from pifr.alignment import TPGAN_128  # noqa: E402
 from pifr.eval.metrics import kernel_inception_distance, mcnemar  # noqa: E402

@@ -1,22 +1,20 @@
 """Research: variants of the untrained 3D frontal render for recognition, on CFP 351-400 (tuning
 split) — which render settings and fusion rules help, probe by probe against raw (exact McNemar).
 
-    python research/rotation_variants.py [--variants base nomirror flip grazing2]
+    python -m research.rotation_variants [--variants base nomirror flip grazing2]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _harness import embed_paths, shared_root  # noqa: E402
-from frontalization import cfp_hits, policy  # noqa: E402
-from rotation import IDS, fits_of  # noqa: E402
+from benchmarks._harness import embed_paths, shared_root  # noqa: E402
+from benchmarks.frontalization import cfp_hits, policy  # noqa: E402
+from benchmarks.rotation import IDS, fits_of  # noqa: E402
 
 import pifr.rotation as rot  # noqa: E402
 from pifr.eval.datasets import cfp_images  # noqa: E402

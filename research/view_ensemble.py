@@ -20,26 +20,23 @@ Protocol and decision, fixed before the first run:
   on CFP's and LFW's discordant counts summed gives p < 0.05, and it does not lose on CMU
   (report-only set).
 
-    python research/view_ensemble.py [--embedders dlib_resnet mobilefacenet]
+    python -m research.view_ensemble [--embedders dlib_resnet mobilefacenet]
 
 First run at 524de5c, against the rules then in force (dlib_resnet: the frontal render, |yaw| >
 45°, w 0.25); its result, which made dlib's pooled rule the one in force, is in research/LOG.md.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "research"))
 
-from _harness import embed_paths, parser, run_header, shared_root  # noqa: E402
-from frontalization import cfp_hits, cmu_hits, policy, tuning_protocol  # noqa: E402
-from lfw_turned import devtrain_people, hits as lfw_hits, protocol as lfw_protocol  # noqa: E402
-from rotation import embed_renders, fits_of  # noqa: E402
+from benchmarks._harness import embed_paths, parser, run_header, shared_root  # noqa: E402
+from benchmarks.frontalization import cfp_hits, cmu_hits, policy, tuning_protocol  # noqa: E402
+from research.lfw_turned import devtrain_people, hits as lfw_hits, protocol as lfw_protocol  # noqa: E402
+from benchmarks.rotation import embed_renders, fits_of  # noqa: E402
 
 from pifr.embedders import get_embedder  # noqa: E402
 from pifr.eval.metrics import mcnemar  # noqa: E402

@@ -2,14 +2,11 @@
 part of the default test run). Real faces come from ``../shared`` or ``$PIFR_SHARED``."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-for p in (ROOT, ROOT / "benchmarks", ROOT / "research"):  # the scripts import the benchmarks' harness
-    sys.path.insert(0, str(p))
+ROOT = Path(__file__).resolve().parents[2]  # on sys.path through pytest.ini's pythonpath: research.*, benchmarks.*
 
 # The shared-data fixtures are the integration tier's (shared, cfp, lfw, model3d): one definition.
 from tests.integration.conftest import cfp, lfw, model3d, shared  # noqa: E402,F401

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from research.tests.conftest import ROOT
 
 from pifr.train.config import TrainConfig
 

@@ -22,7 +22,7 @@ def test_pose_residual_starts_as_raw_and_learns_a_pose_offset():
     import torch
     import torch.nn.functional as F
 
-    from embedding_residual import PoseResidual
+    from research.embedding_residual import PoseResidual
 
     g = torch.Generator().manual_seed(0)
     centres = F.normalize(torch.randn(40, 16, generator=g), dim=1)
@@ -57,7 +57,7 @@ def test_people_curve_trains_on_nested_sets_and_refuses_validation_people(monkey
     import torch.nn.functional as F
     import torch
 
-    import embedding_residual as er
+    from research import embedding_residual as er
 
     g = torch.Generator().manual_seed(0)
     offset = F.normalize(torch.randn(16, generator=g), dim=0)
@@ -103,7 +103,7 @@ def test_lfw_people_join_the_map_and_no_cfp_person_comes_from_lfw(monkeypatch, t
     CFP person is read (351-400 are where the epoch is chosen). Embeddings are stand-ins here."""
     from collections import Counter
 
-    import embedding_residual as er
+    from research import embedding_residual as er
 
     from pifr.eval.datasets import cfp_names
 
@@ -134,7 +134,7 @@ def test_turned_gallery_scores_the_render_at_the_probes_pose_and_falls_back_to_r
     """research/gallery_pose_synthesis.py: a probe above the yaw threshold is scored against the
     gallery face's render at its own 15° bucket; a missing render (no face found in it) leaves the
     raw score; render embeddings survive the cache round trip, missing ones included."""
-    from gallery_pose_synthesis import Renders, bucket, score_fn
+    from research.gallery_pose_synthesis import Renders, bucket, score_fn
 
     assert [bucket(y) for y in (0.0, 7.0, 52.0, 53.0, 95.0, -61.0, -20.0)] == [15, 15, 45, 60, 90, -60, -15]
     raw = {"p": _unit([1, 0, 0]), "q": _unit([1, 0, 0]), "g": _unit([0.6, 0.8, 0])}
@@ -157,7 +157,7 @@ def test_turned_gallery_scores_the_render_at_the_probes_pose_and_falls_back_to_r
 def test_cohort_znorm_uses_the_probes_pose_bucket_and_falls_back_to_its_side():
     """Gallery-side Z-norm: mean and spread of a gallery vector's scores against cohort profiles of
     the probe's yaw bucket; a bucket with too few members borrows every cohort face of its sign."""
-    from gallery_pose_synthesis import Cohort
+    from research.gallery_pose_synthesis import Cohort
 
     rng = np.random.default_rng(0)
     emb, yaws = {}, {}
@@ -178,7 +178,7 @@ def test_output_mark_finds_a_planted_mark_and_nothing_else():
     exactly; faces with no shared mark (per-image noise) give next to nothing."""
     import torch
 
-    from output_mark import mark_mask
+    from research.output_mark import mark_mask
 
     g = torch.Generator().manual_seed(0)
     faces = torch.rand(40, 3, 64, 64, generator=g) * 2 - 1

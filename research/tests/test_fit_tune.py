@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pifr.face3d import fit_params
-from fit_tune import CROP, CropLandmarks, FiducialSet, FitConfig, FitTrainer, crops
+from research.fit_tune import CROP, CropLandmarks, FiducialSet, FitConfig, FitTrainer, crops
 
 
 class _Always:

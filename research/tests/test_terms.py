@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pifr
-from terms import cycle_loss, identity_contrast
+from research.terms import cycle_loss, identity_contrast
 
 
 @pytest.fixture(scope="module")

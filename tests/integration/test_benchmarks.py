@@ -2,14 +2,10 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 
-from tests.conftest import ROOT
 
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def test_embedding_cache_is_per_image(cfp, tmp_path, monkeypatch):
@@ -18,7 +14,7 @@ def test_embedding_cache_is_per_image(cfp, tmp_path, monkeypatch):
     the rest, and re-embeds a file whose contents changed."""
     import shutil
 
-    import _harness
+    from benchmarks import _harness
 
     monkeypatch.setenv("PIFR_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TQDM_DISABLE", "1")

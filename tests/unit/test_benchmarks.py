@@ -1,19 +1,15 @@
 """The benchmarks' shared plumbing (run records) and benchmarks/frontalization.py's scoring."""
 from __future__ import annotations
 
-import sys
 from types import SimpleNamespace
 
 import numpy as np
 
-from tests.conftest import ROOT
 
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def test_probe_without_embedding_is_a_miss_not_the_first_gallery_identity():
-    from frontalization import cfp_hits, gallery_and_probes
+    from benchmarks.frontalization import cfp_hits, gallery_and_probes
 
     e = {"g1": np.array([1.0, 0.0]), "g2": np.array([0.0, 1.0]), "p1": np.array([0.9, 0.1]),
          "p2": None, "p3": np.array([0.2, 0.8]), "g3": None}
@@ -28,7 +24,7 @@ def test_probe_without_embedding_is_a_miss_not_the_first_gallery_identity():
 def test_run_records_name_the_commit_given_by_a_copied_tree(monkeypatch):
     """A tree copied to the GPU machine carries a stale .git (or none): PIFR_COMMIT, when set, is
     the commit that benchmark records name; otherwise the checkout's own."""
-    from _harness import git_commit
+    from benchmarks._harness import git_commit
 
     monkeypatch.delenv("PIFR_COMMIT", raising=False)
     own = git_commit()
@@ -42,7 +38,7 @@ def test_result_tables_are_written_as_csv_and_markdown(tmp_path, capsys):
     column, and a missing value is a blank cell, never "nan"."""
     import pandas as pd
 
-    from _harness import write_table
+    from benchmarks._harness import write_table
 
     rows = [{"embedder": "a", "acc %": 98.7654, "p": 0.012345, "n": 3}, {"embedder": "b", "acc %": 50.0, "p": None, "n": 10}]
     df = write_table(rows, tmp_path, "t", "A title", {"p": ".3f"})
@@ -62,8 +58,8 @@ def test_result_tables_are_written_as_csv_and_markdown(tmp_path, capsys):
 def test_cfp_and_rotation_tables_hold_the_records_figures():
     """The benchmarks' tables are built from their run records' figures (rates in %), with
     blanks where a figure does not apply (raw has no McNemar against itself; a pair subset no rank-1)."""
-    import cfp
-    import rotation
+    from benchmarks import cfp
+    from benchmarks import rotation
 
     fig = {"accuracy": 0.9, "accuracy_std": 0.01, "eer": 0.1, "auc": 0.95, "tar_at_far_1e-2": 0.5}
     t = cfp.summary_table({"e1": {"FF": fig, "FP": fig, "rank1_profile_to_frontal": 0.75, "rank1_probes": 200},
