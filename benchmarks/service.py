@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 from benchmarks._harness import run_header, save_record, shared_root
@@ -47,22 +47,40 @@ def free_port() -> int:
 
 
 class Server:
-    """``python -m pifr serve`` on 127.0.0.1 and a free port."""
+    """``python -m pifr serve`` on 127.0.0.1 and a free port (the benchmark's and the service's
+    integration tests'): ``url``, ``stop()``, ``kill()`` (SIGKILL), ``rss_mb()``; its output in ``log``.
 
-    def __init__(self, gallery: str, log: Path, *args: str) -> None:
-        import httpx
+    Args:
+        keys: the ``PIFR_API_KEYS`` value (``None``: none, so the server refuses to start).
+        env: more environment variables for the server.
+        timeout: seconds to wait for ``/healthz``.
 
+    Raises:
+        RuntimeError: the server exited or was not ready in time (the log's tail says why).
+    """
+
+    def __init__(self, gallery: str, log: Path, *args: str, keys: Optional[str] = f"admin:{ADMIN},recognize:{RECO}",
+                 env: Optional[Dict[str, str]] = None, timeout: float = 300.0) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PIFR_API_KEYS=f"admin:{ADMIN},recognize:{RECO}")
-        self._log = open(log, "ab")
+        self.log = Path(log)
+        full = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
+        full.pop("PIFR_API_KEYS", None)
+        if keys:
+            full["PIFR_API_KEYS"] = keys
+        self._log = open(self.log, "ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "pifr", "serve", "--gallery", gallery, "--host", "127.0.0.1",
-                                      "--port", str(self.port), "--audit-log", str(log.with_suffix(".audit.jsonl")), *args],
-                                     cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+                                      "--port", str(self.port), "--audit-log", str(self.log.with_suffix(".audit.jsonl")),
+                                      *args], cwd=ROOT, env=full, stdout=self._log, stderr=subprocess.STDOUT)
+        self._wait(timeout)
+
+    def _wait(self, timeout: float) -> None:
+        import httpx
+
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 300:
+        while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
-                raise SystemExit(f"server exited ({self.proc.returncode}); see {log}")
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
                     return
@@ -70,7 +88,7 @@ class Server:
                 pass
             time.sleep(0.3)
         self.stop()
-        raise SystemExit(f"server not ready in 300 s; see {log}")
+        raise RuntimeError(f"server not ready after {timeout:.0f} s: {self.log.read_text()[-3000:]}")
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -92,6 +110,12 @@ class Server:
                 self.proc.kill()
                 self.proc.wait(30)
         self._log.close()
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def people(lfw: Path, n: int, min_photos: int = 1, skip: int = 0) -> List[List[Path]]:

@@ -64,10 +64,13 @@ def label(angles):
 
 def main():
     ap = parser(__doc__, "results/view_ensemble")
+    ap.add_argument("--propose", default=None, help="write the shipped rules with every adopted rule replaced to this "
+                                                    "file (pifr.policy's format; a maintainer copies it to pifr/data/auto_rules.json)")
     args = ap.parse_args()
+    proposal = shipped_rules()
     root = shared_root(args.shared)
-    print(run_header("view_ensemble", f"{root}/data/cfp (351-400), {root}/data/lfw (peopleDevTrain); report-only: CMU",
-                     {}, "tune (CFP 351-400, LFW DevTrain people)"))
+    header = run_header("view_ensemble", f"{root}/data/cfp (351-400), {root}/data/lfw (peopleDevTrain); report-only: CMU",
+                     {}, "tune (CFP 351-400, LFW DevTrain people)")
     _, _, _, gallery, probes, every, cmu, cmu_paths = tuning_protocol(root)
     cfp_fits = fits_of([im.path for im in probes] + list(cmu_paths), args.detector)
     lfw = root / "data" / "lfw"
@@ -120,6 +123,21 @@ def main():
         adopt = (m_lfw.gained > m_lfw.lost or m_lfw.gained == m_lfw.lost == 0) and pooled.p_value < 0.05 \
             and pooled.gained > pooled.lost and m_cmu.lost <= m_cmu.gained
         print(f"decision: {'replaces' if adopt else 'does not replace'} the rule in force")
+        if adopt:
+            # The shift is the rule in force's until research/auto_threshold.py measures the new one.
+            new = AutoRule(float(t), float(w), rule.threshold_shift, view_yaws=tuple(s),
+                           event_threshold_shift=rule.event_threshold_shift)
+            proposal = proposal.with_rule(
+                name, ["3d", "refined"], new, split="tune: CFP 351-400 (200 profile probes, gallery frontal 01), "
+                "LFW DevTrain turned photos; CMU report only", chosen_by=f"python -m research.view_ensemble --embedders {name} "
+                f"(run at {header['commit']})", figures=f"CFP rank-1 {100 * in_force.mean():.1f} -> {100 * h_cfp.mean():.1f} % "
+                f"(+{m_cfp.gained} / -{m_cfp.lost}, p {m_cfp.p_value:.4f}); LFW DevTrain {100 * l_rule.mean():.1f} -> "
+                f"{100 * l_best.mean():.1f} %; both sets +{pooled.gained} / -{pooled.lost}, p {pooled.p_value:.4f}; CMU "
+                f"{100 * c_rule.mean():.1f} -> {100 * c_best.mean():.1f} %", shift_by="the rule in force's: measure it "
+                f"(python -m research.auto_threshold {name})")
+    if args.propose:
+        proposal.save(args.propose)
+        print(f"proposed rules written to {args.propose}")
 
 
 if __name__ == "__main__":

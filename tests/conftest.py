@@ -27,3 +27,27 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def write_concurrently(stores, writers: int, per_writer: int, templates) -> None:
+    """``writers`` threads, each adding ``per_writer`` subjects (``p<k>-<i>``, with
+    ``templates(k, i)``) through ``stores[k % len(stores)]``; raises the first error any thread met."""
+    import threading
+
+    errors = []
+
+    def writer(k):
+        try:
+            for i in range(per_writer):
+                stores[k % len(stores)].add_templates(f"p{k}-{i}", templates(k, i))
+        except Exception as e:  # noqa: BLE001 - re-raised below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads), "a writer hung"
+    if errors:
+        raise errors[0]

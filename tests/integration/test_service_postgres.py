@@ -8,12 +8,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import write_concurrently
 
 from .service_util import ADMIN, RECO, Server, free_port, lfw_people
 
@@ -93,21 +94,7 @@ def test_two_postgres_stores_write_at_once_and_see_each_other(db):
         time.sleep(0.05)
     r = b.add_templates("bob", _templates(dim, 1) + _templates(dim, 2, image=1))  # the first: ann's photo
     assert (r.added, r.duplicates) == (1, (0,))
-    errors = []
-
-    def writer(k):
-        try:
-            for i in range(10):
-                (a, b)[k % 2].add_templates(f"p{k}-{i}", _templates(dim, 100 + 10 * k + i))
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors
+    write_concurrently((a, b), 4, 10, lambda k, i: _templates(dim, 100 + 10 * k + i))
     time.sleep(0.6)
     assert len(a.snapshot()) == len(b.snapshot()) == 42
     assert a.snapshot().far_per_probe == 0.01

@@ -2,13 +2,14 @@
 two servers would) write at once, each sees the other's writes, and a reader never sees a torn file."""
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
 
 from pifr.gallery import Gallery
 from pifr.service.store import FileStore, Template, append_templates
+
+from tests.conftest import write_concurrently
 
 
 def _templates(dim, seed, n=1, image0=0):
@@ -41,21 +42,7 @@ def test_two_stores_writing_at_once_lose_nothing(tmp_path):
     path = tmp_path / "g.gallery"
     stores = [FileStore(path, 0.01), FileStore(path, 0.01)]
     dim = stores[0].snapshot().dim
-    errors = []
-
-    def writer(k):
-        try:
-            for i in range(15):
-                stores[k % 2].add_templates(f"p{k}-{i}", _templates(dim, 1000 * k + i))
-        except Exception as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    assert not errors
+    write_concurrently(stores, 4, 15, lambda k, i: _templates(dim, 1000 * k + i))
     counts = Gallery.load(path).template_counts()
     assert len(counts) == 60 and set(counts.values()) == {1}
     assert len(stores[0].snapshot()) == len(stores[1].snapshot()) == 60
