@@ -463,3 +463,19 @@ def test_a_door_event_pools_its_frames_and_decides_once(monkeypatch, caplog):
     # pooled probes judged stricter: 0.5 + 0.6 > 1
     assert g.verify("alice", [_photo(1), _photo(1)]).accepted is False
     assert g.verify("alice", [_photo(1)]).accepted is True  # one frame: no event shift
+
+
+def test_a_gallery_saved_before_the_policy_module_loads_current(caplog):
+    """tests/unit/data/gallery_5bdf24a.gallery was saved by pifr at commit 5bdf24a (sface, "auto":
+    mitchell's frontal photo left raw at 2.8°, his turned photo and night's fused): its records
+    ("auto-raw:<yaw>", "auto:<fingerprint>") read as today's treatments, nothing is stale, the
+    templates are the same, and a probe made now matches them as a probe made then did."""
+    path = ROOT / "tests" / "unit" / "data" / "gallery_5bdf24a.gallery"
+    with caplog.at_level("WARNING", logger="pifr"):
+        g = Gallery.load(path)
+    assert not _stale_warnings(caplog) and g.stale_templates == {}
+    assert g.template_counts() == {"mitchell": 2, "night": 1} and g._yaws[0] == pytest.approx(2.8)
+    m = g.identify(EXAMPLES / "mitchell_turned.png")[0]
+    assert m.identity == "mitchell" and m.score > 0.9999  # the same photo, embedded the same way as then
+    m = g.identify(EXAMPLES / "mitchell_sunglasses.png")[0]
+    assert m.identity == "mitchell" and m.score == pytest.approx(0.63231, abs=1e-4) and m.accepted
