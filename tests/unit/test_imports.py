@@ -129,3 +129,25 @@ def test_recognition_benchmarks_never_import_training():
             mods = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(m.startswith("pifr.train") for m in mods), f.name
+
+
+def test_embedders_know_nothing_of_poses_and_one_pipeline_serves_every_entry_point():
+    """Data flows one way: an embedder turns crops into vectors and imports nothing of the pose
+    policy, the views or the pipeline; verify, embed, Gallery and the service reach faces through
+    the pipeline, never around it."""
+    graph = import_graph(ROOT / "pifr", "pifr")
+
+    def reach(mod):
+        seen, todo = set(), [mod]
+        while todo:
+            for d in graph.get(todo.pop(), ()):
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        return seen
+
+    pose_side = {"pifr.policy", "pifr.views", "pifr.pipeline", "pifr.frontalization", "pifr.generator", "pifr.rotation"}
+    assert not reach("pifr.embedders") & pose_side
+    for entry in ("pifr.verification", "pifr.gallery.enrollment", "pifr.gallery", "pifr.service.recognizer"):
+        assert "pifr.pipeline" in reach(entry), entry
+        assert "pifr.frontalization" not in graph[entry], entry
