@@ -1,7 +1,7 @@
 """Research: variants of the untrained 3D frontal render for recognition, on CFP 351-400 (tuning
 split) — which render settings and fusion rules help, probe by probe against raw (exact McNemar).
 
-    python -m research.rotation_variants [--variants base nomirror flip grazing2]
+    python -m research.rotation_variants [--variants base nomirror flip]
 """
 from __future__ import annotations
 
@@ -24,31 +24,25 @@ from pifr.eval.metrics import mcnemar  # noqa: E402
 
 def renders(fits, emb, variant):
     out = {}
-    old = (rot.GRAZING_COS, rot.GRAZING_RAMP)
-    if variant == "grazing2":
-        rot.GRAZING_COS, rot.GRAZING_RAMP = 0.25, 0.35
-    try:
-        for p, v in fits.items():
-            if v is None:
-                out[p] = None
-                continue
-            img, _, fit = v
-            r = rot.render_pose(fit, img, 0.0, template=emb.template, mirror_fill=variant != "nomirror")
-            x = r.image[None]
-            if variant == "flip":
-                e = emb.embed_crops(np.concatenate([x, x[:, :, ::-1]]))
-                e = e.sum(0)
-                out[p] = e / np.linalg.norm(e)
-            else:
-                out[p] = emb.embed_crops(x)[0]
-    finally:
-        rot.GRAZING_COS, rot.GRAZING_RAMP = old
+    for p, v in fits.items():
+        if v is None:
+            out[p] = None
+            continue
+        img, _, fit = v
+        r = rot.render_pose(fit, img, 0.0, template=emb.template, mirror_fill=variant != "nomirror")
+        x = r.image[None]
+        if variant == "flip":
+            e = emb.embed_crops(np.concatenate([x, x[:, :, ::-1]]))
+            e = e.sum(0)
+            out[p] = e / np.linalg.norm(e)
+        else:
+            out[p] = emb.embed_crops(x)[0]
     return out
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--variants", nargs="+", default=["base", "nomirror", "flip", "grazing2"])
+    ap.add_argument("--variants", nargs="+", default=["base", "nomirror", "flip"])
     ap.add_argument("--embedders", nargs="+", default=["dlib_resnet", "mobilefacenet"])
     args = ap.parse_args()
     cfp = shared_root() / "data" / "cfp"

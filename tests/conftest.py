@@ -1,15 +1,13 @@
-"""Shared by both test tiers: the repository root on ``sys.path``, the shipped example photos, and
-the ``slow`` marker. ``tests/unit`` runs offline; ``tests/integration`` reads ``../shared``."""
+"""Shared by both test tiers (the repository root is on ``sys.path`` through pytest.ini's
+``pythonpath``): the shipped example photos and the ``slow`` marker. ``tests/unit`` runs offline; ``tests/integration`` reads ``../shared``."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 EXAMPLES = ROOT / "examples" / "images"
 

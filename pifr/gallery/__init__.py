@@ -12,10 +12,8 @@ false-accept rate, persist atomically in a pickle-free file.
 Unless a threshold is given or calibrated, the threshold follows the gallery's size so that a
 stranger is accepted as *anyone* with probability at most :data:`DEFAULT_FAR_PER_PROBE` (1 %),
 from impostor tables measured per embedder on named tuning data (:mod:`~pifr.gallery.operating_point`).
-Searches are exact, with numpy or faiss (:mod:`~pifr.gallery.search`).
-
-Templates and probes are made by the face pipeline (:mod:`pifr.pipeline`) under the gallery's
-policy (:mod:`pifr.policy`).
+Searches are exact, with numpy or faiss (:mod:`~pifr.gallery.search`). Templates and probes are
+made by the face pipeline (:mod:`pifr.pipeline`) under the gallery's policy (:mod:`pifr.policy`).
 
 The package: :mod:`~pifr.gallery.storage` (the :class:`GalleryStore` interface, the file, locking),
 :mod:`~pifr.gallery.search`, :mod:`~pifr.gallery.operating_point`, :mod:`~pifr.gallery.staleness`,
@@ -26,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
+from collections import Counter
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -172,10 +171,17 @@ class Gallery:
     def template_counts(self) -> Dict[str, int]:
         """How many templates each enrolled identity has, by identity name."""
         with self._lock:
-            counts: Dict[str, int] = {}
-            for name in self._labels:
-                counts[name] = counts.get(name, 0) + 1
-            return counts
+            return dict(Counter(self._labels))
+
+    @property
+    def search_backend(self) -> str:
+        """How :meth:`search_embedding` searches: ``"auto"`` (faiss from ``FAISS_MIN_TEMPLATES``
+        templates where installed), ``"numpy"`` or ``"faiss"`` — the same results; not saved."""
+        return self._search.backend
+
+    @search_backend.setter
+    def search_backend(self, value: str) -> None:
+        self._search.backend = value
 
     @property
     def stale_templates(self) -> Dict[str, int]:
@@ -310,9 +316,7 @@ class Gallery:
                 thr: Optional[float] = self.threshold + float(threshold_shift)
             except NoThresholdError:
                 thr = None  # ranking only
-
-            # This module's FAISS_MIN_TEMPLATES, so that setting pifr.gallery.FAISS_MIN_TEMPLATES takes effect.
-            index = self._search.index(self._emb, use_faiss=len(labels) >= FAISS_MIN_TEMPLATES)
+            index = self._search.index(self._emb)
         return [Match(n, s, None if thr is None else s >= thr) for n, s in nearest_identities(index, labels, qv.reshape(-1), k)]
 
     def probe_embedding(self, img: Union[ImageLike, Sequence[Any]]) -> Tuple[np.ndarray, float]:
@@ -477,10 +481,7 @@ class Gallery:
         """Load ``path`` (or, with ``create``, start a new gallery if there is none), hand it over,
         and save it when the block ends without an exception — all under the store's lock
         (:func:`file_lock` for a file), so concurrent editors (two ``pifr enroll`` runs) take turns
-        and no one's change is lost.
-
-            with Gallery.edit("staff.gallery", create=True) as g:
-                g.enroll("alice", ["a1.jpg"])
+        and no one's change is lost (an example in the module doc).
 
         ``kwargs`` go to :meth:`load` (``device``, ``detector``, ``frontalizer``); ``embedder``
         only applies to a new gallery. Raises GalleryError (missing file without ``create``,

@@ -3,8 +3,9 @@ interface (:class:`TemplateIndex`): both give the same identities and scores, ti
 
 Scores are cosine similarities of unit vectors; an identity's score is its best template's.
 faiss (``pip install pifr[faiss]``, a flat inner-product index) is used from
-:data:`FAISS_MIN_TEMPLATES` templates where it is installed; on 2 CPU cores it was no faster than
-numpy up to 1M templates (benchmarks/gallery.py).
+:data:`FAISS_MIN_TEMPLATES` templates where it is installed (a gallery's ``search_backend`` "auto"),
+or always ("faiss") or never ("numpy"); on 2 CPU cores it was no faster than numpy up to 1M
+templates (benchmarks/gallery.py).
 """
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from ..errors import InvalidArgumentError
 
 log = logging.getLogger("pifr")
 
-#: From this many templates identify() searches with faiss (exact inner product) instead of numpy;
-#: measured on 2 CPU cores, exact faiss was no faster than numpy up to 1M templates (benchmarks/gallery.py).
-#: :class:`pifr.gallery.Gallery` reads ``pifr.gallery.FAISS_MIN_TEMPLATES``, so setting it there takes effect.
+#: From this many templates the "auto" backend searches with faiss (exact inner product) instead of
+#: numpy; measured on 2 CPU cores, exact faiss was no faster than numpy up to 1M templates (benchmarks/gallery.py).
 FAISS_MIN_TEMPLATES = 1_000_000
+SEARCH_BACKENDS = ("auto", "numpy", "faiss")
 
 
 @dataclass(frozen=True)
@@ -76,17 +77,30 @@ class TemplateSearch:
     """One gallery's search structure: numpy, or a faiss index built once per change of the
     templates (:meth:`invalidate`). Not locked: the gallery calls :meth:`index` under its lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend: str = "auto") -> None:
         self._faiss: Optional[FaissIndex] = None
         self._no_faiss = False  # faiss found missing once: later searches go straight to numpy
+        self.backend = backend
+
+    @property
+    def backend(self) -> str:
+        """One of :data:`SEARCH_BACKENDS`; all give the same identities and scores."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in SEARCH_BACKENDS:
+            raise InvalidArgumentError(f"search backend must be one of {SEARCH_BACKENDS}, got {value!r}")
+        self._backend = value
 
     def invalidate(self) -> None:
         """The templates changed: the next faiss search rebuilds its index."""
         self._faiss = None
 
-    def index(self, templates: np.ndarray, use_faiss: bool) -> TemplateIndex:
-        """The index for ``templates`` ``(N, dim)`` float32: faiss when ``use_faiss`` and it is
-        installed (an optional extra: numpy gives the same exact results), else numpy."""
+    def index(self, templates: np.ndarray) -> TemplateIndex:
+        """The index for ``templates`` ``(N, dim)`` float32: faiss when the backend asks for it and
+        it is installed (an optional extra: numpy gives the same exact results), else numpy."""
+        use_faiss = self._backend == "faiss" or (self._backend == "auto" and len(templates) >= FAISS_MIN_TEMPLATES)
         if use_faiss and not self._no_faiss:
             if self._faiss is None:
                 try:

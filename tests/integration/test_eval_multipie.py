@@ -4,18 +4,12 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-import sys
 
 import numpy as np
 import pytest
 
 from pifr.eval.multipie import multipie_pairs, multipie_split, scan_multipie
 from pifr.train.data import multipie_items
-
-from tests.conftest import ROOT
-
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def test_multipie_reader_on_a_multipie_shaped_tree(cfp, tmp_path):
@@ -46,9 +40,9 @@ def test_multipie_reader_on_a_multipie_shaped_tree(cfp, tmp_path):
 def test_harness_matches_an_independent_rank1(setting, shared, tmp_path, monkeypatch):
     monkeypatch.setenv("PIFR_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("TQDM_DISABLE", "1")
-    import multipie_fixture
-    from _harness import embed_paths
-    from _multipie import protocol, run
+    from benchmarks import multipie_fixture
+    from benchmarks._harness import embed_paths
+    from benchmarks._multipie import protocol, run
 
     model3d = shared / "models" / "face-frontalization" / "model3Ddlib.mat"
     tree = multipie_fixture.build(tmp_path / "mpie", shared / "data" / "cfp", setting, range(391, 396),

@@ -67,14 +67,17 @@ def test_calibrate_hits_the_target_far():
     assert np.isfinite(thr)
 
 
-def test_faiss_index_gives_the_numpy_results(monkeypatch):
+def test_faiss_index_gives_the_numpy_results():
     pytest.importorskip("faiss")  # an optional extra (pip install pifr[faiss])
-    import pifr.gallery as G
+    from pifr.gallery.search import FaissIndex
 
     g, q = _random_gallery(300, 3, seed=1)
+    assert g.search_backend == "auto"  # numpy below FAISS_MIN_TEMPLATES
     exact = g.search_embedding(q, k=5)
-    monkeypatch.setattr(G, "FAISS_MIN_TEMPLATES", 10)
-    assert G.FAISS_MIN_TEMPLATES <= g.templates
+    g.search_backend = "faiss"
+    assert isinstance(g._search.index(g._emb), FaissIndex)
+    with pytest.raises(pifr.InvalidArgumentError):
+        g.search_backend = "annoy"
     viafaiss = g.search_embedding(q, k=5)
     assert [m.identity for m in viafaiss] == [m.identity for m in exact]
     assert np.allclose([m.score for m in viafaiss], [m.score for m in exact], atol=1e-5)
@@ -96,11 +99,9 @@ def test_interrupted_save_never_corrupts(tmp_path):
 
 
 def test_large_gallery_without_faiss_searches_with_numpy(monkeypatch):
-    """faiss is optional: above FAISS_MIN_TEMPLATES a machine without it gets numpy's (identical)
-    results, not an ImportError."""
+    """faiss is optional: a gallery that asks for it on a machine without it gets numpy's
+    (identical) results, not an ImportError."""
     import builtins
-
-    import pifr.gallery as G
 
     g, q = _random_gallery(30, 2, seed=2)
     exact = g.search_embedding(q, k=3)
@@ -114,7 +115,7 @@ def test_large_gallery_without_faiss_searches_with_numpy(monkeypatch):
         return real_import(name, *a, **kw)
 
     monkeypatch.setattr(builtins, "__import__", no_faiss)
-    monkeypatch.setattr(G, "FAISS_MIN_TEMPLATES", 10)
+    g.search_backend = "faiss"
     got = g.search_embedding(q, k=3)
     assert [(m.identity, m.score) for m in got] == [(m.identity, m.score) for m in exact]
     again = g.search_embedding(q, k=3)  # the missing import is remembered, not retried per search

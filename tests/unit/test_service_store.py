@@ -59,13 +59,11 @@ def test_a_store_refuses_a_missing_folder_and_a_corrupt_file(tmp_path):
         FileStore(bad, 0.01)
 
 
-def test_appended_templates_are_searched_at_once_and_duplicates_skipped(monkeypatch):
+def test_appended_templates_are_searched_at_once_and_duplicates_skipped():
     """append_templates goes through the gallery's own append: a search index built before it is
     rebuilt (with faiss from the first template), and a repeated hash is skipped."""
-    import pifr.gallery as G
-
-    monkeypatch.setattr(G, "FAISS_MIN_TEMPLATES", 1)
     e = Gallery(threshold=0.5, frontalize="never")
+    e.search_backend = "faiss"
     first = _templates(e.dim, 3, 1)
     append_templates(e, "x", first)
     assert e.search_embedding(first[0].vector)[0].identity == "x"
