@@ -4,7 +4,9 @@ fit, views, embedding) in images per second, by batch size, with the pose policy
 
 Data: CFP 351–400 (tuning split), profiles and frontals interleaved so that about a third of the
 faces are turned (the ones ``"auto"`` renders). Each setting runs once after a warm-up batch;
-the stages' share of the time comes from one profiled pass at the largest batch.
+the stages' share of the time comes from one profiled pass at the largest batch; the embedder
+alone is then timed in network passes of 1, 8, 64 and 256 crops (why the pipeline caps a CPU
+pass at ``pifr.pipeline.CPU_NET_BATCH`` crops).
 
     python benchmarks/pipeline.py [--images 256] [--batches 1 64 256] [--threads 1] [--embedder sface]
 """
@@ -55,10 +57,33 @@ def stage_seconds(paths: list, embedder: str, batch: int) -> dict:
     return out
 
 
+def ms_per_crop(embedder: str, passes, crops: int = 256) -> dict:
+    """The embedder's milliseconds per crop when ``crops`` aligned crops go through it in passes
+    of each size in ``passes`` (random pixels: the arithmetic does not depend on them)."""
+    import numpy as np
+
+    from pifr.embedders import get_embedder
+
+    emb = get_embedder(embedder)
+    size = emb.template.size
+    x = np.random.default_rng(0).integers(0, 256, (crops, size, size, 3), dtype=np.uint8)
+    emb.embed_crops(x[:2])  # warm
+    out = {}
+    for n in passes:
+        t0 = time.perf_counter()
+        for i in range(0, crops, n):
+            emb.embed_crops(x[i:i + n])
+        out[n] = 1000 * (time.perf_counter() - t0) / crops
+        print(f"{embedder}: {out[n]:.1f} ms a crop in passes of {n}", flush=True)
+    return out
+
+
 def main() -> None:
     ap = parser(__doc__, "results/pipeline", embedders=False)
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 64, 256])
+    ap.add_argument("--passes", type=int, nargs="+", default=[1, 8, 64, 256],
+                    help="crops per network pass for the embedder-alone timing")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     ap.add_argument("--embedder", default=None, help="default: the library's default embedder")
     args = ap.parse_args()
@@ -90,7 +115,10 @@ def main() -> None:
     write_table([{"stage": s, "seconds": t, "share %": 100 * t / total} for s, t in stages.items()], Path(args.out),
                 "pipeline_stages", f'Where the time goes ("auto", batch {max(args.batches)}, profiled)',
                 floatfmt={"seconds": ".1f", "share %": ".0f"})
-    rec.update(results=df.to_dict("records"), stages=stages)
+    per_crop = ms_per_crop(name, args.passes)
+    write_table([{"crops a pass": n, "ms a crop": v} for n, v in per_crop.items()], Path(args.out), "pipeline_passes",
+                f"{name} alone, 256 crops in passes of each size", floatfmt={"ms a crop": ".1f"})
+    rec.update(results=df.to_dict("records"), stages=stages, ms_per_crop=per_crop)
     save_record(Path(args.out), rec, "pipeline")
 
 
