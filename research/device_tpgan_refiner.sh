@@ -18,12 +18,12 @@
 # optimisers start afresh unless the config keeps them: "ckpt_optimizer", +2 bytes a parameter).
 # So leases add up: put the parts that came back in carry/tpgan_ckpt/ and run the same command.
 #
-# Back in $OUT (8 files at most, each ≤ 16 MiB, ≈ 55 MiB in all at width 0.25):
+# Back in $OUT (8 files at most, each ≤ 16 MiB; ≈ 21 MiB in all at the config's width 0.125, ≈ 55 MiB at 0.25):
 #   device.txt                       machine, commit, GPU use every 30 s, the files and their sizes
 #   train.log                        the trainer's log (no progress bars)
 #   log.jsonl                        losses every log_every steps, validation figures every val_every
 #   samples.jpg                      validation pairs: render | refined | photo (held-out LFW/CFP 001-350 people)
-#   checkpoint.safetensors.part00/01 the run's last state (G + D fp16, 27.8 MiB at width 0.25), split at 15 MiB:
+#   checkpoint.safetensors.part00/01 the run's last state (G + D fp16, 10.4 MiB at width 0.125, 27.8 at 0.25), split at 15 MiB:
 #                                    cat checkpoint.safetensors.part* > checkpoint.safetensors
 #   best.safetensors.part00/01       refiner weights best by validation (dlib cosine), only when not the last step's
 # The last step's refiner weights: python -m pifr.train.refine --export checkpoint.safetensors refiner.safetensors
