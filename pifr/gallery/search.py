@@ -77,10 +77,10 @@ class TemplateSearch:
     """One gallery's search structure: numpy, or a faiss index built once per change of the
     templates (:meth:`invalidate`). Not locked: the gallery calls :meth:`index` under its lock."""
 
-    def __init__(self, backend: str = "auto") -> None:
+    def __init__(self) -> None:
         self._faiss: Optional[FaissIndex] = None
         self._no_faiss = False  # faiss found missing once: later searches go straight to numpy
-        self.backend = backend
+        self._backend = "auto"
 
     @property
     def backend(self) -> str:
